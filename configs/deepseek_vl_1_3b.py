@@ -1,0 +1,61 @@
+"""DeepSeek-VL 1.3B (base/chat): SigLIP-L/16@384 + mlp_gelu aligner + DeepSeek-LLM-1.3B.
+
+Values from shared reference sections 1.1-1.3. Use: --config=configs/deepseek_vl_1_3b.py
+"""
+
+import ml_collections
+
+
+def model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.llm = ml_collections.ConfigDict(dict(
+      vocab_size=102400,  # embedding rows (tokenizer has 100016 entries; padded)
+      hidden_size=2048,  # model width
+      num_layers=24,  # decoder blocks
+      num_heads=16,  # attention heads
+      num_kv_heads=16,  # MHA (k/v projections are square)
+      head_dim=128,  # hidden_size / num_heads
+      intermediate_size=5632,  # SwiGLU width
+      rms_norm_eps=1e-6,  # LlamaConfig default; no key in the hub config
+      rope_theta=10000.0,  # unscaled rotate-half RoPE
+      max_position_embeddings=16384,  # hub value; no numeric effect for unscaled RoPE
+      tie_embeddings=False,  # the checkpoint carries its own lm_head
+  ))
+  m.siglip = ml_collections.ConfigDict(dict(
+      image_size=384,  # input side
+      patch_size=16,  # 24x24 = 576 tokens
+      width=1024,  # ViT-L width
+      depth=24,  # blocks in the checkpoint
+      num_heads=16,  # head_dim 64
+      mlp_dim=4096,  # fc1 width
+      layer_norm_eps=1e-6,  # blocks and final norm
+      select_layer=-1,  # ORIG: build depth + select_layer + 1 blocks, then the final norm
+      pixel_mean=(0.5, 0.5, 0.5),  # the tower normalises [0, 1] input itself
+      pixel_std=(0.5, 0.5, 0.5),
+  ))
+  m.sam = None  # 1.3B has no high-resolution tower
+  m.aligner = ml_collections.ConfigDict(dict(
+      type="mlp_gelu",  # Linear 1024->2048, GELU, Linear 2048->2048
+      depth=2,  # number of Linear layers
+  ))
+  m.compute = ml_collections.ConfigDict(dict(
+      dtype="bfloat16",  # activations
+      param_dtype="float32",  # parameter storage
+      precision="default",  # matmul precision; 'highest' for fp32 parity on GPU/TPU
+      remat_policy="none",  # none | full | dots | dots_no_batch
+      attention_impl="xla",  # xla | cudnn
+  ))
+  m.image_token_id = 100015  # <image_placeholder>
+  m.bos_token_id = 100000  # <｜begin▁of▁sentence｜>
+  m.eos_token_id = 100001  # <｜end▁of▁sentence｜>
+  m.pad_token_id = 100001  # pad = EOS in both releases
+  return m
+
+
+def get_config(arg=None):
+  del arg
+  config = ml_collections.ConfigDict()
+  config.mode = "demo"  # what main.py runs
+  config.seed = 0  # PRNG seed for initialisation and sampling
+  config.model = model_config()  # see dsvl_jax/models/config.py for every field
+  return config

@@ -1,0 +1,80 @@
+"""DeepSeek-VL 7B (base/chat): hybrid SigLIP-L@384 + SAM-B@1024 tower, hybrid split
+aligner, DeepSeek-LLM-7B. Values from shared reference sections 1.1-1.6.
+Use: --config=configs/deepseek_vl_7b.py
+"""
+
+import ml_collections
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def model_config() -> ml_collections.ConfigDict:
+  m = ml_collections.ConfigDict()
+  m.llm = ml_collections.ConfigDict(dict(
+      vocab_size=102400,  # embedding rows
+      hidden_size=4096,  # model width
+      num_layers=30,  # decoder blocks
+      num_heads=32,  # attention heads
+      num_kv_heads=32,  # MHA
+      head_dim=128,  # hidden_size / num_heads
+      intermediate_size=11008,  # SwiGLU width
+      rms_norm_eps=1e-6,  # LlamaConfig default
+      rope_theta=10000.0,  # unscaled rotate-half RoPE
+      max_position_embeddings=16384,  # hub value
+      tie_embeddings=False,  # separate lm_head tensor
+  ))
+  m.siglip = ml_collections.ConfigDict(dict(
+      image_size=384,  # low-resolution view (antialiased resize of the 1024 input)
+      patch_size=16,  # 576 tokens
+      width=1024,  # ViT-L
+      depth=24,  # blocks
+      num_heads=16,  # head_dim 64
+      mlp_dim=4096,  # fc1 width
+      layer_norm_eps=1e-6,  # blocks and final norm
+      select_layer=-1,  # all blocks + final norm
+      pixel_mean=(0.5, 0.5, 0.5),  # low tower normalisation
+      pixel_std=(0.5, 0.5, 0.5),
+  ))
+  m.sam = ml_collections.ConfigDict(dict(
+      image_size=1024,  # high-resolution input
+      patch_size=16,  # 64x64 grid
+      width=768,  # SAM-B
+      depth=12,  # blocks
+      num_heads=12,  # head_dim 64
+      mlp_dim=3072,  # lin1 width
+      layer_norm_eps=1e-6,  # blocks and neck LayerNorm2d
+      window_size=14,  # windowed blocks pad 64 -> 70
+      global_attn_indexes=(2, 5, 8, 11),  # the first also feeds the HD branch
+      neck_channels=256,  # neck output
+      resize_to=96,  # bilinear 64 -> 96 after the neck
+      downsample_channels=(512, 1024),  # two bias-free stride-2 convs: 96 -> 48 -> 24
+      hd_branch=True,  # DeepSeek's sam_hd branch with a learned alpha
+      pixel_mean=CLIP_MEAN,  # high tower normalisation
+      pixel_std=CLIP_STD,
+  ))
+  m.aligner = ml_collections.ConfigDict(dict(
+      type="low_high_hybrid_split_mlp_gelu",  # up-project each, concat [high, low], GELU, Linear
+      depth=2,  # fixed for this type
+  ))
+  m.compute = ml_collections.ConfigDict(dict(
+      dtype="bfloat16",  # activations
+      param_dtype="float32",  # parameter storage
+      precision="default",  # matmul precision
+      remat_policy="none",  # none | full | dots | dots_no_batch
+      attention_impl="xla",  # xla | cudnn
+  ))
+  m.image_token_id = 100015  # <image_placeholder>
+  m.bos_token_id = 100000  # BOS
+  m.eos_token_id = 100001  # EOS
+  m.pad_token_id = 100001  # pad = EOS
+  return m
+
+
+def get_config(arg=None):
+  del arg
+  config = ml_collections.ConfigDict()
+  config.mode = "demo"  # what main.py runs
+  config.seed = 0  # PRNG seed
+  config.model = model_config()  # see dsvl_jax/models/config.py
+  return config

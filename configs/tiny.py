@@ -1,0 +1,84 @@
+"""Tiny random DeepSeek-VL models for tests and the CPU demo (seconds, not hours).
+
+--config=configs/tiny.py            SigLIP-only family (1.3B architecture)
+--config=configs/tiny.py:hybrid     SigLIP + SAM family (7B architecture)
+Shapes keep every structural feature: GQA, several windows with padding in SAM
+(grid 8, window 3 -> pad to 9), global blocks, the HD branch and the resize.
+"""
+
+import ml_collections
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def model_config(family: str = "siglip") -> ml_collections.ConfigDict:
+  if family not in ("siglip", "hybrid"):
+    raise ValueError(f"configs/tiny.py: unknown family {family!r}; use siglip or hybrid")
+  m = ml_collections.ConfigDict()
+  m.llm = ml_collections.ConfigDict(dict(
+      vocab_size=512,  # small vocabulary; special ids below sit inside it
+      hidden_size=64,  # width
+      num_layers=2,  # decoder blocks
+      num_heads=4,  # query heads
+      num_kv_heads=2,  # grouped key/value heads (exercises GQA)
+      head_dim=16,  # per head
+      intermediate_size=128,  # SwiGLU width
+      rms_norm_eps=1e-6,  # as the real model
+      rope_theta=10000.0,  # as the real model
+      max_position_embeddings=2048,  # unused by unscaled RoPE
+      tie_embeddings=False,  # as the real model
+  ))
+  m.siglip = ml_collections.ConfigDict(dict(
+      image_size=32,  # 4x4 = 16 image tokens
+      patch_size=8,
+      width=32,
+      depth=2,
+      num_heads=2,
+      mlp_dim=64,
+      layer_norm_eps=1e-6,
+      select_layer=-1,
+      pixel_mean=(0.5, 0.5, 0.5),
+      pixel_std=(0.5, 0.5, 0.5),
+  ))
+  m.sam = None
+  m.aligner = ml_collections.ConfigDict(dict(type="mlp_gelu", depth=2))
+  if family == "hybrid":
+    m.sam = ml_collections.ConfigDict(dict(
+        image_size=64,  # 8x8 grid
+        patch_size=8,
+        width=32,
+        depth=6,  # W W G x 2: the scan runs 2 groups
+        num_heads=2,
+        mlp_dim=64,
+        layer_norm_eps=1e-6,
+        window_size=3,  # 8 -> pad to 9, 9 windows
+        global_attn_indexes=(2, 5),
+        neck_channels=16,
+        resize_to=16,  # 4 * SigLIP grid, as 96 = 4 * 24
+        downsample_channels=(32, 64),  # 16 -> 8 -> 4
+        hd_branch=True,
+        pixel_mean=CLIP_MEAN,
+        pixel_std=CLIP_STD,
+    ))
+    m.aligner = ml_collections.ConfigDict(dict(type="low_high_hybrid_split_mlp_gelu", depth=2))
+  m.compute = ml_collections.ConfigDict(dict(
+      dtype="float32",  # activations
+      param_dtype="float32",  # parameters
+      precision="highest",  # exact fp32 everywhere (parity tests)
+      remat_policy="none",  # activation checkpointing
+      attention_impl="xla",  # portable reference attention
+  ))
+  m.image_token_id = 500  # plays the role of 100015
+  m.bos_token_id = 1  # plays the role of 100000
+  m.eos_token_id = 2  # plays the role of 100001
+  m.pad_token_id = 2  # pad = EOS, as released
+  return m
+
+
+def get_config(arg=None):
+  config = ml_collections.ConfigDict()
+  config.mode = "demo"  # what main.py runs
+  config.seed = 0  # PRNG seed for parameters and the demo inputs
+  config.model = model_config(arg or "siglip")  # see dsvl_jax/models/config.py
+  return config

@@ -1,0 +1,290 @@
+"""Typed, validated model configuration built from ml_collections data.
+
+Configs under `configs/` are plain `ml_collections.ConfigDict` data. Modules take the
+frozen dataclasses below instead: they are hashable (Flax module attributes must be),
+typed, and validated once, at start-up, with errors that name the offending field.
+`VLMConfig.from_dict(config.model)` is the single conversion point.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SIGLIP_MEAN = (0.5, 0.5, 0.5)
+SIGLIP_STD = (0.5, 0.5, 0.5)
+
+REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
+ATTENTION_IMPLS = ("xla", "cudnn")
+DTYPES = ("float32", "bfloat16", "float16")
+PRECISIONS = ("default", "high", "highest")
+ALIGNER_TYPES = ("mlp_gelu", "low_high_hybrid_split_mlp_gelu")
+
+
+class ConfigError(ValueError):
+  """A configuration field is missing, unknown or has an invalid value."""
+
+
+def _check(cond: bool, field: str, msg: str) -> None:
+  if not cond:
+    raise ConfigError(f"config field '{field}': {msg}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ComputeConfig:
+  """How the model computes, independent of its architecture."""
+  dtype: str = "float32"  # activation / compute dtype
+  param_dtype: str = "float32"  # storage dtype of parameters
+  precision: str = "default"  # matmul precision ('highest' for exact fp32 on GPU/TPU)
+  remat_policy: str = "none"  # activation checkpointing of repeated blocks
+  attention_impl: str = "xla"  # attention backend, see models/attention.py
+
+  def validate(self, prefix: str) -> None:
+    _check(self.dtype in DTYPES, f"{prefix}.dtype", f"{self.dtype!r} not in {DTYPES}")
+    _check(self.param_dtype in DTYPES, f"{prefix}.param_dtype",
+           f"{self.param_dtype!r} not in {DTYPES}")
+    _check(self.precision in PRECISIONS, f"{prefix}.precision",
+           f"{self.precision!r} not in {PRECISIONS}")
+    _check(self.remat_policy in REMAT_POLICIES, f"{prefix}.remat_policy",
+           f"{self.remat_policy!r} not in {REMAT_POLICIES}")
+    _check(self.attention_impl in ATTENTION_IMPLS, f"{prefix}.attention_impl",
+           f"{self.attention_impl!r} not in {ATTENTION_IMPLS}")
+
+
+@dataclasses.dataclass(frozen=True)
+class LLMConfig:
+  """DeepSeek-LLM (LLaMA architecture) hyper-parameters (reference 1.2)."""
+  vocab_size: int = 102400
+  hidden_size: int = 2048
+  num_layers: int = 24
+  num_heads: int = 16
+  num_kv_heads: int = 16
+  head_dim: int = 128
+  intermediate_size: int = 5632
+  rms_norm_eps: float = 1e-6
+  rope_theta: float = 10000.0
+  max_position_embeddings: int = 16384
+  tie_embeddings: bool = False
+
+  def validate(self, prefix: str) -> None:
+    for f in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
+              "head_dim", "intermediate_size"):
+      _check(getattr(self, f) > 0, f"{prefix}.{f}", "must be positive")
+    _check(self.num_heads % self.num_kv_heads == 0, f"{prefix}.num_kv_heads",
+           f"{self.num_kv_heads} does not divide num_heads={self.num_heads}")
+    _check(self.head_dim % 2 == 0, f"{prefix}.head_dim", "rotary embeddings need an even head_dim")
+    _check(self.rms_norm_eps > 0, f"{prefix}.rms_norm_eps", "must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class SiglipConfig:
+  """SigLIP ViT hyper-parameters (reference 1.3)."""
+  image_size: int = 384
+  patch_size: int = 16
+  width: int = 1024
+  depth: int = 24
+  num_heads: int = 16
+  mlp_dim: int = 4096
+  layer_norm_eps: float = 1e-6
+  # ORIG semantics: build depth + select_layer + 1 blocks, always apply the final norm.
+  select_layer: int = -1
+  pixel_mean: tuple[float, ...] = SIGLIP_MEAN
+  pixel_std: tuple[float, ...] = SIGLIP_STD
+
+  @property
+  def grid(self) -> int:
+    return self.image_size // self.patch_size
+
+  @property
+  def num_tokens(self) -> int:
+    return self.grid * self.grid
+
+  @property
+  def num_blocks(self) -> int:
+    return self.depth + self.select_layer + 1
+
+  def validate(self, prefix: str) -> None:
+    _check(self.image_size % self.patch_size == 0, f"{prefix}.patch_size",
+           f"{self.patch_size} does not divide image_size={self.image_size}")
+    _check(self.width % self.num_heads == 0, f"{prefix}.num_heads",
+           f"{self.num_heads} does not divide width={self.width}")
+    _check(-self.depth <= self.select_layer <= -1, f"{prefix}.select_layer",
+           f"{self.select_layer} must be in [-depth, -1] (ORIG semantics)")
+    _check(len(self.pixel_mean) == 3 and len(self.pixel_std) == 3, f"{prefix}.pixel_mean",
+           "pixel_mean and pixel_std need 3 values")
+
+
+@dataclasses.dataclass(frozen=True)
+class SamConfig:
+  """SAM-B ViTDet plus DeepSeek's neck/resize/downsample/HD additions (reference 1.4)."""
+  image_size: int = 1024
+  patch_size: int = 16
+  width: int = 768
+  depth: int = 12
+  num_heads: int = 12
+  mlp_dim: int = 3072
+  layer_norm_eps: float = 1e-6
+  window_size: int = 14
+  global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11)
+  neck_channels: int = 256
+  resize_to: int = 96  # bilinear 64x64 -> 96x96 after the neck
+  downsample_channels: tuple[int, ...] = (512, 1024)  # bias-free stride-2 3x3 convs
+  hd_branch: bool = True  # DeepSeek's sam_hd: first global block -> neck_hd -> same convs
+  pixel_mean: tuple[float, ...] = CLIP_MEAN
+  pixel_std: tuple[float, ...] = CLIP_STD
+
+  @property
+  def grid(self) -> int:
+    return self.image_size // self.patch_size
+
+  @property
+  def out_grid(self) -> int:
+    return self.resize_to // (2 ** len(self.downsample_channels))
+
+  @property
+  def output_dim(self) -> int:
+    return self.downsample_channels[-1]
+
+  @property
+  def hd_tap(self) -> int:
+    """Index of the block whose output feeds the HD branch (the first global block)."""
+    return self.global_attn_indexes[0]
+
+  def validate(self, prefix: str) -> None:
+    _check(self.image_size % self.patch_size == 0, f"{prefix}.patch_size",
+           f"{self.patch_size} does not divide image_size={self.image_size}")
+    _check(self.width % self.num_heads == 0, f"{prefix}.num_heads",
+           f"{self.num_heads} does not divide width={self.width}")
+    _check(len(self.global_attn_indexes) > 0 and
+           all(0 <= i < self.depth for i in self.global_attn_indexes),
+           f"{prefix}.global_attn_indexes",
+           f"{self.global_attn_indexes} must be non-empty and within [0, depth={self.depth})")
+    _check(self.window_size > 0, f"{prefix}.window_size", "must be positive")
+    _check(len(self.downsample_channels) >= 1, f"{prefix}.downsample_channels",
+           "need at least one downsample conv")
+    _check(self.resize_to % (2 ** len(self.downsample_channels)) == 0, f"{prefix}.resize_to",
+           f"{self.resize_to} must be divisible by 2**len(downsample_channels)")
+
+
+@dataclasses.dataclass(frozen=True)
+class AlignerConfig:
+  """Vision-language adaptor (reference 1.6)."""
+  type: str = "mlp_gelu"
+  depth: int = 2
+
+  def validate(self, prefix: str) -> None:
+    _check(self.type in ALIGNER_TYPES, f"{prefix}.type", f"{self.type!r} not in {ALIGNER_TYPES}")
+    _check(self.depth >= 1, f"{prefix}.depth", "must be >= 1")
+    if self.type == "low_high_hybrid_split_mlp_gelu":
+      _check(self.depth == 2, f"{prefix}.depth", "the hybrid split aligner is defined for depth 2")
+
+
+@dataclasses.dataclass(frozen=True)
+class VLMConfig:
+  """The whole DeepSeek-VL model. `sam is None` means the 1.3B (SigLIP-only) family."""
+  llm: LLMConfig = LLMConfig()
+  siglip: SiglipConfig = SiglipConfig()
+  sam: SamConfig | None = None
+  aligner: AlignerConfig = AlignerConfig()
+  compute: ComputeConfig = ComputeConfig()
+  image_token_id: int = 100015
+  bos_token_id: int = 100000
+  eos_token_id: int = 100001
+  pad_token_id: int = 100001
+
+  @property
+  def hybrid(self) -> bool:
+    return self.sam is not None
+
+  @property
+  def image_size(self) -> int:
+    """Side of the square [0, 1] image the model takes (1024 hybrid, 384 otherwise)."""
+    return self.sam.image_size if self.sam is not None else self.siglip.image_size
+
+  @property
+  def num_image_tokens(self) -> int:
+    return self.siglip.num_tokens
+
+  def validate(self) -> "VLMConfig":
+    self.llm.validate("model.llm")
+    self.siglip.validate("model.siglip")
+    self.aligner.validate("model.aligner")
+    self.compute.validate("model.compute")
+    if self.sam is not None:
+      self.sam.validate("model.sam")
+      _check(self.aligner.type == "low_high_hybrid_split_mlp_gelu", "model.aligner.type",
+             "a model with a SAM tower needs the 'low_high_hybrid_split_mlp_gelu' aligner")
+      _check(self.sam.out_grid == self.siglip.grid, "model.sam.resize_to",
+             f"SAM emits a {self.sam.out_grid}x{self.sam.out_grid} grid but SigLIP a "
+             f"{self.siglip.grid}x{self.siglip.grid} one; resize_to must be "
+             f"{self.siglip.grid * 2 ** len(self.sam.downsample_channels)}")
+      _check(self.llm.hidden_size % 2 == 0, "model.llm.hidden_size",
+             "the hybrid aligner splits hidden_size in two")
+    else:
+      _check(self.aligner.type == "mlp_gelu", "model.aligner.type",
+             "a SigLIP-only model needs the 'mlp_gelu' aligner")
+    for f in ("image_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
+      _check(0 <= getattr(self, f) < self.llm.vocab_size, f"model.{f}",
+             f"{getattr(self, f)} outside the vocabulary [0, {self.llm.vocab_size})")
+    return self
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "VLMConfig":
+    """Builds and validates a config from a (nested) mapping, e.g. `config.model`."""
+    return _build(cls, d, "model").validate()
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def replace(self, **kw) -> "VLMConfig":
+    return dataclasses.replace(self, **kw)
+
+
+_NESTED = {
+    (VLMConfig, "llm"): LLMConfig,
+    (VLMConfig, "siglip"): SiglipConfig,
+    (VLMConfig, "sam"): SamConfig,
+    (VLMConfig, "aligner"): AlignerConfig,
+    (VLMConfig, "compute"): ComputeConfig,
+}
+
+
+def _build(cls, d: Mapping[str, Any], prefix: str):
+  if hasattr(d, "to_dict"):
+    d = d.to_dict()
+  if not isinstance(d, Mapping):
+    raise ConfigError(f"config field '{prefix}': expected a mapping, got {type(d).__name__}")
+  fields = {f.name: f for f in dataclasses.fields(cls)}
+  unknown = sorted(set(d) - set(fields))
+  if unknown:
+    raise ConfigError(f"config field '{prefix}': unknown field(s) {unknown}; "
+                      f"known: {sorted(fields)}")
+  kwargs = {}
+  for name, value in d.items():
+    path = f"{prefix}.{name}"
+    sub = _NESTED.get((cls, name))
+    if sub is not None:
+      kwargs[name] = None if value is None else _build(sub, value, path)
+      continue
+    default = fields[name].default
+    if isinstance(default, tuple):
+      if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"config field '{path}': expected a sequence, got {value!r}")
+      value = tuple(value)
+    elif isinstance(default, bool):
+      if not isinstance(value, bool):
+        raise ConfigError(f"config field '{path}': expected a bool, got {value!r}")
+    elif isinstance(default, int):
+      if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"config field '{path}': expected an int, got {value!r}")
+    elif isinstance(default, float):
+      if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"config field '{path}': expected a number, got {value!r}")
+      value = float(value)
+    elif isinstance(default, str):
+      if not isinstance(value, str):
+        raise ConfigError(f"config field '{path}': expected a string, got {value!r}")
+    kwargs[name] = value
+  return cls(**kwargs)

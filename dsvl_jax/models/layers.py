@@ -1,0 +1,144 @@
+"""Layers shared by the language model and the vision towers.
+
+Every parameter is created through `param_with_axes`-style initialisers that attach
+logical axis names (`nn.with_logical_partitioning`); `dsvl_jax/sharding.py` maps those
+names to mesh axes. Compute dtype, parameter dtype and matmul precision come from
+`ComputeConfig`; no layer casts behind the caller's back except where the reference
+does (RMSNorm in float32, LayerNorm statistics in float32, softmax in float32).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from dsvl_jax.models.config import ComputeConfig
+
+Axes = tuple[str | None, ...]
+
+
+def dtype_of(name: str) -> jnp.dtype:
+  return jnp.dtype(name)
+
+
+def precision_of(name: str) -> jax.lax.Precision | None:
+  return {"default": None, "high": jax.lax.Precision.HIGH,
+          "highest": jax.lax.Precision.HIGHEST}[name]
+
+
+def gelu(x: jax.Array) -> jax.Array:
+  """Exact (erf) GELU, as torch's nn.GELU(); JAX's default is the tanh approximation."""
+  return jax.nn.gelu(x, approximate=False)
+
+
+def constrain(x: jax.Array, axes: Axes) -> jax.Array:
+  """Logical sharding constraint on an activation (a no-op outside a rules context)."""
+  return nn.with_logical_constraint(x, axes)
+
+
+def dense(compute: ComputeConfig, features: int | Sequence[int], kernel_axes: Axes, *,
+          axis: int | Sequence[int] = -1, use_bias: bool = True, bias_axes: Axes | None = None,
+          init_scale: float = 0.02, name: str | None = None) -> nn.DenseGeneral:
+  """A DenseGeneral whose kernel [in..., out...] and bias [out...] carry logical axes."""
+  features = (features,) if isinstance(features, int) else tuple(features)
+  if bias_axes is None:
+    bias_axes = kernel_axes[-len(features):]
+  return nn.DenseGeneral(
+      features=features,
+      axis=axis,
+      use_bias=use_bias,
+      dtype=dtype_of(compute.dtype),
+      param_dtype=dtype_of(compute.param_dtype),
+      precision=precision_of(compute.precision),
+      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(init_scale), kernel_axes),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), bias_axes),
+      name=name,
+  )
+
+
+def conv(compute: ComputeConfig, features: int, kernel: int, *, stride: int = 1,
+         padding: int = 0, use_bias: bool = True, name: str | None = None) -> nn.Conv:
+  """NHWC Conv with torch-style explicit symmetric padding; kernel [kh, kw, in, out]."""
+  return nn.Conv(
+      features=features,
+      kernel_size=(kernel, kernel),
+      strides=(stride, stride),
+      padding=((padding, padding), (padding, padding)),
+      use_bias=use_bias,
+      dtype=dtype_of(compute.dtype),
+      param_dtype=dtype_of(compute.param_dtype),
+      precision=precision_of(compute.precision),
+      kernel_init=nn.with_logical_partitioning(
+          nn.initializers.lecun_normal(), ("conv_h", "conv_w", "conv_in", "conv_out")),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
+      name=name,
+  )
+
+
+def layer_norm(compute: ComputeConfig, eps: float, axis_name: str = "norm",
+               name: str | None = None) -> nn.LayerNorm:
+  """torch-compatible LayerNorm: two-pass variance (not E[x^2]-E[x]^2), stats in fp32."""
+  return nn.LayerNorm(
+      epsilon=eps,
+      use_fast_variance=False,
+      dtype=dtype_of(compute.dtype),
+      param_dtype=dtype_of(compute.param_dtype),
+      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), (axis_name,)),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), (axis_name,)),
+      name=name,
+  )
+
+
+class RMSNorm(nn.Module):
+  """LLaMA RMSNorm: normalise in float32, cast back to the input dtype, then scale.
+
+  x: [..., D] -> [..., D] in the compute dtype.
+  """
+  compute: ComputeConfig
+  eps: float = 1e-6
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param(
+        "scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        (x.shape[-1],), dtype_of(self.compute.param_dtype))
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
+    dtype = dtype_of(self.compute.dtype)
+    return y.astype(x.dtype).astype(dtype) * scale.astype(dtype)
+
+
+_REMAT_POLICIES = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def maybe_remat(module_cls: Any, remat_policy: str) -> Any:
+  """Wraps a block class in nn.remat according to a ComputeConfig.remat_policy name."""
+  if remat_policy == "none":
+    return module_cls
+  # prevent_cse=False is safe (and faster) because every block runs under nn.scan.
+  return nn.remat(module_cls, policy=_REMAT_POLICIES[remat_policy], prevent_cse=False)
+
+
+def scan_blocks(block_cls: Any, length: int, *, in_axes: tuple, name: str,
+                remat_policy: str, **block_kwargs) -> nn.Module:
+  """`length` copies of a block under nn.scan: one compiled body whatever the depth.
+
+  The block's __call__ is (carry, *xs) -> (carry, ys); its parameters get a leading
+  'layers' axis. `in_axes` gives, per x, 0 (sliced per layer) or nn.broadcast.
+  """
+  block_cls = maybe_remat(block_cls, remat_policy)
+  return nn.scan(
+      block_cls,
+      variable_axes={"params": 0},
+      split_rngs={"params": True},
+      in_axes=in_axes,
+      length=length,
+      metadata_params={nn.PARTITION_NAME: "layers"},
+  )(name=name, **block_kwargs)

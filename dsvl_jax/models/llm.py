@@ -1,0 +1,155 @@
+"""DeepSeek-LLM: the LLaMA-architecture decoder (reference 1.2, 5.2).
+
+Pre-norm blocks (RMSNorm -> attention -> residual, RMSNorm -> SwiGLU -> residual) stacked
+under nn.scan, a final RMSNorm and an untied (optionally tied) LM head. The key/value
+cache is an explicit input/output pytree, never hidden module state:
+
+  cache = {"k": [L, B, S, KVH, Dh], "v": [L, B, S, KVH, Dh]}
+
+A prefill writes T tokens at slots [cache_index, cache_index + T); a decode step writes
+one. `attention_mask` then covers all S slots (1 = a real token has been or is being
+written there), which is how left padding survives decoding.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from dsvl_jax.models import layers
+from dsvl_jax.models.attention import attention
+from dsvl_jax.models.config import ComputeConfig, LLMConfig
+from dsvl_jax.models.rope import apply_rope, rope_cos_sin
+
+Cache = dict[str, jax.Array]
+
+
+def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+  """RoPE positions for a left-padded batch, as transformers' generate derives them.
+
+  attention_mask [B, T] -> cumsum - 1 on real tokens (the first real token is 0), 1 on
+  padding (never attended, so the value only has to be finite).
+  """
+  mask = attention_mask.astype(jnp.int32)
+  return jnp.where(mask > 0, jnp.cumsum(mask, axis=-1) - 1, 1)
+
+
+def init_cache(cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> Cache:
+  """An empty KV cache for `batch` sequences of up to `max_len` tokens."""
+  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+
+
+class LLMBlock(nn.Module):
+  """One decoder layer. Scanned: (x, ctx, cache_layer) -> (x, new_cache_layer)."""
+  cfg: LLMConfig
+  compute: ComputeConfig
+
+  @nn.compact
+  def __call__(self, x: jax.Array, ctx: dict[str, Any], cache: Cache | None):
+    cfg, compute = self.cfg, self.compute
+    x = layers.constrain(x, ("batch", "length", "embed"))
+    h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="input_norm")(x)
+    q = layers.dense(compute, (cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"),
+                     use_bias=False, name="q_proj")(h)
+    k = layers.dense(compute, (cfg.num_kv_heads, cfg.head_dim),
+                     ("embed", "kv_heads", "head_dim"), use_bias=False, name="k_proj")(h)
+    v = layers.dense(compute, (cfg.num_kv_heads, cfg.head_dim),
+                     ("embed", "kv_heads", "head_dim"), use_bias=False, name="v_proj")(h)
+    q = apply_rope(q, ctx["cos"], ctx["sin"])
+    k = apply_rope(k, ctx["cos"], ctx["sin"])
+    q = layers.constrain(q, ("batch", "length", "heads", "head_dim"))
+
+    new_cache = None
+    if cache is not None:
+      idx = ctx["cache_index"]
+      k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, idx, 0, 0))
+      v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, idx, 0, 0))
+      new_cache = {"k": k, "v": v}
+      k, v = k.astype(q.dtype), v.astype(q.dtype)
+
+    out = attention(q, k, v, causal=True, q_slot=ctx["q_slot"], k_slot=ctx["k_slot"],
+                    k_valid=ctx["k_valid"], q_segment=ctx["q_segment"],
+                    k_segment=ctx["k_segment"], impl=compute.attention_impl,
+                    precision=layers.precision_of(compute.precision))
+    out = layers.dense(compute, cfg.hidden_size, ("heads", "head_dim", "embed"), axis=(-2, -1),
+                       use_bias=False, name="o_proj")(out)
+    x = x + out
+
+    h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="post_attention_norm")(x)
+    gate = layers.dense(compute, cfg.intermediate_size, ("embed", "mlp"), use_bias=False,
+                        name="gate_proj")(h)
+    up = layers.dense(compute, cfg.intermediate_size, ("embed", "mlp"), use_bias=False,
+                      name="up_proj")(h)
+    h = layers.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
+    x = x + layers.dense(compute, cfg.hidden_size, ("mlp", "embed"), use_bias=False,
+                         name="down_proj")(h)
+    return x, new_cache
+
+
+class LLM(nn.Module):
+  """Token embedding, scanned decoder blocks, final norm, LM head."""
+  cfg: LLMConfig
+  compute: ComputeConfig
+
+  def setup(self):
+    cfg, compute = self.cfg, self.compute
+    self.embed_tokens = nn.Embed(
+        cfg.vocab_size, cfg.hidden_size,
+        dtype=layers.dtype_of(compute.dtype), param_dtype=layers.dtype_of(compute.param_dtype),
+        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                    ("vocab", "embed")))
+    self.layers = layers.scan_blocks(LLMBlock, cfg.num_layers, in_axes=(nn.broadcast, 0),
+                                     name="layers", remat_policy=compute.remat_policy,
+                                     cfg=cfg, compute=compute)
+    self.norm = layers.RMSNorm(compute, cfg.rms_norm_eps)
+    if not cfg.tie_embeddings:
+      self.lm_head = layers.dense(compute, cfg.vocab_size, ("embed", "vocab"), use_bias=False)
+
+  def embed(self, input_ids: jax.Array) -> jax.Array:
+    """[B, T] int -> [B, T, D]."""
+    return self.embed_tokens(input_ids)
+
+  def logits(self, hidden: jax.Array) -> jax.Array:
+    """[B, T, D] (after the final norm) -> [B, T, V] float32."""
+    if self.cfg.tie_embeddings:
+      out = self.embed_tokens.attend(hidden)
+    else:
+      out = self.lm_head(hidden)
+    return layers.constrain(out, ("batch", "length", "vocab")).astype(jnp.float32)
+
+  def __call__(self, embeds: jax.Array, positions: jax.Array, *,
+               attention_mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
+               cache: Cache | None = None, cache_index: jax.Array | int = 0
+               ) -> tuple[jax.Array, Cache | None]:
+    """Runs the decoder.
+
+    embeds [B, T, D]; positions [B, T] RoPE positions.
+    attention_mask: [B, T] (no cache) or [B, S] over all cache slots (with cache).
+    segment_ids [B, T]: packed sequences; needs cache=None.
+    Returns (hidden [B, T, D] after the final norm, updated cache or None).
+    """
+    cfg = self.cfg
+    b, t, _ = embeds.shape
+    dtype = layers.dtype_of(self.compute.dtype)
+    cos, sin = rope_cos_sin(positions, cfg.head_dim, cfg.rope_theta, dtype)
+    if cache is None:
+      q_slot = k_slot = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))
+    else:
+      if segment_ids is not None:
+        raise ValueError("segment_ids (packing) is a training feature; it needs cache=None")
+      s = cache["k"].shape[2]
+      q_slot = jnp.broadcast_to(cache_index + jnp.arange(t, dtype=jnp.int32), (b, t))
+      k_slot = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
+    ctx = {
+        "cos": cos, "sin": sin, "q_slot": q_slot, "k_slot": k_slot,
+        "k_valid": None if attention_mask is None else attention_mask.astype(bool),
+        "q_segment": segment_ids, "k_segment": segment_ids,
+        "cache_index": jnp.asarray(cache_index, jnp.int32),
+    }
+    x = layers.constrain(embeds.astype(dtype), ("batch", "length", "embed"))
+    x, new_cache = self.layers(x, ctx, cache)
+    return self.norm(x), new_cache

@@ -1,0 +1,114 @@
+"""DeepSeek-VL: vision tower -> aligner -> image embeddings placed into the LLM input.
+
+The k-th image-token position of the batch (scanning batch, then time) receives the
+k-th row of the flattened image embeddings [N * tokens_per_image, D], as ORIG's boolean
+mask assignment and transformers' masked_scatter do. Images are a flat batch-major
+[N, 3, S, S] array in [0, 1]: a batch may mix samples with zero, one or several images.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from dsvl_jax.models.aligner import HybridSplitAligner, MlpGeluAligner
+from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.llm import LLM, Cache, positions_from_mask
+from dsvl_jax.models.vision import HybridTower, SiglipTower
+
+
+def check_image_tokens(input_ids: Any, num_images: int, cfg: VLMConfig) -> None:
+  """Raises if the number of image-token positions differs from the images given.
+
+  A no-op on traced values: jitted callers check concrete inputs before tracing.
+  """
+  if isinstance(input_ids, jax.core.Tracer):
+    return
+  n_tokens = int(np.sum(np.asarray(input_ids) == cfg.image_token_id))
+  expected = num_images * cfg.num_image_tokens
+  if n_tokens != expected:
+    raise ValueError(
+        f"the batch has {n_tokens} image-token positions (id {cfg.image_token_id}) but "
+        f"{num_images} image(s) x {cfg.num_image_tokens} tokens = {expected} image "
+        f"embeddings; each image needs exactly {cfg.num_image_tokens} placeholder tokens")
+
+
+def scatter_image_embeddings(input_ids: jax.Array, token_embeds: jax.Array,
+                             image_embeds: jax.Array, image_token_id: int) -> jax.Array:
+  """Places image rows at image-token positions in batch-major order.
+
+  input_ids [B, T]; token_embeds [B, T, D]; image_embeds [N, K, D] -> [B, T, D].
+  """
+  b, t, d = token_embeds.shape
+  rows = image_embeds.reshape(-1, d).astype(token_embeds.dtype)
+  is_image = input_ids == image_token_id
+  index = jnp.cumsum(is_image.reshape(-1)).reshape(b, t) - 1
+  gathered = rows[jnp.clip(index, 0, rows.shape[0] - 1)]
+  return jnp.where(is_image[..., None], gathered, token_embeds)
+
+
+class DeepseekVL(nn.Module):
+  """The full model; parameters: {'llm', 'vision', 'aligner'}."""
+  cfg: VLMConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.llm = LLM(cfg.llm, cfg.compute)
+    if cfg.hybrid:
+      self.vision = HybridTower(cfg.siglip, cfg.sam, cfg.compute)
+      self.aligner = HybridSplitAligner(cfg.aligner, cfg.compute, cfg.llm.hidden_size)
+    else:
+      self.vision = SiglipTower(cfg.siglip, cfg.compute)
+      self.aligner = MlpGeluAligner(cfg.aligner, cfg.compute, cfg.llm.hidden_size)
+
+  def encode_images(self, images: jax.Array) -> jax.Array:
+    """[N, 3, S, S] in [0, 1] -> image embeddings [N, tokens_per_image, D_llm]."""
+    s = self.cfg.image_size
+    if images.ndim != 4 or images.shape[1:] != (3, s, s):
+      raise ValueError(f"images must be [N, 3, {s}, {s}] in [0, 1], got {images.shape}")
+    if self.cfg.hybrid:
+      high, low = self.vision(images)
+      return self.aligner(high, low)
+    return self.aligner(self.vision(images))
+
+  def embed(self, input_ids: jax.Array, images: jax.Array | None = None) -> jax.Array:
+    """Token embeddings with image embeddings in place: [B, T] -> [B, T, D]."""
+    num_images = 0 if images is None else images.shape[0]
+    check_image_tokens(input_ids, num_images, self.cfg)
+    embeds = self.llm.embed(input_ids)
+    if num_images == 0:  # text-only batches never run the vision towers
+      return embeds
+    return scatter_image_embeddings(input_ids, embeds, self.encode_images(images),
+                                    self.cfg.image_token_id)
+
+  def __call__(self, input_ids: jax.Array, images: jax.Array | None = None, *,
+               attention_mask: jax.Array | None = None, positions: jax.Array | None = None,
+               segment_ids: jax.Array | None = None, cache: Cache | None = None,
+               cache_index: jax.Array | int = 0, return_hidden: bool = False
+               ) -> dict[str, jax.Array | Cache | None]:
+    """Logits for a batch.
+
+    input_ids [B, T]; images [N, 3, S, S] in [0, 1] or None.
+    attention_mask [B, T] (1 = real token); with a cache, [B, S_cache] over all slots.
+    positions [B, T]: RoPE positions; default cumsum(attention_mask) - 1 (left padding)
+      or arange(T). Required with a cache.
+    Returns {'logits': [B, T, V] float32, 'cache': ..., 'hidden': [B, T, D] if asked}.
+    """
+    if positions is None:
+      if cache is not None:
+        raise ValueError("positions are required when decoding with a cache")
+      if attention_mask is not None:
+        positions = positions_from_mask(attention_mask)
+      else:
+        positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
+    embeds = self.embed(input_ids, images)
+    hidden, new_cache = self.llm(embeds, positions, attention_mask=attention_mask,
+                                 segment_ids=segment_ids, cache=cache, cache_index=cache_index)
+    out = {"logits": self.llm.logits(hidden), "cache": new_cache}
+    if return_hidden:
+      out["hidden"] = hidden
+    return out
