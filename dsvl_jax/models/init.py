@@ -1,0 +1,51 @@
+"""Parameter creation: concrete, abstract (shapes only) and logical-axis trees.
+
+Parameters are a plain pytree (nested dicts of arrays); the logical axis names that
+Flax's boxed metadata carries at init are returned separately, as a tree of
+`jax.sharding.PartitionSpec` over logical names, for `dsvl_jax.sharding` to resolve.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.vlm import DeepseekVL
+
+
+def example_inputs(cfg: VLMConfig) -> tuple[jax.Array, jax.Array]:
+  """One sample with one image: enough to create every parameter."""
+  ids = jnp.full((1, cfg.num_image_tokens), cfg.image_token_id, jnp.int32)
+  images = jnp.zeros((1, 3, cfg.image_size, cfg.image_size), jnp.float32)
+  return ids, images
+
+
+def _boxed_init(cfg: VLMConfig, rng: jax.Array) -> Any:
+  ids, images = example_inputs(cfg)
+  return DeepseekVL(cfg).init(rng, ids, images)["params"]
+
+
+def init_params(cfg: VLMConfig, rng: jax.Array) -> dict:
+  """Randomly initialised parameters (plain pytree)."""
+  return nn.unbox(jax.jit(_boxed_init, static_argnums=0)(cfg, rng))
+
+
+def abstract_params(cfg: VLMConfig) -> dict:
+  """ShapeDtypeStructs of every parameter; allocates nothing."""
+  return nn.unbox(jax.eval_shape(functools.partial(_boxed_init, cfg), jax.random.key(0)))
+
+
+def logical_axes(cfg: VLMConfig) -> dict:
+  """PartitionSpec of logical axis names for every parameter (same tree as params)."""
+  boxed = jax.eval_shape(functools.partial(_boxed_init, cfg), jax.random.key(0))
+  return nn.get_partition_spec(boxed)
+
+
+def count_params(tree: Any) -> int:
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))

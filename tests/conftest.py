@@ -1,0 +1,23 @@
+"""Test set-up: 8 simulated CPU devices (for mesh tests) before JAX is imported."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                           " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import pytest  # noqa: E402
+
+from dsvl_jax.config_files import load_config  # noqa: E402
+from dsvl_jax.models import VLMConfig  # noqa: E402
+
+
+def tiny_config(family: str, **compute) -> VLMConfig:
+  model = load_config(f"configs/tiny.py:{family}").model
+  model.compute.update(compute)
+  return VLMConfig.from_dict(model)
+
+
+@pytest.fixture(params=["siglip", "hybrid"])
+def family(request):
+  return request.param
