@@ -39,24 +39,47 @@ def constrain(x: jax.Array, axes: Axes) -> jax.Array:
   return nn.with_logical_constraint(x, axes)
 
 
+class Dense(nn.Module):
+  """y = x . kernel (+ bias), contracting `n_in` trailing axes of x.
+
+  kernel [*in_dims, *out_dims] and bias [*out_dims] carry logical axis names. (Flax's
+  DenseGeneral creates multi-dimensional kernels flat and reshapes them, which breaks
+  logical sharding constraints on them under a mesh.)
+  """
+  compute: ComputeConfig
+  features: tuple[int, ...]
+  kernel_axes: Axes
+  n_in: int = 1
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    n_in, n_out = self.n_in, len(self.features)
+    in_shape = x.shape[x.ndim - n_in:]
+    init = nn.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
+        out_axis=tuple(range(n_in, n_in + n_out)))
+    pdtype, dtype = dtype_of(self.compute.param_dtype), dtype_of(self.compute.dtype)
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
+                        in_shape + self.features, pdtype)
+    dims = ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ()))
+    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), dims,
+                            precision=precision_of(self.compute.precision))
+    if self.use_bias:
+      b = self.param("bias", nn.with_logical_partitioning(
+          nn.initializers.zeros_init(), self.kernel_axes[n_in:]), self.features, pdtype)
+      y = y + b.astype(dtype)
+    return y
+
+
 def dense(compute: ComputeConfig, features: int | Sequence[int], kernel_axes: Axes, *,
-          axis: int | Sequence[int] = -1, use_bias: bool = True, bias_axes: Axes | None = None,
-          init_scale: float = 0.02, name: str | None = None) -> nn.DenseGeneral:
-  """A DenseGeneral whose kernel [in..., out...] and bias [out...] carry logical axes."""
+          n_in: int = 1, use_bias: bool = True, name: str | None = None) -> Dense:
+  """A Dense with kernel [in..., out...] named by `kernel_axes` (bias: the out part)."""
   features = (features,) if isinstance(features, int) else tuple(features)
-  if bias_axes is None:
-    bias_axes = kernel_axes[-len(features):]
-  return nn.DenseGeneral(
-      features=features,
-      axis=axis,
-      use_bias=use_bias,
-      dtype=dtype_of(compute.dtype),
-      param_dtype=dtype_of(compute.param_dtype),
-      precision=precision_of(compute.precision),
-      kernel_init=nn.with_logical_partitioning(nn.initializers.normal(init_scale), kernel_axes),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), bias_axes),
-      name=name,
-  )
+  if len(kernel_axes) != n_in + len(features):
+    raise ValueError(f"kernel_axes {kernel_axes} do not match {n_in} input and "
+                     f"{len(features)} output dims")
+  return Dense(compute, features, tuple(kernel_axes), n_in, use_bias, name=name)
 
 
 def conv(compute: ComputeConfig, features: int, kernel: int, *, stride: int = 1,

@@ -75,7 +75,7 @@ class LLMBlock(nn.Module):
                     k_valid=ctx["k_valid"], q_segment=ctx["q_segment"],
                     k_segment=ctx["k_segment"], impl=compute.attention_impl,
                     precision=layers.precision_of(compute.precision))
-    out = layers.dense(compute, cfg.hidden_size, ("heads", "head_dim", "embed"), axis=(-2, -1),
+    out = layers.dense(compute, cfg.hidden_size, ("heads", "head_dim", "embed"), n_in=2,
                        use_bias=False, name="o_proj")(out)
     x = x + out
 

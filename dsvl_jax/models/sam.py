@@ -69,7 +69,7 @@ class SamAttention(nn.Module):
     bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, nh, h * w, h * w)
     out = attention(q.reshape(b, h * w, nh, hd), k.reshape(b, h * w, nh, hd),
                     v.reshape(b, h * w, nh, hd), bias=bias, impl="xla", precision=prec)
-    out = layers.dense(compute, d, ("vit_heads", "head_dim", "vit_embed"), axis=(-2, -1),
+    out = layers.dense(compute, d, ("vit_heads", "head_dim", "vit_embed"), n_in=2,
                        name="proj")(out)
     return out.reshape(b, h, w, d)
 

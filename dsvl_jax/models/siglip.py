@@ -54,7 +54,7 @@ class SiglipAttention(nn.Module):
     o = attention(q, k, v, impl=self.compute.attention_impl,
                   precision=layers.precision_of(self.compute.precision))
     return layers.dense(self.compute, x.shape[-1], ("vit_heads", "head_dim", "vit_embed"),
-                        axis=(-2, -1), name="proj")(o)
+                        n_in=2, name="proj")(o)
 
 
 class SiglipBlock(nn.Module):
