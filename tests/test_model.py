@@ -1,0 +1,178 @@
+"""Model behaviour beyond parity: errors, caching, packing, remat, reduced precision."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import hf_reference as ref
+from conftest import tiny_config
+from convert.mapping import state_dict_to_params
+from dsvl_jax.config_files import load_config
+from dsvl_jax.models import ConfigError, DeepseekVL, VLMConfig, init_cache
+from dsvl_jax.models.init import init_params
+
+
+@pytest.fixture(scope="module")
+def hybrid():
+  cfg = tiny_config("hybrid")
+  return cfg, init_params(cfg, jax.random.key(0))
+
+
+def _images(cfg, n, seed=0):
+  return np.random.default_rng(seed).random((n, 3, cfg.image_size, cfg.image_size),
+                                            dtype=np.float32)
+
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def test_real_configs_validate():
+  for name in ("deepseek_vl_1_3b", "deepseek_vl_7b"):
+    cfg = VLMConfig.from_dict(load_config(f"configs/{name}.py").model)
+    assert cfg.num_image_tokens == 576
+  assert VLMConfig.from_dict(load_config("configs/deepseek_vl_7b.py").model).sam.out_grid == 24
+
+
+@pytest.mark.parametrize("path,value,match", [
+    ("llm.num_kv_heads", 3, r"model\.llm\.num_kv_heads"),
+    ("llm.hidden_sise", 64, r"unknown field\(s\) \['hidden_sise'\]"),
+    ("compute.dtype", "float64", r"model\.compute\.dtype"),
+    ("compute.remat_policy", "some", r"model\.compute\.remat_policy"),
+    ("siglip.select_layer", 0, r"model\.siglip\.select_layer"),
+    ("image_token_id", 10**6, r"model\.image_token_id"),
+    ("llm.num_layers", "2", r"model\.llm\.num_layers.*expected an int"),
+])
+def test_bad_config_fields_are_named(path, value, match):
+  model = load_config("configs/tiny.py:siglip").model.to_dict()
+  node = model
+  *parents, leaf = path.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ConfigError, match=match):
+    VLMConfig.from_dict(model)
+
+
+def test_hybrid_grid_mismatch_is_caught_at_start():
+  model = load_config("configs/tiny.py:hybrid").model
+  model.sam.resize_to = 32
+  with pytest.raises(ConfigError, match=r"model\.sam\.resize_to"):
+    VLMConfig.from_dict(model)
+
+
+# --- images ------------------------------------------------------------------------------
+
+
+def test_image_token_count_mismatch_raises(hybrid):
+  cfg, params = hybrid
+  ids = np.array([[1] + [cfg.image_token_id] * (cfg.num_image_tokens - 1) + [3]])
+  with pytest.raises(ValueError, match=r"15 image-token positions .* 1 image\(s\)"):
+    DeepseekVL(cfg).apply({"params": params}, ids, _images(cfg, 1))
+  ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens])
+  with pytest.raises(ValueError, match="0 image"):
+    DeepseekVL(cfg).apply({"params": params}, ids)
+
+
+def test_text_only_batch_never_runs_the_vision_tower(hybrid):
+  cfg, params = hybrid
+  text_params = {"llm": params["llm"]}  # no vision or aligner weights at all
+  ids = np.array([[1, 5, 6, 7]])
+  out = DeepseekVL(cfg).apply({"params": text_params}, ids)["logits"]
+  full = DeepseekVL(cfg).apply({"params": params}, ids)["logits"]
+  np.testing.assert_array_equal(np.asarray(out), np.asarray(full))
+
+
+# --- KV cache and packing ----------------------------------------------------------------
+
+
+def test_prefill_then_decode_equals_full_forward(hybrid):
+  cfg, params = hybrid
+  model = DeepseekVL(cfg)
+  k = cfg.num_image_tokens
+  ids = np.array([[2, 2, 1] + [cfg.image_token_id] * k + [5, 6, 7, 8, 9],
+                  [1, 11, 12] + [cfg.image_token_id] * k + [13, 14, 15, 16, 17]])
+  mask = np.ones_like(ids)
+  mask[0, :2] = 0  # left padding
+  images = _images(cfg, 2)
+  full = np.asarray(model.apply({"params": params}, ids, images, attention_mask=mask)["logits"])
+
+  n_prompt, max_len = ids.shape[1] - 3, ids.shape[1] + 4
+  positions = np.where(mask > 0, np.cumsum(mask, -1) - 1, 1)
+  slots = np.zeros((2, max_len), np.int32)
+  slots[:, :n_prompt] = mask[:, :n_prompt]
+  cache = init_cache(cfg.llm, 2, max_len)
+  out = model.apply({"params": params}, ids[:, :n_prompt], images, attention_mask=slots,
+                    positions=positions[:, :n_prompt], cache=cache, cache_index=0)
+  real = mask[:, :n_prompt].astype(bool)  # padded rows are never read
+  np.testing.assert_allclose(np.asarray(out["logits"])[real], full[:, :n_prompt][real],
+                             atol=1e-5, rtol=1e-5)
+  cache = out["cache"]
+  for t in range(n_prompt, ids.shape[1]):
+    slots[:, t] = 1
+    out = model.apply({"params": params}, ids[:, t:t + 1], attention_mask=slots,
+                      positions=positions[:, t:t + 1], cache=cache, cache_index=t)
+    cache = out["cache"]
+    np.testing.assert_allclose(out["logits"][:, 0], full[:, t], atol=1e-5, rtol=1e-5)
+
+
+def test_packed_segments_do_not_attend_across(hybrid):
+  cfg, params = hybrid
+  model = DeepseekVL(cfg)
+  k = cfg.num_image_tokens
+  a = [1] + [cfg.image_token_id] * k + [5, 6, 7]
+  b = [1, 8, 9, 10, 11]
+  images = _images(cfg, 1)
+  packed = np.array([a + b])
+  seg = np.array([[1] * len(a) + [2] * len(b)])
+  pos = np.array([list(range(len(a))) + list(range(len(b)))])
+  out = np.asarray(model.apply({"params": params}, packed, images, segment_ids=seg,
+                               positions=pos)["logits"])[0]
+  alone_a = np.asarray(model.apply({"params": params}, np.array([a]), images)["logits"])[0]
+  alone_b = np.asarray(model.apply({"params": params}, np.array([b]))["logits"])[0]
+  np.testing.assert_allclose(out[:len(a)], alone_a, atol=1e-5, rtol=1e-5)
+  np.testing.assert_allclose(out[len(a):], alone_b, atol=1e-5, rtol=1e-5)
+
+
+# --- remat and precision -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("policy", ["full", "dots"])
+def test_remat_changes_nothing_numerically(hybrid, policy):
+  cfg, params = hybrid
+  remat_cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, remat_policy=policy))
+  ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens + [5, 6]])
+  images = _images(cfg, 1)
+
+  def loss(p, c):
+    return jnp.mean(DeepseekVL(c).apply({"params": p}, ids, images)["logits"] ** 2)
+
+  l0, g0 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, cfg)
+  l1, g1 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, remat_cfg)
+  np.testing.assert_allclose(l1, l0, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), g1, g0)
+
+
+BF16_REL_TOL = 5e-2  # bf16 has an 8-bit mantissa (~4e-3 per op); 2-layer towers + LLM
+
+
+@pytest.mark.parametrize("family", ["siglip", "hybrid"])
+@pytest.mark.parametrize("param_dtype", ["float32", "bfloat16"])
+def test_bfloat16_forward_agrees_with_float32(family, param_dtype):
+  """Same weights (from the transformers reference), bf16 compute vs fp32 compute."""
+  cfg32 = tiny_config(family)
+  cfg16 = tiny_config(family, dtype="bfloat16", param_dtype=param_dtype, precision="default")
+  params, _ = state_dict_to_params(ref.state_dict(ref.build(cfg32, seed=2)), cfg32)
+  params16 = jax.tree.map(lambda x: jnp.asarray(x, param_dtype), params)
+  k = cfg32.num_image_tokens
+  ids = np.array([[1, 4] + [cfg32.image_token_id] * k + [5, 6, 7, 8],
+                  [1] + [9] * (k + 5)])
+  images = _images(cfg32, 1)
+  out32 = np.asarray(DeepseekVL(cfg32).apply({"params": params}, ids, images)["logits"])
+  out16 = DeepseekVL(cfg16).apply({"params": params16}, ids, images)["logits"]
+  assert out16.dtype == jnp.float32  # logits are returned in float32 for the loss
+  err = np.abs(np.asarray(out16) - out32).max() / np.abs(out32).max()
+  assert err < BF16_REL_TOL, f"bf16 relative error {err:.3g}"
+  assert err > 0  # it really ran in reduced precision
