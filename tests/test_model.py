@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,7 +153,7 @@ def test_remat_changes_nothing_numerically(hybrid, policy):
   l0, g0 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, cfg)
   l1, g1 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, remat_cfg)
   np.testing.assert_allclose(l1, l0, rtol=1e-6)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), g1, g0)
+  chex.assert_trees_all_close(g1, g0, atol=1e-6, rtol=1e-5)
 
 
 BF16_REL_TOL = 5e-2  # bf16 has an 8-bit mantissa (~4e-3 per op); 2-layer towers + LLM
@@ -174,5 +175,6 @@ def test_bfloat16_forward_agrees_with_float32(family, param_dtype):
   out16 = DeepseekVL(cfg16).apply({"params": params16}, ids, images)["logits"]
   assert out16.dtype == jnp.float32  # logits are returned in float32 for the loss
   err = np.abs(np.asarray(out16) - out32).max() / np.abs(out32).max()
+  print(f"bf16 ({param_dtype} params) vs fp32, {family}: relative error {err:.2e}")
   assert err < BF16_REL_TOL, f"bf16 relative error {err:.3g}"
   assert err > 0  # it really ran in reduced precision

@@ -6,6 +6,7 @@ our Flax model and compares outputs; the bound is max|ours - ref| <= 1e-4 * max|
 
 import functools
 
+import chex
 import numpy as np
 import pytest
 import torch
@@ -21,12 +22,13 @@ REL_TOL = 1e-4
 
 def assert_parity(ours, theirs, mask=None, rel_tol=REL_TOL):
   ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
-  assert ours.shape == theirs.shape, (ours.shape, theirs.shape)
+  chex.assert_equal_shape([ours, theirs])
   if mask is not None:
     ours, theirs = ours[mask], theirs[mask]
   scale = np.abs(theirs).max()
   err = np.abs(ours - theirs).max()
   assert scale > 1e-3, f"reference output is degenerate (max |ref| = {scale})"
+  print(f"max |diff| {err:.2e}, scale {scale:.2e}, relative {err / scale:.2e}")  # pytest -s
   assert err <= rel_tol * scale, f"max |diff| {err:.3g} > {rel_tol} x scale {scale:.3g}"
 
 

@@ -1,5 +1,6 @@
 """The logical-axis rule table shards every parameter and leaves the math unchanged."""
 
+import chex
 import jax
 import numpy as np
 
@@ -43,7 +44,7 @@ def test_sharded_forward_matches_single_device(family):
   expected = jax.jit(forward)(params)
   with jax.set_mesh(mesh), sharding.activation_rules():
     got = jax.jit(forward)(sharded)
-  np.testing.assert_allclose(np.asarray(got), np.asarray(expected), atol=1e-5, rtol=1e-5)
+  chex.assert_trees_all_close(got, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_make_mesh_validates_shape():
