@@ -1,6 +1,11 @@
-"""Checkpoint conversion between PyTorch safetensors layouts and dsvl_jax parameters."""
+"""Checkpoint conversion between PyTorch safetensors layouts and dsvl_jax parameters.
 
-from convert.mapping import (ConversionError, param_specs, params_to_state_dict,
-                             state_dict_to_params)
+CLI: python -m convert {import,export} --help
+"""
 
-__all__ = ["ConversionError", "param_specs", "params_to_state_dict", "state_dict_to_params"]
+from convert.convert import (detect_layout, from_params, params_to_state_dict,
+                             state_dict_to_params, to_params)
+from convert.mapping import ConversionError, param_specs
+
+__all__ = ["ConversionError", "detect_layout", "from_params", "param_specs",
+           "params_to_state_dict", "state_dict_to_params", "to_params"]

@@ -6,13 +6,15 @@ transposed and reshaped to our [in..., out...] kernels, Conv2d weights permuted 
 [kh, kw, in, out], SigLIP's split q/k/v fused back, position embeddings squeezed).
 Scanned blocks are stacked: a spec lists one key tuple per layer.
 
-Layouts: 'hf' (transformers / deepseek-community). The 'original' DeepSeek layout is
-another key table over the same transforms.
+Layouts: 'hf' (transformers / deepseek-community) and 'original' (the DeepSeek release);
+each is a `Layout` of key names over the same transforms. Reading and writing files is
+in convert/safetensors_io.py; the streaming conversion itself in convert/convert.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
 from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
@@ -121,11 +123,75 @@ class _Builder:
       self.stack(f"{path}/bias", [[f"{k}.bias"] for k in keys], bias(out_shape))
 
 
-def _llm_specs(b: _Builder, cfg: VLMConfig, prefix: str, lm_head_key: str) -> None:
+@dataclasses.dataclass(frozen=True)
+class Layout:
+  """Key names of one checkpoint layout (reference 2.1-2.3)."""
+  name: str
+  llm: str  # prefix of the decoder (embed_tokens, layers.{i}, norm)
+  lm_head: str
+  siglip: str  # SigLIP prefix, 1.3B family
+  siglip_hybrid: str  # SigLIP prefix, 7B family
+  siglip_names: dict  # relative SigLIP names
+  sam: str  # SAM encoder prefix
+  sam_names: dict  # relative SAM block names
+  neck: tuple[str, str, str, str]  # conv1, norm1, conv2, norm2 (relative to `sam`)
+  neck_hd: tuple[str, str, str, str]  # absolute
+  downsample: str  # absolute, formatted with n = 0, 1, ...
+  hd_alpha: str  # absolute
+  aligner: dict  # our aligner leaf -> key prefix
+  unused: tuple[str, ...]  # regexes of tensors the model never uses (skipped, reported)
+
+
+HF = Layout(
+    name="hf",
+    llm="model.language_model.", lm_head="lm_head.weight",
+    siglip="model.vision_model.", siglip_hybrid="model.vision_model.",
+    siglip_names=dict(patch="embeddings.patch_embedding", pos="embeddings.position_embedding.weight",
+                      block="encoder.layers.{i}.", qkv=("self_attn.q_proj", "self_attn.k_proj",
+                                                        "self_attn.v_proj"),
+                      proj="self_attn.out_proj", norm1="layer_norm1", norm2="layer_norm2",
+                      final="post_layernorm"),
+    sam="model.high_res_vision_model.vision_encoder.",
+    sam_names=dict(patch="patch_embed.projection", block="layers.{i}.", norm1="layer_norm1",
+                   norm2="layer_norm2"),
+    neck=("neck.conv1", "neck.layer_norm1", "neck.conv2", "neck.layer_norm2"),
+    neck_hd=tuple(f"model.high_res_vision_neck.{n}"
+                  for n in ("conv1", "layer_norm1", "conv2", "layer_norm2")),
+    downsample="model.high_res_vision_proj.conv{n1}", hd_alpha="model.high_res_vision_alpha",
+    aligner=dict(linear_0="model.aligner.linear1", linear_1="model.aligner.linear2",
+                 high_up_proj="model.aligner.high_res_vision_proj",
+                 low_up_proj="model.aligner.vision_proj", proj="model.aligner.proj"),
+    unused=(r".*rotary_emb\.inv_freq$",),
+)
+
+_ORIG_SAM = "vision_model.vision_tower_high.vision_tower."
+ORIGINAL = Layout(
+    name="original",
+    llm="language_model.model.", lm_head="language_model.lm_head.weight",
+    siglip="vision_model.vision_tower.",
+    siglip_hybrid="vision_model.vision_tower_low.vision_tower.",
+    siglip_names=dict(patch="patch_embed.proj", pos="pos_embed", block="blocks.{i}.",
+                      qkv=("attn.qkv",), proj="attn.proj", norm1="norm1", norm2="norm2",
+                      final="norm"),
+    sam=_ORIG_SAM,
+    sam_names=dict(patch="patch_embed.proj", block="blocks.{i}.", norm1="norm1", norm2="norm2"),
+    neck=("neck.0", "neck.1", "neck.2", "neck.3"),
+    neck_hd=tuple(f"{_ORIG_SAM}neck_hd.{n}" for n in range(4)),
+    downsample=_ORIG_SAM + "downsamples.{n}", hd_alpha=_ORIG_SAM + "hd_alpha_downsamples",
+    aligner=dict(linear="aligner.layers.{two_k}", high_up_proj="aligner.high_up_proj",
+                 low_up_proj="aligner.low_up_proj", proj="aligner.layers.1"),
+    unused=(r".*rotary_emb\.inv_freq$", r"vision_model\.(.*\.)?attn_pool\..*",
+            r"vision_model\.(high|low)_layer_norm\..*"),
+)
+
+LAYOUTS = {"hf": HF, "original": ORIGINAL}
+
+
+def _llm_specs(b: _Builder, cfg: VLMConfig, lay: Layout) -> None:
   c = cfg.llm
   d, h, kvh, hd, f = c.hidden_size, c.num_heads, c.num_kv_heads, c.head_dim, c.intermediate_size
-  layer = [f"{prefix}layers.{i}." for i in range(c.num_layers)]
-  b.add("llm/embed_tokens/embedding", f"{prefix}embed_tokens.weight", identity())
+  layer = [f"{lay.llm}layers.{i}." for i in range(c.num_layers)]
+  b.add("llm/embed_tokens/embedding", f"{lay.llm}embed_tokens.weight", identity())
   for name, shape in (("q_proj", (d, h, hd)), ("k_proj", (d, kvh, hd)), ("v_proj", (d, kvh, hd))):
     b.stacked_linear(f"llm/layers/{name}", [f"{p}self_attn.{name}" for p in layer], shape,
                      with_bias=False)
@@ -138,114 +204,128 @@ def _llm_specs(b: _Builder, cfg: VLMConfig, prefix: str, lm_head_key: str) -> No
           identity())
   b.stack("llm/layers/post_attention_norm/scale",
           [[f"{p}post_attention_layernorm.weight"] for p in layer], identity())
-  b.add("llm/norm/scale", f"{prefix}norm.weight", identity())
+  b.add("llm/norm/scale", f"{lay.llm}norm.weight", identity())
   if not c.tie_embeddings:
-    b.add("llm/lm_head/kernel", lm_head_key, linear((d, c.vocab_size)))
+    b.add("llm/lm_head/kernel", lay.lm_head, linear((d, c.vocab_size)))
 
 
-def _siglip_specs_hf(b: _Builder, cfg: VLMConfig, root: str, prefix: str) -> None:
-  s = cfg.siglip
+def _siglip_specs(b: _Builder, cfg: VLMConfig, lay: Layout, prefix: str) -> None:
+  s, n = cfg.siglip, lay.siglip_names
   d, h, hd = s.width, s.num_heads, s.width // s.num_heads
-  layer = [f"{prefix}encoder.layers.{i}." for i in range(s.num_blocks)]
-  b.add(f"{root}/patch_embed/kernel", f"{prefix}embeddings.patch_embedding.weight", conv())
-  b.add(f"{root}/patch_embed/bias", f"{prefix}embeddings.patch_embedding.bias", identity())
-  b.add(f"{root}/pos_embed", f"{prefix}embeddings.position_embedding.weight",
-        reshape((s.num_tokens, d), (s.num_tokens, d)))
-  b.stack(f"{root}/blocks/attn/qkv/kernel",
-          [[f"{p}self_attn.{n}_proj.weight" for n in "qkv"] for p in layer],
-          split_qkv_kernel(d, h, hd))
-  b.stack(f"{root}/blocks/attn/qkv/bias",
-          [[f"{p}self_attn.{n}_proj.bias" for n in "qkv"] for p in layer], split_qkv_bias(h, hd))
-  b.stacked_linear(f"{root}/blocks/attn/proj", [f"{p}self_attn.out_proj" for p in layer],
-                   (h, hd, d), n_in=2)
-  b.stacked_norm(f"{root}/blocks/norm1", [f"{p}layer_norm1" for p in layer])
-  b.stacked_norm(f"{root}/blocks/norm2", [f"{p}layer_norm2" for p in layer])
+  root = "vision/siglip"
+  layer = [prefix + n["block"].format(i=i) for i in range(s.num_blocks)]
+  b.add(f"{root}/patch_embed/kernel", f"{prefix}{n['patch']}.weight", conv())
+  b.add(f"{root}/patch_embed/bias", f"{prefix}{n['patch']}.bias", identity())
+  pos_shape = (s.num_tokens, d) if lay is HF else (1, s.num_tokens, d)
+  b.add(f"{root}/pos_embed", prefix + n["pos"], reshape((s.num_tokens, d), pos_shape))
+  if len(n["qkv"]) == 3:  # transformers splits q, k, v
+    b.stack(f"{root}/blocks/attn/qkv/kernel",
+            [[f"{p}{q}.weight" for q in n["qkv"]] for p in layer], split_qkv_kernel(d, h, hd))
+    b.stack(f"{root}/blocks/attn/qkv/bias",
+            [[f"{p}{q}.bias" for q in n["qkv"]] for p in layer], split_qkv_bias(h, hd))
+  else:  # fused, rows [q | k | v], head-major within each
+    b.stacked_linear(f"{root}/blocks/attn/qkv", [p + n["qkv"][0] for p in layer], (d, 3, h, hd))
+  b.stacked_linear(f"{root}/blocks/attn/proj", [p + n["proj"] for p in layer], (h, hd, d), n_in=2)
+  b.stacked_norm(f"{root}/blocks/norm1", [p + n["norm1"] for p in layer])
+  b.stacked_norm(f"{root}/blocks/norm2", [p + n["norm2"] for p in layer])
   b.stacked_linear(f"{root}/blocks/mlp/fc1", [f"{p}mlp.fc1" for p in layer], (d, s.mlp_dim))
   b.stacked_linear(f"{root}/blocks/mlp/fc2", [f"{p}mlp.fc2" for p in layer], (s.mlp_dim, d))
-  b.norm(f"{root}/norm", f"{prefix}post_layernorm")
+  b.norm(f"{root}/norm", prefix + n["final"])
 
 
-def _sam_specs_hf(b: _Builder, cfg: VLMConfig) -> None:
-  s = cfg.sam
+def _sam_specs(b: _Builder, cfg: VLMConfig, lay: Layout) -> None:
+  s, n, enc = cfg.sam, lay.sam_names, lay.sam
   d, h, hd = s.width, s.num_heads, s.width // s.num_heads
-  root, enc = "vision/sam", "model.high_res_vision_model.vision_encoder."
-  b.add(f"{root}/patch_embed/kernel", f"{enc}patch_embed.projection.weight", conv())
-  b.add(f"{root}/patch_embed/bias", f"{enc}patch_embed.projection.bias", identity())
+  root = "vision/sam"
+  b.add(f"{root}/patch_embed/kernel", f"{enc}{n['patch']}.weight", conv())
+  b.add(f"{root}/patch_embed/bias", f"{enc}{n['patch']}.bias", identity())
   b.add(f"{root}/pos_embed", f"{enc}pos_embed", reshape((s.grid, s.grid, d), (1, s.grid, s.grid, d)))
   p = block_period(s)
   for sub in range(p):
     blk = f"{root}/blocks/block_{sub}"
-    layer = [f"{enc}layers.{g * p + sub}." for g in range(s.depth // p)]
-    b.stack(f"{blk}/attn/qkv/kernel", [[f"{x}attn.qkv.weight"] for x in layer],
-            linear((d, 3, h, hd)))
-    b.stack(f"{blk}/attn/qkv/bias", [[f"{x}attn.qkv.bias"] for x in layer], bias((3, h, hd)))
+    layer = [enc + n["block"].format(i=g * p + sub) for g in range(s.depth // p)]
+    b.stacked_linear(f"{blk}/attn/qkv", [f"{x}attn.qkv" for x in layer], (d, 3, h, hd))
     b.stacked_linear(f"{blk}/attn/proj", [f"{x}attn.proj" for x in layer], (h, hd, d), n_in=2)
     for t in ("rel_pos_h", "rel_pos_w"):
       b.stack(f"{blk}/attn/{t}", [[f"{x}attn.{t}"] for x in layer], identity())
-    b.stacked_norm(f"{blk}/norm1", [f"{x}layer_norm1" for x in layer])
-    b.stacked_norm(f"{blk}/norm2", [f"{x}layer_norm2" for x in layer])
+    b.stacked_norm(f"{blk}/norm1", [x + n["norm1"] for x in layer])
+    b.stacked_norm(f"{blk}/norm2", [x + n["norm2"] for x in layer])
     b.stacked_linear(f"{blk}/mlp/lin1", [f"{x}mlp.lin1" for x in layer], (d, s.mlp_dim))
     b.stacked_linear(f"{blk}/mlp/lin2", [f"{x}mlp.lin2" for x in layer], (s.mlp_dim, d))
-  necks = [("neck", f"{enc}neck.")]
+  necks = [("neck", tuple(enc + k for k in lay.neck))]
   if s.hd_branch:
-    necks.append(("neck_hd", "model.high_res_vision_neck."))
-  for name, key in necks:
-    b.add(f"{root}/{name}/conv1/kernel", f"{key}conv1.weight", conv())
-    b.add(f"{root}/{name}/conv2/kernel", f"{key}conv2.weight", conv())
-    b.norm(f"{root}/{name}/norm1", f"{key}layer_norm1")
-    b.norm(f"{root}/{name}/norm2", f"{key}layer_norm2")
+    necks.append(("neck_hd", lay.neck_hd))
+  for name, (conv1, norm1, conv2, norm2) in necks:
+    b.add(f"{root}/{name}/conv1/kernel", f"{conv1}.weight", conv())
+    b.add(f"{root}/{name}/conv2/kernel", f"{conv2}.weight", conv())
+    b.norm(f"{root}/{name}/norm1", norm1)
+    b.norm(f"{root}/{name}/norm2", norm2)
   for i in range(len(s.downsample_channels)):
-    b.add(f"{root}/downsample_{i}/kernel", f"model.high_res_vision_proj.conv{i + 1}.weight", conv())
+    b.add(f"{root}/downsample_{i}/kernel",
+          lay.downsample.format(n=i, n1=i + 1) + ".weight", conv())
   if s.hd_branch:
-    b.add(f"{root}/hd_alpha", "model.high_res_vision_alpha", identity())
+    b.add(f"{root}/hd_alpha", lay.hd_alpha, identity())
 
 
-def _aligner_specs_hf(b: _Builder, cfg: VLMConfig) -> None:
+def _aligner_specs(b: _Builder, cfg: VLMConfig, lay: Layout) -> None:
   d = cfg.llm.hidden_size
 
-  def dense(path, key, din, dout):
-    b.add(f"aligner/{path}/kernel", f"model.aligner.{key}.weight", linear((din, dout)))
-    b.add(f"aligner/{path}/bias", f"model.aligner.{key}.bias", identity())
+  def dense(leaf, din, dout):
+    b.add(f"aligner/{leaf}/kernel", f"{lay.aligner[leaf]}.weight", linear((din, dout)))
+    b.add(f"aligner/{leaf}/bias", f"{lay.aligner[leaf]}.bias", identity())
 
   if cfg.hybrid:
-    dense("high_up_proj", "high_res_vision_proj", cfg.sam.output_dim, d // 2)
-    dense("low_up_proj", "vision_proj", cfg.siglip.width, d // 2)
-    dense("proj", "proj", d, d)
-  else:
-    if cfg.aligner.depth != 2:
-      raise ConversionError("the transformers layout has a 2-layer aligner "
-                            f"(linear1, linear2); this model has depth {cfg.aligner.depth}")
-    dense("linear_0", "linear1", cfg.siglip.width, d)
-    dense("linear_1", "linear2", d, d)
+    dense("high_up_proj", cfg.sam.output_dim, d // 2)
+    dense("low_up_proj", cfg.siglip.width, d // 2)
+    dense("proj", d, d)
+    return
+  if lay is HF and cfg.aligner.depth != 2:
+    raise ConversionError("the transformers layout has a 2-layer aligner "
+                          f"(linear1, linear2); this model has depth {cfg.aligner.depth}")
+  for k in range(cfg.aligner.depth):
+    # ORIG numbers nn.Sequential slots (GELUs take the odd ones); transformers names them.
+    key = lay.aligner[f"linear_{k}"] if lay is HF else lay.aligner["linear"].format(two_k=2 * k)
+    b.add(f"aligner/linear_{k}/kernel", f"{key}.weight",
+          linear((cfg.siglip.width if k == 0 else d, d)))
+    b.add(f"aligner/linear_{k}/bias", f"{key}.bias", identity())
 
 
 HF_SIGLIP_PREFIXES = ("model.vision_model.vision_model.", "model.vision_model.")
 
 
 def param_specs(cfg: VLMConfig, layout: str = "hf", *,
-                siglip_prefix: str = "model.vision_model.") -> list[ParamSpec]:
-  """All ParamSpecs of `cfg` for a checkpoint layout.
+                siglip_prefix: str | None = None) -> list[ParamSpec]:
+  """All ParamSpecs of `cfg` for a checkpoint layout ('hf' or 'original').
 
-  siglip_prefix: transformers 4.x wrote 'model.vision_model.vision_model.', 5.x writes
-  'model.vision_model.'; `state_dict_to_params` detects which one a file uses.
+  siglip_prefix (hf only): transformers 4.x wrote 'model.vision_model.vision_model.',
+  5.x writes 'model.vision_model.'; `state_dict_to_params` detects which one a file uses.
   """
-  if layout != "hf":
-    raise ValueError(f"unknown checkpoint layout {layout!r}")
+  if layout not in LAYOUTS:
+    raise ValueError(f"unknown checkpoint layout {layout!r}; known: {sorted(LAYOUTS)}")
+  lay = LAYOUTS[layout]
+  if siglip_prefix is None:
+    siglip_prefix = lay.siglip_hybrid if cfg.hybrid else lay.siglip
   b = _Builder()
-  _llm_specs(b, cfg, "model.language_model.", "lm_head.weight")
-  _siglip_specs_hf(b, cfg, "vision/siglip", siglip_prefix)
+  _llm_specs(b, cfg, lay)
+  _siglip_specs(b, cfg, lay, siglip_prefix)
   if cfg.hybrid:
-    _sam_specs_hf(b, cfg)
-  _aligner_specs_hf(b, cfg)
+    _sam_specs(b, cfg, lay)
+  _aligner_specs(b, cfg, lay)
   return b.specs
 
 
-# Tensors a checkpoint may carry that the model does not use (reported, not loaded).
-KNOWN_UNUSED_SUFFIXES = ("rotary_emb.inv_freq",)
-
-
-# ---------------------------------------------------------------------------------------
-# Conversion.
+def unused_patterns(cfg: VLMConfig, layout: str, siglip_prefix: str | None = None) -> list[str]:
+  """Regexes of tensors a checkpoint may carry that this model does not use."""
+  lay = LAYOUTS[layout]
+  if siglip_prefix is None:
+    siglip_prefix = lay.siglip_hybrid if cfg.hybrid else lay.siglip
+  pats = list(lay.unused)
+  # Blocks past select_layer are built by neither reference's forward (ORIG never
+  # builds them; transformers' converter copies them from the full checkpoint).
+  block = re.escape(siglip_prefix + lay.siglip_names["block"]).replace(r"\{i\}", "{i}")
+  if cfg.siglip.num_blocks < cfg.siglip.depth:
+    pats.append(block.format(i=r"(\d+)") + ".*")
+  return pats
 
 
 def _set(tree: dict, path: Path, value: Any) -> None:
@@ -260,75 +340,3 @@ def _get(tree: Mapping, path: Path) -> Any:
   return tree
 
 
-def detect_siglip_prefix(keys: Iterable[str]) -> str:
-  keys = list(keys)
-  for prefix in HF_SIGLIP_PREFIXES:
-    if any(k.startswith(prefix + "embeddings.") for k in keys):
-      return prefix
-  return HF_SIGLIP_PREFIXES[-1]
-
-
-def expected_shapes(cfg: VLMConfig) -> dict[Path, tuple[int, ...]]:
-  """Shapes of every parameter leaf, from jax.eval_shape (nothing allocated)."""
-  import jax  # pylint: disable=g-import-not-at-top
-  from flax import traverse_util  # pylint: disable=g-import-not-at-top
-
-  from dsvl_jax.models.init import abstract_params  # pylint: disable=g-import-not-at-top
-  flat = traverse_util.flatten_dict(abstract_params(cfg))
-  return {k: tuple(v.shape) for k, v in flat.items()}
-
-
-def state_dict_to_params(state: Mapping[str, Any], cfg: VLMConfig, layout: str = "hf",
-                         dtype: Any = np.float32) -> tuple[dict, list[str]]:
-  """Converts a PyTorch-layout mapping key -> array into our parameter tree.
-
-  `state` values may be numpy arrays or anything np.asarray accepts (torch tensors on
-  CPU). Returns (params as nested dict of numpy arrays, known-unused keys skipped).
-  Raises ConversionError naming every missing or unexpected key, or a shape mismatch.
-  """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  specs = param_specs(cfg, layout, siglip_prefix=detect_siglip_prefix(state.keys()))
-  wanted = {k for s in specs for keys in s.keys for k in keys}
-  missing = sorted(wanted - set(state))
-  extra = sorted(set(state) - wanted)
-  unused = [k for k in extra if k.endswith(KNOWN_UNUSED_SUFFIXES)]
-  unexpected = [k for k in extra if k not in unused]
-  if missing or unexpected:
-    msg = []
-    if missing:
-      msg.append(f"{len(missing)} missing key(s): {missing}")
-    if unexpected:
-      msg.append(f"{len(unexpected)} unexpected key(s): {unexpected}")
-    raise ConversionError("checkpoint does not match the model config: " + "; ".join(msg))
-
-  shapes = expected_shapes(cfg)
-  params: dict = {}
-  for spec in specs:
-    want = shapes[spec.path][1:] if spec.stacked else shapes[spec.path]
-    torch_shapes = jax.eval_shape(lambda a: spec.transform.to_torch(jnp, a),
-                                  jax.ShapeDtypeStruct(want, jnp.float32))
-    layers = []
-    for keys in spec.keys:
-      arrays = [np.asarray(state[k]) for k in keys]
-      for k, a, t in zip(keys, arrays, torch_shapes):
-        if tuple(a.shape) != tuple(t.shape):
-          raise ConversionError(f"shape mismatch for '{k}': expected {tuple(t.shape)}, "
-                                f"found {tuple(a.shape)} (-> {'/'.join(spec.path)})")
-      layers.append(np.asarray(spec.transform.to_flax(np, *arrays), dtype=dtype))
-    _set(params, spec.path, np.stack(layers) if spec.stacked else layers[0])
-  return params, unused
-
-
-def params_to_state_dict(params: Mapping, cfg: VLMConfig, layout: str = "hf",
-                         siglip_prefix: str = "model.vision_model.") -> dict[str, np.ndarray]:
-  """The inverse of `state_dict_to_params`: our tree -> PyTorch-layout numpy arrays."""
-  state = {}
-  for spec in param_specs(cfg, layout, siglip_prefix=siglip_prefix):
-    value = np.asarray(_get(params, spec.path))
-    per_layer = list(value) if spec.stacked else [value]
-    for keys, v in zip(spec.keys, per_layer):
-      for k, t in zip(keys, spec.transform.to_torch(np, v)):
-        state[k] = np.ascontiguousarray(t)
-  return state

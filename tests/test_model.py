@@ -10,7 +10,7 @@ import pytest
 
 import hf_reference as ref
 from conftest import tiny_config
-from convert.mapping import state_dict_to_params
+from convert import state_dict_to_params
 from dsvl_jax.config_files import load_config
 from dsvl_jax.models import ConfigError, DeepseekVL, VLMConfig, init_cache
 from dsvl_jax.models.init import init_params

@@ -13,7 +13,7 @@ import torch
 
 import hf_reference as ref
 from conftest import tiny_config
-from convert.mapping import state_dict_to_params
+from convert import state_dict_to_params
 from dsvl_jax.models import DeepseekVL, positions_from_mask
 from dsvl_jax.models.vision import HybridTower, SiglipTower
 

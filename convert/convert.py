@@ -1,0 +1,172 @@
+"""Streaming conversion between a PyTorch-layout TensorSource and our parameter tree.
+
+Import reads one tensor at a time, converts it and places it; each finished leaf goes
+straight to its device layout (sharded when shardings are given) and the host copy is
+dropped, so peak host memory stays near one copy of the parameters plus one leaf.
+Before any data is read, key sets and shapes (from file headers) are checked and every
+problem is reported by name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Iterator, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import traverse_util
+
+from convert.mapping import (HF_SIGLIP_PREFIXES, LAYOUTS, ConversionError, ParamSpec, _get,
+                             _set, param_specs, unused_patterns)
+from convert.safetensors_io import DictSource, TensorSource
+from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.init import abstract_params
+
+
+@dataclasses.dataclass
+class ImportReport:
+  layout: str
+  unused: list[str]  # known-unused tensors that were skipped
+  num_tensors: int  # tensors read
+
+
+def detect_layout(keys) -> str:
+  keys = list(keys)
+  if any(k.startswith(("language_model.", "vision_model.", "aligner.")) for k in keys):
+    return "original"
+  if any(k.startswith("model.") or k == "lm_head.weight" for k in keys):
+    return "hf"
+  raise ConversionError("cannot tell the checkpoint layout from its keys (neither "
+                        f"'language_model.*' nor 'model.*'); first keys: {sorted(keys)[:5]}")
+
+
+def _siglip_prefix(cfg: VLMConfig, layout: str, keys) -> str | None:
+  if layout != "hf":
+    return None
+  for prefix in HF_SIGLIP_PREFIXES:
+    if any(k.startswith(prefix + "embeddings.") for k in keys):
+      return prefix
+  return HF_SIGLIP_PREFIXES[-1]
+
+
+def _torch_shapes(spec: ParamSpec, flax_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+  one = flax_shape[1:] if spec.stacked else flax_shape
+  out = jax.eval_shape(lambda a: spec.transform.to_torch(jnp, a),
+                       jax.ShapeDtypeStruct(one, jnp.float32))
+  return [tuple(o.shape) for o in out]
+
+
+def check(source: TensorSource, cfg: VLMConfig, layout: str) -> tuple[list[ParamSpec], list[str]]:
+  """Validates keys and shapes without reading tensor data. Returns (specs, unused keys)."""
+  keys = source.keys()
+  specs = param_specs(cfg, layout, siglip_prefix=_siglip_prefix(cfg, layout, keys))
+  wanted = {k for s in specs for ks in s.keys for k in ks}
+  extra = sorted(set(keys) - wanted)
+  patterns = [re.compile(p) for p in unused_patterns(
+      cfg, layout, _siglip_prefix(cfg, layout, keys))]
+  unused = [k for k in extra if any(p.fullmatch(k) for p in patterns)]
+  unexpected = [k for k in extra if k not in set(unused)]
+  missing = sorted(wanted - set(keys))
+  problems = []
+  if missing:
+    problems.append(f"{len(missing)} missing key(s): {missing}")
+  if unexpected:
+    problems.append(f"{len(unexpected)} unexpected key(s): {unexpected}")
+  if not problems:
+    shapes = {k: tuple(v.shape) for k, v in
+              traverse_util.flatten_dict(abstract_params(cfg)).items()}
+    for spec in specs:
+      expected = _torch_shapes(spec, shapes[spec.path])
+      for ks in spec.keys:
+        for k, want in zip(ks, expected):
+          found = source.shape(k)
+          if found != want:
+            problems.append(f"shape mismatch for '{k}': expected {want}, found {found}")
+  if problems:
+    raise ConversionError(f"checkpoint ({layout} layout) does not match the model config: "
+                          + "; ".join(problems))
+  return specs, unused
+
+
+def to_params(source: TensorSource, cfg: VLMConfig, layout: str | None = None, *,
+              dtype: Any = jnp.float32, shardings: Any = None, to_device: bool = True,
+              progress: bool = False) -> tuple[dict, ImportReport]:
+  """Reads every tensor once and returns our parameter tree.
+
+  to_device=False returns numpy arrays (tests, export); otherwise jax arrays, placed with
+  `shardings` (a tree like the params of NamedShardings) when given.
+  """
+  layout = layout or detect_layout(source.keys())
+  specs, unused = check(source, cfg, layout)
+  flat_shardings = traverse_util.flatten_dict(shardings) if shardings is not None else None
+  params: dict = {}
+  n = 0
+  bar = _progress(len(specs), "import") if progress else None
+  for spec in specs:
+    layers = []
+    for ks in spec.keys:
+      layers.append(np.asarray(spec.transform.to_flax(np, *[source.get(k) for k in ks]),
+                               dtype=dtype))
+      n += len(ks)
+    leaf = np.stack(layers) if spec.stacked else layers[0]
+    del layers
+    if to_device:
+      sharding = flat_shardings[spec.path] if flat_shardings else None
+      leaf = _place(leaf, sharding)
+    _set(params, spec.path, leaf)
+    if bar:
+      bar.update(1)
+  if bar:
+    bar.close()
+  return params, ImportReport(layout, unused, n)
+
+
+def _place(leaf: np.ndarray, sharding) -> jax.Array:
+  if sharding is None:
+    return jax.device_put(leaf)
+  # Each device (each host, under multi-process) takes only its own slices.
+  return jax.make_array_from_callback(leaf.shape, sharding, lambda idx: leaf[idx])
+
+
+def from_params(params: Mapping, cfg: VLMConfig, layout: str, *, dtype: Any = None,
+                progress: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+  """Yields (PyTorch key, array) one tensor at a time, in the layout's key names."""
+  specs = param_specs(cfg, layout)
+  bar = _progress(len(specs), "export") if progress else None
+  for spec in specs:
+    value = np.asarray(jax.device_get(_get(params, spec.path)))
+    if dtype is not None:
+      value = value.astype(dtype)
+    for ks, v in zip(spec.keys, list(value) if spec.stacked else [value]):
+      for k, t in zip(ks, spec.transform.to_torch(np, v)):
+        yield k, np.ascontiguousarray(t)
+    if bar:
+      bar.update(1)
+  if bar:
+    bar.close()
+
+
+def _progress(total: int, desc: str):
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  return tqdm(total=total, desc=desc, unit="param", leave=False)
+
+
+# Convenience wrappers for in-memory state dicts (tests, notebooks).
+
+
+def state_dict_to_params(state: Mapping[str, Any], cfg: VLMConfig, layout: str | None = None,
+                         dtype: Any = np.float32) -> tuple[dict, list[str]]:
+  """PyTorch-layout dict -> (numpy parameter tree, known-unused keys skipped)."""
+  params, report = to_params(DictSource(state), cfg, layout, dtype=dtype, to_device=False)
+  return params, report.unused
+
+
+def params_to_state_dict(params: Mapping, cfg: VLMConfig, layout: str = "hf"
+                         ) -> dict[str, np.ndarray]:
+  return dict(from_params(params, cfg, layout))
+
+
+__all__ = ["ImportReport", "LAYOUTS", "check", "detect_layout", "from_params",
+           "params_to_state_dict", "state_dict_to_params", "to_params"]
