@@ -1,0 +1,151 @@
+"""Checkpoint directories: import PyTorch safetensors into our format, export back.
+
+Nothing is ever written to a destination unless the whole conversion succeeded: work
+happens in a hidden sibling folder that is renamed into place at the end (and removed
+on failure), and an existing destination is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import pathlib
+import shutil
+from typing import Any, Iterator
+
+import jax.numpy as jnp
+
+from convert.configs import from_json, to_hf, to_original
+from convert.convert import ImportReport, detect_layout, from_params, to_params
+from convert.mapping import ConversionError
+from convert.safetensors_io import SafetensorsSource, parse_size, write_safetensors
+from dsvl_jax import params_io
+from dsvl_jax.models.config import VLMConfig
+
+# Files that travel with the weights (tokenizer, processor, generation settings).
+SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                 "tokenizer.model", "added_tokens.json", "preprocessor_config.json",
+                 "processor_config.json", "chat_template.jinja", "chat_template.json",
+                 "generation_config.json")
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def with_dtype(cfg: VLMConfig, dtype: str) -> VLMConfig:
+  """Parameters stored in `dtype`; compute in bfloat16 for reduced precision, else fp32."""
+  if dtype not in DTYPES:
+    raise ValueError(f"dtype {dtype!r} not in {DTYPES}")
+  compute = "float32" if dtype == "float32" else dtype
+  return cfg.replace(compute=dataclasses.replace(cfg.compute, param_dtype=dtype, dtype=compute))
+
+
+def read_pytorch_dir(src: str | pathlib.Path) -> tuple[SafetensorsSource, str, VLMConfig]:
+  """Opens a transformers or original-release directory: (tensors, layout, config)."""
+  src = pathlib.Path(src)
+  if not src.is_dir():
+    raise ConversionError(f"{src} is not a directory")
+  source = SafetensorsSource(src)
+  layout = detect_layout(source.keys())
+  if (src / params_io.CONFIG_NAME).exists():
+    cfg = params_io.read_config(src)
+  elif (src / "config.json").exists():
+    try:
+      config = json.loads((src / "config.json").read_text())
+    except json.JSONDecodeError as e:
+      raise ConversionError(f"unreadable {src / 'config.json'}: {e}") from e
+    lm_head = "lm_head.weight" if layout == "hf" else "language_model.lm_head.weight"
+    cfg = from_json(config, layout, has_lm_head=lm_head in source.keys())
+  else:
+    raise ConversionError(f"{src} has no config.json")
+  return source, layout, cfg
+
+
+def read_any(src: str | pathlib.Path, dtype: str = "float32", shardings_fn=None,
+             progress: bool = False) -> tuple[VLMConfig, Any]:
+  """(config, params) from our checkpoint or a PyTorch directory of either layout.
+
+  shardings_fn: cfg -> tree of shardings for the params (None: one device).
+  """
+  src = pathlib.Path(src)
+  if params_io.is_checkpoint(src):
+    cfg = with_dtype(params_io.read_config(src), dtype)
+    from dsvl_jax.models.init import abstract_params  # pylint: disable=g-import-not-at-top
+    shardings = shardings_fn(cfg) if shardings_fn else None
+    target = params_io.abstract_like(abstract_params(cfg), jnp.dtype(dtype), shardings)
+    return cfg, params_io.restore(src, target)
+  source, layout, cfg = read_pytorch_dir(src)
+  cfg = with_dtype(cfg, dtype)
+  try:
+    params, _ = to_params(source, cfg, layout, dtype=jnp.dtype(dtype),
+                          shardings=shardings_fn(cfg) if shardings_fn else None,
+                          progress=progress)
+  finally:
+    source.close()
+  return cfg, params
+
+
+@contextlib.contextmanager
+def _staging(dst: pathlib.Path) -> Iterator[pathlib.Path]:
+  """A hidden folder next to `dst`, renamed to `dst` only if the block succeeds."""
+  dst = dst.absolute()
+  if dst.exists():
+    raise ConversionError(f"destination {dst} already exists; nothing was written")
+  dst.parent.mkdir(parents=True, exist_ok=True)
+  tmp = dst.parent / f".{dst.name}.partial-{os.getpid()}"
+  shutil.rmtree(tmp, ignore_errors=True)
+  try:
+    yield tmp
+    os.rename(tmp, dst)
+  finally:
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _copy_sidecars(src: pathlib.Path, dst: pathlib.Path) -> list[str]:
+  copied = []
+  for name in SIDECAR_FILES:
+    if (src / name).is_file():
+      shutil.copy2(src / name, dst / name)
+      copied.append(name)
+  return copied
+
+
+def import_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, dtype: str = "float32",
+                      progress: bool = True) -> ImportReport:
+  """PyTorch directory (either layout, single or sharded) -> our orbax checkpoint."""
+  src, dst = pathlib.Path(src), pathlib.Path(dst)
+  source, layout, cfg = read_pytorch_dir(src)
+  cfg = with_dtype(cfg, dtype)
+  with _staging(dst) as tmp:
+    try:
+      params, report = to_params(source, cfg, layout, dtype=jnp.dtype(dtype), progress=progress)
+    finally:
+      source.close()
+    params_io.save(tmp, params, cfg)
+    _copy_sidecars(src, tmp)
+  return report
+
+
+def export_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, layout: str = "hf",
+                      shard_size: str = "5GB", dtype: str | None = None,
+                      progress: bool = True) -> list[str]:
+  """Our checkpoint (or a PyTorch directory) -> safetensors in `layout` + config.json.
+
+  dtype: storage dtype of the written tensors (default: as stored in `src`).
+  """
+  src, dst = pathlib.Path(src), pathlib.Path(dst)
+  if layout not in ("hf", "original"):
+    raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
+  limit = parse_size(shard_size)
+  stored = (params_io.read_config(src).compute.param_dtype if params_io.is_checkpoint(src)
+            else "float32")
+  dtype = dtype or stored
+  cfg, params = read_any(src, dtype=dtype, progress=progress)
+  config = to_hf(cfg, dtype) if layout == "hf" else to_original(cfg, dtype)
+  with _staging(dst) as tmp:
+    tmp.mkdir()
+    files = write_safetensors(from_params(params, cfg, layout, progress=progress), tmp, limit)
+    (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    params_io.write_config(tmp, cfg)
+    files += ["config.json", params_io.CONFIG_NAME] + _copy_sidecars(src, tmp)
+  return files

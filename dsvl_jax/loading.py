@@ -1,0 +1,62 @@
+"""`dsvl_jax.load`: one call from any checkpoint directory to a model that runs.
+
+Accepts our orbax checkpoint, a transformers (deepseek-community) directory or an
+original DeepSeek release directory; with a mesh, parameters are placed sharded by the
+logical-axis rules as they are read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import numpy as np
+
+from dsvl_jax import sharding
+from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.init import logical_axes
+from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
+
+
+@dataclasses.dataclass
+class LoadedModel:
+  config: VLMConfig
+  module: DeepseekVL
+  params: Any
+  mesh: jax.sharding.Mesh | None = None
+
+  @functools.cached_property
+  def _forward(self):
+    def forward(params, ids, mask, images):
+      return self.module.apply({"params": params}, ids, images, attention_mask=mask)["logits"]
+    return jax.jit(forward)
+
+  def logits(self, input_ids, attention_mask=None, images=None) -> jax.Array:
+    """[B, T] ids (+ [B, T] mask, + [N, 3, S, S] images in [0, 1]) -> [B, T, V] float32.
+
+    Image-token positions are filled with the images in batch-major order.
+    """
+    input_ids = np.asarray(input_ids, np.int32)
+    n = 0 if images is None else len(images)
+    check_image_tokens(input_ids, n, self.config)
+    mask = np.ones_like(input_ids) if attention_mask is None else np.asarray(attention_mask)
+    images = None if n == 0 else np.asarray(images, np.float32)
+    if self.mesh is None:
+      return self._forward(self.params, input_ids, mask, images)
+    with jax.set_mesh(self.mesh), sharding.activation_rules():
+      return self._forward(self.params, input_ids, mask, images)
+
+
+def load(path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None,
+         progress: bool = False) -> LoadedModel:
+  """Loads a checkpoint directory of any supported kind (see module docstring)."""
+  from convert.checkpoint import read_any  # pylint: disable=g-import-not-at-top
+
+  shardings_fn = None
+  if mesh is not None:
+    def shardings_fn(cfg):
+      return sharding.logical_to_mesh(logical_axes(cfg), mesh)
+  cfg, params = read_any(path, dtype=dtype, shardings_fn=shardings_fn, progress=progress)
+  return LoadedModel(cfg, DeepseekVL(cfg), params, mesh)
