@@ -113,9 +113,13 @@ class SafetensorsSource(TensorSource):
     return tuple(self._open(self._files[key]).get_slice(key).get_shape())
 
   def get(self, key):
+    # A fresh handle per tensor: safe_open memory-maps the file, and pages read through
+    # a long-lived mapping stay in our resident set; closing unmaps them, so reading a
+    # checkpoint never holds more than one tensor of file pages (BUILD.md, memory).
     file = self._files[key]
     try:
-      return self._open(file).get_tensor(key)
+      with safe_open(str(file), framework="numpy") as f:
+        return f.get_tensor(key)
     except Exception as e:
       raise ConversionError(f"cannot read tensor '{key}' from {file}: {e}") from e
 

@@ -100,3 +100,11 @@ def siglip_input(cfg: VLMConfig, images: np.ndarray) -> torch.Tensor:
   mean = torch.tensor(cfg.siglip.pixel_mean).view(1, 3, 1, 1)
   std = torch.tensor(cfg.siglip.pixel_std).view(1, 3, 1, 1)
   return (x - mean) / std
+
+
+def pixel_kwargs(cfg: VLMConfig, images: np.ndarray) -> dict[str, torch.Tensor]:
+  """transformers' pixel arguments for [N, 3, S, S] images in [0, 1]."""
+  if cfg.hybrid:
+    low, high = hybrid_inputs(cfg, images)
+    return {"pixel_values": low, "high_res_pixel_values": high}
+  return {"pixel_values": siglip_input(cfg, images)}

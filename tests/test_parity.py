@@ -50,18 +50,11 @@ def _images(cfg, n, seed=0):
                                             dtype=np.float32)
 
 
-def _hf_pixels(cfg, images):
-  if cfg.hybrid:
-    low, high = ref.hybrid_inputs(cfg, images)
-    return {"pixel_values": low, "high_res_pixel_values": high}
-  return {"pixel_values": ref.siglip_input(cfg, images)}
-
-
 def test_siglip_output(setup):
   cfg, hf, params = setup
   images = _images(cfg, 2)
   with torch.no_grad():
-    pixels = _hf_pixels(cfg, images)["pixel_values"]
+    pixels = ref.pixel_kwargs(cfg, images)["pixel_values"]
     theirs = hf.model.vision_model(pixel_values=pixels).last_hidden_state.numpy()
   if cfg.hybrid:
     ours = HybridTower(cfg.siglip, cfg.sam, cfg.compute).apply(
@@ -75,7 +68,7 @@ def test_sam_output_with_hd_branch():
   cfg, hf, params = _setup("hybrid")
   images = _images(cfg, 2)
   with torch.no_grad():
-    high = _hf_pixels(cfg, images)["high_res_pixel_values"]
+    high = ref.pixel_kwargs(cfg, images)["high_res_pixel_values"]
     theirs = hf.model.get_high_res_image_features(high).last_hidden_state.numpy()
     # The HD branch must matter, or this test could not see it being wrong.
     alpha = hf.model.high_res_vision_alpha.clone()
@@ -92,7 +85,7 @@ def test_aligner_output(setup):
   cfg, hf, params = setup
   images = _images(cfg, 3)
   with torch.no_grad():
-    theirs = hf.model.get_image_features(**_hf_pixels(cfg, images)).pooler_output.numpy()
+    theirs = hf.model.get_image_features(**ref.pixel_kwargs(cfg, images)).pooler_output.numpy()
   ours = DeepseekVL(cfg).apply({"params": params}, images, method=DeepseekVL.encode_images)
   assert_parity(ours, theirs)
 
@@ -140,7 +133,7 @@ def test_vlm_logits_mixed_image_counts(setup):
   ]
   ids, mask = _left_pad(rows, cfg.pad_token_id)
   images = _images(cfg, 3, seed=5)
-  theirs = _hf_logits(hf, ids, mask, **_hf_pixels(cfg, images))
+  theirs = _hf_logits(hf, ids, mask, **ref.pixel_kwargs(cfg, images))
   ours = DeepseekVL(cfg).apply({"params": params}, ids, images, attention_mask=mask)["logits"]
   assert_parity(ours, theirs, mask=mask.astype(bool))
   # Image order matters: swapping the two images of sample 2 must change its logits.
