@@ -105,13 +105,16 @@ def to_params(source: TensorSource, cfg: VLMConfig, layout: str | None = None, *
   n = 0
   bar = _progress(len(specs), "import") if progress else None
   for spec in specs:
-    layers = []
-    for ks in spec.keys:
-      layers.append(np.asarray(spec.transform.to_flax(np, *[source.get(k) for k in ks]),
-                               dtype=dtype))
+    leaf = None
+    for i, ks in enumerate(spec.keys):
+      value = spec.transform.to_flax(np, *[source.get(k) for k in ks])
       n += len(ks)
-    leaf = np.stack(layers) if spec.stacked else layers[0]
-    del layers
+      if not spec.stacked:
+        leaf = np.asarray(value, dtype=dtype)
+        break
+      if leaf is None:  # fill a preallocated stack: no per-layer list plus stacked copy
+        leaf = np.empty((len(spec.keys),) + value.shape, dtype)
+      leaf[i] = value
     if to_device:
       sharding = flat_shardings[spec.path] if flat_shardings else None
       leaf = _place(leaf, sharding)

@@ -11,6 +11,7 @@ only its own shards.
 from __future__ import annotations
 
 import json
+import math
 import pathlib
 from typing import Any
 
@@ -22,6 +23,7 @@ from dsvl_jax.models.config import VLMConfig
 CONFIG_NAME = "dsvl_jax_config.json"
 PARAMS_DIR = "params"
 FORMAT_VERSION = 1
+SAVE_CONCURRENT_GB = 1
 
 
 def is_checkpoint(path: str | pathlib.Path) -> bool:
@@ -44,7 +46,12 @@ def save(path: str | pathlib.Path, params: Any, cfg: VLMConfig) -> None:
   path = pathlib.Path(path).absolute()
   path.mkdir(parents=True)
   write_config(path, cfg)
-  with ocp.StandardCheckpointer() as ckptr:
+  # Bounded bytes in flight: orbax stages host copies of what it writes, and its
+  # default (96 GB) lets a whole model's worth pile up next to the parameters. The
+  # bound must admit the largest single array.
+  largest = max(x.size * x.dtype.itemsize for x in jax.tree.leaves(params))
+  concurrent_gb = max(SAVE_CONCURRENT_GB, math.ceil(largest / 1e9))
+  with ocp.StandardCheckpointer(save_concurrent_gb=concurrent_gb) as ckptr:
     ckptr.save(path / PARAMS_DIR, params)
     ckptr.wait_until_finished()
 

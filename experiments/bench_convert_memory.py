@@ -51,6 +51,7 @@ def main():
   parser.add_argument("--storage", default="bfloat16", choices=("float32", "bfloat16"))
   parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   parser.add_argument("--workdir", default="/tmp/dsvl_mem")
+  parser.add_argument("--keep", action="store_true", help="keep the generated checkpoint")
   args = parser.parse_args()
   import ml_dtypes  # pylint: disable=g-import-not-at-top
   storage = np.dtype(ml_dtypes.bfloat16) if args.storage == "bfloat16" else np.dtype(np.float32)
@@ -80,7 +81,8 @@ def main():
         f"{args.dtype} | {n:,} | {param_bytes / 1e9:.2f} GB | {peak / 1e9:.2f} GB | "
         f"{peak / param_bytes:.2f}x | {import_s:.0f} |")
   print(f"(generating the random checkpoint took {gen_s:.0f}s)")
-  shutil.rmtree(work, ignore_errors=True)
+  if not args.keep:
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":
