@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -20,7 +21,7 @@ from conftest import tiny_config
 from convert.__main__ import main as cli
 from convert.configs import from_original, to_original
 from convert.safetensors_io import INDEX_NAME
-from dsvl_jax import params_io
+from dsvl_jax import params_io, sharding
 from dsvl_jax.config_files import load_config
 from dsvl_jax.models import VLMConfig
 from original_layout import hf_to_original
@@ -74,7 +75,7 @@ def test_round_trip_through_transformers_is_bit_exact(saved):
     _close(dsvl_jax.load(str(root / name)).logits(ids, images=images), logits)
 
 
-def test_original_layout_imports_and_round_trips(saved):
+def test_original_layout_imports_and_round_trips(saved, capsys):
   cfg, hf, root, ids, images, logits = saved
   orig = root / "orig"
   orig.mkdir()
@@ -82,6 +83,10 @@ def test_original_layout_imports_and_round_trips(saved):
   (orig / "config.json").write_text(json.dumps(to_original(cfg)))
   params_io.write_config(orig, cfg)  # tiny sizes are not expressible by model_name
   assert cli(["import", "--src", str(orig), "--dst", str(root / "from_orig"), "--quiet"]) == 0
+  out = capsys.readouterr().out
+  assert "original layout" in out and "attn_pool.latent" in out  # skipped, and said so
+  if cfg.hybrid:
+    assert "vision_model.high_layer_norm.weight" in out
   model = dsvl_jax.load(str(root / "from_orig"))
   _close(model.logits(ids, images=images), logits)
   _close(dsvl_jax.load(str(orig)).logits(ids, images=images), logits)
@@ -120,6 +125,20 @@ def test_sharded_and_bfloat16_files(saved, tmp_path):
               "--dtype", "bfloat16", "--quiet"]) == 0
   model16 = dsvl_jax.load(str(tmp_path / "keep16"), dtype="bfloat16")
   assert all(v.dtype == np.dtype("bfloat16") for v in _flat(model16.params).values())
+
+
+def test_load_onto_a_mesh(saved):
+  """With a mesh, parameters are placed sharded as they are read (or restored)."""
+  cfg, hf, root, ids, images, logits = saved
+  if not (root / "ours").exists():
+    cli(["import", "--src", str(root / "hf"), "--dst", str(root / "ours"), "--quiet"])
+  mesh = sharding.make_mesh((2, 2, 2))
+  for name in ("hf", "ours"):
+    model = dsvl_jax.load(str(root / name), mesh=mesh)
+    q = model.params["llm"]["layers"]["q_proj"]["kernel"]
+    assert q.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor", None)
+    assert q.addressable_shards[0].data.shape[1] == q.shape[1] // 2
+    _close(model.logits(ids, images=images), logits)
 
 
 def test_real_original_configs_parse():
