@@ -64,9 +64,12 @@ def _flat(params):
 
 def test_round_trip_through_transformers_is_bit_exact(saved):
   cfg, hf, root, ids, images, logits = saved
+  (root / "hf" / "tokenizer.json").write_text('{"stand-in": true}')
   assert cli(["import", "--src", str(root / "hf"), "--dst", str(root / "ours"), "--quiet"]) == 0
+  assert (root / "ours" / "tokenizer.json").read_text() == '{"stand-in": true}'
   assert cli(["export", "--src", str(root / "ours"), "--dst", str(root / "hf2"),
               "--layout", "hf", "--quiet"]) == 0
+  assert (root / "hf2" / "tokenizer.json").exists()
   again = ref.model_class(cfg).from_pretrained(root / "hf2").eval()
   with torch.no_grad():
     out = again(input_ids=torch.from_numpy(ids).long(), **ref.pixel_kwargs(cfg, images)).logits
