@@ -1,0 +1,2 @@
+"""Inputs: image processing, tokenizer, conversation template, batching (and, later,
+grain sources, modality mixing and packing)."""

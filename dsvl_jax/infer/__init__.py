@@ -1,0 +1,1 @@
+"""Inference: jitted KV-cache generation, sampling, chat."""
