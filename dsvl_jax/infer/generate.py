@@ -1,0 +1,149 @@
+"""Batched generation with a KV cache: one jitted prefill, one jitted decode step.
+
+Prompts are left-padded (as the reference batches them) to a length bucket, and the
+cache to bucket + max_new_tokens rounded up to a bucket, so each (batch, prompt bucket,
+cache bucket, image count) shape compiles once and is reused. RoPE positions come from
+the attention mask (cumsum - 1), so a sample's tokens are the same alone or batched.
+
+Each step the chosen tokens come back to the host (streaming, EOS and stop strings);
+finished samples keep producing pad tokens that are dropped from the result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dsvl_jax.infer.sampling import SamplingConfig, select
+from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.llm import init_cache
+from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
+
+
+@dataclasses.dataclass
+class Generation:
+  tokens: list[list[int]]  # new tokens per sample, without the stopping EOS
+  finish_reasons: list[str]  # 'eos', 'stop_string' or 'length'
+
+
+def _round_up(n: int, bucket: int) -> int:
+  return -(-n // bucket) * bucket
+
+
+class Generator:
+  """Holds the compiled prefill / decode functions for one model and parameter tree."""
+
+  def __init__(self, cfg: VLMConfig, params, bucket: int = 64):
+    self.cfg = cfg
+    self.params = params
+    self.module = DeepseekVL(cfg)
+    self.bucket = bucket
+    self._prefill = jax.jit(self._prefill_fn, static_argnames=("sampling",))
+    self._step = jax.jit(self._step_fn, static_argnames=("sampling",), donate_argnums=(1,))
+
+  # -- jitted pieces ------------------------------------------------------------------
+
+  def _prefill_fn(self, params, ids, mask, images, cache, rng, *, sampling: SamplingConfig):
+    """ids, mask [B, T]; cache sized S >= T. Returns (state, first tokens [B])."""
+    b, t = ids.shape
+    s = cache["k"].shape[2]
+    positions = jnp.where(mask > 0, jnp.cumsum(mask, -1) - 1, 1)
+    slots = jnp.zeros((b, s), jnp.int32).at[:, :t].set(mask)
+    out = self.module.apply({"params": params}, ids, images, attention_mask=slots,
+                            positions=positions, cache=cache, cache_index=0)
+    seen = jnp.zeros((b, self.cfg.llm.vocab_size), bool)
+    rng, key = jax.random.split(rng)
+    token = select(out["logits"][:, -1], seen, sampling, key)
+    seen = seen.at[jnp.arange(b), token].set(True)
+    state = {"cache": out["cache"], "slots": slots, "next_pos": positions[:, -1] + 1,
+             "index": jnp.asarray(t, jnp.int32), "seen": seen, "rng": rng}
+    return state, token
+
+  def _step_fn(self, params, state, token, *, sampling: SamplingConfig):
+    b = token.shape[0]
+    idx = state["index"]
+    slots = jax.lax.dynamic_update_slice(state["slots"], jnp.ones((b, 1), jnp.int32), (0, idx))
+    out = self.module.apply({"params": params}, token[:, None], attention_mask=slots,
+                            positions=state["next_pos"][:, None], cache=state["cache"],
+                            cache_index=idx)
+    rng, key = jax.random.split(state["rng"])
+    new = select(out["logits"][:, -1], state["seen"], sampling, key)
+    seen = state["seen"].at[jnp.arange(b), new].set(True)
+    state = {"cache": out["cache"], "slots": slots, "next_pos": state["next_pos"] + 1,
+             "index": idx + 1, "seen": seen, "rng": rng}
+    return state, new
+
+  # -- host loop ----------------------------------------------------------------------
+
+  def generate(self, input_ids, attention_mask=None, images=None,
+               sampling: SamplingConfig = SamplingConfig(),
+               decode: Callable[[list[int]], str] | None = None,
+               on_token: Callable[[int, int], None] | None = None) -> Generation:
+    """Generates up to sampling.max_new_tokens tokens for a left-padded batch.
+
+    input_ids, attention_mask [B, T]; images [N, 3, S, S] in [0, 1] or None.
+    decode: token ids -> text, needed for sampling.stop_strings.
+    on_token(sample, token): called for every new token of an unfinished sample.
+    """
+    ids = np.asarray(input_ids, np.int32)
+    b, t = ids.shape
+    mask = np.ones_like(ids) if attention_mask is None else np.asarray(attention_mask, np.int32)
+    n_images = 0 if images is None else len(images)
+    check_image_tokens(ids, n_images, self.cfg)
+    if sampling.stop_strings and decode is None:
+      raise ValueError("stop_strings need a decode function")
+    tp = _round_up(t, self.bucket)
+    s = _round_up(tp + sampling.max_new_tokens, self.bucket)
+    if s > self.cfg.llm.max_position_embeddings:
+      raise ValueError(f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens "
+                       f"({sampling.max_new_tokens}) exceeds the model's context of "
+                       f"{self.cfg.llm.max_position_embeddings} positions")
+    pad = tp - t
+    ids = np.concatenate([np.full((b, pad), self.cfg.pad_token_id, np.int32), ids], 1)
+    mask = np.concatenate([np.zeros((b, pad), np.int32), mask], 1)
+    images = None if n_images == 0 else jnp.asarray(images, jnp.float32)
+    dtype = jnp.dtype(self.cfg.compute.dtype)
+    cache = init_cache(self.cfg.llm, b, s, dtype)
+
+    rng = jax.random.key(sampling.seed)
+    # Only the fields that change the computation are static: seed, length and stop
+    # strings vary per call without recompiling.
+    static = dataclasses.replace(sampling, seed=0, max_new_tokens=1, stop_strings=())
+    state, token = self._prefill(self.params, ids, mask, images, cache, rng, sampling=static)
+    out = [[] for _ in range(b)]
+    reasons = ["length"] * b
+    done = np.zeros(b, bool)
+    eos = self.cfg.eos_token_id
+    for step in range(sampling.max_new_tokens):
+      host = np.asarray(token)
+      for i in np.flatnonzero(~done):
+        tok = int(host[i])
+        if tok == eos:
+          done[i], reasons[i] = True, "eos"
+          continue
+        out[i].append(tok)
+        if on_token is not None:
+          on_token(int(i), tok)
+        if sampling.stop_strings:
+          text = decode(out[i])
+          if any(stop in text for stop in sampling.stop_strings):
+            done[i], reasons[i] = True, "stop_string"
+      if done.all() or step == sampling.max_new_tokens - 1:
+        break
+      state, token = self._step(self.params, state, token, sampling=static)
+    return Generation(out, reasons)
+
+
+def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
+  """Text up to the first stop string (the reference strips stop words afterwards)."""
+  cut = len(text)
+  for stop in stop_strings:
+    pos = text.find(stop)
+    if pos >= 0:
+      cut = min(cut, pos)
+  return text[:cut]
+

@@ -1,0 +1,165 @@
+"""Generation: greedy parity with transformers' generate, batching invariance, sampling."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+import hf_reference as ref
+from conftest import tiny_config
+from convert import state_dict_to_params
+from dsvl_jax.infer.generate import Generator, cut_at_stop
+from dsvl_jax.infer.sampling import SamplingConfig, process_logits, top_k_filter, top_p_filter
+
+NEW = 16
+
+
+@functools.lru_cache(maxsize=None)
+def _setup(family):
+  cfg = tiny_config(family)
+  hf = ref.build(cfg, seed=5)
+  params, _ = state_dict_to_params(ref.state_dict(hf), cfg)
+  return cfg, hf, Generator(cfg, params, bucket=16)
+
+
+def _samples(cfg):
+  k, img, rng = cfg.num_image_tokens, cfg.image_token_id, np.random.default_rng(7)
+  text = lambda n: list(rng.integers(3, 400, n))  # noqa: E731
+  rows = [[1] + text(6),                                        # no image
+          [1] + text(2) + [img] * k + text(3),                  # one image
+          [1] + [img] * k + text(2) + [img] * k + text(1)]      # two images
+  n_images = [0, 1, 2]
+  images = np.random.default_rng(8).random((3, 3, cfg.image_size, cfg.image_size),
+                                           dtype=np.float32)
+  return rows, n_images, images
+
+
+def _left_pad(rows, pad):
+  t = max(map(len, rows))
+  ids = np.array([[pad] * (t - len(r)) + r for r in rows], np.int32)
+  mask = np.array([[0] * (t - len(r)) + [1] * len(r) for r in rows], np.int32)
+  return ids, mask
+
+
+def _hf_generate(cfg, hf, ids, mask, images):
+  kwargs = {} if images is None else ref.pixel_kwargs(cfg, images)
+  with torch.no_grad():
+    out = hf.generate(input_ids=torch.from_numpy(ids).long(),
+                      attention_mask=torch.from_numpy(mask).long(), max_new_tokens=NEW,
+                      do_sample=False, eos_token_id=cfg.eos_token_id,
+                      pad_token_id=cfg.pad_token_id, **kwargs)
+  new = out[:, ids.shape[1]:].numpy()
+  result = []
+  for row in new:  # cut at the first EOS, which our result leaves out
+    row = list(row)
+    result.append(row[:row.index(cfg.eos_token_id)] if cfg.eos_token_id in row else row)
+  return result
+
+
+@pytest.mark.parametrize("family", ["siglip", "hybrid"])
+def test_greedy_matches_transformers_single_and_batched(family):
+  cfg, hf, gen = _setup(family)
+  rows, counts, images = _samples(cfg)
+  greedy = SamplingConfig(max_new_tokens=NEW)
+  starts = np.cumsum([0] + counts)
+  alone = []
+  for i, row in enumerate(rows):
+    ids, mask = _left_pad([row], cfg.pad_token_id)
+    imgs = images[starts[i]:starts[i + 1]] if counts[i] else None
+    ours = gen.generate(ids, mask, imgs, greedy).tokens[0]
+    assert ours == _hf_generate(cfg, hf, ids, mask, imgs)[0]
+    alone.append(ours)
+  assert sum(map(len, alone)) > NEW  # the comparison covers real continuations
+  ids, mask = _left_pad(rows, cfg.pad_token_id)
+  batched = gen.generate(ids, mask, images, greedy).tokens
+  assert batched == alone  # batching changes nothing
+  assert batched == _hf_generate(cfg, hf, ids, mask, images)
+
+
+def test_sampling_is_reproducible_from_a_seed():
+  cfg, _, gen = _setup("siglip")
+  ids, mask = _left_pad([[1, 5, 6, 7], [1, 8]], cfg.pad_token_id)
+  s = SamplingConfig(temperature=1.0, top_p=0.95, top_k=50, repetition_penalty=1.1,
+                     max_new_tokens=12, seed=3)
+  a = gen.generate(ids, mask, sampling=s).tokens
+  assert a == gen.generate(ids, mask, sampling=s).tokens
+  others = [gen.generate(ids, mask, sampling=SamplingConfig(
+      temperature=1.0, top_p=0.95, top_k=50, repetition_penalty=1.1, max_new_tokens=12,
+      seed=seed)).tokens for seed in (4, 5)]
+  assert any(o != a for o in others)
+
+
+def test_stop_strings_end_generation():
+  cfg, _, gen = _setup("siglip")
+  ids, mask = _left_pad([[1, 5, 6, 7]], cfg.pad_token_id)
+  full = gen.generate(ids, mask, sampling=SamplingConfig(max_new_tokens=10)).tokens[0]
+  decode = lambda toks: " ".join(map(str, toks))  # noqa: E731
+  stop = str(full[3])
+  out = gen.generate(ids, mask, sampling=SamplingConfig(max_new_tokens=10, stop_strings=(stop,)),
+                     decode=decode)
+  first = next(i for i in range(len(full)) if stop in decode(full[:i + 1]))
+  assert out.tokens[0] == full[:first + 1] and out.finish_reasons == ["stop_string"]
+  assert cut_at_stop("a User: b", ["User:"]) == "a "
+
+
+def test_context_overflow_is_refused():
+  cfg, _, gen = _setup("siglip")
+  with pytest.raises(ValueError, match="exceeds the model's context"):
+    gen.generate(np.ones((1, 8), np.int32),
+                 sampling=SamplingConfig(max_new_tokens=cfg.llm.max_position_embeddings))
+
+
+# --- filters against a direct NumPy computation -------------------------------------------
+
+
+def _np_top_p(logits, p):
+  out = logits.copy()
+  for row in out:
+    order = np.argsort(row, kind="stable")
+    probs = np.exp(row[order] - row.max())
+    probs /= probs.sum()
+    cum = np.cumsum(probs)
+    drop = cum <= 1 - p
+    drop[-1] = False
+    row[order[drop]] = -np.inf
+  return out
+
+
+def _np_top_k(logits, k):
+  kth = np.sort(logits, axis=-1)[:, -k][:, None]
+  return np.where(logits < kth, -np.inf, logits)
+
+
+def test_filters_match_numpy():
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((4, 50)).astype(np.float32) * 3
+  for p in (0.1, 0.5, 0.9, 0.99):
+    np.testing.assert_array_equal(np.asarray(top_p_filter(jnp.asarray(logits), p)),
+                                  _np_top_p(logits, p))
+  for k in (1, 5, 49):
+    np.testing.assert_array_equal(np.asarray(top_k_filter(jnp.asarray(logits), k)),
+                                  _np_top_k(logits, k))
+  seen = rng.random((4, 50)) < 0.3
+  cfg = SamplingConfig(temperature=0.7, top_k=20, top_p=0.8, repetition_penalty=1.3)
+  want = np.where(seen, np.where(logits > 0, logits / 1.3, logits * 1.3), logits) / 0.7
+  want = _np_top_p(_np_top_k(want, 20), 0.8)
+  got = np.asarray(process_logits(jnp.asarray(logits), jnp.asarray(seen), cfg))
+  np.testing.assert_allclose(got, want, rtol=1e-6)
+  np.testing.assert_array_equal(np.isinf(got), np.isinf(want))
+
+
+def test_sampling_distribution_follows_filtered_probabilities():
+  """Empirical frequencies of select() match softmax of the filtered logits."""
+  from dsvl_jax.infer.sampling import select
+  logits = jnp.asarray([[2.0, 1.0, 0.5, 0.0, -1.0, -3.0]])
+  cfg = SamplingConfig(temperature=0.8, top_k=4, top_p=0.9)
+  keys = jax.random.split(jax.random.key(0), 20000)
+  draws = np.asarray(jax.vmap(lambda k: select(logits, jnp.zeros((1, 6), bool), cfg, k))(keys))
+  freq = np.bincount(draws.ravel(), minlength=6) / draws.size
+  filtered = _np_top_p(_np_top_k(np.asarray(logits) / 0.8, 4), 0.9)[0]
+  probs = np.exp(filtered - filtered.max())
+  probs /= probs.sum()
+  np.testing.assert_allclose(freq, probs, atol=0.015)
