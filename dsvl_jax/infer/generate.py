@@ -54,7 +54,8 @@ class Generator:
     positions = jnp.where(mask > 0, jnp.cumsum(mask, -1) - 1, 1)
     slots = jnp.zeros((b, s), jnp.int32).at[:, :t].set(mask)
     out = self.module.apply({"params": params}, ids, images, attention_mask=slots,
-                            positions=positions, cache=cache, cache_index=0)
+                            positions=positions, cache=cache, cache_index=0,
+                            logits_to_keep=1)
     seen = jnp.zeros((b, self.cfg.llm.vocab_size), bool)
     rng, key = jax.random.split(rng)
     token = select(out["logits"][:, -1], seen, sampling, key)

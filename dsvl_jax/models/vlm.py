@@ -88,15 +88,17 @@ class DeepseekVL(nn.Module):
   def __call__(self, input_ids: jax.Array, images: jax.Array | None = None, *,
                attention_mask: jax.Array | None = None, positions: jax.Array | None = None,
                segment_ids: jax.Array | None = None, cache: Cache | None = None,
-               cache_index: jax.Array | int = 0, return_hidden: bool = False
-               ) -> dict[str, jax.Array | Cache | None]:
+               cache_index: jax.Array | int = 0, return_hidden: bool = False,
+               logits_to_keep: int = 0) -> dict[str, jax.Array | Cache | None]:
     """Logits for a batch.
 
     input_ids [B, T]; images [N, 3, S, S] in [0, 1] or None.
     attention_mask [B, T] (1 = real token); with a cache, [B, S_cache] over all slots.
     positions [B, T]: RoPE positions; default cumsum(attention_mask) - 1 (left padding)
       or arange(T). Required with a cache.
-    Returns {'logits': [B, T, V] float32, 'cache': ..., 'hidden': [B, T, D] if asked}.
+    logits_to_keep: k > 0 computes logits for the last k positions only (a prefill needs
+      one; the [T, V] projection of a long prompt is otherwise a large share of its cost).
+    Returns {'logits': [B, T or k, V] float32, 'cache': ..., 'hidden': [B, T, D] if asked}.
     """
     if positions is None:
       if cache is not None:
@@ -108,7 +110,8 @@ class DeepseekVL(nn.Module):
     embeds = self.embed(input_ids, images)
     hidden, new_cache = self.llm(embeds, positions, attention_mask=attention_mask,
                                  segment_ids=segment_ids, cache=cache, cache_index=cache_index)
-    out = {"logits": self.llm.logits(hidden), "cache": new_cache}
+    kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
+    out = {"logits": self.llm.logits(kept), "cache": new_cache}
     if return_hidden:
       out["hidden"] = hidden
     return out
