@@ -178,3 +178,17 @@ def test_bfloat16_forward_agrees_with_float32(family, param_dtype):
   print(f"bf16 ({param_dtype} params) vs fp32, {family}: relative error {err:.2e}")
   assert err < BF16_REL_TOL, f"bf16 relative error {err:.3g}"
   assert err > 0  # it really ran in reduced precision
+
+
+def test_unstacked_layer_loop_equals_scan(hybrid):
+  """Decoding's per-layer weights (scan_layers=False) compute exactly what the scan does."""
+  from dsvl_jax.models.llm import unstack_layers
+  cfg, params = hybrid
+  loop_cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, scan_layers=False))
+  loop_params = {**params, "llm": unstack_layers(params["llm"])}
+  assert "layers_1" in loop_params["llm"] and "layers" not in loop_params["llm"]
+  ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens + [5, 6]])
+  images = _images(cfg, 1)
+  a = DeepseekVL(cfg).apply({"params": params}, ids, images)["logits"]
+  b = DeepseekVL(loop_cfg).apply({"params": loop_params}, ids, images)["logits"]
+  np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6, rtol=1e-6)

@@ -20,7 +20,7 @@ import numpy as np
 
 from dsvl_jax.infer.sampling import SamplingConfig, select
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.models.llm import init_cache
+from dsvl_jax.models.llm import init_cache, unstack_layers
 from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
 
 
@@ -38,9 +38,12 @@ class Generator:
   """Holds the compiled prefill / decode functions for one model and parameter tree."""
 
   def __init__(self, cfg: VLMConfig, params, bucket: int = 64):
-    self.cfg = cfg
-    self.params = params
-    self.module = DeepseekVL(cfg)
+    # Decoding reads every weight once per token; per-layer weight arrays (a Python loop
+    # over layers instead of nn.scan) halve the bytes a step moves on XLA:CPU
+    # (BUILD.md, generation benchmark). Compile time then grows with depth, once.
+    self.cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, scan_layers=False))
+    self.params = {**params, "llm": unstack_layers(params["llm"])}
+    self.module = DeepseekVL(self.cfg)
     self.bucket = bucket
     self._prefill = jax.jit(self._prefill_fn, static_argnames=("sampling",))
     self._step = jax.jit(self._step_fn, static_argnames=("sampling",), donate_argnums=(1,))
@@ -113,7 +116,8 @@ class Generator:
     rng = jax.random.key(sampling.seed)
     # Only the fields that change the computation are static: seed, length and stop
     # strings vary per call without recompiling.
-    static = dataclasses.replace(sampling, seed=0, max_new_tokens=1, stop_strings=())
+    static = dataclasses.replace(sampling, seed=0, max_new_tokens=1, stop_strings=(),
+                                 ignore_eos=False)
     state, token = self._prefill(self.params, ids, mask, images, cache, rng, sampling=static)
     out = [[] for _ in range(b)]
     reasons = ["length"] * b
@@ -123,7 +127,7 @@ class Generator:
       host = np.asarray(token)
       for i in np.flatnonzero(~done):
         tok = int(host[i])
-        if tok == eos:
+        if tok == eos and not sampling.ignore_eos:
           done[i], reasons[i] = True, "eos"
           continue
         out[i].append(tok)

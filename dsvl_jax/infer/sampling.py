@@ -26,6 +26,7 @@ class SamplingConfig:
   repetition_penalty: float = 1.0
   max_new_tokens: int = 512
   stop_strings: tuple[str, ...] = ()
+  ignore_eos: bool = False  # benchmarks: always produce max_new_tokens
   seed: int = 0
 
   def __post_init__(self):

@@ -40,6 +40,9 @@ class ComputeConfig:
   precision: str = "default"  # matmul precision ('highest' for exact fp32 on GPU/TPU)
   remat_policy: str = "none"  # activation checkpointing of repeated blocks
   attention_impl: str = "xla"  # attention backend, see models/attention.py
+  # LLM layers under nn.scan (training: compile time flat in depth); False runs a
+  # Python loop over per-layer weights (decoding; params via llm.unstack_layers).
+  scan_layers: bool = True
 
   def validate(self, prefix: str) -> None:
     _check(self.dtype in DTYPES, f"{prefix}.dtype", f"{self.dtype!r} not in {DTYPES}")

@@ -43,6 +43,20 @@ def init_cache(cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float3
   return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
 
 
+def unstack_layers(llm_params: dict) -> dict:
+  """Scanned LLM params ({'layers': stacked}) -> per-layer ({'layers_i': ...}).
+
+  For decoding with compute.scan_layers=False: XLA:CPU copies each layer's weights out
+  of the stacked array inside a scan, which triples the bytes a decode step moves.
+  """
+  out = {k: v for k, v in llm_params.items() if k != "layers"}
+  stacked = llm_params["layers"]
+  n = jax.tree.leaves(stacked)[0].shape[0]
+  for i in range(n):
+    out[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  return out
+
+
 class LLMBlock(nn.Module):
   """One decoder layer. Scanned: (x, ctx, cache_layer) -> (x, new_cache_layer)."""
   cfg: LLMConfig
@@ -102,9 +116,12 @@ class LLM(nn.Module):
         dtype=layers.dtype_of(compute.dtype), param_dtype=layers.dtype_of(compute.param_dtype),
         embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
                                                     ("vocab", "embed")))
-    self.layers = layers.scan_blocks(LLMBlock, cfg.num_layers, in_axes=(nn.broadcast, 0),
-                                     name="layers", remat_policy=compute.remat_policy,
-                                     cfg=cfg, compute=compute)
+    if compute.scan_layers:
+      self.layers = layers.scan_blocks(LLMBlock, cfg.num_layers, in_axes=(nn.broadcast, 0),
+                                       name="layers", remat_policy=compute.remat_policy,
+                                       cfg=cfg, compute=compute)
+    else:  # inference: separate per-layer weights, see unstack_layers()
+      self.blocks = [LLMBlock(cfg, compute, name=f"layers_{i}") for i in range(cfg.num_layers)]
     self.norm = layers.RMSNorm(compute, cfg.rms_norm_eps)
     if not cfg.tie_embeddings:
       self.lm_head = layers.dense(compute, cfg.vocab_size, ("embed", "vocab"), use_bias=False)
@@ -151,5 +168,13 @@ class LLM(nn.Module):
         "cache_index": jnp.asarray(cache_index, jnp.int32),
     }
     x = layers.constrain(embeds.astype(dtype), ("batch", "length", "embed"))
-    x, new_cache = self.layers(x, ctx, cache)
+    if self.compute.scan_layers:
+      x, new_cache = self.layers(x, ctx, cache)
+    else:
+      caches = []
+      for i, block in enumerate(self.blocks):
+        layer_cache = None if cache is None else jax.tree.map(lambda c: c[i], cache)
+        x, c = block(x, ctx, layer_cache)
+        caches.append(c)
+      new_cache = None if cache is None else jax.tree.map(lambda *c: jnp.stack(c), *caches)
     return self.norm(x), new_cache
