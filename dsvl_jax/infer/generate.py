@@ -45,7 +45,7 @@ class Generator:
     self.params = {**params, "llm": unstack_layers(params["llm"])}
     self.module = DeepseekVL(self.cfg)
     self.bucket = bucket
-    self._prefill = jax.jit(self._prefill_fn, static_argnames=("sampling",))
+    self._prefill = jax.jit(self._prefill_fn, static_argnames=("sampling",), donate_argnums=(4,))
     self._step = jax.jit(self._step_fn, static_argnames=("sampling",), donate_argnums=(1,))
 
   # -- jitted pieces ------------------------------------------------------------------
@@ -53,7 +53,7 @@ class Generator:
   def _prefill_fn(self, params, ids, mask, images, cache, rng, *, sampling: SamplingConfig):
     """ids, mask [B, T]; cache sized S >= T. Returns (state, first tokens [B])."""
     b, t = ids.shape
-    s = cache["k"].shape[2]
+    s = cache[0]["k"].shape[1]
     positions = jnp.where(mask > 0, jnp.cumsum(mask, -1) - 1, 1)
     slots = jnp.zeros((b, s), jnp.int32).at[:, :t].set(mask)
     out = self.module.apply({"params": params}, ids, images, attention_mask=slots,
@@ -111,7 +111,7 @@ class Generator:
     mask = np.concatenate([np.zeros((b, pad), np.int32), mask], 1)
     images = None if n_images == 0 else jnp.asarray(images, jnp.float32)
     dtype = jnp.dtype(self.cfg.compute.dtype)
-    cache = init_cache(self.cfg.llm, b, s, dtype)
+    cache = init_cache(self.cfg.llm, b, s, dtype, stacked=False)
 
     rng = jax.random.key(sampling.seed)
     # Only the fields that change the computation are static: seed, length and stop

@@ -37,10 +37,19 @@ def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
   return jnp.where(mask > 0, jnp.cumsum(mask, axis=-1) - 1, 1)
 
 
-def init_cache(cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float32) -> Cache:
-  """An empty KV cache for `batch` sequences of up to `max_len` tokens."""
-  shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+def init_cache(cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float32,
+               stacked: bool = True) -> Cache | tuple[Cache, ...]:
+  """An empty KV cache for `batch` sequences of up to `max_len` tokens.
+
+  stacked: one [L, B, S, KVH, Dh] pair for scanned layers; else a tuple of L per-layer
+  [B, S, KVH, Dh] pairs (compute.scan_layers=False).
+  """
+  if stacked:
+    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+               for _ in range(cfg.num_layers))
 
 
 def unstack_layers(llm_params: dict) -> dict:
@@ -158,7 +167,7 @@ class LLM(nn.Module):
     else:
       if segment_ids is not None:
         raise ValueError("segment_ids (packing) is a training feature; it needs cache=None")
-      s = cache["k"].shape[2]
+      s = (cache["k"] if isinstance(cache, dict) else cache[0]["k"]).shape[-3]
       q_slot = jnp.broadcast_to(cache_index + jnp.arange(t, dtype=jnp.int32), (b, t))
       k_slot = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
     ctx = {
@@ -171,10 +180,11 @@ class LLM(nn.Module):
     if self.compute.scan_layers:
       x, new_cache = self.layers(x, ctx, cache)
     else:
+      # The cache here is a tuple of per-layer {"k", "v"} (init_cache(stacked=False)):
+      # updated in place, never sliced out of or stacked back into one array.
       caches = []
       for i, block in enumerate(self.blocks):
-        layer_cache = None if cache is None else jax.tree.map(lambda c: c[i], cache)
-        x, c = block(x, ctx, layer_cache)
+        x, c = block(x, ctx, None if cache is None else cache[i])
         caches.append(c)
-      new_cache = None if cache is None else jax.tree.map(lambda *c: jnp.stack(c), *caches)
+      new_cache = None if cache is None else tuple(caches)
     return self.norm(x), new_cache
