@@ -5,6 +5,8 @@ Values from shared reference sections 1.1-1.3. Use: --config=configs/deepseek_vl
 
 import ml_collections
 
+from dsvl_jax.infer.chat_config import default_config as chat_config
+
 
 def model_config() -> ml_collections.ConfigDict:
   m = ml_collections.ConfigDict()
@@ -55,7 +57,8 @@ def model_config() -> ml_collections.ConfigDict:
 def get_config(arg=None):
   del arg
   config = ml_collections.ConfigDict()
-  config.mode = "demo"  # what main.py runs
+  config.mode = "demo"  # what main.py runs: demo | chat
   config.seed = 0  # PRNG seed for initialisation and sampling
   config.model = model_config()  # see dsvl_jax/models/config.py for every field
+  config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
   return config

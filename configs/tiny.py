@@ -8,6 +8,8 @@ Shapes keep every structural feature: GQA, several windows with padding in SAM
 
 import ml_collections
 
+from dsvl_jax.infer.chat_config import default_config as chat_config
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -78,7 +80,8 @@ def model_config(family: str = "siglip") -> ml_collections.ConfigDict:
 
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
-  config.mode = "demo"  # what main.py runs
+  config.mode = "demo"  # what main.py runs: demo | chat
   config.seed = 0  # PRNG seed for parameters and the demo inputs
   config.model = model_config(arg or "siglip")  # see dsvl_jax/models/config.py
+  config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
   return config

@@ -6,16 +6,17 @@ line (--config.model.llm.num_layers=4). The config is validated before any work.
 
 from __future__ import annotations
 
+import importlib
+
 from absl import app, flags
 from ml_collections import config_flags
-
-from dsvl_jax import demo
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:arg].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where jobs write checkpoints and logs.")
 
-MODES = {"demo": demo.run}
+# mode -> module with run(config, workdir); imported on use.
+MODES = {"demo": "dsvl_jax.demo", "chat": "dsvl_jax.infer.chat"}
 
 
 def main(argv):
@@ -26,7 +27,7 @@ def main(argv):
     raise app.UsageError("--config is required, e.g. --config=configs/tiny.py")
   if config.mode not in MODES:
     raise app.UsageError(f"config field 'mode': {config.mode!r} not in {sorted(MODES)}")
-  MODES[config.mode](config, _WORKDIR.value)
+  importlib.import_module(MODES[config.mode]).run(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

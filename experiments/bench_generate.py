@@ -90,7 +90,7 @@ def main():
     hf = hf_model(cfg)
     params, _ = state_dict_to_params({k: v.numpy() for k, v in hf.state_dict().items()}, cfg)
     params = jax.device_put(params)
-    gen = Generator(cfg, params, bucket=64)
+    gen = Generator(cfg, params)
     k = cfg.num_image_tokens
     ids = np.array([[cfg.bos_token_id] + [cfg.image_token_id] * k +
                     list(np.random.default_rng(0).integers(3, 400, 24))], np.int32)

@@ -22,7 +22,7 @@ def _setup(family):
   cfg = tiny_config(family)
   hf = ref.build(cfg, seed=5)
   params, _ = state_dict_to_params(ref.state_dict(hf), cfg)
-  return cfg, hf, Generator(cfg, params, bucket=16)
+  return cfg, hf, Generator(cfg, params, prompt_bucket=16, cache_bucket=16)
 
 
 def _samples(cfg):

@@ -1,8 +1,9 @@
 """Batched generation with a KV cache: one jitted prefill, one jitted decode step.
 
-Prompts are left-padded (as the reference batches them) to a length bucket, and the
-cache to bucket + max_new_tokens rounded up to a bucket, so each (batch, prompt bucket,
-cache bucket, image count) shape compiles once and is reused. RoPE positions come from
+Prompts are left-padded (as the reference batches them) to a multiple of
+`prompt_bucket` (small: padding is prefill compute) and the cache to prompt +
+max_new_tokens rounded up to `cache_bucket`, so each (batch, prompt bucket, cache
+bucket, image count) shape compiles once and is reused. RoPE positions come from
 the attention mask (cumsum - 1), so a sample's tokens are the same alone or batched.
 
 Each step the chosen tokens come back to the host (streaming, EOS and stop strings);
@@ -37,14 +38,14 @@ def _round_up(n: int, bucket: int) -> int:
 class Generator:
   """Holds the compiled prefill / decode functions for one model and parameter tree."""
 
-  def __init__(self, cfg: VLMConfig, params, bucket: int = 64):
+  def __init__(self, cfg: VLMConfig, params, prompt_bucket: int = 16, cache_bucket: int = 128):
     # Decoding reads every weight once per token; per-layer weight arrays (a Python loop
     # over layers instead of nn.scan) halve the bytes a step moves on XLA:CPU
     # (BUILD.md, generation benchmark). Compile time then grows with depth, once.
     self.cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, scan_layers=False))
     self.params = {**params, "llm": unstack_layers(params["llm"])}
     self.module = DeepseekVL(self.cfg)
-    self.bucket = bucket
+    self.prompt_bucket, self.cache_bucket = prompt_bucket, cache_bucket
     self._prefill = jax.jit(self._prefill_fn, static_argnames=("sampling",), donate_argnums=(4,))
     self._step = jax.jit(self._step_fn, static_argnames=("sampling",), donate_argnums=(1,))
 
@@ -100,8 +101,8 @@ class Generator:
     check_image_tokens(ids, n_images, self.cfg)
     if sampling.stop_strings and decode is None:
       raise ValueError("stop_strings need a decode function")
-    tp = _round_up(t, self.bucket)
-    s = _round_up(tp + sampling.max_new_tokens, self.bucket)
+    tp = _round_up(t, self.prompt_bucket)
+    s = _round_up(tp + sampling.max_new_tokens, self.cache_bucket)
     if s > self.cfg.llm.max_position_embeddings:
       raise ValueError(f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens "
                        f"({sampling.max_new_tokens}) exceeds the model's context of "
