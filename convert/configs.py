@@ -16,7 +16,7 @@ import dataclasses
 from typing import Any
 
 from convert.mapping import ConversionError
-from dsvl_jax.models.config import (CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD, AlignerConfig,
+from dsvl_jax.models.config import (CLIP_MEAN, SIGLIP_MEAN, SIGLIP_STD, AlignerConfig,
                                     LLMConfig, SamConfig, SiglipConfig, VLMConfig)
 
 OUR_CONFIG = "dsvl_jax_config.json"

@@ -54,9 +54,8 @@ def load(path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = Non
   """Loads a checkpoint directory of any supported kind (see module docstring)."""
   from convert.checkpoint import read_any  # pylint: disable=g-import-not-at-top
 
-  shardings_fn = None
-  if mesh is not None:
-    def shardings_fn(cfg):
-      return sharding.logical_to_mesh(logical_axes(cfg), mesh)
-  cfg, params = read_any(path, dtype=dtype, shardings_fn=shardings_fn, progress=progress)
+  def shardings_fn(cfg):
+    return sharding.logical_to_mesh(logical_axes(cfg), mesh)
+  cfg, params = read_any(path, dtype=dtype, shardings_fn=shardings_fn if mesh else None,
+                         progress=progress)
   return LoadedModel(cfg, DeepseekVL(cfg), params, mesh)

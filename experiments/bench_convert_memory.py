@@ -74,10 +74,10 @@ def main():
   peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
   n = count_params(abstract_params(cfg))
   param_bytes = n * np.dtype(args.dtype if args.dtype == "float32" else ml_dtypes.bfloat16).itemsize
-  print(f"\n| model | stored as | imported as | parameters | parameter bytes | peak RSS | "
-        f"peak / parameter bytes | import s |")
+  print("\n| model | stored as | imported as | parameters | parameter bytes | peak RSS | "
+        "peak / parameter bytes | import s |")
   print("|---|---|---|---|---|---|---|---|")
-  print(f"| {pathlib.Path(args.config).stem} | {args.storage}, {len(files) - 1} shards | "
+  print(f"| {pathlib.Path(args.config).stem} | {args.storage}, {sum(f.endswith('.safetensors') for f in files)} shards | "
         f"{args.dtype} | {n:,} | {param_bytes / 1e9:.2f} GB | {peak / 1e9:.2f} GB | "
         f"{peak / param_bytes:.2f}x | {import_s:.0f} |")
   print(f"(generating the random checkpoint took {gen_s:.0f}s)")

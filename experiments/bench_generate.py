@@ -119,7 +119,7 @@ def main():
                  t1 / o1, flops / PEAK_FLOPS, (flops / PEAK_FLOPS) / o1))
     rows.append((name, "decode, tokens/s", o_dec, t_dec, o_dec / t_dec,
                  STREAM_BYTES / llm_bytes, o_dec / (STREAM_BYTES / llm_bytes)))
-    del hf, gen, params
+    hf = gen = params = None  # free this model before building the next
   print(f"\njax {jax.__version__}, torch {torch.__version__}, transformers "
         f"{transformers.__version__}, {os.cpu_count()} CPU threads, float32\n")
   print("| config | metric | dsvl_jax | transformers | speed-up | bound | dsvl_jax / bound |")

@@ -1,8 +1,7 @@
 """Layers shared by the language model and the vision towers.
 
-Every parameter is created through `param_with_axes`-style initialisers that attach
-logical axis names (`nn.with_logical_partitioning`); `dsvl_jax/sharding.py` maps those
-names to mesh axes. Compute dtype, parameter dtype and matmul precision come from
+Every parameter's initialiser is wrapped in `nn.with_logical_partitioning`, so it carries
+logical axis names; `dsvl_jax/sharding.py` maps those names to mesh axes. Compute dtype, parameter dtype and matmul precision come from
 `ComputeConfig`; no layer casts behind the caller's back except where the reference
 does (RMSNorm in float32, LayerNorm statistics in float32, softmax in float32).
 """

@@ -9,7 +9,6 @@ attention-pool head of the checkpoint is never run and not built.
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import linen as nn
 
 from dsvl_jax.models import layers
