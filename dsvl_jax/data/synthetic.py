@@ -1,0 +1,131 @@
+"""A built-in, file-free dataset for the demo and tests (issue 5).
+
+Sample i is a pure function of (seed, i): a scene of coloured shapes at named
+positions, sometimes with a printed word, drawn with PIL, and text about it. Answers
+depend on the image (the colour of the shape asked about, the word printed), so a
+model can only fit the data by looking. Kinds, as in the paper's data mixture:
+
+  caption      image-caption pair                          (stage 1/2 multimodal)
+  interleaved  text, image, text about it, second image    (stage 2 multimodal)
+  vqa          multi-turn chat about one or two images     (stage 3 multimodal)
+  text         a plain text document                       (language data)
+  text_chat    a text-only chat                            (stage 3 language)
+
+Records use the manifest schema (BUILD.md): {"kind", "images": [PIL images], and
+"text" or "messages": [{"role", "content"}]} with `<image_placeholder>` marking images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
+           "yellow": (235, 200, 40), "purple": (140, 60, 170), "orange": (240, 130, 30)}
+SHAPES = ("circle", "square", "triangle")
+PLACES = {"top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75),
+          "bottom right": (0.75, 0.75)}
+WORDS = ("CAT", "SUN", "BOAT", "TREE", "STOP", "OPEN", "MAP", "KEY")
+KINDS = ("caption", "interleaved", "vqa", "text", "text_chat")
+BACKGROUND = (245, 245, 235)
+
+
+@dataclasses.dataclass(frozen=True)
+class Shape:
+  kind: str
+  colour: str
+  place: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Scene:
+  shapes: tuple[Shape, ...]
+  word: str | None
+
+  def caption(self) -> str:
+    parts = [f"a {s.colour} {s.kind} at the {s.place}" for s in self.shapes]
+    text = "The image shows " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "")
+    text += parts[-1] + "."
+    if self.word:
+      text += f' The word "{self.word}" is written in the middle.'
+    return text
+
+
+def make_scene(rng: np.random.Generator) -> Scene:
+  places = rng.permutation(list(PLACES))[:rng.integers(1, 4)]
+  shapes = tuple(Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(p))
+                 for p in places)
+  return Scene(shapes, str(rng.choice(WORDS)) if rng.random() < 0.5 else None)
+
+
+def draw(scene: Scene, size: int) -> Image.Image:
+  img = Image.new("RGB", (size, size), BACKGROUND)
+  d = ImageDraw.Draw(img)
+  r = size // 8
+  for s in scene.shapes:
+    cx, cy = (int(f * size) for f in PLACES[s.place])
+    box = (cx - r, cy - r, cx + r, cy + r)
+    fill = COLOURS[s.colour]
+    if s.kind == "circle":
+      d.ellipse(box, fill=fill)
+    elif s.kind == "square":
+      d.rectangle(box, fill=fill)
+    else:
+      d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
+  if scene.word:
+    font = ImageFont.load_default(size=max(8, size // 10))
+    d.text((size // 2, size // 2), scene.word, fill=(0, 0, 0), font=font, anchor="mm")
+  return img
+
+
+def _qa(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
+  if scene.word and rng.random() < 0.4:
+    return "What word is written in the image?", scene.word.capitalize() + "."
+  s = scene.shapes[int(rng.integers(len(scene.shapes)))]
+  if rng.random() < 0.5:
+    return f"What colour is the shape at the {s.place}?", s.colour.capitalize() + "."
+  return f"What shape is at the {s.place}?", f"A {s.colour} {s.kind}."
+
+
+def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> dict[str, Any]:
+  """Record `index` of the dataset with `seed` (kind drawn uniformly unless given)."""
+  rng = np.random.default_rng([seed, index])
+  kind = kind or str(rng.choice(KINDS))
+  if kind not in KINDS:
+    raise ValueError(f"unknown sample kind {kind!r}; known: {KINDS}")
+  if kind == "caption":
+    scene = make_scene(rng)
+    return {"kind": kind, "images": [draw(scene, image_size)],
+            "text": IMAGE_TOKEN + scene.caption()}
+  if kind == "interleaved":
+    a, b = make_scene(rng), make_scene(rng)
+    text = (f"Here are two pictures. {IMAGE_TOKEN}{a.caption()} Compare it with the next "
+            f"one. {IMAGE_TOKEN}{b.caption()}")
+    return {"kind": kind, "images": [draw(a, image_size), draw(b, image_size)], "text": text}
+  if kind == "vqa":
+    scenes = [make_scene(rng) for _ in range(int(rng.integers(1, 3)))]
+    messages = []
+    for turn, scene in enumerate(scenes):
+      q, a = _qa(scene, rng)
+      messages += [{"role": "user", "content": IMAGE_TOKEN + q}, {"role": "assistant",
+                                                                  "content": a}]
+      if turn == 0:  # a follow-up about the same image
+        q, a = _qa(scene, rng)
+        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+    return {"kind": kind, "images": [draw(s, image_size) for s in scenes],
+            "messages": messages}
+  n = int(rng.integers(2, 6))
+  colours = [str(c) for c in rng.choice(list(COLOURS), n)]
+  if kind == "text":
+    text = " ".join(f"The {c} {rng.choice(SHAPES)} is next to the {rng.choice(WORDS).lower()}."
+                    for c in colours)
+    return {"kind": kind, "images": [], "text": text}
+  a, b = int(rng.integers(1, 20)), int(rng.integers(1, 20))
+  return {"kind": kind, "images": [], "messages": [
+      {"role": "user", "content": f"What is {a} plus {b}?"},
+      {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
