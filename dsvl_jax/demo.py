@@ -1,7 +1,7 @@
 """The embedded default job: a tiny random DeepSeek-VL, end to end, on a drawn image.
 
-Runs in seconds on a laptop CPU: builds the configured model, draws an image with PIL,
-places it in a prompt, runs the jitted forward pass and a few greedy KV-cache decode
+Runs in seconds on a laptop CPU: builds the configured model, draws a scene from the
+built-in dataset, preprocesses it exactly as the release does, places it in a prompt, runs the jitted forward pass and a few greedy KV-cache decode
 steps, and prints what it computed. (Once training lands, the default job trains.)
 """
 
@@ -13,24 +13,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from PIL import Image, ImageDraw
 
+from dsvl_jax.data import synthetic
+from dsvl_jax.data.image_processor import ImageProcessorConfig, process
 from dsvl_jax.models import DeepseekVL, VLMConfig, init_cache
 from dsvl_jax.models.init import count_params, init_params
-
-
-def draw_image(size: int, seed: int) -> np.ndarray:
-  """A few coloured shapes on a light background -> [3, size, size] float32 in [0, 1]."""
-  rng = np.random.default_rng(seed)
-  img = Image.new("RGB", (size, size), (235, 235, 225))
-  draw = ImageDraw.Draw(img)
-  for _ in range(3):
-    x0, y0 = rng.integers(0, size // 2, 2)
-    w, h = rng.integers(size // 6, size // 2, 2)
-    colour = tuple(int(c) for c in rng.integers(0, 255, 3))
-    shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
-    shape([int(x0), int(y0), int(x0 + w), int(y0 + h)], fill=colour)
-  return (np.asarray(img, np.float32) / 255.0).transpose(2, 0, 1)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict:
@@ -43,7 +30,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict:
         f"{cfg.llm.num_layers} LLM layers, {count_params(params):,} parameters "
         f"(init {time.perf_counter() - t0:.1f}s)")
 
-  image = draw_image(cfg.image_size, config.seed)[None]
+  record = synthetic.sample(config.seed, 0, cfg.image_size, kind="caption")
+  image = process(record["images"][0], ImageProcessorConfig.for_model(cfg))[None]
+  print(f"image: a drawn scene ({record['text'].split('>', 1)[1]})")
   rng = np.random.default_rng(config.seed)
   text = list(rng.integers(3, min(cfg.llm.vocab_size, 400), 6))
   prompt = np.array([[cfg.bos_token_id] + [cfg.image_token_id] * cfg.num_image_tokens + text],
