@@ -21,3 +21,17 @@ def tiny_config(family: str, **compute) -> VLMConfig:
 @pytest.fixture(params=["siglip", "hybrid"])
 def family(request):
   return request.param
+
+
+@pytest.fixture(scope="module")
+def vl_json(tmp_path_factory):
+  """DeepSeek's tokenizer.json laid out like the VL release (image token at 100015)."""
+  from tokenizer_files import write_vl_layout
+  return write_vl_layout(tmp_path_factory.mktemp("vl"))
+
+
+@pytest.fixture(scope="module")
+def tok(vl_json):
+  from dsvl_jax.data.tokenizer import Tokenizer
+  from tokenizer_files import real_config
+  return Tokenizer.from_file(vl_json, real_config())

@@ -5,8 +5,7 @@ import pytest
 
 from dsvl_jax.data.conversation import (DEEPSEEK, Message, Template, encode_conversation,
                                         encode_prompt, render)
-from dsvl_jax.data.tokenizer import Tokenizer
-from tokenizer_files import hf_tokenizer, real_config, write_vl_layout
+from tokenizer_files import hf_tokenizer, real_config
 
 # Written out from reference 4.3 (not from our code).
 SYS = ("You are a helpful language and vision assistant. You are able to understand the "
@@ -34,16 +33,6 @@ CASES = {"single": SINGLE, "multi_turn": MULTI_TURN, "multi_image": MULTI_IMAGE}
 # chat_template=None; the hub's copy is out of reach here), so prompt strings are checked
 # against reference 4.3, which verified them identical to transformers' rendering, and
 # token ids against transformers' processor fed the same strings.
-
-
-@pytest.fixture(scope="module")
-def vl_json(tmp_path_factory):
-  return write_vl_layout(tmp_path_factory.mktemp("vl"))
-
-
-@pytest.fixture(scope="module")
-def tok(vl_json):
-  return Tokenizer.from_file(vl_json, real_config())
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from conftest import tiny_config
 from dsvl_jax.data.tokenizer import (BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN, Tokenizer,
                                      TokenizerError)
-from tokenizer_files import hf_tokenizer, plain_tokenizer_json, real_config, write_vl_layout
+from tokenizer_files import hf_tokenizer, plain_tokenizer_json, real_config
 
 SYS = ("You are a helpful language and vision assistant. You are able to understand the "
        "visual content that the user provides, and assist the user with a variety of tasks "
@@ -21,16 +21,6 @@ TEXTS = [
     f"{SYS}\n\nUser: {IMAGE_TOKEN}What is this?\n\nAssistant: A dog.{EOS_TOKEN}"
     f"User: {IMAGE_TOKEN}And {IMAGE_TOKEN}these?\n\nAssistant:",
 ]
-
-
-@pytest.fixture(scope="module")
-def vl_json(tmp_path_factory):
-  return write_vl_layout(tmp_path_factory.mktemp("vl"))
-
-
-@pytest.fixture(scope="module")
-def tok(vl_json):
-  return Tokenizer.from_file(vl_json, real_config())
 
 
 def test_special_ids_come_from_config(tok):
