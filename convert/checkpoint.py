@@ -33,11 +33,17 @@ DTYPES = ("float32", "bfloat16", "float16")
 
 
 def with_dtype(cfg: VLMConfig, dtype: str) -> VLMConfig:
-  """Parameters stored in `dtype`; compute in bfloat16 for reduced precision, else fp32."""
+  """Parameters stored in `dtype`; compute in bfloat16 for reduced precision, else fp32.
+
+  float32 also asks for 'highest' matmul precision: on GPU/TPU the default would run
+  float32 matmuls in TF32/bf16 passes, and whoever asks for float32 wants its numbers.
+  """
   if dtype not in DTYPES:
     raise ValueError(f"dtype {dtype!r} not in {DTYPES}")
-  compute = "float32" if dtype == "float32" else dtype
-  return cfg.replace(compute=dataclasses.replace(cfg.compute, param_dtype=dtype, dtype=compute))
+  exact = dtype == "float32"
+  return cfg.replace(compute=dataclasses.replace(
+      cfg.compute, param_dtype=dtype, dtype="float32" if exact else dtype,
+      precision="highest" if exact else cfg.compute.precision))
 
 
 def read_pytorch_dir(src: str | pathlib.Path) -> tuple[SafetensorsSource, str, VLMConfig]:
