@@ -11,8 +11,6 @@ compile time to the 2-layer one.
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import functools
 import pathlib
 import sys
 import time
@@ -20,26 +18,15 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 
 from dsvl_jax.config_files import load_config  # noqa: E402
 from dsvl_jax.models import VLMConfig  # noqa: E402
-from dsvl_jax.models.llm import LLM  # noqa: E402
+from dsvl_jax.models.init import lower_llm  # noqa: E402
 
 
 def measure(cfg: VLMConfig, num_layers: int, grad: bool, batch: int, seq: int):
-  llm_cfg = dataclasses.replace(cfg.llm, num_layers=num_layers)
-  model = LLM(llm_cfg, cfg.compute)
-  embeds = jax.ShapeDtypeStruct((batch, seq, llm_cfg.hidden_size), jnp.float32)
-  positions = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
-  params = jax.eval_shape(functools.partial(model.init, jax.random.key(0)), embeds, positions)
-
-  def forward(p, e, pos):
-    return model.apply(p, e, pos)[0]
-
-  fn = jax.grad(lambda p, e, pos: jnp.mean(forward(p, e, pos))) if grad else forward
   t0 = time.perf_counter()
-  lowered = jax.jit(fn).lower(params, embeds, positions)
+  lowered = lower_llm(cfg, num_layers, grad, batch, seq)
   t1 = time.perf_counter()
   lowered.compile()
   t2 = time.perf_counter()

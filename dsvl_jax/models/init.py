@@ -49,3 +49,22 @@ def logical_axes(cfg: VLMConfig) -> dict:
 
 def count_params(tree: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
+
+
+def lower_llm(cfg: VLMConfig, num_layers: int, grad: bool = False, batch: int = 2,
+              seq: int = 32) -> jax.stages.Lowered:
+  """Lowers the LLM forward (or the gradient of its mean output) at `num_layers` from
+  abstract inputs: nothing is allocated. For compile-cost checks and benchmarks."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.models.llm import LLM  # pylint: disable=g-import-not-at-top
+  llm_cfg = dataclasses.replace(cfg.llm, num_layers=num_layers)
+  model = LLM(llm_cfg, cfg.compute)
+  embeds = jax.ShapeDtypeStruct((batch, seq, llm_cfg.hidden_size), jnp.float32)
+  positions = jax.ShapeDtypeStruct((batch, seq), jnp.int32)
+  params = jax.eval_shape(functools.partial(model.init, jax.random.key(0)), embeds, positions)
+
+  def forward(p, e, pos):
+    return model.apply(p, e, pos)[0]
+
+  fn = jax.grad(lambda p, e, pos: jnp.mean(forward(p, e, pos))) if grad else forward
+  return jax.jit(fn).lower(params, embeds, positions)
