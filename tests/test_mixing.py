@@ -1,10 +1,9 @@
-"""Modality grouping: per-step choice from (seed, step), schedules, source weights."""
+"""Modality grouping: per-step choice from (seed, step) and the schedules."""
 
 import numpy as np
 import pytest
 
-from dsvl_jax.data.mixing import (MULTIMODAL, TEXT, ModalitySchedule, ShareMeter,
-                                  choose_source, step_modality)
+from dsvl_jax.data.mixing import MULTIMODAL, TEXT, ModalitySchedule, step_modality
 
 
 def _shares(seed, schedule, steps):
@@ -37,19 +36,6 @@ def test_same_step_same_modality_everywhere():
   assert set(a) == {TEXT, MULTIMODAL}
 
 
-def test_sources_follow_weights_and_meter_reports():
-  weights = {"captions": 2.0, "ocr": 1.0, "interleaved": 1.0}
-  picks = [choose_source(0, step, slot, weights) for step in range(500) for slot in range(16)]
-  freq = {k: picks.count(k) / len(picks) for k in weights}
-  for k, w in weights.items():
-    assert abs(freq[k] - w / 4) < 0.02, freq
-  meter = ShareMeter()
-  meter.update(MULTIMODAL, ["ocr", "ocr"])
-  meter.update(TEXT, ["text"])
-  m = meter.metrics()
-  assert m["data/multimodal_share"] == 0.5 and m["data/source_share/ocr"] == pytest.approx(2 / 3)
-
-
 def test_bad_schedules_are_refused():
   with pytest.raises(ValueError, match="kind"):
     ModalitySchedule("cosine")
@@ -57,5 +43,3 @@ def test_bad_schedules_are_refused():
     ModalitySchedule("warmup", 0.3)
   with pytest.raises(ValueError, match="multimodal_share"):
     ModalitySchedule("constant", 1.5)
-  with pytest.raises(ValueError, match="weights"):
-    choose_source(0, 0, 0, {"a": 0.0})

@@ -38,7 +38,7 @@ def test_placeholders_match_images(kind):
 def test_colour_answers_are_the_pixels():
   checked = 0
   for i in range(200):
-    record = synthetic.sample(1, i, 128, "vqa")
+    record = synthetic.sample(1, i, 128, "chat")
     msgs = record["messages"]
     image = np.asarray(record["images"][0])
     for q, a in zip(msgs[0:4:2], msgs[1:4:2]):

@@ -104,8 +104,8 @@ def target_size(width: int, height: int, cfg: ImageProcessorConfig) -> tuple[int
   return (max(int(width / m * s), cfg.min_size), max(int(height / m * s), cfg.min_size))
 
 
-def process(img: Image.Image, cfg: ImageProcessorConfig) -> np.ndarray:
-  """One PIL image of any size and mode -> float32 [3, S, S] in [0, 1]."""
+def process_uint8(img: Image.Image, cfg: ImageProcessorConfig) -> np.ndarray:
+  """Steps 1-4: one PIL image of any size and mode -> uint8 [3, S, S]."""
   if not isinstance(img, Image.Image):
     raise TypeError(f"process() takes a PIL image, got {type(img).__name__}")
   img = to_rgb(img)
@@ -117,10 +117,18 @@ def process(img: Image.Image, cfg: ImageProcessorConfig) -> np.ndarray:
     offset = (0, (s - new_h) // 2) if new_w > new_h else ((s - new_w) // 2, 0)
     canvas.paste(img, offset)
     img = canvas
-  arr = np.asarray(img, np.uint8).transpose(2, 0, 1)  # HWC -> CHW
-  # float64 multiply then cast, as the reference does: x * float32(1/255) would differ in
-  # the last bit for 126 of the 256 values.
-  return (arr.astype(np.float64) * cfg.rescale_factor).astype(np.float32)
+  return np.asarray(img, np.uint8).transpose(2, 0, 1)  # HWC -> CHW
+
+
+def rescale(pixels: np.ndarray, cfg: ImageProcessorConfig) -> np.ndarray:
+  """Step 5: uint8 -> float32 in [0, 1], as the reference: float64 multiply, then cast
+  (x * float32(1/255) would differ in the last bit for 126 of the 256 values)."""
+  return (pixels.astype(np.float64) * cfg.rescale_factor).astype(np.float32)
+
+
+def process(img: Image.Image, cfg: ImageProcessorConfig) -> np.ndarray:
+  """One PIL image of any size and mode -> float32 [3, S, S] in [0, 1]."""
+  return rescale(process_uint8(img, cfg), cfg)
 
 
 def process_batch(images: Sequence[Image.Image], cfg: ImageProcessorConfig) -> np.ndarray:

@@ -7,7 +7,7 @@ model can only fit the data by looking. Kinds, as in the paper's data mixture:
 
   caption      image-caption pair                          (stage 1/2 multimodal)
   interleaved  text, image, text about it, second image    (stage 2 multimodal)
-  vqa          multi-turn chat about one or two images     (stage 3 multimodal)
+  chat         multi-turn chat about one or two images     (stage 3 multimodal)
   text         a plain text document                       (language data)
   text_chat    a text-only chat                            (stage 3 language)
 
@@ -31,7 +31,7 @@ SHAPES = ("circle", "square", "triangle")
 PLACES = {"top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75),
           "bottom right": (0.75, 0.75)}
 WORDS = ("CAT", "SUN", "BOAT", "TREE", "STOP", "OPEN", "MAP", "KEY")
-KINDS = ("caption", "interleaved", "vqa", "text", "text_chat")
+KINDS = ("caption", "interleaved", "chat", "text", "text_chat")
 BACKGROUND = (245, 245, 235)
 
 
@@ -107,7 +107,7 @@ def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> d
     text = (f"Here are two pictures. {IMAGE_TOKEN}{a.caption()} Compare it with the next "
             f"one. {IMAGE_TOKEN}{b.caption()}")
     return {"kind": kind, "images": [draw(a, image_size), draw(b, image_size)], "text": text}
-  if kind == "vqa":
+  if kind == "chat":
     scenes = [make_scene(rng) for _ in range(int(rng.integers(1, 3)))]
     messages = []
     for turn, scene in enumerate(scenes):

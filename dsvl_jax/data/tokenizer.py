@@ -1,7 +1,8 @@
 """Text <-> token ids for DeepSeek-VL (reference 4.1).
 
-`Tokenizer` wraps either a HF `tokenizer.json` (the `tokenizers` library, DeepSeek's
-byte-level BPE) or a sentencepiece model (tiny test vocabularies). Special ids always
+`Tokenizer` wraps a HF `tokenizer.json` (the `tokenizers` library, DeepSeek's
+byte-level BPE), a sentencepiece model, or the built-in byte tokenizer (one id per UTF-8
+byte; for the tiny models trained on the built-in dataset, where no files exist). Special ids always
 come from the model config (`VLMConfig.bos_token_id` etc.), never from the tokenizer
 files: converted transformers configs carry Llama's defaults (bos 1, eos 2).
 
@@ -144,6 +145,45 @@ class _SentencePieceBackend:
     return "".join(out)
 
 
+class _ByteBackend:
+  """UTF-8 bytes as ids offset..offset+255; the literal special strings map to config ids."""
+
+  def __init__(self, cfg: SpecialIds, image_token: str, offset: int):
+    self.offset = offset
+    self.literals = {BOS_TOKEN: cfg.bos_token_id, EOS_TOKEN: cfg.eos_token_id,
+                     image_token: cfg.image_token_id}
+    self.names = {i: s for s, i in self.literals.items()}
+    for name in ("bos_token_id", "eos_token_id", "pad_token_id", "image_token_id"):
+      i = getattr(cfg, name)
+      if offset <= i < offset + 256:
+        raise TokenizerError(f"config {name}={i} falls inside the byte ids "
+                             f"{offset}..{offset + 255}; choose another offset")
+    self.split = re.compile("(" + "|".join(map(re.escape, self.literals)) + ")")
+    self.vocab_size = max(offset + 256, *(i + 1 for i in self.names))
+
+  def encode(self, text: str) -> list[int]:
+    ids: list[int] = []
+    for part in self.split.split(text):
+      if part in self.literals:
+        ids.append(self.literals[part])
+      elif part:
+        ids.extend(b + self.offset for b in part.encode("utf-8"))
+    return ids
+
+  def decode(self, ids: Sequence[int], skip_special_tokens: bool) -> str:
+    out, run = [], bytearray()
+    for i in ids:
+      if i in self.names:
+        out.append(run.decode("utf-8", "replace"))
+        run = bytearray()
+        if not skip_special_tokens:
+          out.append(self.names[i])
+      elif self.offset <= i < self.offset + 256:
+        run.append(i - self.offset)
+    out.append(run.decode("utf-8", "replace"))
+    return "".join(out)
+
+
 class Tokenizer:
   """encode/decode with config-defined special ids. Build with the class methods."""
 
@@ -174,6 +214,12 @@ class Tokenizer:
     """Loads a sentencepiece `.model`; the literal special strings map to config ids."""
     return cls(_SentencePieceBackend(pathlib.Path(model_path), cfg, image_token,
                                      bos_token, eos_token), cfg, image_token)
+
+  @classmethod
+  def builtin_bytes(cls, cfg: SpecialIds, *, offset: int = 3,
+                    image_token: str = IMAGE_TOKEN) -> "Tokenizer":
+    """The file-free byte tokenizer (ids offset..offset+255 plus the config's specials)."""
+    return cls(_ByteBackend(cfg, image_token, offset), cfg, image_token)
 
   @classmethod
   def from_pretrained_dir(cls, path: str | pathlib.Path, cfg: SpecialIds,

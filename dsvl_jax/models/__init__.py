@@ -1,7 +1,8 @@
 """Flax (linen) modules of DeepSeek-VL; see BUILD.md for why linen."""
 
-from dsvl_jax.models.config import (AlignerConfig, ComputeConfig, ConfigError, LLMConfig,
-                                    SamConfig, SiglipConfig, VLMConfig)
+from dsvl_jax.config_schema import ConfigError
+from dsvl_jax.models.config import (AlignerConfig, ComputeConfig, LLMConfig, SamConfig,
+                                    SiglipConfig, VLMConfig)
 from dsvl_jax.models.llm import LLM, init_cache, positions_from_mask
 from dsvl_jax.models.vlm import DeepseekVL
 

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from dsvl_jax.config_schema import build_dataclass, check as _check
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SIGLIP_MEAN = (0.5, 0.5, 0.5)
@@ -21,15 +23,6 @@ ATTENTION_IMPLS = ("xla", "cudnn")
 DTYPES = ("float32", "bfloat16", "float16")
 PRECISIONS = ("default", "high", "highest")
 ALIGNER_TYPES = ("mlp_gelu", "low_high_hybrid_split_mlp_gelu")
-
-
-class ConfigError(ValueError):
-  """A configuration field is missing, unknown or has an invalid value."""
-
-
-def _check(cond: bool, field: str, msg: str) -> None:
-  if not cond:
-    raise ConfigError(f"config field '{field}': {msg}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -255,39 +248,4 @@ _NESTED = {
 
 
 def _build(cls, d: Mapping[str, Any], prefix: str):
-  if hasattr(d, "to_dict"):
-    d = d.to_dict()
-  if not isinstance(d, Mapping):
-    raise ConfigError(f"config field '{prefix}': expected a mapping, got {type(d).__name__}")
-  fields = {f.name: f for f in dataclasses.fields(cls)}
-  unknown = sorted(set(d) - set(fields))
-  if unknown:
-    raise ConfigError(f"config field '{prefix}': unknown field(s) {unknown}; "
-                      f"known: {sorted(fields)}")
-  kwargs = {}
-  for name, value in d.items():
-    path = f"{prefix}.{name}"
-    sub = _NESTED.get((cls, name))
-    if sub is not None:
-      kwargs[name] = None if value is None else _build(sub, value, path)
-      continue
-    default = fields[name].default
-    if isinstance(default, tuple):
-      if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"config field '{path}': expected a sequence, got {value!r}")
-      value = tuple(value)
-    elif isinstance(default, bool):
-      if not isinstance(value, bool):
-        raise ConfigError(f"config field '{path}': expected a bool, got {value!r}")
-    elif isinstance(default, int):
-      if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"config field '{path}': expected an int, got {value!r}")
-    elif isinstance(default, float):
-      if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"config field '{path}': expected a number, got {value!r}")
-      value = float(value)
-    elif isinstance(default, str):
-      if not isinstance(value, str):
-        raise ConfigError(f"config field '{path}': expected a string, got {value!r}")
-    kwargs[name] = value
-  return cls(**kwargs)
+  return build_dataclass(cls, d, prefix, _NESTED)

@@ -1,0 +1,123 @@
+"""Typed, validated training-data configuration (`config.data` in configs/*.py).
+
+`DataConfig.from_dict(config.data)` checks every field before any data is read; errors
+name the dotted field. Sources are a mapping name -> source so that a command line can
+reach each one (`--config.data.sources.captions.weight=2`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from dsvl_jax.config_schema import ConfigError, build_dataclass, check
+from dsvl_jax.data import synthetic
+from dsvl_jax.data.mixing import MULTIMODAL, SCHEDULES, TEXT, ModalitySchedule
+
+SOURCE_TYPES = ("jsonl", "array_record", "synthetic")
+MODALITIES = (TEXT, MULTIMODAL)
+STAGES = (1, 2, 3)
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceConfig:
+  """One named source of records (see sources.py for the record schema)."""
+  type: str = "synthetic"  # jsonl | array_record | synthetic
+  modality: str = MULTIMODAL  # text | multimodal: which steps draw from it
+  weight: float = 1.0  # relative weight among the sources of its modality
+  paths: tuple[str, ...] = ()  # jsonl: one manifest; array_record: one or more files
+  synthetic_seed: int = 0  # synthetic: generator seed
+  synthetic_size: int = 10_000  # synthetic: records per epoch
+  synthetic_kinds: tuple[str, ...] = ()  # synthetic: kinds drawn, in rotation
+
+  def validate(self, path: str) -> "SourceConfig":
+    check(self.type in SOURCE_TYPES, f"{path}.type", f"{self.type!r} not in {SOURCE_TYPES}")
+    check(self.modality in MODALITIES, f"{path}.modality",
+          f"{self.modality!r} not in {MODALITIES}")
+    check(self.weight > 0, f"{path}.weight", f"must be > 0, got {self.weight}")
+    if self.type == "jsonl":
+      check(len(self.paths) == 1, f"{path}.paths", "a jsonl source takes one manifest")
+    elif self.type == "array_record":
+      check(len(self.paths) >= 1, f"{path}.paths", "an array_record source needs files")
+    else:
+      check(self.synthetic_size > 0, f"{path}.synthetic_size", "must be > 0")
+      check(bool(self.synthetic_kinds) and set(self.synthetic_kinds) <= set(synthetic.KINDS),
+            f"{path}.synthetic_kinds", f"a non-empty subset of {synthetic.KINDS}")
+      text_kinds = {"text", "text_chat"}
+      want_text = self.modality == TEXT
+      check(all((k in text_kinds) == want_text for k in self.synthetic_kinds),
+            f"{path}.synthetic_kinds",
+            f"kinds {list(self.synthetic_kinds)} do not all match modality {self.modality!r}")
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+  """What the training pipeline reads and how it lays batches out."""
+  stage: int = 2  # 1, 2: supervise all text tokens; 3: assistant answers and EOS only
+  pack: bool = False  # several samples per row (the paper packs stage 2)
+  seq_len: int = 4096  # tokens per row (model inputs; targets are shifted by one)
+  global_batch_size: int = 256  # rows per step, all hosts together
+  max_images_per_row: int = 1  # image slots of a multimodal row; more images are skipped
+  seed: int = 0  # shuffling, mixing and modality choice
+  shuffle: bool = True  # global shuffle of each source, reshuffled every epoch
+  schedule: str = "constant"  # constant | warmup (language share 1.0 -> target)
+  multimodal_share: float = 0.3  # target share of multimodal steps (paper 7:3)
+  warmup_steps: int = 0  # warmup: steps from share 0 to multimodal_share
+  tokenizer: str = "builtin:bytes"  # builtin:bytes, tokenizer.json/.model or a ckpt dir
+  append_eos: bool = True  # documents ("text" records) end with a supervised EOS
+  strict: bool = False  # raise on a bad sample instead of counting and skipping it
+  num_workers: int = 0  # grain worker processes per modality (0: in the main process)
+  worker_buffer_size: int = 2  # batches each worker prepares ahead
+  process_index: int = -1  # this host; -1: jax.process_index()
+  process_count: int = -1  # hosts; -1: jax.process_count()
+  sources: tuple[tuple[str, SourceConfig], ...] = ()
+
+  @property
+  def modality_schedule(self) -> ModalitySchedule:
+    return ModalitySchedule(self.schedule, self.multimodal_share, self.warmup_steps)
+
+  def sources_of(self, modality: str) -> dict[str, SourceConfig]:
+    return {n: s for n, s in self.sources if s.modality == modality}
+
+  def validate(self) -> "DataConfig":
+    check(self.stage in STAGES, "data.stage", f"{self.stage} not in {STAGES}")
+    check(self.seq_len >= 2, "data.seq_len", f"must be >= 2, got {self.seq_len}")
+    check(self.global_batch_size >= 1, "data.global_batch_size", "must be >= 1")
+    check(self.max_images_per_row >= 1, "data.max_images_per_row", "must be >= 1")
+    check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+    check(self.worker_buffer_size >= 1, "data.worker_buffer_size", "must be >= 1")
+    check(self.schedule in SCHEDULES, "data.schedule", f"{self.schedule!r} not in {SCHEDULES}")
+    check(0.0 <= self.multimodal_share <= 1.0, "data.multimodal_share", "must be in [0, 1]")
+    check(self.schedule == "constant" or self.warmup_steps > 0, "data.warmup_steps",
+          "a warmup schedule needs warmup_steps > 0")
+    check((self.process_index < 0) == (self.process_count < 0), "data.process_index",
+          "set process_index and process_count together (or neither)")
+    if self.process_count > 0:
+      check(0 <= self.process_index < self.process_count, "data.process_index",
+            f"{self.process_index} not in [0, {self.process_count})")
+    check(bool(self.sources), "data.sources", "no sources configured")
+    share = self.multimodal_share
+    if share > 0:
+      check(bool(self.sources_of(MULTIMODAL)), "data.sources",
+            f"multimodal_share={share} but no source has modality 'multimodal'")
+    if share < 1 or self.schedule == "warmup":
+      check(bool(self.sources_of(TEXT)), "data.sources",
+            f"the schedule has text steps ({self.schedule}, multimodal_share={share}) but "
+            f"no source has modality 'text'")
+    return self
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
+    if hasattr(d, "to_dict"):
+      d = d.to_dict()
+    d = dict(d)
+    raw_sources = d.pop("sources", {}) or {}
+    if not isinstance(raw_sources, Mapping):
+      raise ConfigError("config field 'data.sources': expected a mapping name -> source")
+    cfg = build_dataclass(cls, d, "data")
+    sources = tuple(
+        (str(name), build_dataclass(SourceConfig, src, f"data.sources.{name}").validate(
+            f"data.sources.{name}"))
+        for name, src in sorted(raw_sources.items()))
+    return dataclasses.replace(cfg, sources=sources).validate()

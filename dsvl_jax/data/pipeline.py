@@ -1,0 +1,327 @@
+"""The training-data pipeline on grain: modality-grouped global steps, rows, hosts, resume.
+
+Layout of one global step (`global_batch_size` = B rows, H hosts, b = B / H rows each):
+
+  step s -> modality m = step_modality(seed, s, schedule)   (the same on every host)
+         -> the next batch of m's pipeline; host h holds global rows h*b .. h*b + b - 1
+
+Each modality has its own pipeline, so a text step never waits for an image:
+
+  sources of m: range(len).shuffle(seed).repeat()      (reshuffled every epoch)
+    -> MapDataset.mix(..., weights)                    (grain: deterministic proportions)
+    -> global row r reads the mixed stream at r, r + B, r + 2B, ...   (MapDataset slice)
+    -> SampleEncoder: parse, tokenise, loss mask, decode + preprocess images, or Skipped
+    -> RowsIterDataset: whole samples into rows of seq_len (one per row unless packing)
+    -> zip of the host's b rows -> one host batch (numpy)
+    -> mp_prefetch(num_workers)                         (grain worker processes)
+
+Because a row's contents depend only on its global row index, a host's batch is the same
+slice of the same global batch whatever the number of hosts. Worker processes split each
+row's stream (worker w reads its w-th, (W+w)-th, ... sample), so, as everywhere in grain,
+packed batches depend on `num_workers` (deterministically); a checkpoint records it.
+
+Batches (numpy, per host; L = seq_len, M = max_images_per_row, or 0 on text steps):
+  inputs, targets, segment_ids, positions [b, L] int32; weights [b, L] float32 (the loss
+  mask); images [b, M, 3, S, S] float32 in [0, 1]; num_images [b] int32 (valid slots,
+  first in each row); "modality" and "step". Model use: flat images = the valid slots in
+  row order (`valid_images`), segment_ids and positions as `DeepseekVL` takes them.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import zlib
+from typing import Any, Mapping
+
+import grain
+import numpy as np
+from absl import flags
+
+from dsvl_jax.data import sources as sources_lib
+from dsvl_jax.data.config import DataConfig, SourceConfig
+from dsvl_jax.data.encoding import SampleEncoder, Skipped, TokenLayout, pixels_to_unit
+from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
+from dsvl_jax.data.packing import RowBuilder
+
+STATE_VERSION = 1
+
+
+def _seed(*parts) -> int:
+  """A 32-bit seed from the data seed and names (stable across runs and hosts)."""
+  words = [p if isinstance(p, int) else zlib.crc32(str(p).encode()) for p in parts]
+  return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def open_source(name: str, src: SourceConfig, image_size: int):
+  """A random-access source for one configured source."""
+  if src.type == "jsonl":
+    return sources_lib.JsonlSource(src.paths[0])
+  if src.type == "array_record":
+    return sources_lib.array_record_source(list(src.paths))
+  return sources_lib.SyntheticSource(src.synthetic_seed, src.synthetic_size, image_size,
+                                     src.synthetic_kinds)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Tag:
+  """index -> (source name, index): what the encoder needs to fetch and name a record."""
+  name: str
+
+  def __call__(self, index: int) -> tuple[str, int]:
+    return self.name, int(index)
+
+
+def mixed_stream(cfg: DataConfig, modality: str, lengths: Mapping[str, int]
+                 ) -> grain.MapDataset:
+  """The infinite, seeded stream of (source, index) for one modality."""
+  parts, weights = [], []
+  for name, src in sorted(cfg.sources_of(modality).items()):
+    if lengths[name] == 0:
+      raise ValueError(f"data source {name!r} has no records")
+    ds = grain.MapDataset.range(lengths[name])
+    if cfg.shuffle:
+      ds = ds.shuffle(seed=_seed(cfg.seed, modality, name))
+    parts.append(ds.repeat().map(_Tag(name)))
+    weights.append(src.weight)
+  return parts[0] if len(parts) == 1 else grain.MapDataset.mix(parts, weights)
+
+
+# ---------------------------------------------------------------------------- rows
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+  seq_len: int
+  pad_id: int
+  image_shape: tuple[int, int, int]
+  max_images: int  # image slots per row (0 on text rows)
+  max_segments: int | None  # 1 = unpacked
+
+
+class RowsIterDataset(grain.IterDataset):
+  """Samples (or Skipped) -> rows; each row carries the counts of what went into it."""
+
+  def __init__(self, parent: grain.IterDataset, spec: RowSpec):
+    super().__init__(parent)
+    self._spec = spec
+
+  def __iter__(self) -> "_RowsIterator":
+    return _RowsIterator(self._parent.__iter__(), self._spec)
+
+  def __str__(self) -> str:
+    return f"RowsIterDataset({self._spec})"
+
+
+class _RowsIterator(grain.DatasetIterator):
+  """State: the parent's state before the sample held over for the next row (a sample
+  that did not fit), so a restored iterator rebuilds exactly the rows that follow."""
+
+  def __init__(self, parent: grain.DatasetIterator, spec: RowSpec):
+    super().__init__(parent)
+    self._spec = spec
+    self._pending = None
+    self._pending_state = None
+
+  def __next__(self) -> dict[str, Any]:
+    spec = self._spec
+    row = RowBuilder(spec.seq_len, spec.pad_id, spec.image_shape, spec.max_images,
+                     spec.max_segments, np.uint8)
+    stats: collections.Counter = collections.Counter()
+    while not row.full:
+      if self._pending is not None:
+        item, self._pending = self._pending, None
+      else:
+        state = self._parent.get_state()
+        try:
+          item = next(self._parent)
+        except StopIteration:
+          if row.empty:
+            raise
+          break
+      if isinstance(item, Skipped):
+        stats[f"skipped/{item.reason}"] += 1
+        continue
+      if not row.fits(len(item.ids), len(item.images)):
+        if row.empty:  # the encoder already refuses these; keep the invariant loud
+          raise ValueError(f"{item.name} cannot fit an empty row")
+        self._pending, self._pending_state = item, state
+        break
+      row.add(item.ids, item.loss_mask, item.images)
+      stats[f"samples/{item.source}"] += 1
+    packed = row.build()
+    stats["real_tokens"] += row.used_tokens
+    stats["total_tokens"] += spec.seq_len
+    return {"inputs": packed.inputs, "targets": packed.targets, "weights": packed.weights,
+            "segment_ids": packed.segment_ids, "positions": packed.positions,
+            "pixels": packed.images, "num_images": np.int32(packed.num_images),
+            "stats": dict(stats)}
+
+  def get_state(self) -> dict[str, Any]:
+    return {"parent": self._pending_state if self._pending is not None
+            else self._parent.get_state()}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    self._parent.set_state(state["parent"])
+    self._pending = self._pending_state = None
+
+
+def _stack_rows(rows: tuple[dict[str, Any], ...]) -> dict[str, Any]:
+  out = {k: np.stack([r[k] for r in rows]) for k in rows[0] if k != "stats"}
+  stats: collections.Counter = collections.Counter()
+  for r in rows:
+    stats.update(r["stats"])
+  out["stats"] = dict(stats)
+  return out
+
+
+def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
+                     opened: Mapping[str, Any], process_index: int, process_count: int
+                     ) -> grain.IterDataset:
+  """This host's batches of one modality (before worker prefetch)."""
+  if cfg.global_batch_size % process_count:
+    raise ValueError(f"data.global_batch_size={cfg.global_batch_size} is not divisible by "
+                     f"the {process_count} processes")
+  per_host = cfg.global_batch_size // process_count
+  names = sorted(cfg.sources_of(modality))
+  mine = {n: opened[n] for n in names}
+  stream = mixed_stream(cfg, modality, {n: len(s) for n, s in mine.items()})
+  encoder = SampleEncoder(cfg, layout, mine, modality)
+  s = layout.image.image_size
+  spec = RowSpec(cfg.seq_len, layout.pad_token_id, (3, s, s),
+                 cfg.max_images_per_row if modality == MULTIMODAL else 0,
+                 None if cfg.pack else 1)
+  read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)  # workers parallelise
+  rows = []
+  for j in range(per_host):
+    r = process_index * per_host + j  # global row index
+    ds = stream[r::cfg.global_batch_size].map(encoder).to_iter_dataset(read)
+    rows.append(RowsIterDataset(ds, spec))
+  ds = grain.experimental.ZipIterDataset(rows).map(_stack_rows)
+  if cfg.num_workers:
+    # grain's multiprocessing reads absl flags; outside an absl app (notebooks, tests,
+    # tools) they are unparsed, so take their defaults rather than fail in a worker.
+    if not flags.FLAGS.is_parsed():
+      flags.FLAGS.mark_as_parsed()
+    ds = ds.mp_prefetch(grain.MultiprocessingOptions(
+        num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size))
+  return ds
+
+
+# ------------------------------------------------------------------------ the steps
+
+
+class TrainDataset(grain.IterDataset):
+  """Modality-grouped global steps over the per-modality pipelines (module docstring)."""
+
+  def __init__(self, cfg: DataConfig, layout: TokenLayout, process_index: int | None = None,
+               process_count: int | None = None):
+    if process_index is None:
+      process_index = cfg.process_index if cfg.process_index >= 0 else _jax_process()[0]
+    if process_count is None:
+      process_count = cfg.process_count if cfg.process_count > 0 else _jax_process()[1]
+    opened = {n: open_source(n, s, layout.image.image_size) for n, s in cfg.sources}
+    self._by_modality = {
+        m: modality_dataset(cfg, layout, m, opened, process_index, process_count)
+        for m in (TEXT, MULTIMODAL) if cfg.sources_of(m)}
+    super().__init__(list(self._by_modality.values()))
+    self.cfg, self.layout = cfg, layout
+    self.process_index, self.process_count = process_index, process_count
+
+  def __iter__(self) -> "TrainIterator":
+    return TrainIterator(self, {m: ds.__iter__() for m, ds in self._by_modality.items()})
+
+  def __str__(self) -> str:
+    return f"TrainDataset(process {self.process_index}/{self.process_count})"
+
+
+def _jax_process() -> tuple[int, int]:
+  import jax  # only when the config leaves the host layout to JAX
+  return jax.process_index(), jax.process_count()
+
+
+class TrainIterator(grain.DatasetIterator):
+  """Yields one host batch per global step; `get_state` is JSON, for grain's orbax handler.
+
+  `metrics()` reports realised modality shares, per-source samples, packing efficiency
+  and skipped samples by reason, counted on this host since step 0 (kept in the state).
+  """
+
+  def __init__(self, ds: TrainDataset, iters: dict[str, grain.DatasetIterator]):
+    super().__init__(list(iters.values()))
+    self._ds, self._iters = ds, iters
+    self._schedule = ds.cfg.modality_schedule
+    self.step = 0
+    self._counts: collections.Counter = collections.Counter()
+
+  def __next__(self) -> dict[str, Any]:
+    modality = step_modality(self._ds.cfg.seed, self.step, self._schedule)
+    # Plain copies: arrays from worker processes live in shared memory that grain frees
+    # only when its array objects are collected.
+    batch = {k: v if k == "stats" else np.array(v, subok=False)
+             for k, v in next(self._iters[modality]).items()}
+    stats = dict(batch.pop("stats"))
+    for k in ("real_tokens", "total_tokens"):
+      self._counts[f"{k}/{modality}"] += stats.pop(k, 0)
+    self._counts.update(stats)
+    self._counts[f"steps/{modality}"] += 1
+    batch["images"] = pixels_to_unit(batch.pop("pixels"))
+    batch["modality"], batch["step"] = modality, self.step
+    self.step += 1
+    return batch
+
+  def metrics(self) -> dict[str, float]:
+    c = self._counts
+    steps = c[f"steps/{TEXT}"] + c[f"steps/{MULTIMODAL}"]
+    out = {"data/steps": float(steps),
+           "data/multimodal_share": c[f"steps/{MULTIMODAL}"] / max(steps, 1)}
+    for m in (TEXT, MULTIMODAL):
+      if c[f"total_tokens/{m}"]:
+        out[f"data/packing_efficiency/{m}"] = c[f"real_tokens/{m}"] / c[f"total_tokens/{m}"]
+    samples = {k.split("/", 1)[1]: v for k, v in c.items() if k.startswith("samples/")}
+    for m in (TEXT, MULTIMODAL):
+      names = self._ds.cfg.sources_of(m)
+      total = sum(samples.get(n, 0) for n in names)
+      for n in names:
+        out[f"data/samples/{n}"] = float(samples.get(n, 0))
+        out[f"data/source_share/{n}"] = samples.get(n, 0) / max(total, 1)
+    skipped = {k: v for k, v in c.items() if k.startswith("skipped/")}
+    out["data/skipped"] = float(sum(skipped.values()))
+    out.update({f"data/{k}": float(v) for k, v in skipped.items()})
+    return out
+
+  def get_state(self) -> dict[str, Any]:
+    return {"version": STATE_VERSION, "step": self.step,
+            "process": [self._ds.process_index, self._ds.process_count],
+            "num_workers": self._ds.cfg.num_workers, "counts": dict(self._counts),
+            "pipelines": {m: it.get_state() for m, it in self._iters.items()}}
+
+  def set_state(self, state: dict[str, Any]) -> None:
+    want = {"version": STATE_VERSION, "process": [self._ds.process_index,
+                                                  self._ds.process_count],
+            "num_workers": self._ds.cfg.num_workers}
+    for key, value in want.items():
+      if list(np.atleast_1d(state.get(key))) != list(np.atleast_1d(value)):
+        raise ValueError(f"data iterator state has {key}={state.get(key)!r} but this "
+                         f"pipeline has {value!r}; restore with the same data.num_workers "
+                         f"and host layout")
+    if set(state["pipelines"]) != set(self._iters):
+      raise ValueError(f"data iterator state holds pipelines {sorted(state['pipelines'])}, "
+                       f"this config builds {sorted(self._iters)}")
+    for m, it in self._iters.items():
+      it.set_state(state["pipelines"][m])
+    self.step = int(state["step"])
+    self._counts = collections.Counter(state["counts"])
+    logging.info("data pipeline restored at step %d", self.step)
+
+  def close(self) -> None:
+    """Stops worker processes; call it when done (grain otherwise waits for GC)."""
+    for it in self._iters.values():
+      it.close()
+
+
+def valid_images(batch: Mapping[str, np.ndarray]) -> np.ndarray:
+  """The batch's real images, flat [N, 3, S, S] in row order: the model's image input."""
+  images, counts = batch["images"], batch["num_images"]
+  return np.concatenate([images[i, :n] for i, n in enumerate(counts)], axis=0)
