@@ -78,10 +78,34 @@ def model_config(family: str = "siglip") -> ml_collections.ConfigDict:
   return m
 
 
+def data_config() -> ml_collections.ConfigDict:
+  """The built-in dataset (no files): drawn scenes and text, stage-2 style packing."""
+  d = ml_collections.ConfigDict()
+  d.stage = 2  # supervise every text token (stage 3: answers only)
+  d.pack = True  # several samples per row
+  d.seq_len = 512  # bytes are tokens here (built-in byte tokenizer)
+  d.global_batch_size = 8  # rows per step, all hosts
+  d.max_images_per_row = 4  # image slots per multimodal row
+  d.seed = 0
+  d.schedule = "warmup"  # language share 1.0 at step 0 ...
+  d.multimodal_share = 0.3  # ... down to the paper's 7:3 language:multimodal
+  d.warmup_steps = 20
+  d.tokenizer = "builtin:bytes"
+  d.num_workers = 0  # grain worker processes per modality
+  d.sources = ml_collections.ConfigDict(dict(
+      shapes=dict(type="synthetic", modality="multimodal", weight=1.0, synthetic_seed=0,
+                  synthetic_size=10_000, synthetic_kinds=("caption", "interleaved", "chat")),
+      words=dict(type="synthetic", modality="text", weight=1.0, synthetic_seed=1,
+                 synthetic_size=10_000, synthetic_kinds=("text", "text_chat")),
+  ))
+  return d
+
+
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
   config.mode = "demo"  # what main.py runs: demo | chat
   config.seed = 0  # PRNG seed for parameters and the demo inputs
   config.model = model_config(arg or "siglip")  # see dsvl_jax/models/config.py
+  config.data = data_config()  # training data, see dsvl_jax/data/config.py
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
   return config

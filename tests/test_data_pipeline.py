@@ -264,3 +264,18 @@ def test_builtin_byte_tokenizer_round_trips():
   assert ids.count(CFG.image_token_id) == 1 and max(ids) < CFG.llm.vocab_size
   assert tok.decode(ids, skip_special_tokens=False) == "<｜begin▁of▁sentence｜>" + text
   assert tok.decode(ids) == "héllo  wörld"
+
+
+def test_the_tiny_configs_data_block_runs():
+  from dsvl_jax.config_files import load_config
+  from dsvl_jax.data.config import DataConfig
+  for family in ("siglip", "hybrid"):
+    config = load_config(f"configs/tiny.py:{family}")
+    cfg = DataConfig.from_dict(config.data).validate()
+    it = iter(TrainDataset(cfg, TokenLayout.of(tiny_config(family)), 0, 1))
+    try:
+      batches = [next(it) for _ in range(3)]
+    finally:
+      it.close()
+    assert [b["modality"] for b in batches] == [TEXT] * 3  # the warm-up starts with text
+    assert batches[0]["inputs"].shape == (cfg.global_batch_size, cfg.seq_len)
