@@ -94,7 +94,41 @@ class _HFBackend:
     return self.tok.decode(ids, skip_special_tokens=skip_special_tokens)
 
 
-class _SentencePieceBackend:
+class _LiteralBackend:
+  """Shared by the sentencepiece and byte backends: the literal BOS/EOS/image strings are
+  split out and map to the config ids; the text between them goes to `_encode_text`."""
+
+  def _set_literals(self, cfg: SpecialIds, image_token: str, bos_token: str,
+                    eos_token: str) -> None:
+    self.literals = {bos_token: cfg.bos_token_id, eos_token: cfg.eos_token_id,
+                     image_token: cfg.image_token_id}
+    self.names = {i: s for s, i in self.literals.items()}
+    self.split = re.compile("(" + "|".join(map(re.escape, self.literals)) + ")")
+
+  def encode(self, text: str) -> list[int]:
+    ids: list[int] = []
+    for part in self.split.split(text):
+      if part in self.literals:
+        ids.append(self.literals[part])
+      elif part:
+        ids.extend(self._encode_text(part))
+    return ids
+
+  def decode(self, ids: Sequence[int], skip_special_tokens: bool) -> str:
+    out, run = [], []
+    for i in ids:
+      if i in self.names:
+        out.append(self._decode_run(run))
+        run = []
+        if not skip_special_tokens:
+          out.append(self.names[i])
+      elif self._is_text_id(i):
+        run.append(int(i))
+    out.append(self._decode_run(run))
+    return "".join(out)
+
+
+class _SentencePieceBackend(_LiteralBackend):
   """A sentencepiece model; special strings are split out before sentencepiece runs.
 
   The literal BOS/EOS/image strings map to the config ids, so the DeepSeek template
@@ -106,10 +140,7 @@ class _SentencePieceBackend:
     import sentencepiece  # local import: only this backend needs it
     self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
     n = self.sp.get_piece_size()
-    self.literals = {bos_token: cfg.bos_token_id, eos_token: cfg.eos_token_id,
-                     image_token: cfg.image_token_id}
-    self.names = {cfg.bos_token_id: bos_token, cfg.eos_token_id: eos_token,
-                  cfg.image_token_id: image_token}
+    self._set_literals(cfg, image_token, bos_token, eos_token)
     for name in ("bos_token_id", "eos_token_id", "pad_token_id", "image_token_id"):
       i = getattr(cfg, name)
       # A config id inside the vocabulary must not be an ordinary piece, or decoding
@@ -118,70 +149,40 @@ class _SentencePieceBackend:
                         self.sp.is_unused(i)):
         raise TokenizerError(f"{path}: config {name}={i} is the ordinary piece "
                              f"{self.sp.id_to_piece(i)!r} of this sentencepiece model")
-    self.split = re.compile("(" + "|".join(map(re.escape, self.literals)) + ")")
     self.vocab_size = max(n, *(i + 1 for i in self.names))
     self.size = n
 
-  def encode(self, text: str) -> list[int]:
-    ids: list[int] = []
-    for part in self.split.split(text):
-      if part in self.literals:
-        ids.append(self.literals[part])
-      elif part:
-        ids.extend(self.sp.encode(part))
-    return ids
+  def _encode_text(self, text: str) -> list[int]:
+    return self.sp.encode(text)
 
-  def decode(self, ids: Sequence[int], skip_special_tokens: bool) -> str:
-    out, run = [], []
-    for i in ids:
-      if i in self.names:
-        out.append(self.sp.decode(run))
-        run = []
-        if not skip_special_tokens:
-          out.append(self.names[i])
-      elif 0 <= i < self.size:
-        run.append(int(i))
-    out.append(self.sp.decode(run))
-    return "".join(out)
+  def _is_text_id(self, i: int) -> bool:
+    return 0 <= i < self.size
+
+  def _decode_run(self, run: list[int]) -> str:
+    return self.sp.decode(run)
 
 
-class _ByteBackend:
+class _ByteBackend(_LiteralBackend):
   """UTF-8 bytes as ids offset..offset+255; the literal special strings map to config ids."""
 
   def __init__(self, cfg: SpecialIds, image_token: str, offset: int):
     self.offset = offset
-    self.literals = {BOS_TOKEN: cfg.bos_token_id, EOS_TOKEN: cfg.eos_token_id,
-                     image_token: cfg.image_token_id}
-    self.names = {i: s for s, i in self.literals.items()}
+    self._set_literals(cfg, image_token, BOS_TOKEN, EOS_TOKEN)
     for name in ("bos_token_id", "eos_token_id", "pad_token_id", "image_token_id"):
       i = getattr(cfg, name)
       if offset <= i < offset + 256:
         raise TokenizerError(f"config {name}={i} falls inside the byte ids "
                              f"{offset}..{offset + 255}; choose another offset")
-    self.split = re.compile("(" + "|".join(map(re.escape, self.literals)) + ")")
     self.vocab_size = max(offset + 256, *(i + 1 for i in self.names))
 
-  def encode(self, text: str) -> list[int]:
-    ids: list[int] = []
-    for part in self.split.split(text):
-      if part in self.literals:
-        ids.append(self.literals[part])
-      elif part:
-        ids.extend(b + self.offset for b in part.encode("utf-8"))
-    return ids
+  def _encode_text(self, text: str) -> list[int]:
+    return [b + self.offset for b in text.encode("utf-8")]
 
-  def decode(self, ids: Sequence[int], skip_special_tokens: bool) -> str:
-    out, run = [], bytearray()
-    for i in ids:
-      if i in self.names:
-        out.append(run.decode("utf-8", "replace"))
-        run = bytearray()
-        if not skip_special_tokens:
-          out.append(self.names[i])
-      elif self.offset <= i < self.offset + 256:
-        run.append(i - self.offset)
-    out.append(run.decode("utf-8", "replace"))
-    return "".join(out)
+  def _is_text_id(self, i: int) -> bool:
+    return self.offset <= i < self.offset + 256
+
+  def _decode_run(self, run: list[int]) -> str:
+    return bytes(i - self.offset for i in run).decode("utf-8", "replace")
 
 
 class Tokenizer:
