@@ -29,10 +29,10 @@ def _segments(row_seg):
   return [s for s in np.unique(row_seg) if s > 0]
 
 
-@pytest.mark.parametrize("pack", [False, True])
-def test_every_step_is_one_modality_chosen_by_the_schedule(pack):
+@pytest.mark.parametrize("pack,seed", [(False, 0), (True, 0), (True, 12345)])
+def test_every_step_is_one_modality_chosen_by_the_schedule(pack, seed):
   cfg = data_config(schedule="warmup", multimodal_share=0.6, warmup_steps=12, pack=pack,
-                    global_batch_size=3)
+                    global_batch_size=3, seed=seed)
   batches, _, metrics = take(cfg, 30)
   k = CFG.num_image_tokens
   for b in batches:
@@ -54,6 +54,32 @@ def test_every_step_is_one_modality_chosen_by_the_schedule(pack):
   assert metrics["data/source_share/shapes"] == metrics["data/source_share/words"] == 1.0
   if pack:
     assert 0.5 < metrics["data/packing_efficiency/text"] <= 1.0
+
+
+def test_10k_steps_follow_the_warmup_and_the_source_weights():
+  """The realised multimodal share per 1,000-step window matches the schedule within
+  4.5 sigma; two multimodal sources weighted 3:1 give 3/4 and 1/4 of the samples."""
+  cfg = data_config(
+      schedule="warmup", multimodal_share=0.3, warmup_steps=6_000, global_batch_size=1,
+      seq_len=256, seed=7, sources={
+          "big": dict(type="synthetic", weight=3.0, synthetic_kinds=["caption"]),
+          "small": dict(type="synthetic", synthetic_seed=5, synthetic_kinds=["caption"]),
+          "words": dict(type="synthetic", modality="text", synthetic_kinds=["text"])})
+  it = iter(TrainDataset(cfg, TokenLayout.of(CFG)))
+  try:
+    mm = np.array([next(it)["modality"] == MULTIMODAL for _ in range(10_000)])
+    metrics = it.metrics()
+  finally:
+    it.close()
+  schedule = cfg.modality_schedule
+  for start in range(0, 10_000, 1_000):
+    want = np.mean([schedule.share_at(s) for s in range(start, start + 1_000)])
+    sigma = np.sqrt(max(want * (1 - want), 1e-4) / 1_000)
+    assert abs(mm[start:start + 1_000].mean() - want) < 4.5 * sigma, start
+  assert metrics["data/multimodal_share"] == mm.mean()
+  assert metrics["data/samples/big"] + metrics["data/samples/small"] == mm.sum()
+  assert abs(metrics["data/source_share/big"] - 0.75) < 0.01
+  assert metrics["data/skipped"] == 0
 
 
 @pytest.mark.parametrize("pack", [False, True])
@@ -116,7 +142,7 @@ def test_stage3_masks_cover_exactly_the_answers_and_their_eos(tmp_path):
   manifest = write_manifest(tmp_path, records)
   src = {"chats": dict(type="jsonl", paths=[str(manifest)])}
   tok = byte_tokenizer()
-  for stage in (3, 2):
+  for stage in (3, 2, 1):
     cfg = data_config(stage=stage, sources=src, multimodal_share=1.0, shuffle=False,
                       global_batch_size=1)
     batches, _, _ = take(cfg, 6)
@@ -128,7 +154,7 @@ def test_stage3_masks_cover_exactly_the_answers_and_their_eos(tmp_path):
       if stage == 3 and "messages" in record:
         answers = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
         assert supervised == "".join(f" {a}{EOS_TOKEN}" for a in answers), i
-      else:  # stages 1/2 (and documents in 3): every text token, no image token
+      else:  # stages 1, 2 (and documents in 3): every text token, no image token
         np.testing.assert_array_equal(weights > 0, seg & (targets != CFG.image_token_id))
         if "text" in record:
           assert supervised == record["text"].replace(IMAGE_TOKEN, "") + EOS_TOKEN
@@ -183,6 +209,33 @@ def test_bad_samples_are_counted_logged_and_skipped_or_raise(tmp_path, caplog):
                        strict=True)
   with pytest.raises(BadSampleError, match=r"data.jsonl line 1.*missing.png"):
     take(strict, 1)
+
+
+@pytest.mark.parametrize("reason,record", [
+    ("too_long", {"images": ["ok.png"], "text": IMAGE_TOKEN + "x" * 600}),
+    ("bad_image", {"images": ["corrupt.png"], "text": IMAGE_TOKEN + "x"}),
+    ("malformed", '{"text": 3}'),
+])
+def test_strict_mode_raises_on_the_first_bad_sample(tmp_path, reason, record):
+  write_image(tmp_path / "ok.png", 0)
+  (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
+  manifest = write_manifest(tmp_path, [good_records(tmp_path, 1)[0], record])
+  src = {"f": dict(type="jsonl", paths=[str(manifest)])}
+  for strict in (False, True):
+    cfg = data_config(sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1,
+                      strict=strict)
+    if strict:
+      with pytest.raises(BadSampleError, match=rf"f\[1\] \(data.jsonl line 2\): {reason}"):
+        take(cfg, 2)
+    else:
+      _, _, metrics = take(cfg, 2)
+      assert metrics[f"data/skipped/{reason}"] == 1
+
+
+def test_all_bad_data_fails_loudly_instead_of_spinning():
+  cfg = data_config(seq_len=8, max_consecutive_skips=50)  # every sample is longer
+  with pytest.raises(ValueError, match="50 bad samples in a row.*too_long"):
+    take(cfg, 1)
 
 
 def test_array_record_gives_the_jsonl_batches(tmp_path):

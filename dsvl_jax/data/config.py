@@ -67,6 +67,7 @@ class DataConfig:
   tokenizer: str = "builtin:bytes"  # builtin:bytes, tokenizer.json/.model or a ckpt dir
   append_eos: bool = True  # documents ("text" records) end with a supervised EOS
   strict: bool = False  # raise on a bad sample instead of counting and skipping it
+  max_consecutive_skips: int = 1000  # a row meeting this many bad samples in a row raises
   num_workers: int = 0  # grain worker processes per modality (0: in the main process)
   worker_buffer_size: int = 2  # batches each worker prepares ahead
   process_index: int = -1  # this host; -1: jax.process_index()
@@ -86,6 +87,7 @@ class DataConfig:
     check(self.global_batch_size >= 1, "data.global_batch_size", "must be >= 1")
     check(self.max_images_per_row >= 1, "data.max_images_per_row", "must be >= 1")
     check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+    check(self.max_consecutive_skips >= 1, "data.max_consecutive_skips", "must be >= 1")
     check(self.worker_buffer_size >= 1, "data.worker_buffer_size", "must be >= 1")
     check(self.schedule in SCHEDULES, "data.schedule", f"{self.schedule!r} not in {SCHEDULES}")
     check(0.0 <= self.multimodal_share <= 1.0, "data.multimodal_share", "must be in [0, 1]")

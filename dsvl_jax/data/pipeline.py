@@ -98,6 +98,7 @@ class RowSpec:
   image_shape: tuple[int, int, int]
   max_images: int  # image slots per row (0 on text rows)
   max_segments: int | None  # 1 = unpacked
+  max_consecutive_skips: int
 
 
 class RowsIterDataset(grain.IterDataset):
@@ -129,6 +130,7 @@ class _RowsIterator(grain.DatasetIterator):
     row = RowBuilder(spec.seq_len, spec.pad_id, spec.image_shape, spec.max_images,
                      spec.max_segments, np.uint8)
     stats: collections.Counter = collections.Counter()
+    run_of_skips = 0
     while not row.full:
       if self._pending is not None:
         item, self._pending = self._pending, None
@@ -142,7 +144,14 @@ class _RowsIterator(grain.DatasetIterator):
           break
       if isinstance(item, Skipped):
         stats[f"skipped/{item.reason}"] += 1
+        run_of_skips += 1
+        if run_of_skips >= spec.max_consecutive_skips:
+          # All-bad data (say every sample longer than seq_len) would otherwise spin here.
+          raise ValueError(f"{run_of_skips} bad samples in a row, the last {item.name}: "
+                           f"{item.reason}: {item.detail}; fix the data or the config "
+                           f"(data.max_consecutive_skips)")
         continue
+      run_of_skips = 0
       if not row.fits(len(item.ids), len(item.images)):
         if row.empty:  # the encoder already refuses these; keep the invariant loud
           raise ValueError(f"{item.name} cannot fit an empty row")
@@ -191,7 +200,7 @@ def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
   s = layout.image.image_size
   spec = RowSpec(cfg.seq_len, layout.pad_token_id, (3, s, s),
                  cfg.max_images_per_row if modality == MULTIMODAL else 0,
-                 None if cfg.pack else 1)
+                 None if cfg.pack else 1, cfg.max_consecutive_skips)
   read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)  # workers parallelise
   rows = []
   for j in range(per_host):
