@@ -113,7 +113,7 @@ class SampleEncoder:
     source, index = tagged
     src = self.sources[source]
     name = f"{source}[{index}]"
-    if hasattr(src, "describe"):
+    if hasattr(src, "describe"):  # the file and line, for log lines
       name += f" ({src.describe(index)})"
     try:
       record = parse_record(src[index], getattr(src, "base_dir", None))

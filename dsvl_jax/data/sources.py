@@ -142,13 +142,15 @@ class JsonlSource:
     self.path = pathlib.Path(path)
     if not self.path.is_file():
       raise FileNotFoundError(f"manifest not found: {str(self.path)!r}")
-    offsets, at = [], 0
+    offsets, lines, at = [], [], 0
     with open(self.path, "rb") as f:
-      for line in f:
+      for number, line in enumerate(f, start=1):
         if line.strip():
           offsets.append(at)
+          lines.append(number)
         at += len(line)
     self._offsets = np.asarray(offsets, np.int64)
+    self._lines = np.asarray(lines, np.int64)  # 1-based line of each record, for logs
     self._file = None
     self._pid = None
 
@@ -169,12 +171,7 @@ class JsonlSource:
     return str(self.path.parent)
 
   def describe(self, index: int) -> str:
-    return f"{self.path.name} line {self.line_number(index)}"
-
-  def line_number(self, index: int) -> int:
-    """1-based line of record `index`, for log lines (reads up to it once)."""
-    with open(self.path, "rb") as f:
-      return f.read(int(self._offsets[index])).count(b"\n") + 1
+    return f"{self.path.name} line {int(self._lines[index])}"
 
 
 def array_record_source(paths: str | Sequence[str]):
