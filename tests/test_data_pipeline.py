@@ -132,7 +132,7 @@ def test_workers_resume_through_grains_orbax_handler(tmp_path):
     assert_same_batches(expected[4:], [next(fresh) for _ in range(4)])
   finally:
     fresh.close()
-  with pytest.raises(ValueError, match="num_workers"):
+  with pytest.raises(ValueError, match="num_workers="):
     take(data_config(num_workers=0, **base), 1, state=json.loads(
         next(tmp_path.glob("*.json")).read_text()))
 
@@ -211,10 +211,25 @@ def test_bad_samples_are_counted_logged_and_skipped_or_raise(tmp_path, caplog):
     take(strict, 1)
 
 
+def test_a_state_is_refused_under_another_data_layout():
+  cfg = data_config(pack=True)
+  _, state, _ = take(cfg, 3)
+  for change, field in ((dict(global_batch_size=8), "data.global_batch_size"),
+                        (dict(seed=5), "data.seed"), (dict(pack=False), "data.pack"),
+                        (dict(seq_len=500), "data.seq_len")):
+    with pytest.raises(ValueError, match=field):
+      take(data_config(**{"pack": True, **change}), 1, state=state)
+  with pytest.raises(ValueError, match="host layout"):
+    take(cfg, 1, state=state, process_index=0, process_count=2)
+  take(data_config(pack=True, multimodal_share=0.9), 1, state=state)  # schedules may change
+
+
 @pytest.mark.parametrize("reason,record", [
     ("too_long", {"images": ["ok.png"], "text": IMAGE_TOKEN + "x" * 600}),
     ("bad_image", {"images": ["corrupt.png"], "text": IMAGE_TOKEN + "x"}),
     ("malformed", '{"text": 3}'),
+    ("malformed", '{"images": ["ok.png"], "messages": [{"role": 5, "content": "<image_placeholder>"}]}'),
+    ("malformed", '{"images": ["ok.png"], "text": "<image_placeholder>\\ud800"}'),
 ])
 def test_strict_mode_raises_on_the_first_bad_sample(tmp_path, reason, record):
   write_image(tmp_path / "ok.png", 0)

@@ -8,6 +8,7 @@ reach each one (`--config.data.sources.captions.weight=2`).
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Any, Mapping
 
 from dsvl_jax.config_schema import ConfigError, build_dataclass, check
@@ -78,6 +79,16 @@ class DataConfig:
   def modality_schedule(self) -> ModalitySchedule:
     return ModalitySchedule(self.schedule, self.multimodal_share, self.warmup_steps)
 
+  def fingerprint(self) -> dict[str, Any]:
+    """The fields that decide which sample lands where (a restored iterator state is
+    only valid under the same values). The schedule may change between runs: it picks
+    which pipeline a step reads, not what the pipelines hold."""
+    keep = ("stage", "pack", "seq_len", "global_batch_size", "max_images_per_row", "seed",
+            "shuffle", "tokenizer", "append_eos")
+    out: dict[str, Any] = {k: getattr(self, k) for k in keep}
+    out["sources"] = {n: dataclasses.asdict(s) for n, s in self.sources}
+    return json.loads(json.dumps(out))  # tuples -> lists, as a stored state has them
+
   def sources_of(self, modality: str) -> dict[str, SourceConfig]:
     return {n: s for n, s in self.sources if s.modality == modality}
 
@@ -93,8 +104,11 @@ class DataConfig:
     check(0.0 <= self.multimodal_share <= 1.0, "data.multimodal_share", "must be in [0, 1]")
     check(self.schedule == "constant" or self.warmup_steps > 0, "data.warmup_steps",
           "a warmup schedule needs warmup_steps > 0")
-    check((self.process_index < 0) == (self.process_count < 0), "data.process_index",
-          "set process_index and process_count together (or neither)")
+    check(self.seed >= 0, "data.seed", f"must be >= 0, got {self.seed}")
+    check(self.process_count == -1 or self.process_count >= 1, "data.process_count",
+          f"-1 (from JAX) or >= 1, got {self.process_count}")
+    check((self.process_index == -1) == (self.process_count == -1), "data.process_index",
+          "set process_index and process_count together (or leave both -1)")
     if self.process_count > 0:
       check(0 <= self.process_index < self.process_count, "data.process_index",
             f"{self.process_index} not in [0, {self.process_count})")

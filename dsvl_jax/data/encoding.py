@@ -29,7 +29,7 @@ from dsvl_jax.data import conversation, image_processor
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.sources import Record, RecordError, open_image, parse_record
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.data.tokenizer import EOS_TOKEN, Tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,6 +79,16 @@ def make_tokenizer(spec: str, layout: TokenLayout) -> Tokenizer:
   if spec.endswith(".json"):
     return Tokenizer.from_file(spec, layout)
   return Tokenizer.from_pretrained_dir(spec, layout)
+
+
+def check_tokenizer(tok: Tokenizer, layout: TokenLayout) -> None:
+  """Start-up check that the template's special strings are single config ids, so a bad
+  tokenizer fails the run at once instead of every chat being skipped as malformed."""
+  for text, want in ((EOS_TOKEN, layout.eos_token_id), (tok.image_token, layout.image_token_id)):
+    got = tok.encode(text, add_bos=False)
+    if got != [want]:
+      raise ValueError(f"data.tokenizer: {text!r} encodes to {got}, the model config "
+                       f"needs [{want}]; use the checkpoint's own tokenizer")
 
 
 def pixels_to_unit(pixels: np.ndarray) -> np.ndarray:

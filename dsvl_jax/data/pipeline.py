@@ -9,7 +9,7 @@ Each modality has its own pipeline, so a text step never waits for an image:
 
   sources of m: range(len).shuffle(seed).repeat()      (reshuffled every epoch)
     -> MapDataset.mix(..., weights)                    (grain: deterministic proportions)
-    -> global row r reads the mixed stream at r, r + B, r + 2B, ...   (MapDataset slice)
+    -> global row r's k-th sample is stream[k*B + (r + k) % B]   (rotated deal)
     -> SampleEncoder: parse, tokenise, loss mask, decode + preprocess images, or Skipped
     -> RowsIterDataset: whole samples into rows of seq_len (one per row unless packing)
     -> zip of the host's b rows -> one host batch (numpy)
@@ -41,7 +41,8 @@ from absl import flags
 
 from dsvl_jax.data import sources as sources_lib
 from dsvl_jax.data.config import DataConfig, SourceConfig
-from dsvl_jax.data.encoding import SampleEncoder, Skipped, TokenLayout, pixels_to_unit
+from dsvl_jax.data.encoding import (SampleEncoder, Skipped, TokenLayout, check_tokenizer,
+                                    make_tokenizer, pixels_to_unit)
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
 from dsvl_jax.data.packing import RowBuilder
 
@@ -89,6 +90,23 @@ def mixed_stream(cfg: DataConfig, modality: str, lengths: Mapping[str, int]
 
 
 # ---------------------------------------------------------------------------- rows
+
+
+@dataclasses.dataclass(frozen=True)
+class _RowSample:
+  """Global row r's k-th sample: stream[k * B + (r + k) % B].
+
+  Block k of the stream (B samples) is dealt to the B rows, rotated by one each time:
+  grain's mix is a fixed pattern (weights 3:1 -> A A A B), so without the rotation a row
+  would read one source forever whenever B is a multiple of the pattern, and packed rows
+  would over-sample the source with the shortest samples.
+  """
+  stream: grain.MapDataset
+  row: int
+  rows: int
+
+  def __call__(self, k: int) -> tuple[str, int]:
+    return self.stream[k * self.rows + (self.row + k) % self.rows]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -202,11 +220,12 @@ def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
                  cfg.max_images_per_row if modality == MULTIMODAL else 0,
                  None if cfg.pack else 1, cfg.max_consecutive_skips)
   read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)  # workers parallelise
+  b = cfg.global_batch_size
   rows = []
   for j in range(per_host):
     r = process_index * per_host + j  # global row index
-    ds = stream[r::cfg.global_batch_size].map(encoder).to_iter_dataset(read)
-    rows.append(RowsIterDataset(ds, spec))
+    ds = grain.MapDataset.range(len(stream) // b).map(_RowSample(stream, r, b))
+    rows.append(RowsIterDataset(ds.map(encoder).to_iter_dataset(read), spec))
   ds = grain.experimental.ZipIterDataset(rows).map(_stack_rows)
   if cfg.num_workers:
     # grain's multiprocessing reads absl flags; outside an absl app (notebooks, tests,
@@ -230,6 +249,7 @@ class TrainDataset(grain.IterDataset):
       process_index = cfg.process_index if cfg.process_index >= 0 else _jax_process()[0]
     if process_count is None:
       process_count = cfg.process_count if cfg.process_count > 0 else _jax_process()[1]
+    check_tokenizer(make_tokenizer(cfg.tokenizer, layout), layout)  # fail now, not per sample
     opened = {n: open_source(n, s, layout.image.image_size) for n, s in cfg.sources}
     self._by_modality = {
         m: modality_dataset(cfg, layout, m, opened, process_index, process_count)
@@ -301,23 +321,30 @@ class TrainIterator(grain.DatasetIterator):
     return out
 
   def get_state(self) -> dict[str, Any]:
-    return {"version": STATE_VERSION, "step": self.step,
-            "process": [self._ds.process_index, self._ds.process_count],
-            "num_workers": self._ds.cfg.num_workers, "counts": dict(self._counts),
+    return {"version": STATE_VERSION, "step": self.step, **self._layout(),
+            "counts": dict(self._counts),
             "pipelines": {m: it.get_state() for m, it in self._iters.items()}}
 
+  def _layout(self) -> dict[str, Any]:
+    """What a state is only valid under (grain would apply it silently to another)."""
+    return {"process": [self._ds.process_index, self._ds.process_count],
+            "num_workers": self._ds.cfg.num_workers, "config": self._ds.cfg.fingerprint()}
+
   def set_state(self, state: dict[str, Any]) -> None:
-    want = {"version": STATE_VERSION, "process": [self._ds.process_index,
-                                                  self._ds.process_count],
-            "num_workers": self._ds.cfg.num_workers}
-    for key, value in want.items():
-      if list(np.atleast_1d(state.get(key))) != list(np.atleast_1d(value)):
-        raise ValueError(f"data iterator state has {key}={state.get(key)!r} but this "
-                         f"pipeline has {value!r}; restore with the same data.num_workers "
-                         f"and host layout")
-    if set(state["pipelines"]) != set(self._iters):
-      raise ValueError(f"data iterator state holds pipelines {sorted(state['pipelines'])}, "
-                       f"this config builds {sorted(self._iters)}")
+    if state.get("version") != STATE_VERSION:
+      raise ValueError(f"data iterator state version {state.get('version')!r}, this code "
+                       f"reads {STATE_VERSION}")
+    for key, value in self._layout().items():
+      saved = state.get(key)
+      if saved == value:
+        continue
+      if key == "config" and isinstance(saved, dict):
+        key = ", ".join(f"data.{k}" for k in sorted(set(saved) | set(value))
+                        if saved.get(k) != value.get(k))
+        raise ValueError(f"data iterator state was saved under other values of {key}; "
+                         f"it would resume at the wrong samples")
+      raise ValueError(f"data iterator state has {key}={saved!r} but this pipeline has "
+                       f"{value!r}; restore with the same data.num_workers and host layout")
     for m, it in self._iters.items():
       it.set_state(state["pipelines"][m])
     self.step = int(state["step"])

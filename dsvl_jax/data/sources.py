@@ -53,6 +53,15 @@ class RecordError(ValueError):
   """A record that does not follow the schema."""
 
 
+def _check_string(value: Any, what: str) -> None:
+  if not isinstance(value, str):
+    raise RecordError(f"{what} must be a string, got {type(value).__name__}")
+  try:  # JSON admits lone surrogates ("\\ud800"), which no tokenizer can encode
+    value.encode("utf-8")
+  except UnicodeEncodeError as e:
+    raise RecordError(f"{what} is not valid Unicode: {e}") from e
+
+
 def _record_from_dict(d: Any, base_dir: pathlib.Path | None) -> Record:
   if not isinstance(d, dict):
     raise RecordError(f"a record must be a JSON object, got {type(d).__name__}")
@@ -62,13 +71,15 @@ def _record_from_dict(d: Any, base_dir: pathlib.Path | None) -> Record:
   text, messages = d.get("text"), d.get("messages")
   if (text is None) == (messages is None):
     raise RecordError("a record needs exactly one of 'text' and 'messages'")
-  if text is not None and not isinstance(text, str):
-    raise RecordError("'text' must be a string")
+  if text is not None:
+    _check_string(text, "'text'")
   if messages is not None:
     if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and set(m) == {"role", "content"} and
-        isinstance(m["content"], str) for m in messages):
+        isinstance(m, dict) and set(m) == {"role", "content"} for m in messages):
       raise RecordError("'messages' must be a list of {'role', 'content'} objects")
+    for i, m in enumerate(messages):
+      _check_string(m["role"], f"message {i} 'role'")
+      _check_string(m["content"], f"message {i} 'content'")
   images = d.get("images", [])
   if not isinstance(images, (list, tuple)):
     raise RecordError("'images' must be a list")
@@ -120,7 +131,12 @@ def unframe_record(payload: bytes) -> Record:
     header = json.loads(payload[start:start + n])
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise RecordError(f"bad ArrayRecord header: {e}") from e
+  if not isinstance(header, dict):
+    raise RecordError("bad ArrayRecord header: not a JSON object")
   lengths = header.pop("image_lengths", [])
+  if not isinstance(lengths, list) or not all(
+      isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in lengths):
+    raise RecordError("bad ArrayRecord header: 'image_lengths' must be byte counts")
   at, images = start + n, []
   for length in lengths:
     images.append(payload[at:at + length])
@@ -150,7 +166,7 @@ class JsonlSource:
           lines.append(number)
         at += len(line)
     self._offsets = np.asarray(offsets, np.int64)
-    self._lines = np.asarray(lines, np.int64)  # 1-based line of each record, for logs
+    self._lines = np.asarray(lines, np.int32)  # 1-based line of each record, for logs
     self._file = None
     self._pid = None
 
