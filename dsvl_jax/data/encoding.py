@@ -102,13 +102,14 @@ def pixels_to_unit(pixels: np.ndarray) -> np.ndarray:
 class SampleEncoder:
   """Callable (source name, index) -> TrainSample | Skipped, picklable for workers.
 
-  Holds the sources and builds the tokenizer lazily, once per process.
+  Holds the sources and the tokenizer; a worker process rebuilds the tokenizer from the
+  config on first use rather than receiving it pickled.
   """
 
   def __init__(self, cfg: DataConfig, layout: TokenLayout, sources: Mapping[str, Any],
-               modality: str):
+               modality: str, tokenizer: Tokenizer | None = None):
     self.cfg, self.layout, self.sources, self.modality = cfg, layout, dict(sources), modality
-    self._tokenizer = None
+    self._tokenizer = tokenizer
 
   def __getstate__(self):
     return {**self.__dict__, "_tokenizer": None}

@@ -30,6 +30,7 @@ Where transformers' `DeepseekVL(Hybrid)ImageProcessor[Pil]` differs (reference 3
 from __future__ import annotations
 
 import dataclasses
+import io
 import pathlib
 from typing import Sequence
 
@@ -57,24 +58,29 @@ class ImageProcessorConfig:
     return cls(image_size=cfg.image_size, background=tuple(int(c * 255) for c in mean))
 
 
-def load_image(path: str | pathlib.Path) -> Image.Image:
-  """Opens and fully decodes an image file, as PIL opened it (mode unchanged).
+def load_image(path: str | pathlib.Path | bytes) -> Image.Image:
+  """Opens and fully decodes an image file (or an encoded file's bytes), as PIL opened it
+  (mode unchanged).
 
   Like the reference loader it applies no EXIF orientation. Missing files raise
   FileNotFoundError, unreadable, corrupt or truncated ones OSError; both name the file.
   """
+  if isinstance(path, bytes):
+    name, source = f"embedded image ({len(path)} bytes)", io.BytesIO(path)
+  else:
+    name, source = repr(str(path)), path
   img = None
   try:
-    img = Image.open(path)
+    img = Image.open(source)
     img.load()  # decode now so a truncated file fails here, not inside process()
   except FileNotFoundError as e:
-    raise FileNotFoundError(f"image file not found: {str(path)!r}") from e
+    raise FileNotFoundError(f"image file not found: {name}") from e
   # UnidentifiedImageError and truncation errors are OSErrors; some decoders raise
   # ValueError/EOFError; DecompressionBombError (> 2 x MAX_IMAGE_PIXELS) is neither.
   except (OSError, ValueError, EOFError, Image.DecompressionBombError) as e:
     if img is not None:
       img.close()
-    raise OSError(f"cannot read image {str(path)!r}: {e}") from e
+    raise OSError(f"cannot read image {name}: {e}") from e
   return img
 
 

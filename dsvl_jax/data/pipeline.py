@@ -55,7 +55,7 @@ def _seed(*parts) -> int:
   return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
-def open_source(name: str, src: SourceConfig, image_size: int):
+def open_source(src: SourceConfig, image_size: int):
   """A random-access source for one configured source."""
   if src.type == "jsonl":
     return sources_lib.JsonlSource(src.paths[0])
@@ -204,8 +204,8 @@ def _stack_rows(rows: tuple[dict[str, Any], ...]) -> dict[str, Any]:
 
 
 def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
-                     opened: Mapping[str, Any], process_index: int, process_count: int
-                     ) -> grain.IterDataset:
+                     opened: Mapping[str, Any], process_index: int, process_count: int,
+                     tokenizer=None) -> grain.IterDataset:
   """This host's batches of one modality (before worker prefetch)."""
   if cfg.global_batch_size % process_count:
     raise ValueError(f"data.global_batch_size={cfg.global_batch_size} is not divisible by "
@@ -214,7 +214,7 @@ def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
   names = sorted(cfg.sources_of(modality))
   mine = {n: opened[n] for n in names}
   stream = mixed_stream(cfg, modality, {n: len(s) for n, s in mine.items()})
-  encoder = SampleEncoder(cfg, layout, mine, modality)
+  encoder = SampleEncoder(cfg, layout, mine, modality, tokenizer)
   s = layout.image.image_size
   spec = RowSpec(cfg.seq_len, layout.pad_token_id, (3, s, s),
                  cfg.max_images_per_row if modality == MULTIMODAL else 0,
@@ -249,10 +249,11 @@ class TrainDataset(grain.IterDataset):
       process_index = cfg.process_index if cfg.process_index >= 0 else _jax_process()[0]
     if process_count is None:
       process_count = cfg.process_count if cfg.process_count > 0 else _jax_process()[1]
-    check_tokenizer(make_tokenizer(cfg.tokenizer, layout), layout)  # fail now, not per sample
-    opened = {n: open_source(n, s, layout.image.image_size) for n, s in cfg.sources}
+    tokenizer = make_tokenizer(cfg.tokenizer, layout)
+    check_tokenizer(tokenizer, layout)  # fail now, not sample by sample
+    opened = {n: open_source(s, layout.image.image_size) for n, s in cfg.sources}
     self._by_modality = {
-        m: modality_dataset(cfg, layout, m, opened, process_index, process_count)
+        m: modality_dataset(cfg, layout, m, opened, process_index, process_count, tokenizer)
         for m in (TEXT, MULTIMODAL) if cfg.sources_of(m)}
     super().__init__(list(self._by_modality.values()))
     self.cfg, self.layout = cfg, layout

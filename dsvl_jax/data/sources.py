@@ -21,7 +21,6 @@ and skipped like any other bad sample instead of stopping the job:
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import os
 import pathlib
@@ -219,15 +218,6 @@ class SyntheticSource:
 
 
 def open_image(ref: ImageRef) -> Image.Image:
-  """Decodes an image reference (see image_processor.load_image for path errors)."""
+  """Decodes an image reference; errors name the file (image_processor.load_image)."""
   from dsvl_jax.data.image_processor import load_image
-  if isinstance(ref, Image.Image):
-    return ref
-  if isinstance(ref, bytes):
-    try:
-      img = Image.open(io.BytesIO(ref))
-      img.load()
-    except (OSError, ValueError, EOFError, Image.DecompressionBombError) as e:
-      raise OSError(f"cannot decode embedded image ({len(ref)} bytes): {e}") from e
-    return img
-  return load_image(ref)
+  return ref if isinstance(ref, Image.Image) else load_image(ref)

@@ -18,7 +18,6 @@ the training pipeline like any other bad image.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import pathlib
 import sys
@@ -67,9 +66,12 @@ def convert(manifest: str | pathlib.Path, output: str | pathlib.Path, shards: in
         logging.warning("skipped %s", msg)
         counts["skipped"] += 1
         continue
-      d = json.loads(raw)
-      d.pop("images", None)
-      writers[counts["written"] % shards].write(frame_record(d, images))
+      header = {"kind": record.kind}
+      if record.text is not None:
+        header["text"] = record.text
+      else:
+        header["messages"] = list(record.messages)
+      writers[counts["written"] % shards].write(frame_record(header, images))
       counts["written"] += 1
   finally:
     for w in writers:
