@@ -6,6 +6,7 @@ Use: --config=configs/deepseek_vl_7b.py
 import ml_collections
 
 from dsvl_jax.infer.chat_config import default_config as chat_config
+from dsvl_jax.train import recipe
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -74,10 +75,21 @@ def model_config() -> ml_collections.ConfigDict:
 
 
 def get_config(arg=None):
-  del arg
+  """No argument: inference (chat); 'stage1' | 'stage2' | 'stage3': the paper's recipe."""
   config = ml_collections.ConfigDict()
-  config.mode = "demo"  # what main.py runs: demo | chat
-  config.seed = 0  # PRNG seed
-  config.model = model_config()  # see dsvl_jax/models/config.py
+  config.mode = "chat"  # what main.py runs: train | eval | chat | demo
+  config.seed = 0  # PRNG seed for initialisation and sampling
+  config.model = model_config()  # see dsvl_jax/models/config.py for every field
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
+  if arg is None:
+    return config
+  stages = {"stage1": 1, "stage2": 2, "stage3": 3}
+  if arg not in stages:
+    raise ValueError(f"{__file__}: unknown argument {arg!r}; use one of {sorted(stages)}")
+  stage = stages[arg]
+  config.mode = "train"
+  config.update(recipe.stage_blocks("7b", stage))  # train, optimizer, data (Table 4)
+  # Long packed rows: recompute activations in the backward pass (memory for compute).
+  config.model.compute.remat_policy = "none" if stage == 1 else "full"
+  config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
   return config

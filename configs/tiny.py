@@ -101,11 +101,51 @@ def data_config() -> ml_collections.ConfigDict:
   return d
 
 
+def train_config() -> ml_collections.ConfigDict:
+  """A few steps of stage-2-style training (see dsvl_jax/train/config.py)."""
+  return ml_collections.ConfigDict(dict(
+      steps=20,  # optimizer steps
+      trainable=("llm", "aligner"),  # stage 2: towers frozen
+      init_from="",  # random initialisation
+      grad_accum_steps=1,  # micro-batches per step
+      loss_chunk_tokens=0,  # small vocabulary: project whole rows
+      nonfinite="skip",  # skip (and count) non-finite updates
+      log_every=5,  # steps per metric line
+      checkpoint_every=10,  # steps per checkpoint
+      keep_checkpoints=2,  # checkpoints kept
+      async_checkpoints=True,  # orbax saves in the background
+      eval_every=0,  # no periodic evaluation
+      tensorboard=True,  # event files in the workdir
+      progress=True,  # console progress bar
+      peak_flops=0.0,  # measured on CPU
+  ))
+
+
+def optimizer_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      lr=1e-3,  # peak rate
+      schedule="cosine",  # cosine | step | constant
+      warmup_steps=2,  # linear warm-up
+      final_lr_fraction=0.0,  # cosine floor
+      step_boundaries=(0.8, 0.9),  # step schedule breakpoints (fractions of steps)
+      step_factors=(0.316, 0.1),  # and factors
+      b1=0.9,  # AdamW
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.0,
+      grad_clip=1.0,  # global-norm clip
+      lr_scales=dict(llm=1.0, aligner=1.0, siglip=1.0, sam=1.0, sam_neck=1.0),  # per group
+  ))
+
+
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
-  config.mode = "demo"  # what main.py runs: demo | chat
+  config.mode = "train"  # what main.py runs: train | eval | chat | demo
   config.seed = 0  # PRNG seed for parameters and the demo inputs
   config.model = model_config(arg or "siglip")  # see dsvl_jax/models/config.py
   config.data = data_config()  # training data, see dsvl_jax/data/config.py
+  config.train = train_config()  # the loop, see dsvl_jax/train/config.py
+  config.optimizer = optimizer_config()  # AdamW and its schedule
+  config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
   return config

@@ -74,12 +74,18 @@ def read_any(src: str | pathlib.Path, dtype: str = "float32", shardings_fn=None,
   shardings_fn: cfg -> tree of shardings for the params (None: one device).
   """
   src = pathlib.Path(src)
-  if params_io.is_checkpoint(src):
-    cfg = with_dtype(params_io.read_config(src), dtype)
+  trained = params_io.training_checkpoint(src)
+  if trained is not None or params_io.is_checkpoint(src):
+    if trained is not None:
+      params_dir, workdir = trained
+      cfg = params_io.read_run_model_config(workdir)
+    else:
+      params_dir, cfg = src / params_io.PARAMS_DIR, params_io.read_config(src)
+    cfg = with_dtype(cfg, dtype)
     from dsvl_jax.models.init import abstract_params  # pylint: disable=g-import-not-at-top
     shardings = shardings_fn(cfg) if shardings_fn else None
     target = params_io.abstract_like(abstract_params(cfg), jnp.dtype(dtype), shardings)
-    return cfg, params_io.restore(src, target)
+    return cfg, params_io.restore_params_dir(params_dir, target)
   source, layout, cfg = read_pytorch_dir(src)
   cfg = with_dtype(cfg, dtype)
   try:
@@ -135,7 +141,8 @@ def import_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, dtype: s
 def export_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, layout: str = "hf",
                       shard_size: str = "5GB", dtype: str | None = None,
                       progress: bool = True) -> list[str]:
-  """Our checkpoint (or a PyTorch directory) -> safetensors in `layout` + config.json.
+  """Our checkpoint, a training workdir or step (or a PyTorch directory) -> safetensors
+  in `layout` + config.json.
 
   dtype: storage dtype of the written tensors (default: as stored in `src`).
   """
@@ -143,8 +150,14 @@ def export_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, layout: 
   if layout not in ("hf", "original"):
     raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
   limit = parse_size(shard_size)
-  stored = (params_io.read_config(src).compute.param_dtype if params_io.is_checkpoint(src)
-            else "float32")
+  trained = params_io.training_checkpoint(src)
+  if trained is not None:  # a training workdir or step: its tokenizer is in the workdir
+    stored = params_io.read_run_model_config(trained[1]).compute.param_dtype
+    sidecar_dir = trained[1]
+  else:
+    stored = (params_io.read_config(src).compute.param_dtype
+              if params_io.is_checkpoint(src) else "float32")
+    sidecar_dir = src
   dtype = dtype or stored
   cfg, params = read_any(src, dtype=dtype, progress=progress)
   config = to_hf(cfg, dtype) if layout == "hf" else to_original(cfg, dtype)
@@ -153,5 +166,5 @@ def export_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, layout: 
     files = write_safetensors(from_params(params, cfg, layout, progress=progress), tmp, limit)
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     params_io.write_config(tmp, cfg)
-    files += ["config.json", params_io.CONFIG_NAME] + _copy_sidecars(src, tmp)
+    files += ["config.json", params_io.CONFIG_NAME] + _copy_sidecars(sidecar_dir, tmp)
   return files

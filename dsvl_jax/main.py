@@ -1,22 +1,27 @@
 """Entry point: python -m dsvl_jax.main --config=configs/<file>.py[:arg] [--workdir=DIR].
 
-`config.mode` selects the job; every config field can be overridden on the command
-line (--config.model.llm.num_layers=4). The config is validated before any work.
+`config.mode` selects the job (train, eval, chat, demo); every config field can be
+overridden on the command line (--config.optimizer.lr=1e-4). The config is validated
+before any work; a bad field prints one line naming it and exits with status 2.
 """
 
 from __future__ import annotations
 
 import importlib
+import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 from ml_collections import config_flags
+
+from dsvl_jax.config_schema import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:arg].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where jobs write checkpoints and logs.")
 
 # mode -> module with run(config, workdir); imported on use.
-MODES = {"demo": "dsvl_jax.demo", "chat": "dsvl_jax.infer.chat"}
+MODES = {"demo": "dsvl_jax.demo", "chat": "dsvl_jax.infer.chat",
+         "train": "dsvl_jax.train.trainer", "eval": "dsvl_jax.eval.run"}
 
 
 def main(argv):
@@ -25,9 +30,15 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/tiny.py")
-  if config.mode not in MODES:
-    raise app.UsageError(f"config field 'mode': {config.mode!r} not in {sorted(MODES)}")
-  importlib.import_module(MODES[config.mode]).run(config, _WORKDIR.value)
+  if not flags.FLAGS["verbosity"].present:  # library INFO chatter (orbax) off by default
+    logging.set_verbosity(logging.WARNING)
+  try:
+    if config.get("mode") not in MODES:
+      raise ConfigError(f"config field 'mode': {config.get('mode')!r} not in {sorted(MODES)}")
+    importlib.import_module(MODES[config.mode]).run(config, _WORKDIR.value)
+  except ConfigError as e:  # one line, no traceback: the fix is in the command line
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
 
 
 if __name__ == "__main__":

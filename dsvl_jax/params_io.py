@@ -4,6 +4,11 @@
   DIR/params/                orbax StandardCheckpointer (tensorstore/zarr), any sharding
   DIR/<tokenizer files>      copied from the source checkpoint when present
 
+A training workdir (dsvl_jax/train/checkpoints.py) holds the same parameter format
+under WORKDIR/checkpoints/<step>/params, with the model config inside the run's
+WORKDIR/config.json; `training_checkpoint` finds both, so a workdir (its latest step) or
+one of its step folders loads and exports like any checkpoint.
+
 Restoring targets an abstract tree (shapes, dtypes, shardings), so each device reads
 only its own shards.
 """
@@ -24,6 +29,41 @@ CONFIG_NAME = "dsvl_jax_config.json"
 PARAMS_DIR = "params"
 FORMAT_VERSION = 1
 SAVE_CONCURRENT_GB = 1
+
+
+RUN_CONFIG = "config.json"  # a training run's config, in its workdir
+TRAIN_CHECKPOINTS = "checkpoints"
+
+
+def latest_params_dir(workdir: str | pathlib.Path) -> pathlib.Path | None:
+  """WORKDIR/checkpoints/<latest step>/params, or None when nothing was saved yet.
+  (orbax writes a step under a temporary name and renames it when complete.)"""
+  root = pathlib.Path(workdir) / TRAIN_CHECKPOINTS
+  if not root.is_dir():
+    return None
+  steps = sorted(int(p.name) for p in root.iterdir()
+                 if p.name.isdigit() and (p / PARAMS_DIR).is_dir())
+  return root / str(steps[-1]) / PARAMS_DIR if steps else None
+
+
+def training_checkpoint(path: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path] | None:
+  """(params dir, workdir) for a training workdir or one of its step folders, else None."""
+  path = pathlib.Path(path)
+  if (path / TRAIN_CHECKPOINTS).is_dir() and (path / RUN_CONFIG).is_file():
+    params = latest_params_dir(path)
+    if params is None:
+      raise FileNotFoundError(f"training workdir {path} has no finished checkpoint yet")
+    return params, path
+  workdir = path.parent.parent
+  if ((path / PARAMS_DIR).is_dir() and path.parent.name == TRAIN_CHECKPOINTS and
+      (workdir / RUN_CONFIG).is_file()):
+    return path / PARAMS_DIR, workdir
+  return None
+
+
+def read_run_model_config(workdir: str | pathlib.Path) -> VLMConfig:
+  data = json.loads((pathlib.Path(workdir) / RUN_CONFIG).read_text())
+  return VLMConfig.from_dict(data["model"])
 
 
 def is_checkpoint(path: str | pathlib.Path) -> bool:
@@ -59,9 +99,13 @@ def save(path: str | pathlib.Path, params: Any, cfg: VLMConfig) -> None:
 def restore(path: str | pathlib.Path, abstract: Any) -> Any:
   """Restores params onto `abstract` (ShapeDtypeStructs, with .sharding when sharded);
   dtypes are cast to the abstract ones."""
-  path = pathlib.Path(path).absolute()
+  return restore_params_dir(pathlib.Path(path) / PARAMS_DIR, abstract)
+
+
+def restore_params_dir(params_dir: str | pathlib.Path, abstract: Any) -> Any:
+  """`restore` given the params folder itself (ours, or a training step's)."""
   with ocp.StandardCheckpointer() as ckptr:
-    return ckptr.restore(path / PARAMS_DIR, abstract)
+    return ckptr.restore(pathlib.Path(params_dir).absolute(), abstract)
 
 
 def abstract_like(abstract: Any, dtype: Any, shardings: Any = None) -> Any:

@@ -31,9 +31,12 @@ def _boxed_init(cfg: VLMConfig, rng: jax.Array) -> Any:
   return DeepseekVL(cfg).init(rng, ids, images)["params"]
 
 
-def init_params(cfg: VLMConfig, rng: jax.Array) -> dict:
-  """Randomly initialised parameters (plain pytree)."""
-  return nn.unbox(jax.jit(_boxed_init, static_argnums=0)(cfg, rng))
+def init_params(cfg: VLMConfig, rng: jax.Array, shardings: Any = None) -> dict:
+  """Randomly initialised parameters (plain pytree); `shardings` (a tree like the
+  params) makes each device create only its own shards."""
+  if shardings is None:
+    return nn.unbox(jax.jit(_boxed_init, static_argnums=0)(cfg, rng))
+  return jax.jit(lambda r: nn.unbox(_boxed_init(cfg, r)), out_shardings=shardings)(rng)
 
 
 def abstract_params(cfg: VLMConfig) -> dict:

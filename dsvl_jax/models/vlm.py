@@ -1,9 +1,15 @@
 """DeepSeek-VL: vision tower -> aligner -> image embeddings placed into the LLM input.
 
-The k-th image-token position of the batch (scanning batch, then time) receives the
-k-th row of the flattened image embeddings [N * tokens_per_image, D], as ORIG's boolean
-mask assignment and transformers' masked_scatter do. Images are a flat batch-major
-[N, 3, S, S] array in [0, 1]: a batch may mix samples with zero, one or several images.
+Images come in one of two layouts:
+
+* flat [N, 3, S, S] in [0, 1], batch-major (inference): the k-th image-token position of
+  the batch (scanning batch, then time) receives the k-th row of the flattened image
+  embeddings [N * tokens_per_image, D], as ORIG's boolean mask assignment and
+  transformers' masked_scatter do; a batch may mix samples with 0, 1 or more images.
+* per-row slots [B, M, 3, S, S] (training): row b's k-th image block is slot (b, k).
+  The shape is fixed whatever the images per row, so every multimodal step compiles
+  once; unused slots are encoded too (and never read). M = 0 (text steps) never runs
+  the vision towers.
 """
 
 from __future__ import annotations
@@ -51,6 +57,20 @@ def scatter_image_embeddings(input_ids: jax.Array, token_embeds: jax.Array,
   return jnp.where(is_image[..., None], gathered, token_embeds)
 
 
+def scatter_row_images(input_ids: jax.Array, token_embeds: jax.Array,
+                       image_embeds: jax.Array, image_token_id: int) -> jax.Array:
+  """Places each row's image slots at its image-token positions, in order.
+
+  input_ids [B, T]; token_embeds [B, T, D]; image_embeds [B, M, K, D] -> [B, T, D].
+  """
+  b, t, d = token_embeds.shape
+  rows = image_embeds.reshape(b, -1, d).astype(token_embeds.dtype)  # [B, M*K, D]
+  is_image = input_ids == image_token_id
+  index = jnp.clip(jnp.cumsum(is_image, axis=1) - 1, 0, rows.shape[1] - 1)
+  gathered = jnp.take_along_axis(rows, index[..., None], axis=1)
+  return jnp.where(is_image[..., None], gathered, token_embeds)
+
+
 class DeepseekVL(nn.Module):
   """The full model; parameters: {'llm', 'vision', 'aligner'}."""
   cfg: VLMConfig
@@ -76,7 +96,18 @@ class DeepseekVL(nn.Module):
     return self.aligner(self.vision(images))
 
   def embed(self, input_ids: jax.Array, images: jax.Array | None = None) -> jax.Array:
-    """Token embeddings with image embeddings in place: [B, T] -> [B, T, D]."""
+    """Token embeddings with image embeddings in place: [B, T] -> [B, T, D].
+
+    images: flat [N, 3, S, S] or per-row slots [B, M, 3, S, S] (module docstring).
+    """
+    if images is not None and images.ndim == 5:
+      embeds = self.llm.embed(input_ids)
+      b, m = images.shape[:2]
+      if m == 0:  # a text step: the towers are not part of its program
+        return embeds
+      feats = self.encode_images(images.reshape((b * m,) + images.shape[2:]))
+      return scatter_row_images(input_ids, embeds, feats.reshape((b, m) + feats.shape[1:]),
+                                self.cfg.image_token_id)
     num_images = 0 if images is None else images.shape[0]
     check_image_tokens(input_ids, num_images, self.cfg)
     embeds = self.llm.embed(input_ids)
@@ -100,6 +131,22 @@ class DeepseekVL(nn.Module):
       one; the [T, V] projection of a long prompt is otherwise a large share of its cost).
     Returns {'logits': [B, T or k, V] float32, 'cache': ..., 'hidden': [B, T, D] if asked}.
     """
+    hidden, new_cache = self.hidden_states(
+        input_ids, images, attention_mask=attention_mask, positions=positions,
+        segment_ids=segment_ids, cache=cache, cache_index=cache_index)
+    kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
+    out = {"logits": self.llm.logits(kept), "cache": new_cache}
+    if return_hidden:
+      out["hidden"] = hidden
+    return out
+
+  def hidden_states(self, input_ids: jax.Array, images: jax.Array | None = None, *,
+                    attention_mask: jax.Array | None = None,
+                    positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
+                    cache: Cache | None = None, cache_index: jax.Array | int = 0
+                    ) -> tuple[jax.Array, Cache | None]:
+    """The LLM's final-normed hidden states [B, T, D] (and the cache): __call__ without
+    the LM head, for losses that project to the vocabulary chunk by chunk."""
     if positions is None:
       if cache is not None:
         raise ValueError("positions are required when decoding with a cache")
@@ -108,10 +155,9 @@ class DeepseekVL(nn.Module):
       else:
         positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
     embeds = self.embed(input_ids, images)
-    hidden, new_cache = self.llm(embeds, positions, attention_mask=attention_mask,
-                                 segment_ids=segment_ids, cache=cache, cache_index=cache_index)
-    kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
-    out = {"logits": self.llm.logits(kept), "cache": new_cache}
-    if return_hidden:
-      out["hidden"] = hidden
-    return out
+    return self.llm(embeds, positions, attention_mask=attention_mask,
+                    segment_ids=segment_ids, cache=cache, cache_index=cache_index)
+
+  def lm_logits(self, hidden: jax.Array) -> jax.Array:
+    """Final-normed hidden states [..., D] -> float32 logits [..., V]."""
+    return self.llm.logits(hidden)

@@ -1,0 +1,124 @@
+"""Typed, validated training configuration (`config.train`, `config.optimizer`, `config.mesh`).
+
+Built once at start-up from the ml_collections data in configs/*.py; a wrong field fails
+there with its dotted name, never at step 9000. No JAX import: the config check runs
+before anything is compiled.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+from dsvl_jax.config_schema import build_dataclass, check
+
+# Parameter groups, by path (freezing.py holds the patterns). A group is trained when
+# named in train.trainable; everything else is frozen and has no optimizer state.
+GROUPS = ("llm", "aligner", "siglip", "sam", "sam_neck")
+SCHEDULES = ("cosine", "step", "constant")
+NONFINITE = ("skip", "stop")
+
+
+@dataclasses.dataclass(frozen=True)
+class LRScales:
+  """Per-group learning-rate multipliers (1.0 = the schedule's rate)."""
+  llm: float = 1.0
+  aligner: float = 1.0
+  siglip: float = 1.0
+  sam: float = 1.0
+  sam_neck: float = 1.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig:
+  """AdamW with global-norm clipping and a warm-up + decay schedule (paper Table 4)."""
+  lr: float = 1e-3  # peak learning rate
+  schedule: str = "cosine"  # cosine | step (DeepSeek-LLM multi-step) | constant
+  warmup_steps: int = 0  # linear warm-up: lr * (step + 1) / warmup_steps
+  final_lr_fraction: float = 0.0  # cosine: rate at the last step, as a fraction of lr
+  step_boundaries: tuple[float, ...] = (0.8, 0.9)  # step: fractions of train.steps ...
+  step_factors: tuple[float, ...] = (0.316, 0.1)  # ... after which lr is multiplied by these
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.0  # decoupled; applied to matrices only (not norms, biases)
+  grad_clip: float = 1.0  # global-norm clip over all trainable parameters; 0 = off
+  lr_scales: LRScales = LRScales()
+
+  def validate(self) -> "OptimizerConfig":
+    check(self.lr > 0, "optimizer.lr", f"must be > 0, got {self.lr}")
+    check(self.schedule in SCHEDULES, "optimizer.schedule",
+          f"{self.schedule!r} not in {SCHEDULES}")
+    check(self.warmup_steps >= 0, "optimizer.warmup_steps", "must be >= 0")
+    check(0.0 <= self.final_lr_fraction <= 1.0, "optimizer.final_lr_fraction",
+          "must be in [0, 1]")
+    check(len(self.step_boundaries) == len(self.step_factors), "optimizer.step_factors",
+          f"{len(self.step_factors)} factors for {len(self.step_boundaries)} boundaries")
+    check(list(self.step_boundaries) == sorted(self.step_boundaries) and
+          all(0.0 < b < 1.0 for b in self.step_boundaries), "optimizer.step_boundaries",
+          f"increasing fractions in (0, 1), got {self.step_boundaries}")
+    check(all(f > 0 for f in self.step_factors), "optimizer.step_factors", "must be > 0")
+    check(0.0 <= self.b1 < 1.0 and 0.0 <= self.b2 < 1.0, "optimizer.b1",
+          "b1 and b2 must be in [0, 1)")
+    check(self.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
+    check(self.grad_clip >= 0, "optimizer.grad_clip", "must be >= 0 (0 = off)")
+    for g in GROUPS:
+      check(getattr(self.lr_scales, g) >= 0, f"optimizer.lr_scales.{g}", "must be >= 0")
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """The loop: what is trained, for how long, how often it logs, saves and evaluates."""
+  steps: int = 1000  # optimizer steps in total (a resumed run continues to this)
+  trainable: tuple[str, ...] = ("llm", "aligner")  # groups trained (GROUPS); rest frozen
+  init_from: str = ""  # "" random | any checkpoint dsvl_jax.load reads | a training workdir
+  grad_accum_steps: int = 1  # micro-batches per step (global batch / this per pass)
+  loss_chunk_tokens: int = 0  # sequence chunk for the vocabulary projection; 0 = whole row
+  nonfinite: str = "skip"  # non-finite loss/grad: skip the update | stop (after a save)
+  log_every: int = 10  # steps between metric lines
+  checkpoint_every: int = 1000  # steps between saves (also saved at the end and on SIGTERM)
+  keep_checkpoints: int = 3  # the last N are kept
+  async_checkpoints: bool = True  # orbax writes in the background while training goes on
+  eval_every: int = 0  # steps between evaluations on config.eval.sets; 0 = never
+  tensorboard: bool = True  # TensorBoard event files in the workdir
+  progress: bool = True  # a console progress bar
+  peak_flops: float = 0.0  # per-device peak for MFU; 0 = the device table, or measured on CPU
+
+  def validate(self) -> "TrainConfig":
+    check(self.steps >= 1, "train.steps", f"must be >= 1, got {self.steps}")
+    check(len(self.trainable) > 0, "train.trainable", "train at least one group")
+    unknown = sorted(set(self.trainable) - set(GROUPS))
+    check(not unknown, "train.trainable", f"unknown group(s) {unknown}; known: {GROUPS}")
+    check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1")
+    check(self.loss_chunk_tokens >= 0, "train.loss_chunk_tokens", "must be >= 0")
+    check(self.nonfinite in NONFINITE, "train.nonfinite", f"{self.nonfinite!r} not in {NONFINITE}")
+    for f in ("log_every", "checkpoint_every", "keep_checkpoints"):
+      check(getattr(self, f) >= 1, f"train.{f}", "must be >= 1")
+    check(self.eval_every >= 0, "train.eval_every", "must be >= 0 (0 = never)")
+    check(self.peak_flops >= 0, "train.peak_flops", "must be >= 0 (0 = automatic)")
+    return self
+
+
+@dataclasses.dataclass(frozen=True)
+class MeshConfig:
+  shape: tuple[int, ...] = (1, -1, 1)  # (data, fsdp, tensor); one entry may be -1
+
+  def validate(self) -> "MeshConfig":
+    check(len(self.shape) == 3, "mesh.shape", f"(data, fsdp, tensor), got {self.shape}")
+    check(list(self.shape).count(-1) <= 1, "mesh.shape", "at most one -1")
+    check(all(s == -1 or s >= 1 for s in self.shape), "mesh.shape", "sizes >= 1 or -1")
+    return self
+
+
+def optimizer_config(d: Mapping[str, Any]) -> OptimizerConfig:
+  return build_dataclass(OptimizerConfig, d, "optimizer",
+                         {(OptimizerConfig, "lr_scales"): LRScales}).validate()
+
+
+def train_config(d: Mapping[str, Any]) -> TrainConfig:
+  return build_dataclass(TrainConfig, d, "train").validate()
+
+
+def mesh_config(d: Mapping[str, Any]) -> MeshConfig:
+  return build_dataclass(MeshConfig, d, "mesh").validate()

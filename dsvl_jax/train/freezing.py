@@ -1,0 +1,79 @@
+"""Which parameters a stage trains, by parameter path (paper 3.2, Table 4).
+
+Every parameter belongs to exactly one group, by the first matching pattern below
+("vision/sam/neck/conv1/kernel" is `sam_neck`, not `sam`). A stage trains the groups
+named in `train.trainable`:
+
+  stage 1   aligner                   (both towers and the LLM frozen)
+  stage 2   llm, aligner              (towers frozen)
+  stage 3   llm, aligner, siglip      (SAM frozen; add sam_neck to train its neck, the
+                                       HD neck, the downsample convs and the HD alpha)
+
+Training `sam` trains all of SAM, neck included. Frozen parameters are not arguments of
+the differentiated function (no gradient is computed for them) and hold no optimizer
+state; `partition` / `merge` split and rejoin the tree (None marks the other part).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Sequence
+
+import jax
+from flax import traverse_util
+
+from dsvl_jax.config_schema import ConfigError
+
+GROUP_PATTERNS: tuple[tuple[str, str], ...] = (
+    ("sam_neck", r"vision/sam/(neck|neck_hd|downsample_\d+|hd_alpha)(/.*)?"),
+    ("sam", r"vision/sam/.*"),
+    ("siglip", r"vision/siglip/.*"),
+    ("aligner", r"aligner/.*"),
+    ("llm", r"llm/.*"),
+)
+_COMPILED = tuple((g, re.compile(p)) for g, p in GROUP_PATTERNS)
+
+
+def group_of(path: str) -> str:
+  for group, pattern in _COMPILED:
+    if pattern.fullmatch(path):
+      return group
+  raise ValueError(f"parameter {path!r} belongs to no group of {[g for g, _ in GROUP_PATTERNS]}")
+
+
+def group_labels(params: Any) -> Any:
+  """The group name of every leaf (same tree structure as params)."""
+  flat = traverse_util.flatten_dict(params, sep="/")
+  return traverse_util.unflatten_dict({k: group_of(k) for k in flat}, sep="/")
+
+
+def trainable_mask(params: Any, trainable: Sequence[str]) -> Any:
+  """Tree of bools: True where the leaf's group is trained ('sam' implies 'sam_neck').
+
+  Raises a ConfigError naming `train.trainable` for a group this model does not have
+  (say 'sam' for the SigLIP-only 1.3B family).
+  """
+  train = set(trainable) | ({"sam_neck"} if "sam" in trainable else set())
+  labels = group_labels(params)
+  present = set(jax.tree.leaves(labels))
+  missing = sorted(set(trainable) - present)
+  if missing:
+    raise ConfigError(f"config field 'train.trainable': {missing} match no parameter of "
+                      f"this model (its groups: {sorted(present)})")
+  return jax.tree.map(lambda g: g in train, labels)
+
+
+def partition(tree: Any, mask: Any) -> tuple[Any, Any]:
+  """(leaves where mask, None elsewhere), (the rest, None elsewhere)."""
+  a = jax.tree.map(lambda x, m: x if m else None, tree, mask)
+  b = jax.tree.map(lambda x, m: None if m else x, tree, mask)
+  return a, b
+
+
+def merge(a: Any, b: Any) -> Any:
+  """Inverse of `partition`."""
+  return jax.tree.map(lambda x, y: y if x is None else x, a, b, is_leaf=lambda x: x is None)
+
+
+def count(tree: Any) -> int:
+  return int(sum(x.size for x in jax.tree.leaves(tree)))

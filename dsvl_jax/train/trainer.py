@@ -1,0 +1,375 @@
+"""The training loop: `--config.mode=train` (see BUILD.md, "Training").
+
+  config -> typed configs (errors name the field) -> workdir (resume or start) -> mesh
+  -> params (a checkpoint, a previous stage's workdir, or random) -> grain pipeline
+  -> for each step: the step's modality and shapes pick a compiled program (compiled
+     once per (modality, shape), counted and logged) -> metrics, evaluation,
+     checkpoints (every K steps, at the end, and on SIGTERM: finish the step, save, exit 0)
+
+Every process runs this same loop on its own slice of the global batch; process 0
+writes the config, metrics and logs.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import pathlib
+import signal
+import threading
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from dsvl_jax import sharding
+from dsvl_jax.config_schema import ConfigError, check
+from dsvl_jax.data.config import DataConfig
+from dsvl_jax.data.encoding import TokenLayout, make_tokenizer
+from dsvl_jax.data.mixing import MULTIMODAL, TEXT
+from dsvl_jax.data.pipeline import TrainDataset
+from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.init import abstract_params, init_params, logical_axes
+from dsvl_jax.models.vlm import DeepseekVL
+from dsvl_jax.train import flops as flops_lib
+from dsvl_jax.train import freezing, partitioning, workdir as workdir_lib
+from dsvl_jax.train.checkpoints import Checkpoints
+from dsvl_jax.train.config import (MeshConfig, OptimizerConfig, TrainConfig, mesh_config,
+                                   optimizer_config, train_config)
+from dsvl_jax.train.metrics import MetricsWriter
+from dsvl_jax.train.optimizer import make_optimizer
+from dsvl_jax.train.schedules import learning_rate
+from dsvl_jax.train.step import BATCH_KEYS, TrainState, init_state, make_train_step
+
+
+class NonFiniteError(RuntimeError):
+  """A non-finite loss or gradient with train.nonfinite='stop' (a checkpoint was saved)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+  """Every typed part of a training config, validated together."""
+  model: VLMConfig
+  data: DataConfig
+  train: TrainConfig
+  optimizer: OptimizerConfig
+  mesh: MeshConfig
+  seed: int
+
+  @classmethod
+  def of(cls, config: ml_collections.ConfigDict) -> "RunConfig":
+    for part in ("model", "data", "train", "optimizer"):
+      check(part in config and config[part] is not None, part, "missing from the config")
+    train = train_config(config.train)
+    data = config.data.to_dict()
+    if not data.get("tokenizer"):  # "" = the files of the checkpoint training starts from
+      check(bool(train.init_from), "data.tokenizer",
+            "'' means the tokenizer of train.init_from, but train.init_from is '' too")
+      data["tokenizer"] = train.init_from
+    run = cls(model=VLMConfig.from_dict(config.model), data=DataConfig.from_dict(data),
+              train=train, optimizer=optimizer_config(config.optimizer),
+              mesh=mesh_config(config.get("mesh") or {}), seed=int(config.get("seed", 0)))
+    b, a = run.data.global_batch_size, run.train.grad_accum_steps
+    check(b % a == 0, "train.grad_accum_steps",
+          f"{a} does not divide data.global_batch_size={b}")
+    return run
+
+
+def _shape_key(modality: str, batch: dict[str, np.ndarray]) -> tuple:
+  return (modality,) + tuple((k, batch[k].shape, str(batch[k].dtype)) for k in BATCH_KEYS)
+
+
+class Trainer:
+  """Holds the mesh, the compiled steps, the state and the data iterator of one run."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+    self.config = config
+    self.run_cfg = run = RunConfig.of(config)
+    self.workdir = pathlib.Path(workdir).absolute()
+    self.is_chief = jax.process_index() == 0
+    self.mesh = sharding.make_mesh(run.mesh.shape)
+    rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
+    per_pass = run.data.global_batch_size // run.train.grad_accum_steps
+    check(per_pass % rows == 0, "data.global_batch_size",
+          f"{per_pass} rows per accumulation step do not split over the mesh's "
+          f"data x fsdp = {rows} devices")
+    self.model = DeepseekVL(run.model)
+
+    abstract = abstract_params(run.model)
+    self.mask = freezing.trainable_mask(abstract, run.train.trainable)
+    labels = freezing.partition(freezing.group_labels(abstract), self.mask)[0]
+    self.tx = make_optimizer(run.optimizer, run.train.steps, labels)
+    self.schedule = learning_rate(run.optimizer, run.train.steps)
+    trainable, frozen = freezing.partition(abstract, self.mask)
+    self.param_counts = {"params/trainable": freezing.count(trainable),
+                         "params/frozen": freezing.count(frozen)}
+
+    pdtype = jnp.dtype(run.model.compute.param_dtype)
+    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, pdtype), abstract)
+    state_abstract = jax.eval_shape(self._init_state, abstract)
+    self.state_sharding = partitioning.state_shardings(state_abstract, logical_axes(run.model),
+                                                       self.mesh)
+    self.state_abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        state_abstract, self.state_sharding)
+    self._step = jax.jit(
+        make_train_step(self.model, self.tx, self.mask, accum=run.train.grad_accum_steps,
+                        loss_chunk=run.train.loss_chunk_tokens),
+        in_shardings=(self.state_sharding, partitioning.batch_sharding(self.mesh)),
+        out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
+        donate_argnums=(0,))
+    self.compiled: dict[tuple, Any] = {}
+    self.compile_seconds = 0.0
+    self.checkpoints = Checkpoints(self.workdir, run.train.keep_checkpoints,
+                                   run.train.async_checkpoints)
+    self.layout = TokenLayout.of(run.model)
+
+  # -- state ---------------------------------------------------------------------------
+
+  def _init_state(self, params) -> TrainState:
+    return init_state(params, self.tx, self.mask, self.run_cfg.seed)
+
+  def initial_params(self) -> Any:
+    """train.init_from: a checkpoint of any kind dsvl_jax.load reads (a previous stage's
+    workdir included), or random initialisation."""
+    run = self.run_cfg
+    shardings = self.state_sharding.params
+    if not run.train.init_from:
+      return init_params(run.model, jax.random.key(run.seed), shardings)
+    from convert.checkpoint import read_any  # pylint: disable=g-import-not-at-top
+    loaded_cfg, params = read_any(run.train.init_from, dtype=run.model.compute.param_dtype,
+                                  shardings_fn=lambda _: shardings)
+    ours, theirs = run.model.to_dict(), loaded_cfg.to_dict()
+    ours.pop("compute"), theirs.pop("compute")
+    diff = sorted(k for k in set(workdir_lib.flatten(ours)) | set(workdir_lib.flatten(theirs))
+                  if workdir_lib.flatten(ours).get(k) != workdir_lib.flatten(theirs).get(k))
+    if diff:
+      raise ConfigError(f"config field 'train.init_from': {run.train.init_from} holds a model "
+                        f"whose {', '.join('model.' + d for d in diff)} differ from config.model")
+    return params
+
+  def restore_or_init(self, data_iterator) -> TrainState:
+    step = self.checkpoints.latest_step()
+    if step is not None:
+      logging.info("resuming %s from step %d", self.workdir, step)
+      return self.checkpoints.restore(step, self.state_abstract, data_iterator)
+    init = jax.jit(self._init_state, out_shardings=self.state_sharding)
+    return init(self.initial_params())
+
+  # -- the step ------------------------------------------------------------------------
+
+  def compiled_step(self, state: TrainState, modality: str, batch: dict[str, jax.Array],
+                    writer: MetricsWriter | None = None):
+    """The executable for this (modality, shapes), compiled on first sight."""
+    key = _shape_key(modality, batch)
+    exe = self.compiled.get(key)
+    if exe is None:
+      t0 = time.perf_counter()
+      with jax.set_mesh(self.mesh), sharding.activation_rules():
+        exe = self._step.lower(state, batch).compile()
+      dt = time.perf_counter() - t0
+      self.compile_seconds += dt
+      self.compiled[key] = exe
+      msg = (f"compiled the {modality} train step (#{len(self.compiled)}, {dt:.1f} s): "
+             f"{ {k: tuple(batch[k].shape) for k in BATCH_KEYS} }")
+      logging.info(msg)
+      if writer is not None:
+        writer.text(msg)
+    return exe
+
+  # -- the loop ------------------------------------------------------------------------
+
+  def run(self, until: int | None = None) -> dict[str, Any]:
+    """Trains to train.steps (or to step `until`, then saves and returns)."""
+    run = self.run_cfg
+    resuming = self.checkpoints.latest_step() is not None
+    workdir_lib.prepare(self.workdir, self.config, resuming, write=self.is_chief)
+    if self.is_chief:
+      workdir_lib.copy_tokenizer(run.data.tokenizer, self.workdir)
+    data = TrainDataset(run.data, self.layout)
+    it = iter(data)
+    stop = _StopFlag()
+    writer = None
+    try:
+      state = self.restore_or_init(it)
+      start = int(jax.device_get(state.step))
+      if it.step != start:
+        raise RuntimeError(f"checkpoint state is at step {start} but its data iterator at "
+                           f"{it.step}")
+      writer = MetricsWriter(self.workdir, enabled=self.is_chief,
+                             tensorboard=run.train.tensorboard, progress=run.train.progress,
+                             total_steps=run.train.steps, initial_step=start)
+      writer.text(f"{'resuming' if resuming else 'training'} {self.workdir} at step {start} "
+                  f"of {run.train.steps}: {self.param_counts['params/trainable']:,} trainable "
+                  f"and {self.param_counts['params/frozen']:,} frozen parameters "
+                  f"({', '.join(run.train.trainable)} trained); mesh "
+                  f"{dict(self.mesh.shape)}")
+      summary = self._loop(state, it, writer, stop, min(until or run.train.steps,
+                                                        run.train.steps))
+    finally:
+      stop.restore()
+      it.close()
+      self.checkpoints.close()
+      if writer is not None:
+        writer.close()
+    return summary
+
+  def _loop(self, state: TrainState, it, writer: MetricsWriter, stop: "_StopFlag",
+            until: int) -> dict[str, Any]:
+    run = self.run_cfg
+    tcfg = run.train
+    peak = tcfg.peak_flops or _device_peak_flops()
+    devices = self.mesh.size
+    window = _Window()
+    last_saved = int(jax.device_get(state.step))
+    summary: dict[str, Any] = {"preempted": False}
+    step = last_saved
+    while step < until:
+      host = next(it)
+      modality = host["modality"]
+      arrays = {k: host[k] for k in BATCH_KEYS}
+      batch = partitioning.put_batch(arrays, self.mesh)
+      exe = self.compiled_step(state, modality, batch, writer)
+      if not window.started:
+        window.start(self.compile_seconds)
+      state, metrics = exe(state, batch)
+      step += 1
+      shape = flops_lib.BatchShape.of(host["segment_ids"], host["num_images"])
+      window.add(modality, metrics, shape,
+                 flops_lib.step_flops(run.model, tcfg.trainable, shape))
+      if tcfg.nonfinite == "stop" and not bool(jax.device_get(metrics["finite"])):
+        self.checkpoints.save(state, it)
+        self.checkpoints.wait()
+        raise NonFiniteError(f"non-finite loss or gradient at step {step}; saved a "
+                             f"checkpoint at step {step} (train.nonfinite='stop')")
+      writer.advance(1)
+      if step % tcfg.log_every == 0 or step == until:
+        logged = self._log(step, window, it, writer, peak, devices)
+        summary.update(logged)
+        window = _Window()
+      if tcfg.eval_every and step % tcfg.eval_every == 0:
+        summary.update(self.evaluate(state, step, writer))
+      if step % tcfg.checkpoint_every == 0 or step == until or stop.set:
+        self.checkpoints.save(state, it)
+        last_saved = step
+      if stop.set:
+        writer.text(f"SIGTERM: saved step {step}; exiting")
+        summary["preempted"] = True
+        break
+    if last_saved != step:
+      self.checkpoints.save(state, it)
+    self.checkpoints.wait()
+    summary.update({"step": step, "compilations": len(self.compiled),
+                    "compile_seconds": self.compile_seconds})
+    self.state = state
+    return summary
+
+  def _log(self, step: int, window: "_Window", it, writer: MetricsWriter, peak: float,
+           devices: int) -> dict[str, float]:
+    values = window.summary()
+    elapsed = max(window.elapsed(self.compile_seconds), 1e-9)
+    lr = float(self.schedule(step - 1))
+    out = {"loss": values["loss"], "grad_norm": values["grad_norm"], "lr": lr,
+           "supervised_tokens": values["supervised_tokens"],
+           "nonfinite_skipped": values["nonfinite"],
+           "tokens_per_s": window.tokens / elapsed,
+           "step_time_s": elapsed / window.steps,
+           "mfu": window.flops / (elapsed * devices * peak),
+           "compilations": float(len(self.compiled)), **self.param_counts}
+    for m in (TEXT, MULTIMODAL):
+      if f"loss/{m}" in values:
+        out[f"loss/{m}"] = values[f"loss/{m}"]
+    out.update(it.metrics())
+    skipped = out.get("data/skipped", 0.0)
+    writer.write(step, out, console=(
+        f"step {step}: loss {out['loss']:.4f} lr {lr:.3g} grad {out['grad_norm']:.3g} "
+        f"{out['tokens_per_s']:,.0f} tok/s {out['step_time_s'] * 1e3:.0f} ms/step "
+        f"MFU {out['mfu']:.1%} compiled {len(self.compiled)}"
+        + (f" skipped samples {skipped:.0f}" if skipped else "")))
+    return out
+
+  def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
+    """The multiple-choice / exact-match evaluation on config.eval.sets."""
+    eval_cfg = self.config.get("eval")
+    if eval_cfg is None or not eval_cfg.get("sets"):
+      return {}
+    from dsvl_jax.eval import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
+    tokenizer = make_tokenizer(self.run_cfg.data.tokenizer, self.layout)
+    results = evaluate_lib.evaluate_config(self.run_cfg.model, state.params, tokenizer,
+                                           eval_cfg)
+    flat = {f"eval/{k}": v for k, v in workdir_lib.flatten(results).items()
+            if isinstance(v, (int, float))}
+    writer.write(step, flat, console=f"step {step}: eval " + ", ".join(
+        f"{k[5:]} {v:.3f}" for k, v in flat.items() if "accuracy" in k or "exact" in k))
+    return flat
+
+
+class _Window:
+  """Metrics of the steps since the last log line (device values fetched at log time)."""
+
+  def __init__(self):
+    self.started = False
+    self.steps = self.tokens = 0
+    self.flops = 0.0
+    self._device: list[tuple[str, dict]] = []
+
+  def start(self, compile_seconds: float):
+    self.started, self._t0, self._compile0 = True, time.perf_counter(), compile_seconds
+
+  def elapsed(self, compile_seconds: float) -> float:
+    """Wall time of the window's steps, compilations inside the window excluded."""
+    return time.perf_counter() - self._t0 - (compile_seconds - self._compile0)
+
+  def add(self, modality: str, metrics: dict, shape: flops_lib.BatchShape, flops: float):
+    self.steps += 1
+    self.tokens += shape.tokens
+    self.flops += flops
+    self._device.append((modality, metrics))
+
+  def summary(self) -> dict[str, float]:
+    fetched = jax.device_get([m for _, m in self._device])  # waits for the window's steps
+    by = collections.defaultdict(list)
+    for (modality, _), m in zip(self._device, fetched):
+      by["loss"].append(float(m["loss"]))
+      by[f"loss/{modality}"].append(float(m["loss"]))
+      by["grad_norm"].append(float(m["grad_norm"]))
+      by["supervised_tokens"].append(float(m["supervised_tokens"]))
+      by["nonfinite"].append(0.0 if bool(m["finite"]) else 1.0)
+    out = {k: float(np.mean(v)) for k, v in by.items()}
+    out["nonfinite"] = float(np.sum(by["nonfinite"]))
+    return out
+
+
+class _StopFlag:
+  """SIGTERM (preemption) sets the flag; the loop finishes its step, saves and exits 0."""
+
+  def __init__(self):
+    self.set = False
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.set = True
+
+  def restore(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+      self._previous = None
+
+
+def _device_peak_flops() -> float:
+  from dsvl_jax import perf  # pylint: disable=g-import-not-at-top
+  return perf.device_peak_flops(jax.devices()[0])
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str, Any]:
+  """`--config.mode=train`."""
+  if not workdir:
+    raise ConfigError("--workdir is required for training (checkpoints, metrics, config)")
+  return Trainer(config, workdir).run()
