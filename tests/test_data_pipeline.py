@@ -211,6 +211,27 @@ def test_bad_samples_are_counted_logged_and_skipped_or_raise(tmp_path, caplog):
     take(strict, 1)
 
 
+def test_skip_warnings_are_rate_limited_over_a_long_run(tmp_path, caplog):
+  """Bad records come round every epoch: per reason the first 5 skips are named (file
+  line), then only counts at 10, 100, ...; the metrics still count every skip."""
+  write_image(tmp_path / "ok.png", 0)
+  manifest = write_manifest(tmp_path, [
+      good_records(tmp_path, 1)[0],
+      {"images": ["missing.png"], "text": f"{IMAGE_TOKEN}gone"},  # bad_image
+      '{"images": ["ok.png"], "text": '])  # malformed
+  src = {"f": dict(type="jsonl", paths=[str(manifest)])}
+  cfg = data_config(sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1)
+  with caplog.at_level(logging.WARNING):
+    _, _, metrics = take(cfg, 151)  # the 151st good record follows the 150th bad pair
+  assert metrics["data/skipped/bad_image"] == metrics["data/skipped/malformed"] == 150
+  skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+  assert len(skips) == 2 * (5 + 2)  # 5 named, then at 10 and 100, for each reason
+  named = [m for m in skips if "data.jsonl line 2" in m]
+  assert len(named) >= 5 and "missing.png" in named[0]
+  assert sum("data.jsonl line 3" in m for m in skips) >= 5
+  assert sum("skipped 100 samples for 'bad_image'" in m for m in skips) == 1
+
+
 def test_a_state_is_refused_under_another_data_layout():
   cfg = data_config(pack=True)
   _, state, _ = take(cfg, 3)

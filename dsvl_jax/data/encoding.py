@@ -14,13 +14,13 @@ A document ("text" record) ends with a supervised EOS when `append_eos` is set.
 Nothing bad passes silently: a malformed record, an empty one, one longer than a row,
 one with more images than a row holds, a missing or undecodable image, or a record whose
 images contradict its source's modality becomes `Skipped(name, reason)`; the pipeline
-counts it, logs it, and raises instead when the config is strict.
+counts it, logs it (rate-limited: skip_log.py), and raises instead when the config is
+strict.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, Mapping
 
 import numpy as np
@@ -28,6 +28,7 @@ import numpy as np
 from dsvl_jax.data import conversation, image_processor
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
+from dsvl_jax.data.skip_log import SkipLog
 from dsvl_jax.data.sources import Record, RecordError, open_image, parse_record
 from dsvl_jax.data.tokenizer import EOS_TOKEN, Tokenizer
 
@@ -103,16 +104,17 @@ class SampleEncoder:
   """Callable (source name, index) -> TrainSample | Skipped, picklable for workers.
 
   Holds the sources and the tokenizer; a worker process rebuilds the tokenizer from the
-  config on first use rather than receiving it pickled.
+  config on first use rather than receiving it pickled, and logs its own skips.
   """
 
   def __init__(self, cfg: DataConfig, layout: TokenLayout, sources: Mapping[str, Any],
                modality: str, tokenizer: Tokenizer | None = None):
     self.cfg, self.layout, self.sources, self.modality = cfg, layout, dict(sources), modality
     self._tokenizer = tokenizer
+    self._skip_log = SkipLog()
 
   def __getstate__(self):
-    return {**self.__dict__, "_tokenizer": None}
+    return {**self.__dict__, "_tokenizer": None, "_skip_log": SkipLog()}
 
   @property
   def tokenizer(self) -> Tokenizer:
@@ -138,7 +140,7 @@ class SampleEncoder:
     msg = f"bad sample {name}: {reason}: {detail}"
     if self.cfg.strict:
       raise BadSampleError(msg + " (data.strict=True)")
-    logging.warning("skipped %s", msg)
+    self._skip_log.warn(reason, msg)
     return Skipped(source, name, reason, detail)
 
   def _encode(self, record: Record, source: str, name: str) -> TrainSample:
