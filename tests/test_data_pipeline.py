@@ -12,8 +12,8 @@ from conftest import tiny_config
 from data_fixtures import (EOS_TOKEN, IMAGE_TOKEN, assert_same_batches, byte_tokenizer,
                            data_config, good_records, take, write_image, write_manifest)
 from dsvl_jax.config_schema import ConfigError
-from dsvl_jax.data import image_processor
-from dsvl_jax.data.encoding import BadSampleError, TokenLayout
+from dsvl_jax.data import conversation, image_processor
+from dsvl_jax.data.encoding import BadSampleError, SampleEncoder, TokenLayout
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
 from dsvl_jax.data.pipeline import TrainDataset, valid_images
 from dsvl_jax.data.to_array_record import convert
@@ -164,6 +164,33 @@ def test_stage3_masks_cover_exactly_the_answers_and_their_eos(tmp_path):
         img = image_processor.load_image(tmp_path / path)
         want = image_processor.process(img, image_processor.ImageProcessorConfig.for_model(CFG))
         np.testing.assert_array_equal(b["images"][0, k], want)
+
+
+@pytest.mark.parametrize("system_prompt", ["default", "", "Answer in one word."])
+def test_system_prompt_is_configurable(system_prompt):
+  """Chats are BOS + the template rendered with data.system_prompt: the released one,
+  none, or the given text; documents are untouched."""
+  chat = [{"role": "user", "content": "Name a colour."},
+          {"role": "assistant", "content": "Red."}]
+  cfg = data_config(stage=3, system_prompt=system_prompt)
+  encoder = SampleEncoder(cfg, TokenLayout.of(CFG), {"s": [{"messages": chat}]}, TEXT,
+                          byte_tokenizer())
+  sample = encoder(("s", 0))
+  system = conversation.SYSTEM_PROMPT if system_prompt == "default" else system_prompt
+  text = conversation.render([conversation.Message(**m) for m in chat],
+                             template=conversation.Template(system=system))
+  assert text.startswith(system + "\n\nUser: " if system else "User: ")
+  tok = byte_tokenizer()
+  np.testing.assert_array_equal(sample.ids, tok.encode(text))  # BOS + the rendering
+  assert tok.decode(sample.ids[sample.loss_mask], skip_special_tokens=False) == (
+      f" Red.{EOS_TOKEN}")
+  if system_prompt == "default":  # what training always used
+    want = conversation.encode_conversation(
+        [conversation.Message(**m) for m in chat], tok, TokenLayout.of(CFG))
+    np.testing.assert_array_equal(sample.ids, want.ids)
+  assert data_config(system_prompt=system_prompt).fingerprint()["system_prompt"] == system_prompt
+  with pytest.raises(ConfigError, match="data.system_prompt"):
+    data_config(system_prompt=f"Look: {IMAGE_TOKEN}")
 
 
 def _bad_manifest(tmp_path):
