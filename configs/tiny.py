@@ -91,6 +91,7 @@ def data_config() -> ml_collections.ConfigDict:
   d.multimodal_share = 0.3  # ... down to the paper's 7:3 language:multimodal
   d.warmup_steps = 20
   d.tokenizer = "builtin:bytes"
+  d.system_prompt = "default"  # chats: the released system prompt ("" = none, or text)
   d.num_workers = 0  # grain worker processes per modality
   d.sources = ml_collections.ConfigDict(dict(
       shapes=dict(type="synthetic", modality="multimodal", weight=1.0, synthetic_seed=0,

@@ -161,7 +161,10 @@ HF = Layout(
     aligner=dict(linear_0="model.aligner.linear1", linear_1="model.aligner.linear2",
                  high_up_proj="model.aligner.high_res_vision_proj",
                  low_up_proj="model.aligner.vision_proj", proj="model.aligner.proj"),
-    unused=(r".*rotary_emb\.inv_freq$",),
+    # SigLIP's attention-pool head, saved when vision_use_head=True (transformers'
+    # SiglipVisionConfig default); DeepSeek-VL reads the last hidden state, like ORIG's
+    # attn_pool. Either SigLIP prefix (HF_SIGLIP_PREFIXES), both families.
+    unused=(r".*rotary_emb\.inv_freq$", r"model\.vision_model\.(vision_model\.)?head\..*"),
 )
 
 _ORIG_SAM = "vision_model.vision_tower_high.vision_tower."

@@ -6,8 +6,9 @@
 full vocabulary) and the real SigLIP-L/16@384 tower. Weights are one random
 transformers model, converted with convert/ for our side; both run float32 on the CPU
 in the same process (torch limited to the same thread count). Prompt: one image plus
-text. Bounds: prefill FLOPs / 435 GFLOP/s (XLA's float32 matmul rate on this host),
-decode LLM weight bytes / 48 GB/s (its streaming read rate), see shared/environment.md.
+text. Bounds: prefill FLOPs / the host's float32 matmul rate, decode LLM weight bytes /
+its streaming read rate, both measured at start (`dsvl_jax.perf`): hosts of the same
+type differ up to 4x, so the processor is printed with them.
 """
 
 from __future__ import annotations
@@ -33,9 +34,7 @@ from dsvl_jax.infer.generate import Generator  # noqa: E402
 from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
 from dsvl_jax.models import VLMConfig  # noqa: E402
 from dsvl_jax.models.init import count_params  # noqa: E402
-
-PEAK_FLOPS = 435e9
-STREAM_BYTES = 48e9
+from dsvl_jax.perf import host_limits  # noqa: E402
 
 
 def model_config(name: str) -> VLMConfig:
@@ -84,6 +83,8 @@ def main():
   parser.add_argument("--repeats", type=int, default=3)
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
+  limits = host_limits()  # before any model: a quiet machine, nothing else allocated
+  peak, stream = limits.peak_flops, limits.bandwidth
   rows = []
   for name in args.configs.split(","):
     cfg = model_config(name)
@@ -116,12 +117,13 @@ def main():
     flops = prefill_flops(cfg, ids.shape[1], params)
     llm_bytes = 4 * (count_params(params["llm"]) - cfg.llm.vocab_size * cfg.llm.hidden_size)
     rows.append((name, f"prefill ({ids.shape[1]} tokens, 1 image), s", o1, t1,
-                 t1 / o1, flops / PEAK_FLOPS, (flops / PEAK_FLOPS) / o1))
+                 t1 / o1, flops / peak, (flops / peak) / o1))
     rows.append((name, "decode, tokens/s", o_dec, t_dec, o_dec / t_dec,
-                 STREAM_BYTES / llm_bytes, o_dec / (STREAM_BYTES / llm_bytes)))
+                 stream / llm_bytes, o_dec / (stream / llm_bytes)))
     hf = gen = params = None  # free this model before building the next
   print(f"\njax {jax.__version__}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, {os.cpu_count()} CPU threads, float32\n")
+        f"{transformers.__version__}, {os.cpu_count()} CPU threads, float32")
+  print(f"bounds from {limits}\n")
   print("| config | metric | dsvl_jax | transformers | speed-up | bound | dsvl_jax / bound |")
   print("|---|---|---|---|---|---|---|")
   for name, metric, o, t, ratio, bound, frac in rows:

@@ -18,6 +18,7 @@ from safetensors.numpy import load_file, save_file
 import dsvl_jax
 import hf_reference as ref
 from conftest import tiny_config
+from convert import state_dict_to_params
 from convert.__main__ import main as cli
 from convert.configs import from_original, to_original
 from convert.safetensors_io import INDEX_NAME
@@ -99,6 +100,43 @@ def test_original_layout_imports_and_round_trips(saved, capsys):
   assert cli(["import", "--src", str(root / "orig2"), "--dst", str(root / "from_orig2"),
               "--quiet"]) == 0
   a, b = _flat(model.params), _flat(dsvl_jax.load(str(root / "from_orig2")).params)
+  assert a.keys() == b.keys()
+  for key in a:
+    np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))
+
+
+def test_siglip_attention_pool_head_is_skipped_and_reported(saved, tmp_path, capsys):
+  """A transformers checkpoint saved with SigLIP's default vision_use_head=True carries
+  the never-used attention-pool head (11 tensors): skipped and named, like the original
+  layout's attn_pool, under both SigLIP prefixes; the logits are the head-less model's."""
+  cfg, hf, root, ids, images, logits = saved
+  config = ref.hf_config(cfg)
+  config.vision_config.vision_use_head = True
+  headed = ref.model_class(cfg)(config).eval().to(torch.float32)
+  ref.randomize(headed, seed=7)
+  result = headed.load_state_dict(hf.state_dict(), strict=False)  # all but the head
+  head = sorted(result.missing_keys)
+  assert len(head) == 11 and all(k.startswith("model.vision_model.head.") for k in head)
+  assert not result.unexpected_keys
+  with torch.no_grad():
+    out = headed(input_ids=torch.from_numpy(ids).long(), **ref.pixel_kwargs(cfg, images))
+  assert torch.equal(out.logits, torch.from_numpy(logits))  # DeepSeek-VL never runs it
+  headed.save_pretrained(tmp_path / "headed")
+  assert cli(["import", "--src", str(tmp_path / "headed"), "--dst", str(tmp_path / "ours"),
+              "--quiet"]) == 0
+  out = capsys.readouterr().out
+  assert "skipped 11 tensors" in out and all(k in out for k in head)
+  _close(dsvl_jax.load(str(tmp_path / "ours")).logits(ids, images=images), logits)
+
+  # transformers 4.x wrote SigLIP under model.vision_model.vision_model.
+  state = ref.state_dict(headed)
+  want, _ = state_dict_to_params(state, cfg)
+  old = {k.replace("model.vision_model.", "model.vision_model.vision_model.", 1): v
+         for k, v in state.items()}
+  got, unused = state_dict_to_params(old, cfg)
+  assert unused == sorted(k.replace("model.vision_model.", "model.vision_model.vision_model.")
+                          for k in head)
+  a, b = _flat(want), _flat(got)
   assert a.keys() == b.keys()
   for key in a:
     np.testing.assert_array_equal(a[key], b[key], err_msg=str(key))

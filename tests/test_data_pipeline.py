@@ -12,8 +12,8 @@ from conftest import tiny_config
 from data_fixtures import (EOS_TOKEN, IMAGE_TOKEN, assert_same_batches, byte_tokenizer,
                            data_config, good_records, take, write_image, write_manifest)
 from dsvl_jax.config_schema import ConfigError
-from dsvl_jax.data import image_processor
-from dsvl_jax.data.encoding import BadSampleError, TokenLayout
+from dsvl_jax.data import conversation, image_processor
+from dsvl_jax.data.encoding import BadSampleError, SampleEncoder, TokenLayout
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
 from dsvl_jax.data.pipeline import TrainDataset, valid_images
 from dsvl_jax.data.to_array_record import convert
@@ -166,6 +166,33 @@ def test_stage3_masks_cover_exactly_the_answers_and_their_eos(tmp_path):
         np.testing.assert_array_equal(b["images"][0, k], want)
 
 
+@pytest.mark.parametrize("system_prompt", ["default", "", "Answer in one word."])
+def test_system_prompt_is_configurable(system_prompt):
+  """Chats are BOS + the template rendered with data.system_prompt: the released one,
+  none, or the given text; documents are untouched."""
+  chat = [{"role": "user", "content": "Name a colour."},
+          {"role": "assistant", "content": "Red."}]
+  cfg = data_config(stage=3, system_prompt=system_prompt)
+  encoder = SampleEncoder(cfg, TokenLayout.of(CFG), {"s": [{"messages": chat}]}, TEXT,
+                          byte_tokenizer())
+  sample = encoder(("s", 0))
+  system = conversation.SYSTEM_PROMPT if system_prompt == "default" else system_prompt
+  text = conversation.render([conversation.Message(**m) for m in chat],
+                             template=conversation.Template(system=system))
+  assert text.startswith(system + "\n\nUser: " if system else "User: ")
+  tok = byte_tokenizer()
+  np.testing.assert_array_equal(sample.ids, tok.encode(text))  # BOS + the rendering
+  assert tok.decode(sample.ids[sample.loss_mask], skip_special_tokens=False) == (
+      f" Red.{EOS_TOKEN}")
+  if system_prompt == "default":  # what training always used
+    want = conversation.encode_conversation(
+        [conversation.Message(**m) for m in chat], tok, TokenLayout.of(CFG))
+    np.testing.assert_array_equal(sample.ids, want.ids)
+  assert data_config(system_prompt=system_prompt).fingerprint()["system_prompt"] == system_prompt
+  with pytest.raises(ConfigError, match="data.system_prompt"):
+    data_config(system_prompt=f"Look: {IMAGE_TOKEN}")
+
+
 def _bad_manifest(tmp_path):
   good = good_records(tmp_path, 3)
   (tmp_path / "corrupt.png").write_bytes(np.random.default_rng(0).bytes(500))
@@ -209,6 +236,27 @@ def test_bad_samples_are_counted_logged_and_skipped_or_raise(tmp_path, caplog):
                        strict=True)
   with pytest.raises(BadSampleError, match=r"data.jsonl line 1.*missing.png"):
     take(strict, 1)
+
+
+def test_skip_warnings_are_rate_limited_over_a_long_run(tmp_path, caplog):
+  """Bad records come round every epoch: per reason the first 5 skips are named (file
+  line), then only counts at 10, 100, ...; the metrics still count every skip."""
+  write_image(tmp_path / "ok.png", 0)
+  manifest = write_manifest(tmp_path, [
+      good_records(tmp_path, 1)[0],
+      {"images": ["missing.png"], "text": f"{IMAGE_TOKEN}gone"},  # bad_image
+      '{"images": ["ok.png"], "text": '])  # malformed
+  src = {"f": dict(type="jsonl", paths=[str(manifest)])}
+  cfg = data_config(sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1)
+  with caplog.at_level(logging.WARNING):
+    _, _, metrics = take(cfg, 151)  # the 151st good record follows the 150th bad pair
+  assert metrics["data/skipped/bad_image"] == metrics["data/skipped/malformed"] == 150
+  skips = [r.getMessage() for r in caplog.records if r.getMessage().startswith("skipped")]
+  assert len(skips) == 2 * (5 + 2)  # 5 named, then at 10 and 100, for each reason
+  named = [m for m in skips if "data.jsonl line 2" in m]
+  assert len(named) >= 5 and "missing.png" in named[0]
+  assert sum("data.jsonl line 3" in m for m in skips) >= 5
+  assert sum("skipped 100 samples for 'bad_image'" in m for m in skips) == 1
 
 
 def test_a_state_is_refused_under_another_data_layout():

@@ -1,5 +1,7 @@
 """Packing: layout invariants, whole images, loss weights, and packed = unpacked logits."""
 
+import logging
+
 import jax
 import numpy as np
 import pytest
@@ -67,6 +69,19 @@ def test_over_long_samples_are_counted_and_skipped(setup):
   assert stats.skipped == 1 and stats.samples == 2 and len(packed) == 1
   with pytest.raises(ValueError, match="sample 1 has 100 tokens"):
     pack([short, long], 32, cfg.pad_token_id, shape, strict=True)
+
+
+def test_skip_warnings_are_rate_limited(setup, caplog):
+  cfg, _ = setup
+  shape = (3, cfg.image_size, cfg.image_size)
+  long = (np.arange(100, dtype=np.int32), np.ones(100, bool), np.zeros((0,) + shape))
+  with caplog.at_level(logging.WARNING):
+    _, stats = pack([long] * 1000, 32, cfg.pad_token_id, shape)
+  assert stats.skipped == 1000
+  messages = [r.getMessage() for r in caplog.records]
+  assert len(messages) == 5 + 3  # the first 5 named, then counts at 10, 100, 1000
+  assert "sample 0 has 100 tokens" in messages[0]
+  assert "skipped 1000 samples" in messages[-1]
 
 
 def test_packed_logits_equal_unpacked(setup):

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 from dsvl_jax.config_schema import ConfigError, build_dataclass, check
 from dsvl_jax.data import synthetic
 from dsvl_jax.data.mixing import MULTIMODAL, SCHEDULES, TEXT, ModalitySchedule
+from dsvl_jax.data.tokenizer import EOS_TOKEN, IMAGE_TOKEN
 
 SOURCE_TYPES = ("jsonl", "array_record", "synthetic")
 MODALITIES = (TEXT, MULTIMODAL)
@@ -67,6 +68,7 @@ class DataConfig:
   warmup_steps: int = 0  # warmup: steps from share 0 to multimodal_share
   tokenizer: str = "builtin:bytes"  # builtin:bytes, tokenizer.json/.model or a ckpt dir
   append_eos: bool = True  # documents ("text" records) end with a supervised EOS
+  system_prompt: str = "default"  # chats: "default" = the released prompt, "" = none, or text
   strict: bool = False  # raise on a bad sample instead of counting and skipping it
   max_consecutive_skips: int = 1000  # a row meeting this many bad samples in a row raises
   num_workers: int = 0  # grain worker processes per modality (0: in the main process)
@@ -84,7 +86,7 @@ class DataConfig:
     only valid under the same values). The schedule may change between runs: it picks
     which pipeline a step reads, not what the pipelines hold."""
     keep = ("stage", "pack", "seq_len", "global_batch_size", "max_images_per_row", "seed",
-            "shuffle", "tokenizer", "append_eos")
+            "shuffle", "tokenizer", "append_eos", "system_prompt")
     out: dict[str, Any] = {k: getattr(self, k) for k in keep}
     out["sources"] = {n: dataclasses.asdict(s) for n, s in self.sources}
     return json.loads(json.dumps(out))  # tuples -> lists, as a stored state has them
@@ -105,6 +107,8 @@ class DataConfig:
     check(self.schedule == "constant" or self.warmup_steps > 0, "data.warmup_steps",
           "a warmup schedule needs warmup_steps > 0")
     check(self.seed >= 0, "data.seed", f"must be >= 0, got {self.seed}")
+    for token in (IMAGE_TOKEN, EOS_TOKEN):  # would add an image or end the prompt early
+      check(token not in self.system_prompt, "data.system_prompt", f"contains {token}")
     check(self.process_count == -1 or self.process_count >= 1, "data.process_count",
           f"-1 (from JAX) or >= 1, got {self.process_count}")
     check((self.process_index == -1) == (self.process_count == -1), "data.process_index",

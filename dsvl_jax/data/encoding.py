@@ -14,13 +14,13 @@ A document ("text" record) ends with a supervised EOS when `append_eos` is set.
 Nothing bad passes silently: a malformed record, an empty one, one longer than a row,
 one with more images than a row holds, a missing or undecodable image, or a record whose
 images contradict its source's modality becomes `Skipped(name, reason)`; the pipeline
-counts it, logs it, and raises instead when the config is strict.
+counts it, logs it (rate-limited: skip_log.py), and raises instead when the config is
+strict.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Any, Mapping
 
 import numpy as np
@@ -28,6 +28,7 @@ import numpy as np
 from dsvl_jax.data import conversation, image_processor
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
+from dsvl_jax.data.skip_log import SkipLog
 from dsvl_jax.data.sources import Record, RecordError, open_image, parse_record
 from dsvl_jax.data.tokenizer import EOS_TOKEN, Tokenizer
 
@@ -91,6 +92,15 @@ def check_tokenizer(tok: Tokenizer, layout: TokenLayout) -> None:
                        f"needs [{want}]; use the checkpoint's own tokenizer")
 
 
+def chat_template(cfg: DataConfig) -> conversation.Template:
+  """The released "deepseek" template with `data.system_prompt`: the released prompt
+  ("default"), none (""), or the given text. The prompt is ~190 byte-tokenizer tokens,
+  which can dominate short chats."""
+  if cfg.system_prompt == "default":
+    return conversation.DEEPSEEK
+  return dataclasses.replace(conversation.DEEPSEEK, system=cfg.system_prompt)
+
+
 def pixels_to_unit(pixels: np.ndarray) -> np.ndarray:
   """uint8 pixels [..., 3, S, S] -> float32 in [0, 1], bit-identical to
   `image_processor.process` (a correctly rounded float32 division equals its float64
@@ -103,16 +113,18 @@ class SampleEncoder:
   """Callable (source name, index) -> TrainSample | Skipped, picklable for workers.
 
   Holds the sources and the tokenizer; a worker process rebuilds the tokenizer from the
-  config on first use rather than receiving it pickled.
+  config on first use rather than receiving it pickled, and logs its own skips.
   """
 
   def __init__(self, cfg: DataConfig, layout: TokenLayout, sources: Mapping[str, Any],
                modality: str, tokenizer: Tokenizer | None = None):
     self.cfg, self.layout, self.sources, self.modality = cfg, layout, dict(sources), modality
     self._tokenizer = tokenizer
+    self._skip_log = SkipLog()
+    self.template = chat_template(cfg)
 
   def __getstate__(self):
-    return {**self.__dict__, "_tokenizer": None}
+    return {**self.__dict__, "_tokenizer": None, "_skip_log": SkipLog()}
 
   @property
   def tokenizer(self) -> Tokenizer:
@@ -138,7 +150,7 @@ class SampleEncoder:
     msg = f"bad sample {name}: {reason}: {detail}"
     if self.cfg.strict:
       raise BadSampleError(msg + " (data.strict=True)")
-    logging.warning("skipped %s", msg)
+    self._skip_log.warn(reason, msg)
     return Skipped(source, name, reason, detail)
 
   def _encode(self, record: Record, source: str, name: str) -> TrainSample:
@@ -184,7 +196,7 @@ class SampleEncoder:
       raise _Skip("empty", "no messages")
     try:
       messages = [conversation.Message(m["role"], m["content"]) for m in record.messages]
-      enc = conversation.encode_conversation(messages, tok, layout)
+      enc = conversation.encode_conversation(messages, tok, layout, template=self.template)
     except ValueError as e:
       raise RecordError(str(e)) from e
     if self.cfg.stage == 3:

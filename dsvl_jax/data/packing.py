@@ -10,16 +10,17 @@ segment 0 and weight 0. The attention masks built from segment ids
 
 `RowBuilder` fills one row; `Packer`/`pack` run it over a stream (first fit into the open
 row). A sample longer than a row is never truncated silently: it is counted and skipped
-(or raises when `strict`).
+(logged rate-limited, skip_log.py) or raises when `strict`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
+
+from dsvl_jax.data.skip_log import SkipLog
 
 
 @dataclasses.dataclass
@@ -125,6 +126,7 @@ class Packer:
     self.seq_len, self.pad_id, self.image_shape = seq_len, pad_id, image_shape
     self.strict, self.max_segments = strict, max_segments
     self.stats = PackStats()
+    self._skip_log = SkipLog()
     self._row = self._new_row()
 
   def _new_row(self) -> RowBuilder:
@@ -149,7 +151,7 @@ class Packer:
       self.stats.skipped += 1
       if self.strict:
         raise ValueError(msg)
-      logging.warning("skipped: %s", msg)
+      self._skip_log.warn("length", msg)
       return
     if not self._row.fits(len(ids), 0) and not self._row.empty:
       yield self._flush()
