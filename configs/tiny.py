@@ -147,6 +147,6 @@ def get_config(arg=None):
   config.data = data_config()  # training data, see dsvl_jax/data/config.py
   config.train = train_config()  # the loop, see dsvl_jax/train/config.py
   config.optimizer = optimizer_config()  # AdamW and its schedule
-  config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
+  config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1), num_devices=0))  # (data, fsdp, tensor); 0 = all devices
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
   return config

@@ -93,20 +93,27 @@ def _qa(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
 
 
 def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> dict[str, Any]:
-  """Record `index` of the dataset with `seed` (kind drawn uniformly unless given)."""
+  """Record `index` of the dataset with `seed` (kind drawn uniformly unless given).
+
+  image_size 0 returns the record's scenes instead of drawn images (text only, fast).
+  """
   rng = np.random.default_rng([seed, index])
+
+  def picture(scene: Scene):
+    return draw(scene, image_size) if image_size else scene
+
   kind = kind or str(rng.choice(KINDS))
   if kind not in KINDS:
     raise ValueError(f"unknown sample kind {kind!r}; known: {KINDS}")
   if kind == "caption":
     scene = make_scene(rng)
-    return {"kind": kind, "images": [draw(scene, image_size)],
+    return {"kind": kind, "images": [picture(scene)],
             "text": IMAGE_TOKEN + scene.caption()}
   if kind == "interleaved":
     a, b = make_scene(rng), make_scene(rng)
     text = (f"Here are two pictures. {IMAGE_TOKEN}{a.caption()} Compare it with the next "
             f"one. {IMAGE_TOKEN}{b.caption()}")
-    return {"kind": kind, "images": [draw(a, image_size), draw(b, image_size)], "text": text}
+    return {"kind": kind, "images": [picture(a), picture(b)], "text": text}
   if kind == "chat":
     scenes = [make_scene(rng) for _ in range(int(rng.integers(1, 3)))]
     messages = []
@@ -117,7 +124,7 @@ def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> d
       if turn == 0:  # a follow-up about the same image
         q, a = _qa(scene, rng)
         messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
-    return {"kind": kind, "images": [draw(s, image_size) for s in scenes],
+    return {"kind": kind, "images": [picture(s) for s in scenes],
             "messages": messages}
   n = int(rng.integers(2, 6))
   colours = [str(c) for c in rng.choice(list(COLOURS), n)]

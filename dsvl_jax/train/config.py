@@ -103,8 +103,10 @@ class TrainConfig:
 @dataclasses.dataclass(frozen=True)
 class MeshConfig:
   shape: tuple[int, ...] = (1, -1, 1)  # (data, fsdp, tensor); one entry may be -1
+  num_devices: int = 0  # 0 = every device; N = the first N (one host only: tests, sharing)
 
   def validate(self) -> "MeshConfig":
+    check(self.num_devices >= 0, "mesh.num_devices", "must be >= 0 (0 = all devices)")
     check(len(self.shape) == 3, "mesh.shape", f"(data, fsdp, tensor), got {self.shape}")
     check(list(self.shape).count(-1) <= 1, "mesh.shape", "at most one -1")
     check(all(s == -1 or s >= 1 for s in self.shape), "mesh.shape", "sizes >= 1 or -1")

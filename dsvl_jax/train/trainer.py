@@ -91,7 +91,13 @@ class Trainer:
     self.run_cfg = run = RunConfig.of(config)
     self.workdir = pathlib.Path(workdir).absolute()
     self.is_chief = jax.process_index() == 0
-    self.mesh = sharding.make_mesh(run.mesh.shape)
+    devices = jax.devices()
+    if run.mesh.num_devices:
+      check(jax.process_count() == 1 and run.mesh.num_devices <= len(devices),
+            "mesh.num_devices", f"{run.mesh.num_devices} of {len(devices)} devices "
+            f"(one process only)")
+      devices = devices[:run.mesh.num_devices]
+    self.mesh = sharding.make_mesh(run.mesh.shape, devices)
     rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     per_pass = run.data.global_batch_size // run.train.grad_accum_steps
     check(per_pass % rows == 0, "data.global_batch_size",
@@ -222,7 +228,7 @@ class Trainer:
             until: int) -> dict[str, Any]:
     run = self.run_cfg
     tcfg = run.train
-    peak = tcfg.peak_flops or _device_peak_flops()
+    peak = tcfg.peak_flops or _device_peak_flops(run.model.compute.dtype)
     devices = self.mesh.size
     window = _Window()
     last_saved = int(jax.device_get(state.step))
@@ -278,8 +284,10 @@ class Trainer:
            "nonfinite_skipped": values["nonfinite"],
            "tokens_per_s": window.tokens / elapsed,
            "step_time_s": elapsed / window.steps,
-           "mfu": window.flops / (elapsed * devices * peak),
+           "model_flops_per_s": window.flops / elapsed,
            "compilations": float(len(self.compiled)), **self.param_counts}
+    if peak:  # unknown accelerators have no peak: no MFU rather than a wrong one
+      out["mfu"] = window.flops / (elapsed * devices * peak)
     for m in (TEXT, MULTIMODAL):
       if f"loss/{m}" in values:
         out[f"loss/{m}"] = values[f"loss/{m}"]
@@ -287,8 +295,9 @@ class Trainer:
     skipped = out.get("data/skipped", 0.0)
     writer.write(step, out, console=(
         f"step {step}: loss {out['loss']:.4f} lr {lr:.3g} grad {out['grad_norm']:.3g} "
-        f"{out['tokens_per_s']:,.0f} tok/s {out['step_time_s'] * 1e3:.0f} ms/step "
-        f"MFU {out['mfu']:.1%} compiled {len(self.compiled)}"
+        f"{out['tokens_per_s']:,.0f} tok/s {out['step_time_s'] * 1e3:.0f} ms/step"
+        + (f" MFU {out['mfu']:.1%}" if "mfu" in out else "")
+        + f" compiled {len(self.compiled)}"
         + (f" skipped samples {skipped:.0f}" if skipped else "")))
     return out
 
@@ -363,9 +372,10 @@ class _StopFlag:
       self._previous = None
 
 
-def _device_peak_flops() -> float:
+def _device_peak_flops(compute_dtype: str) -> float | None:
+  """The per-device peak (dsvl_jax/perf.py table; measured once on a CPU), or None."""
   from dsvl_jax import perf  # pylint: disable=g-import-not-at-top
-  return perf.device_peak_flops(jax.devices()[0])
+  return perf.device_peak_flops(jax.devices()[0], compute_dtype)
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | None) -> dict[str, Any]:
