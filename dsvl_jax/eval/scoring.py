@@ -129,11 +129,3 @@ class OptionScorer:
                               batch["targets"], batch["weights"])
     n = len(rows)
     return np.asarray(sums)[:n], np.asarray(counts)[:n].astype(np.int64)
-
-  def score(self, params, rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray]:
-    """Any number of rows, batch_size at a time -> (sums [R], counts [R])."""
-    out = [self.score_batch(params, rows[i:i + self.batch_size])
-           for i in range(0, len(rows), self.batch_size)]
-    if not out:
-      return np.zeros(0, np.float32), np.zeros(0, np.int64)
-    return np.concatenate([s for s, _ in out]), np.concatenate([c for _, c in out])
