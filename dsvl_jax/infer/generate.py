@@ -43,11 +43,15 @@ class Generator:
     # over layers instead of nn.scan) halve the bytes a step moves on XLA:CPU
     # (BUILD.md, generation benchmark). Compile time then grows with depth, once.
     self.cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, scan_layers=False))
-    self.params = {**params, "llm": unstack_layers(params["llm"])}
+    self.set_params(params)
     self.module = DeepseekVL(self.cfg)
     self.prompt_bucket, self.cache_bucket = prompt_bucket, cache_bucket
     self._prefill = jax.jit(self._prefill_fn, static_argnames=("sampling",), donate_argnums=(4,))
     self._step = jax.jit(self._step_fn, static_argnames=("sampling",), donate_argnums=(1,))
+
+  def set_params(self, params) -> None:
+    """New weights of the same shapes (e.g. during training); the compiled functions stay."""
+    self.params = {**params, "llm": unstack_layers(params["llm"])}
 
   # -- jitted pieces ------------------------------------------------------------------
 

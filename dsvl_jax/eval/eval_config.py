@@ -1,0 +1,86 @@
+"""`config.eval`: defaults (`default_config`) and the typed, validated `EvalConfig`.
+
+Light imports only: config files import this module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import ml_collections
+
+from dsvl_jax.config_schema import ConfigError, build_dataclass, check
+from dsvl_jax.data.conversation import SYSTEM_PROMPT
+
+NORMALIZE = ("mean", "sum")
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Every field overridable: --config.eval.sets='{"val": "data/val.jsonl"}'."""
+  return ml_collections.ConfigDict(dict(
+      sets=ml_collections.ConfigDict(),  # name -> jsonl path (BUILD.md, "Evaluation")
+      checkpoint="",  # mode=eval: what dsvl_jax.load reads ("" = random init of config.model)
+      dtype="float32",  # parameter dtype when loading a checkpoint
+      tokenizer="",  # tokenizer.json / .model / 'builtin:bytes' ("" = the checkpoint's own)
+      normalize="mean",  # option score: mean (length-normalised) or sum of token log-probs
+      score_eos=True,  # the option's EOS is part of its scored continuation
+      batch_size=8,  # rows (item x option) per scoring forward; prompts per generation batch
+      length_bucket=64,  # rows and prompts are padded to a multiple of this (fewer compiles)
+      generate=True,  # also greedy-generate answers and report exact match
+      max_new_tokens=32,  # generation length limit per answer
+      system_prompt="default",  # "default" = the released prompt, "" = none, else the text
+      max_items=0,  # first items of each set (0 = all)
+      predictions=True,  # keep per-item predictions in the result (and eval.json)
+  ))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """Typed `config.eval`; field meanings in `default_config`."""
+  sets: tuple[tuple[str, str], ...] = ()
+  checkpoint: str = ""
+  dtype: str = "float32"
+  tokenizer: str = ""
+  normalize: str = "mean"
+  score_eos: bool = True
+  batch_size: int = 8
+  length_bucket: int = 64
+  generate: bool = True
+  max_new_tokens: int = 32
+  system_prompt: str = "default"
+  max_items: int = 0
+  predictions: bool = True
+
+  def validate(self) -> "EvalConfig":
+    check(self.normalize in NORMALIZE, "eval.normalize", f"{self.normalize!r} not in {NORMALIZE}")
+    check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+    check(self.length_bucket >= 1, "eval.length_bucket",
+          f"must be >= 1, got {self.length_bucket}")
+    check(self.max_new_tokens >= 1, "eval.max_new_tokens",
+          f"must be >= 1, got {self.max_new_tokens}")
+    check(self.max_items >= 0, "eval.max_items", f"must be >= 0, got {self.max_items}")
+    check(self.dtype in ("float32", "bfloat16"), "eval.dtype",
+          f"{self.dtype!r} not in ('float32', 'bfloat16')")
+    for name, path in self.sets:
+      check(bool(path), f"eval.sets.{name}", "empty path")
+    return self
+
+  @property
+  def system(self) -> str:
+    """The template's system prompt text."""
+    return SYSTEM_PROMPT if self.system_prompt == "default" else self.system_prompt
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "EvalConfig":
+    if hasattr(d, "to_dict"):
+      d = d.to_dict()
+    d = dict(d)
+    sets = d.pop("sets", {}) or {}
+    if not isinstance(sets, Mapping):
+      raise ConfigError("config field 'eval.sets': expected a mapping name -> jsonl path")
+    for name, path in sets.items():
+      if not isinstance(path, str):
+        raise ConfigError(f"config field 'eval.sets.{name}': expected a path string, got {path!r}")
+    cfg = build_dataclass(cls, d, "eval")
+    return dataclasses.replace(cfg, sets=tuple(sorted(sets.items()))).validate()

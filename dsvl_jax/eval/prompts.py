@@ -1,0 +1,47 @@
+"""Prompts and option continuations for evaluation items.
+
+Prompt: the "deepseek" template, one user turn holding the question (images first when
+the question has no placeholders, as the chat CLI does), and the generation prompt, so
+it ends in "Assistant:" (reference 4.3). An option is scored as the assistant's answer
+that would follow: the tokens of " " + option (the leading space the template's SFT
+segments put before an answer), then EOS when `score_eos` — the same tokens, with the
+same ids, that stage-3 training supervises for that answer. With EOS, "Red." and
+"Red. And more" are told apart by whether the model ends the answer there; without
+it, a summed score always prefers an option that is a prefix of another.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from dsvl_jax.data.conversation import (EncodedSample, Message, Template,
+                                        encode_conversation)
+from dsvl_jax.data.tokenizer import IMAGE_TOKEN, Tokenizer
+from dsvl_jax.eval.items import EvalItem
+
+if TYPE_CHECKING:  # annotation only
+  from dsvl_jax.models import VLMConfig
+
+
+def user_content(item: EvalItem) -> str:
+  """The user turn's text: the question, with image placeholders first if it has none."""
+  if IMAGE_TOKEN in item.question:
+    return item.question
+  return IMAGE_TOKEN * len(item.images) + item.question
+
+
+def build_prompt(item: EvalItem, tokenizer: Tokenizer, cfg: VLMConfig,
+                 template: Template) -> EncodedSample:
+  """BOS + one user turn + "Assistant:"; ids [P] with each image expanded."""
+  return encode_conversation([Message("user", user_content(item))], tokenizer, cfg,
+                             add_generation_prompt=True, template=template)
+
+
+def continuation_ids(option: str, tokenizer: Tokenizer, score_eos: bool) -> np.ndarray:
+  """ids [C] of the answer " " + option (+ EOS): what follows the prompt."""
+  ids = tokenizer.encode(" " + option.strip(), add_bos=False)
+  if score_eos:
+    ids = ids + [tokenizer.eos_id]
+  return np.asarray(ids, np.int32)
