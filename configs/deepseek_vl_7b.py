@@ -5,6 +5,7 @@ Use: --config=configs/deepseek_vl_7b.py
 
 import ml_collections
 
+from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 from dsvl_jax.train import recipe
 
@@ -81,6 +82,7 @@ def get_config(arg=None):
   config.seed = 0  # PRNG seed for initialisation and sampling
   config.model = model_config()  # see dsvl_jax/models/config.py for every field
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
+  config.eval = eval_config()  # --config.mode=eval and train.eval_every (dsvl_jax/eval)
   if arg is None:
     return config
   stages = {"stage1": 1, "stage2": 2, "stage3": 3}

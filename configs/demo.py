@@ -15,10 +15,7 @@ Every stage resumes from its workdir; a finished stage is skipped on a rerun.
 
 import ml_collections
 
-try:
-  from dsvl_jax.eval.eval_config import default_config as eval_config
-except ImportError:  # TEMP
-  eval_config = lambda: ml_collections.ConfigDict(dict(system_prompt="", max_new_tokens=8, batch_size=32, length_bucket=16))
+from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -8,6 +8,7 @@ Shapes keep every structural feature: GQA, several windows with padding in SAM
 
 import ml_collections
 
+from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -149,4 +150,5 @@ def get_config(arg=None):
   config.optimizer = optimizer_config()  # AdamW and its schedule
   config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1), num_devices=0))  # (data, fsdp, tensor); 0 = all devices
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
+  config.eval = eval_config()  # --config.mode=eval and train.eval_every (dsvl_jax/eval)
   return config

@@ -107,7 +107,7 @@ def make_train_step(model: DeepseekVL, tx: optax.GradientTransformation, mask: A
   def step(state: TrainState, batch: dict[str, jax.Array]):
     loss, grads = loss_and_grads(state.params, batch)
     trainable, frozen = freezing.partition(state.params, mask)
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     updated = optax.apply_updates(trainable, updates)
     ok = jnp.isfinite(loss) & jnp.isfinite(grad_norm)

@@ -129,6 +129,11 @@ class Trainer:
         out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
         donate_argnums=(0,))
     self.compiled: dict[tuple, Any] = {}
+    self._evaluator = None
+    if run.train.eval_every:
+      sets = (config.get("eval") or {}).get("sets") or {}
+      check(bool(sets), "eval.sets", f"train.eval_every={run.train.eval_every} but no "
+            f"evaluation sets are configured")
     self.compile_seconds = 0.0
     self.checkpoints = Checkpoints(self.workdir, run.train.keep_checkpoints,
                                    run.train.async_checkpoints)
@@ -302,18 +307,19 @@ class Trainer:
     return out
 
   def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
-    """The multiple-choice / exact-match evaluation on config.eval.sets."""
-    eval_cfg = self.config.get("eval")
-    if eval_cfg is None or not eval_cfg.get("sets"):
-      return {}
-    from dsvl_jax.eval import evaluate as evaluate_lib  # pylint: disable=g-import-not-at-top
-    tokenizer = make_tokenizer(self.run_cfg.data.tokenizer, self.layout)
-    results = evaluate_lib.evaluate_config(self.run_cfg.model, state.params, tokenizer,
-                                           eval_cfg)
-    flat = {f"eval/{k}": v for k, v in workdir_lib.flatten(results).items()
-            if isinstance(v, (int, float))}
-    writer.write(step, flat, console=f"step {step}: eval " + ", ".join(
-        f"{k[5:]} {v:.3f}" for k, v in flat.items() if "accuracy" in k or "exact" in k))
+    """Multiple choice and exact match on config.eval.sets (dsvl_jax/eval), every
+    train.eval_every steps; the evaluator (sets, prompts, compiled functions) is built
+    on first use and reused."""
+    if self._evaluator is None:
+      from dsvl_jax.eval.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
+      tokenizer = make_tokenizer(self.run_cfg.data.tokenizer, self.layout)
+      self._evaluator = Evaluator(self.run_cfg.model, tokenizer, self.config.eval)
+    from dsvl_jax.eval.evaluator import flat_metrics  # pylint: disable=g-import-not-at-top
+    with jax.set_mesh(self.mesh), sharding.activation_rules():
+      flat = flat_metrics(self._evaluator(state.params))
+    shown = {k: v for k, v in flat.items() if k.endswith(("/mc_accuracy", "/exact_match"))}
+    writer.write(step, flat, console=f"step {step}: " + ", ".join(
+        f"{k} {v:.3f}" for k, v in shown.items()))
     return flat
 
 
