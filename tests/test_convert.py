@@ -26,7 +26,9 @@ from dsvl_jax.config_files import load_config
 from dsvl_jax.models import VLMConfig
 from original_layout import hf_to_original
 
-REL_TOL = 1e-4
+# max|ours - ref| / max|ref| of the logits; measured 7e-7 to 1.3e-6 (CPU, both families,
+# single device and mesh), as in test_parity
+REL_TOL = 5e-6
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,7 +57,7 @@ def saved(request, tmp_path_factory):
 def _close(ours, theirs):
   ours = np.asarray(ours)
   err, scale = np.abs(ours - theirs).max(), np.abs(theirs).max()
-  assert err <= REL_TOL * scale, f"max |diff| {err:.3g} vs scale {scale:.3g}"
+  assert err <= REL_TOL * scale, f"max |diff| {err:.3g} > {REL_TOL} x scale {scale:.3g}"
 
 
 def _flat(params):
