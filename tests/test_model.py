@@ -12,7 +12,7 @@ import hf_reference as ref
 from conftest import tiny_config
 from convert import state_dict_to_params
 from dsvl_jax.config_files import load_config
-from dsvl_jax.models import ConfigError, DeepseekVL, VLMConfig, init_cache
+from dsvl_jax.models import ConfigError, DeepseekVL, VLMConfig, init_cache, positions_from_mask
 from dsvl_jax.models.init import init_params
 
 
@@ -86,7 +86,23 @@ def test_text_only_batch_never_runs_the_vision_tower(hybrid):
   np.testing.assert_array_equal(np.asarray(out), np.asarray(full))
 
 
-# --- KV cache and packing ----------------------------------------------------------------
+# --- positions, KV cache and packing -----------------------------------------------------
+
+
+def test_default_positions_count_each_rows_real_tokens_from_zero():
+  """RoPE is relative, so a positions_from_mask that shifts every real token of a row by
+  the same amount (off by one, or counting the padding) leaves logits unchanged up to
+  rounding, and the parity tests cannot see it; counted here from first principles."""
+  mask = np.array([[0, 0, 0, 1, 1, 1, 1],   # left padding
+                   [1, 1, 1, 1, 1, 1, 1],   # none
+                   [0, 0, 0, 0, 0, 0, 1],   # one real token
+                   [1, 1, 1, 1, 1, 0, 0]])  # right padding
+  positions = np.asarray(positions_from_mask(mask))
+  assert positions.shape == mask.shape
+  for row, pos in zip(mask, positions):
+    real = [t for t in range(len(row)) if row[t]]
+    assert list(pos[real]) == list(range(len(real))), (row, pos)
+    assert all(0 <= p < len(row) for p in pos)  # padding gets any in-range value
 
 
 def test_prefill_then_decode_equals_full_forward(hybrid):

@@ -16,7 +16,7 @@ import torch
 import hf_reference as ref
 from conftest import tiny_config
 from convert import state_dict_to_params
-from dsvl_jax.models import DeepseekVL, positions_from_mask
+from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.vision import HybridTower, SiglipTower
 
 # max|ours - ref| / max|ref| per output; measured on CPU: SigLIP 3.2e-7 / 5.0e-7 (1.3B / 7B
@@ -106,8 +106,20 @@ def _left_pad(rows, pad_id):
   return ids, mask
 
 
+def _positions(mask):
+  """RoPE positions from first principles: a row's real tokens count 0, 1, ... after its
+  left padding (transformers' forward does not derive them from the mask; its generate
+  does). Ours come from the model's own default, so the two are independent."""
+  positions = np.ones_like(mask)  # padding: never attended, any value
+  for i, row in enumerate(mask):
+    n = int(row.sum())
+    assert not row[:len(row) - n].any()  # left padding
+    positions[i, len(row) - n:] = range(n)
+  return positions
+
+
 def _hf_logits(hf, ids, mask, **pixels):
-  positions = np.array(positions_from_mask(mask))
+  positions = _positions(mask)
   with torch.no_grad():
     return hf(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask),
               position_ids=torch.from_numpy(positions).long(), **pixels).logits.numpy()
