@@ -82,6 +82,35 @@ def test_10k_steps_follow_the_warmup_and_the_source_weights():
   assert metrics["data/skipped"] == 0
 
 
+def test_every_packed_row_mixes_the_sources_by_their_weights(tmp_path):
+  """grain's mix of weights 3:1 repeats A A A B; dealt to B = 4 rows without the rotation,
+  rows 0-2 would read only A and row 3 only B, and row 3, packing B's short samples,
+  would push B's global share far above 1/4. Each row must see 3:1 by itself."""
+  rng = np.random.default_rng(0)
+  for name, letter, lengths in (("long", "a", (20, 60)), ("short", "b", (3, 8))):
+    write_manifest(tmp_path, [{"text": letter * int(n)} for n in rng.integers(*lengths, 50)],
+                   f"{name}.jsonl")
+  cfg = data_config(pack=True, global_batch_size=4, seq_len=128, multimodal_share=0.0,
+                    sources={"long": dict(type="jsonl", modality="text", weight=3.0,
+                                          paths=[str(tmp_path / "long.jsonl")]),
+                             "short": dict(type="jsonl", modality="text",
+                                           paths=[str(tmp_path / "short.jsonl")])})
+  batches, _, metrics = take(cfg, 30)
+  tok = byte_tokenizer()
+  long_short = np.zeros((4, 2), int)  # samples per row
+  for b in batches:
+    for r in range(4):
+      seg = b["segment_ids"][r]
+      for s in _segments(seg):
+        text = tok.decode(b["inputs"][r][seg == s])
+        assert set(text) in ({"a"}, {"b"}), text
+        long_short[r, int(text[0] == "b")] += 1
+  assert (long_short.sum(1) >= 60).all(), long_short
+  share = long_short[:, 0] / long_short.sum(1)
+  assert np.abs(share - 0.75).max() < 0.05, f"share of 'long' per row {share}"
+  assert abs(metrics["data/source_share/long"] - 0.75) < 0.02
+
+
 @pytest.mark.parametrize("pack", [False, True])
 def test_each_host_holds_its_slice_of_the_same_global_batch(pack):
   cfg = data_config(pack=pack, global_batch_size=4)

@@ -1,6 +1,7 @@
 """Model behaviour beyond parity: errors, caching, packing, remat, reduced precision."""
 
 import dataclasses
+import functools
 
 import chex
 import jax
@@ -12,7 +13,8 @@ import hf_reference as ref
 from conftest import tiny_config
 from convert import state_dict_to_params
 from dsvl_jax.config_files import load_config
-from dsvl_jax.models import ConfigError, DeepseekVL, VLMConfig, init_cache
+from dsvl_jax.models import ConfigError, DeepseekVL, VLMConfig, init_cache, positions_from_mask
+from dsvl_jax.models.config import REMAT_POLICIES
 from dsvl_jax.models.init import init_params
 
 
@@ -86,7 +88,23 @@ def test_text_only_batch_never_runs_the_vision_tower(hybrid):
   np.testing.assert_array_equal(np.asarray(out), np.asarray(full))
 
 
-# --- KV cache and packing ----------------------------------------------------------------
+# --- positions, KV cache and packing -----------------------------------------------------
+
+
+def test_default_positions_count_each_rows_real_tokens_from_zero():
+  """RoPE is relative, so a positions_from_mask that shifts every real token of a row by
+  the same amount (off by one, or counting the padding) leaves logits unchanged up to
+  rounding, and the parity tests cannot see it; counted here from first principles."""
+  mask = np.array([[0, 0, 0, 1, 1, 1, 1],   # left padding
+                   [1, 1, 1, 1, 1, 1, 1],   # none
+                   [0, 0, 0, 0, 0, 0, 1],   # one real token
+                   [1, 1, 1, 1, 1, 0, 0]])  # right padding
+  positions = np.asarray(positions_from_mask(mask))
+  assert positions.shape == mask.shape
+  for row, pos in zip(mask, positions):
+    real = [t for t in range(len(row)) if row[t]]
+    assert list(pos[real]) == list(range(len(real))), (row, pos)
+    assert all(0 <= p < len(row) for p in pos)  # padding gets any in-range value
 
 
 def test_prefill_then_decode_equals_full_forward(hybrid):
@@ -140,23 +158,77 @@ def test_packed_segments_do_not_attend_across(hybrid):
 # --- remat and precision -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("policy", ["full", "dots"])
-def test_remat_changes_nothing_numerically(hybrid, policy):
+# What each ComputeConfig.remat_policy name must mean (written out here, not read from
+# layers.py, so that a wrong table there fails).
+REMAT_POLICY_FUNCTIONS = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def _equations(jaxpr):
+  """Every equation of a jaxpr and of the jaxprs nested in it (scan, pjit, remat, ...)."""
+  for eqn in jaxpr.eqns:
+    yield eqn
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        if isinstance(sub, jax.extend.core.ClosedJaxpr):
+          yield from _equations(sub.jaxpr)
+        elif isinstance(sub, jax.extend.core.Jaxpr):
+          yield from _equations(sub)
+
+
+@pytest.mark.parametrize("policy", REMAT_POLICIES)
+def test_remat_wraps_every_scanned_stack_with_the_named_policy(hybrid, policy):
+  """The gradient program recomputes each scanned stack (SigLIP, SAM, LLM) under
+  jax.checkpoint with the policy the name stands for; 'none' has no checkpoint at all."""
   cfg, params = hybrid
   remat_cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, remat_policy=policy))
   ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens + [5, 6]])
   images = _images(cfg, 1)
 
-  def loss(p, c):
-    return jnp.mean(DeepseekVL(c).apply({"params": p}, ids, images)["logits"] ** 2)
+  def loss(p):
+    return jnp.mean(DeepseekVL(remat_cfg).apply({"params": p}, ids, images)["logits"] ** 2)
 
-  l0, g0 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, cfg)
-  l1, g1 = jax.jit(jax.value_and_grad(loss), static_argnums=1)(params, remat_cfg)
+  jaxpr = jax.make_jaxpr(jax.jit(jax.value_and_grad(loss)))(params).jaxpr
+  found = [e.params["policy"] for e in _equations(jaxpr)
+           if e.primitive.name in ("checkpoint", "remat", "remat2")]
+  want = REMAT_POLICY_FUNCTIONS[policy]
+  assert found == ([] if want is None else [want] * 3), found
+
+
+@pytest.fixture(scope="module")
+def llm_value_and_grad(hybrid):
+  """policy -> loss and gradients of a text-only batch: the LLM stack alone, which
+  compiles in seconds (that the towers are rematerialised too is shown above)."""
+  cfg, params = hybrid
+  ids = np.array([[1, 5, 6, 7, 8, 9, 10, 11], [1, 12, 13, 14, 15, 16, 17, 18]])
+
+  @functools.lru_cache(maxsize=None)
+  def run(policy):
+    remat_cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, remat_policy=policy))
+
+    def loss(p):
+      return jnp.mean(DeepseekVL(remat_cfg).apply({"params": p}, ids)["logits"] ** 2)
+
+    return jax.jit(jax.value_and_grad(loss))({"llm": params["llm"]})
+
+  return run
+
+
+@pytest.mark.parametrize("policy", [p for p in REMAT_POLICIES if p != "none"])
+def test_remat_changes_nothing_numerically(llm_value_and_grad, policy):
+  l0, g0 = llm_value_and_grad("none")
+  l1, g1 = llm_value_and_grad(policy)
   np.testing.assert_allclose(l1, l0, rtol=1e-6)
   chex.assert_trees_all_close(g1, g0, atol=1e-6, rtol=1e-5)
 
 
-BF16_REL_TOL = 5e-2  # bf16 has an 8-bit mantissa (~4e-3 per op); 2-layer towers + LLM
+# bf16 has an 8-bit mantissa (~4e-3 per op); 2-layer towers + LLM. A smoke test: at this
+# bound it cannot see a float32 island done in bf16; test_precision.py tests each one.
+BF16_REL_TOL = 5e-2
 
 
 @pytest.mark.parametrize("family", ["siglip", "hybrid"])

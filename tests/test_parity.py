@@ -1,7 +1,9 @@
 """Float32 parity with transformers' DeepSeek-VL on tiny random models, both families.
 
 Each test runs the same random weights (copied through convert/) in transformers and in
-our Flax model and compares outputs; the bound is max|ours - ref| <= 1e-4 * max|ref|.
+our Flax model and compares outputs: max|ours - ref| <= BOUNDS[output] * max|ref|. The
+bounds sit about 4x above the measured float32 error of each output (BUILD.md), so that a
+real difference such as a vision LayerNorm epsilon 10x off (7e-6 to 1.2e-4) fails.
 """
 
 import functools
@@ -14,13 +16,16 @@ import torch
 import hf_reference as ref
 from conftest import tiny_config
 from convert import state_dict_to_params
-from dsvl_jax.models import DeepseekVL, positions_from_mask
+from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.vision import HybridTower, SiglipTower
 
-REL_TOL = 1e-4
+# max|ours - ref| / max|ref| per output; measured on CPU: SigLIP 3.2e-7 / 5.0e-7 (1.3B / 7B
+# family), SAM 8.8e-7, aligner 6.3e-7 / 6.8e-7, LLM 7.0e-7 / 9.3e-7, VLM 1.0e-6 / 1.4e-6
+BOUNDS = {"siglip": 2e-6, "sam": 4e-6, "aligner": 3e-6, "llm": 4e-6, "vlm": 6e-6}
 
 
-def assert_parity(ours, theirs, mask=None, rel_tol=REL_TOL):
+def assert_parity(ours, theirs, output, mask=None):
+  rel_tol = BOUNDS[output]
   ours, theirs = np.asarray(ours, np.float64), np.asarray(theirs, np.float64)
   chex.assert_equal_shape([ours, theirs])
   if mask is not None:
@@ -28,7 +33,8 @@ def assert_parity(ours, theirs, mask=None, rel_tol=REL_TOL):
   scale = np.abs(theirs).max()
   err = np.abs(ours - theirs).max()
   assert scale > 1e-3, f"reference output is degenerate (max |ref| = {scale})"
-  print(f"max |diff| {err:.2e}, scale {scale:.2e}, relative {err / scale:.2e}")  # pytest -s
+  print(f"{output}: max |diff| {err:.2e}, scale {scale:.2e}, relative {err / scale:.2e} "
+        f"(bound {rel_tol:g})")  # pytest -s
   assert err <= rel_tol * scale, f"max |diff| {err:.3g} > {rel_tol} x scale {scale:.3g}"
 
 
@@ -61,7 +67,7 @@ def test_siglip_output(setup):
         {"params": params["vision"]}, images)[1]
   else:
     ours = SiglipTower(cfg.siglip, cfg.compute).apply({"params": params["vision"]}, images)
-  assert_parity(ours, theirs)
+  assert_parity(ours, theirs, "siglip")
 
 
 def test_sam_output_with_hd_branch():
@@ -78,7 +84,7 @@ def test_sam_output_with_hd_branch():
   assert np.abs(theirs - without_hd).max() > 0.1 * np.abs(theirs).max()
   ours = HybridTower(cfg.siglip, cfg.sam, cfg.compute).apply(
       {"params": params["vision"]}, images)[0]
-  assert_parity(ours, theirs)
+  assert_parity(ours, theirs, "sam")
 
 
 def test_aligner_output(setup):
@@ -87,7 +93,7 @@ def test_aligner_output(setup):
   with torch.no_grad():
     theirs = hf.model.get_image_features(**ref.pixel_kwargs(cfg, images)).pooler_output.numpy()
   ours = DeepseekVL(cfg).apply({"params": params}, images, method=DeepseekVL.encode_images)
-  assert_parity(ours, theirs)
+  assert_parity(ours, theirs, "aligner")
 
 
 def _left_pad(rows, pad_id):
@@ -100,8 +106,20 @@ def _left_pad(rows, pad_id):
   return ids, mask
 
 
+def _positions(mask):
+  """RoPE positions from first principles: a row's real tokens count 0, 1, ... after its
+  left padding (transformers' forward does not derive them from the mask; its generate
+  does). Ours come from the model's own default, so the two are independent."""
+  positions = np.ones_like(mask)  # padding: never attended, any value
+  for i, row in enumerate(mask):
+    n = int(row.sum())
+    assert not row[:len(row) - n].any()  # left padding
+    positions[i, len(row) - n:] = range(n)
+  return positions
+
+
 def _hf_logits(hf, ids, mask, **pixels):
-  positions = np.array(positions_from_mask(mask))
+  positions = _positions(mask)
   with torch.no_grad():
     return hf(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask),
               position_ids=torch.from_numpy(positions).long(), **pixels).logits.numpy()
@@ -114,7 +132,7 @@ def test_llm_logits_text_only(setup):
   ids, mask = _left_pad(rows, cfg.pad_token_id)
   theirs = _hf_logits(hf, ids, mask)
   ours = DeepseekVL(cfg).apply({"params": params}, ids, attention_mask=mask)["logits"]
-  assert_parity(ours, theirs, mask=mask.astype(bool))
+  assert_parity(ours, theirs, "llm", mask=mask.astype(bool))
 
 
 def test_vlm_logits_mixed_image_counts(setup):
@@ -135,7 +153,7 @@ def test_vlm_logits_mixed_image_counts(setup):
   images = _images(cfg, 3, seed=5)
   theirs = _hf_logits(hf, ids, mask, **ref.pixel_kwargs(cfg, images))
   ours = DeepseekVL(cfg).apply({"params": params}, ids, images, attention_mask=mask)["logits"]
-  assert_parity(ours, theirs, mask=mask.astype(bool))
+  assert_parity(ours, theirs, "vlm", mask=mask.astype(bool))
   # Image order matters: swapping the two images of sample 2 must change its logits.
   swapped = images[[0, 2, 1]]
   changed = DeepseekVL(cfg).apply({"params": params}, ids, swapped,
