@@ -1,12 +1,14 @@
 # Two commands do all set-up on a fresh machine (see README.md):
-#   make run    the embedded default job (tiny model, CPU, seconds)
+#   make run    the embedded default job: the demo that trains a tiny DeepSeek-VL through
+#               the paper's recipe on built-in data and evaluates it (minutes, CPU)
 #   make test   the whole test suite (parity against transformers included)
 # Each creates/updates the local virtual environment .venv first.
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
-CONFIG ?= configs/tiny.py
+CONFIG ?= configs/demo.py
+WORKDIR ?= workdir/demo
 
 .PHONY: run test bench clean
 
@@ -20,7 +22,7 @@ $(VENV)/.test: requirements.txt requirements-test.txt $(VENV)/.runtime
 	touch $@
 
 run: $(VENV)/.runtime
-	$(PY) -m dsvl_jax.main --config=$(CONFIG)
+	$(PY) -m dsvl_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: $(VENV)/.test
 	$(PY) -m pytest tests

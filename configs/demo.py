@@ -39,8 +39,8 @@ def model_config() -> ml_collections.ConfigDict:
       tie_embeddings=False,  # as the real model
   ))
   m.siglip = ml_collections.ConfigDict(dict(
-      image_size=32,  # the low-resolution view: 4 x 4 = 16 image tokens
-      patch_size=8,  # pixels per patch side
+      image_size=48,  # the low-resolution view: 3 x 3 = 9 image tokens
+      patch_size=16,  # pixels per patch side
       width=64,  # ViT width
       depth=2,  # blocks
       num_heads=2,  # attention heads
@@ -51,17 +51,17 @@ def model_config() -> ml_collections.ConfigDict:
       pixel_std=(0.5, 0.5, 0.5),
   ))
   m.sam = ml_collections.ConfigDict(dict(
-      image_size=64,  # the high-resolution input (what the processor produces)
-      patch_size=8,  # 8 x 8 grid
+      image_size=144,  # the high-resolution input (what the processor produces)
+      patch_size=16,  # 9 x 9 grid
       width=64,  # ViT width
       depth=3,  # window, window, global
       num_heads=2,  # attention heads
       mlp_dim=128,  # MLP width
       layer_norm_eps=1e-6,  # as the real model
-      window_size=4,  # 2 x 2 windows over the 8 x 8 grid
+      window_size=3,  # 3 x 3 windows over the 9 x 9 grid
       global_attn_indexes=(2,),  # the global block (also feeds the HD branch)
       neck_channels=32,  # neck output channels
-      resize_to=16,  # 8 -> 16 bilinear, then two stride-2 convs -> 4 x 4 (SigLIP's grid)
+      resize_to=12,  # 9 -> 12 bilinear, then two stride-2 convs -> 3 x 3 (SigLIP's grid)
       downsample_channels=(64, 128),  # stride-2 conv widths
       hd_branch=True,  # DeepSeek's HD branch
       pixel_mean=CLIP_MEAN,  # SAM's CLIP normalisation
@@ -100,7 +100,8 @@ def get_config(arg=None):
       stage=2,  # loss masks (stage 3: answers only)
       pack=False,  # one sample per row unless a stage packs
       seq_len=96,  # tokens per row (16 image tokens per image)
-      global_batch_size=32,  # rows per step
+      global_batch_size=8,  # rows per step: many small steps (the image-reading circuit
+                            # forms after a number of updates, not of samples)
       max_images_per_row=2,  # image slots per multimodal row
       seed=0,  # shuffling and modality choice
       shuffle=True,
@@ -131,38 +132,47 @@ def get_config(arg=None):
 
   # The recipe, in order. Each entry overrides train / optimizer / data fields.
   c.demo = ml_collections.ConfigDict()
-  c.demo.stages = ("lm", "stage1", "stage2", "stage3")  # run in this order
+  c.demo.stages = ("lm", "vision", "stage1", "stage2", "stage3")  # run in this order
   c.demo.tokenizer_records = 2000  # built-in records per kind the tokenizer is trained on
   c.demo.text_seed = 1  # built-in text (kept apart from the image seeds)
   c.demo.train_seed = 2  # built-in scenes for training
   c.demo.heldout_seed = 1000  # held-out scenes: never trained on
   c.demo.heldout_scenes = 100  # scenes evaluated (one question per type each)
   c.demo.lm = ml_collections.ConfigDict(dict(
-      train=dict(steps=150, trainable=("llm",)),
-      optimizer=dict(lr=3e-3, warmup_steps=10),
+      train=dict(steps=80, trainable=("llm",)),
+      optimizer=dict(lr=2e-3, warmup_steps=10),
       data=dict(stage=2, pack=True, seq_len=128, multimodal_share=0.0,
                 sources=dict(text=synthetic(1, ("text", "text_chat"), "text"))),
   ))
+  c.demo.vision = ml_collections.ConfigDict(dict(
+      train=dict(steps=400, trainable=("llm", "siglip", "sam", "aligner")),
+      optimizer=dict(lr=5e-4, warmup_steps=10),
+      data=dict(stage=1, seq_len=64, max_images_per_row=1, multimodal_share=1.0,
+                sources=dict(objects=synthetic(5, ("object",), "multimodal"))),
+  ))
   c.demo.stage1 = ml_collections.ConfigDict(dict(
-      train=dict(steps=100, trainable=("aligner",)),
-      optimizer=dict(lr=3e-3, warmup_steps=10),
+      # Assembled like the real model: the text-pretrained LLM, the caption-pretrained
+      # towers, and the adaptor as initialised (random).
+      train=dict(steps=50, trainable=("aligner",), init_from="lm",
+                 init_groups=dict(siglip="vision", sam="vision")),
+      optimizer=dict(lr=2e-3, warmup_steps=10),
       data=dict(stage=1, seq_len=64, max_images_per_row=1, multimodal_share=1.0,
                 sources=dict(captions=synthetic(2, ("caption",), "multimodal"))),
   ))
   c.demo.stage2 = ml_collections.ConfigDict(dict(
-      train=dict(steps=250, trainable=("llm", "aligner")),
-      optimizer=dict(lr=2e-3, warmup_steps=10),
+      train=dict(steps=400, trainable=("llm", "aligner")),
+      optimizer=dict(lr=1e-3, warmup_steps=10),
       data=dict(stage=2, pack=True, seq_len=128, max_images_per_row=4, schedule="warmup",
-                multimodal_share=0.7, warmup_steps=50,
+                multimodal_share=0.8, warmup_steps=100,
                 sources=dict(
                     scenes=synthetic(2, ("caption", "interleaved"), "multimodal", 4.0),
                     chats=synthetic(3, ("chat",), "multimodal", 1.0),
                     text=synthetic(1, ("text", "text_chat"), "text"))),
   ))
   c.demo.stage3 = ml_collections.ConfigDict(dict(
-      train=dict(steps=300, trainable=("llm", "aligner", "siglip")),
+      train=dict(steps=1200, trainable=("llm", "aligner", "siglip", "sam_neck")),
       optimizer=dict(lr=1e-3, warmup_steps=10),
-      data=dict(stage=3, seq_len=96, max_images_per_row=2, multimodal_share=0.8,
+      data=dict(stage=3, seq_len=128, max_images_per_row=2, multimodal_share=0.9,
                 sources=dict(chats=synthetic(4, ("chat",), "multimodal"),
                              text=synthetic(1, ("text_chat",), "text"))),
   ))

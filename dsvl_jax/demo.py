@@ -61,7 +61,8 @@ def train_tokenizer(path: pathlib.Path, vocab_size: int, seed: int, records: int
       sentence_iterator=iter(tokenizer_corpus(seed, records)), model_writer=model,
       vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, byte_fallback=True,
       normalization_rule_name="identity", remove_extra_whitespaces=False,
-      split_by_whitespace=True, allow_whitespace_only_pieces=True, num_threads=1,
+      split_by_whitespace=True, allow_whitespace_only_pieces=True, add_dummy_prefix=False,
+      num_threads=1,
       unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
   path.write_bytes(model.getvalue())
 
@@ -70,8 +71,13 @@ def train_tokenizer(path: pathlib.Path, vocab_size: int, seed: int, records: int
 
 
 def stage_config(config: ml_collections.ConfigDict, name: str, tokenizer: str,
-                 init_from: str) -> ml_collections.ConfigDict:
-  """The base config with one stage's overrides, as a plain training config."""
+                 workdirs: dict[str, str]) -> ml_collections.ConfigDict:
+  """The base config with one stage's overrides, as a plain training config.
+
+  A stage starts from the previous stage's workdir unless its `train.init_from` names
+  another stage; `train.init_groups` maps parameter groups to stage names (workdirs:
+  stage name -> its workdir, for the stages already run).
+  """
   c = ml_collections.ConfigDict({k: copy.deepcopy(config[k].to_dict() if hasattr(
       config[k], "to_dict") else config[k]) for k in ("seed", "model", "data", "train",
                                                       "optimizer", "mesh")})
@@ -81,7 +87,12 @@ def stage_config(config: ml_collections.ConfigDict, name: str, tokenizer: str,
     for key, value in overrides.get(part, {}).items():
       c[part][key] = value.to_dict() if hasattr(value, "to_dict") else value
   c.data.tokenizer = tokenizer
-  c.train.init_from = init_from
+  names = list(config.demo.stages)
+  previous = names[names.index(name) - 1] if names.index(name) else ""
+  source = overrides.get("train", {}).get("init_from", previous)
+  c.train.init_from = workdirs[source] if source else ""
+  c.train.init_groups = {g: workdirs[s] for g, s in
+                         overrides.get("train", {}).get("init_groups", {}).items()}
   return c
 
 
@@ -170,10 +181,10 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
     train_tokenizer(tok, config.model.image_token_id, demo.text_seed, demo.tokenizer_records)
     print(f"[demo] trained a {config.model.image_token_id}-piece sentencepiece tokenizer "
           f"on the built-in text ({time.perf_counter() - t0:.1f} s): {tok}", flush=True)
-  previous = ""
+  workdirs: dict[str, str] = {}
   timings = {}
   for name in demo.stages:
-    stage = stage_config(config, name, str(tok), previous)
+    stage = stage_config(config, name, str(tok), workdirs)
     wd = root / name
     if finished(wd, stage.train.steps):
       print(f"[demo] {name}: already trained in {wd}", flush=True)
@@ -187,8 +198,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
             f"{summary['step']} steps, {timings[name]:.0f} s "
             f"({summary['compilations']} compilations, {summary['compile_seconds']:.0f} s)",
             flush=True)
-    previous = str(wd)
-  results = evaluate_heldout(config, root, pathlib.Path(previous), tok)
+    workdirs[name] = str(wd)
+  results = evaluate_heldout(config, root, root / demo.stages[-1], tok)
   results["seconds"] = {"total": time.perf_counter() - start, **timings}
   (root / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
   print(f"[demo] held-out exact match {results['heldout_accuracy']:.3f} (colour "

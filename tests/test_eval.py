@@ -17,7 +17,8 @@ import pytest
 from conftest import tiny_config
 from dsvl_jax.config_files import load_config
 from dsvl_jax.data import synthetic
-from dsvl_jax.data.conversation import SYSTEM_PROMPT, Message, Template, encode_conversation
+from dsvl_jax.data.conversation import (SYSTEM_PROMPT, Message, Template, encode_conversation,
+                                        template_for)
 from dsvl_jax.data.image_processor import ImageProcessorConfig, load_image, process
 from dsvl_jax.data.tokenizer import IMAGE_TOKEN, Tokenizer
 from dsvl_jax.eval.eval_config import EvalConfig, default_config
@@ -342,7 +343,7 @@ def test_default_system_prompt_is_the_released_one(setup):
   cfg, tok, path = setup
   item = load_items(path)[3]  # text only
   config = EvalConfig.from_dict(default_config())
-  prompt = build_prompt(item, tok, cfg, Template(system=config.system))
+  prompt = build_prompt(item, tok, cfg, template_for(config.system_prompt))
   assert tok.decode(prompt.ids) == f"{SYSTEM_PROMPT}\n\nUser: {item.question}\n\nAssistant:"
   bare = build_prompt(item, tok, cfg, Template(system=""))
   assert tok.decode(bare.ids) == f"User: {item.question}\n\nAssistant:"

@@ -56,6 +56,15 @@ class Template:
 DEEPSEEK = Template()
 
 
+def template_for(system_prompt: str) -> Template:
+  """The released template with a configured system prompt: "default" (the released
+  one), "" (none), or the given text. (The released prompt is ~40 words, which can
+  dominate short chats; configs choose per job: data, eval and chat.)"""
+  if system_prompt == "default":
+    return DEEPSEEK
+  return dataclasses.replace(DEEPSEEK, system=system_prompt)
+
+
 @dataclasses.dataclass(frozen=True)
 class Message:
   """One turn. `role` is 'user' or 'assistant' (any case); content may hold placeholders."""
@@ -178,6 +187,6 @@ def encode_prompt(prompt: str, tokenizer: Tokenizer, cfg: VLMConfig) -> EncodedS
   return EncodedSample(ids, mask, n)
 
 
-__all__ = ["DEEPSEEK", "EncodedSample", "IMAGE_TOKEN", "Message", "SYSTEM_PROMPT",
+__all__ = ["DEEPSEEK", "template_for", "EncodedSample", "IMAGE_TOKEN", "Message", "SYSTEM_PROMPT",
            "Template", "encode_conversation", "encode_prompt", "expand_image_tokens",
            "render"]

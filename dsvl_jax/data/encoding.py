@@ -92,15 +92,6 @@ def check_tokenizer(tok: Tokenizer, layout: TokenLayout) -> None:
                        f"needs [{want}]; use the checkpoint's own tokenizer")
 
 
-def chat_template(cfg: DataConfig) -> conversation.Template:
-  """The released "deepseek" template with `data.system_prompt`: the released prompt
-  ("default"), none (""), or the given text. The prompt is ~190 byte-tokenizer tokens,
-  which can dominate short chats."""
-  if cfg.system_prompt == "default":
-    return conversation.DEEPSEEK
-  return dataclasses.replace(conversation.DEEPSEEK, system=cfg.system_prompt)
-
-
 def pixels_to_unit(pixels: np.ndarray) -> np.ndarray:
   """uint8 pixels [..., 3, S, S] -> float32 in [0, 1], bit-identical to
   `image_processor.process` (a correctly rounded float32 division equals its float64
@@ -121,7 +112,7 @@ class SampleEncoder:
     self.cfg, self.layout, self.sources, self.modality = cfg, layout, dict(sources), modality
     self._tokenizer = tokenizer
     self._skip_log = SkipLog()
-    self.template = chat_template(cfg)
+    self.template = conversation.template_for(cfg.system_prompt)
 
   def __getstate__(self):
     return {**self.__dict__, "_tokenizer": None, "_skip_log": SkipLog()}

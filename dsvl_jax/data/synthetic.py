@@ -6,6 +6,8 @@ depend on the image (the colour of the shape asked about, the word printed), so 
 model can only fit the data by looking. Kinds, as in the paper's data mixture:
 
   caption      image-caption pair                          (stage 1/2 multimodal)
+  object       one shape (and maybe a word) and its caption (vision pretraining: one
+               thing to look at, so a tower learns what a shape or word looks like)
   interleaved  text, image, text about it, second image    (stage 2 multimodal)
   chat         multi-turn chat about one or two images     (stage 3 multimodal)
   text         a plain text document                       (language data)
@@ -31,7 +33,7 @@ SHAPES = ("circle", "square", "triangle")
 PLACES = {"top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75),
           "bottom right": (0.75, 0.75)}
 WORDS = ("CAT", "SUN", "BOAT", "TREE", "STOP", "OPEN", "MAP", "KEY")
-KINDS = ("caption", "interleaved", "chat", "text", "text_chat")
+KINDS = ("caption", "interleaved", "chat", "text", "text_chat", "object")
 BACKGROUND = (245, 245, 235)
 
 
@@ -48,7 +50,10 @@ class Scene:
   word: str | None
 
   def caption(self) -> str:
-    parts = [f"a {s.colour} {s.kind} at the {s.place}" for s in self.shapes]
+    """A dense caption: every shape by place (in reading order), colour and kind."""
+    order = {p: i for i, p in enumerate(PLACES)}
+    shapes = sorted(self.shapes, key=lambda s: order[s.place])
+    parts = [f"at the {s.place} a {s.colour} {s.kind}" for s in shapes]
     text = "The image shows " + ", ".join(parts[:-1]) + (" and " if len(parts) > 1 else "")
     text += parts[-1] + "."
     if self.word:
@@ -83,13 +88,20 @@ def draw(scene: Scene, size: int) -> Image.Image:
   return img
 
 
-def _qa(scene: Scene, rng: np.random.Generator) -> tuple[str, str]:
-  if scene.word and rng.random() < 0.4:
-    return "What word is written in the image?", scene.word.capitalize() + "."
-  s = scene.shapes[int(rng.integers(len(scene.shapes)))]
-  if rng.random() < 0.5:
-    return f"What colour is the shape at the {s.place}?", s.colour.capitalize() + "."
-  return f"What shape is at the {s.place}?", f"A {s.colour} {s.kind}."
+def _questions(scene: Scene, rng: np.random.Generator) -> list[tuple[str, str]]:
+  """Every distinct question about a scene (each shape's colour and shape, the word), in
+  a random order: a chat's turns about one image never repeat a question. When a word is
+  printed it comes first 40% of the time (it is one question among up to seven)."""
+  qa = []
+  for s in scene.shapes:
+    qa.append((f"What colour is the shape at the {s.place}?", s.colour.capitalize() + "."))
+    qa.append((f"What shape is at the {s.place}?", f"A {s.colour} {s.kind}."))
+  weights = [1.0] * len(qa)
+  if scene.word:
+    qa.append(("What word is written in the image?", scene.word.capitalize() + "."))
+    weights.append(len(weights) * 0.4 / 0.6)
+  p = np.asarray(weights) / np.sum(weights)
+  return [qa[i] for i in rng.choice(len(qa), len(qa), replace=False, p=p)]
 
 
 def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> dict[str, Any]:
@@ -109,21 +121,26 @@ def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> d
     scene = make_scene(rng)
     return {"kind": kind, "images": [picture(scene)],
             "text": IMAGE_TOKEN + scene.caption()}
+  if kind == "object":
+    scene = Scene((Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))),
+                         str(rng.choice(list(PLACES)))),),
+                  str(rng.choice(WORDS)) if rng.random() < 0.5 else None)
+    return {"kind": kind, "images": [picture(scene)],
+            "text": IMAGE_TOKEN + scene.caption()}
   if kind == "interleaved":
     a, b = make_scene(rng), make_scene(rng)
     text = (f"Here are two pictures. {IMAGE_TOKEN}{a.caption()} Compare it with the next "
             f"one. {IMAGE_TOKEN}{b.caption()}")
     return {"kind": kind, "images": [picture(a), picture(b)], "text": text}
   if kind == "chat":
+    # One or two images; up to three turns about the first and two about the second.
     scenes = [make_scene(rng) for _ in range(int(rng.integers(1, 3)))]
     messages = []
     for turn, scene in enumerate(scenes):
-      q, a = _qa(scene, rng)
-      messages += [{"role": "user", "content": IMAGE_TOKEN + q}, {"role": "assistant",
-                                                                  "content": a}]
-      if turn == 0:  # a follow-up about the same image
-        q, a = _qa(scene, rng)
-        messages += [{"role": "user", "content": q}, {"role": "assistant", "content": a}]
+      asked = _questions(scene, rng)[:int(rng.integers(1, 4 - turn))]
+      for k, (q, a) in enumerate(asked):
+        messages += [{"role": "user", "content": (IMAGE_TOKEN if k == 0 else "") + q},
+                     {"role": "assistant", "content": a}]
     return {"kind": kind, "images": [picture(s) for s in scenes],
             "messages": messages}
   n = int(rng.integers(2, 6))

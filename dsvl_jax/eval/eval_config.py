@@ -11,7 +11,6 @@ from typing import Any, Mapping
 import ml_collections
 
 from dsvl_jax.config_schema import ConfigError, build_dataclass, check
-from dsvl_jax.data.conversation import SYSTEM_PROMPT
 
 NORMALIZE = ("mean", "sum")
 
@@ -65,11 +64,6 @@ class EvalConfig:
     for name, path in self.sets:
       check(bool(path), f"eval.sets.{name}", "empty path")
     return self
-
-  @property
-  def system(self) -> str:
-    """The template's system prompt text."""
-    return SYSTEM_PROMPT if self.system_prompt == "default" else self.system_prompt
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "EvalConfig":

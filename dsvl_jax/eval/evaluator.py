@@ -26,7 +26,7 @@ import numpy as np
 
 from dsvl_jax.config_schema import ConfigError
 from dsvl_jax.data.batching import Sample
-from dsvl_jax.data.conversation import EncodedSample, Template
+from dsvl_jax.data.conversation import EncodedSample, Template, template_for
 from dsvl_jax.data.image_processor import ImageProcessorConfig, load_image, process_batch
 from dsvl_jax.data.tokenizer import Tokenizer
 from dsvl_jax.eval import metrics
@@ -61,7 +61,7 @@ class Evaluator:
     sets = dict(eval_cfg.sets) if sets is None else dict(sets)
     if not sets:
       raise ConfigError("config field 'eval.sets': no evaluation sets configured")
-    template = Template(system=eval_cfg.system)
+    template = template_for(eval_cfg.system_prompt)
     self.sets = {name: self._prepare(src, template) for name, src in sets.items()}
     self.processor = ImageProcessorConfig.for_model(cfg)
     self.scorer = OptionScorer(cfg, eval_cfg.batch_size, eval_cfg.length_bucket)

@@ -18,7 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from dsvl_jax.data.conversation import IMAGE_TOKEN, Message, encode_conversation
+from dsvl_jax.data.conversation import (DEEPSEEK, IMAGE_TOKEN, Message, Template,
+                                        encode_conversation, template_for)
 from dsvl_jax.data.image_processor import ImageProcessorConfig, load_image, process_batch
 from dsvl_jax.data.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
@@ -29,8 +30,10 @@ from dsvl_jax.models.config import VLMConfig
 class ChatSession:
   """Holds the conversation; `reply` streams the next answer."""
 
-  def __init__(self, cfg: VLMConfig, params, tokenizer: Tokenizer, sampling: SamplingConfig):
+  def __init__(self, cfg: VLMConfig, params, tokenizer: Tokenizer, sampling: SamplingConfig,
+               template: Template = DEEPSEEK):
     self.cfg = cfg
+    self.template = template
     self.tokenizer = tokenizer
     self.sampling = sampling
     self.generator = Generator(cfg, params)
@@ -48,7 +51,8 @@ class ChatSession:
     new_images = process_batch([load_image(p) for p in paths], self.processor)
     content = IMAGE_TOKEN * len(paths) + text
     messages = self.messages + [Message("user", content)]
-    encoded = encode_conversation(messages, self.tokenizer, self.cfg, add_generation_prompt=True)
+    encoded = encode_conversation(messages, self.tokenizer, self.cfg, add_generation_prompt=True,
+                                  template=self.template)
     images = self.images + list(new_images)
     batch = np.asarray(encoded.ids, np.int32)[None]
     stream = _Streamer(self.tokenizer, on_text)
@@ -118,7 +122,8 @@ def build_session(config: ml_collections.ConfigDict) -> ChatSession:
     tokenizer = Tokenizer.from_sentencepiece(source, cfg)
   else:
     tokenizer = Tokenizer.from_pretrained_dir(source, cfg)
-  return ChatSession(cfg, params, tokenizer, sampling_from(chat))
+  return ChatSession(cfg, params, tokenizer, sampling_from(chat),
+                     template_for(chat.get("system_prompt", "default")))
 
 
 def run_terminal(session: ChatSession, stdin: TextIO = sys.stdin,

@@ -17,4 +17,5 @@ def default_config() -> ml_collections.ConfigDict:
       repetition_penalty=1.1,  # HF rule over generated tokens
       max_new_tokens=512,  # per answer
       seed=0,  # sampling seed
+      system_prompt="default",  # "default" = the released prompt, "" = none, else the text
   ))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from dsvl_jax.config_schema import build_dataclass, check
+from dsvl_jax.config_schema import ConfigError, build_dataclass, check
 
 # Parameter groups, by path (freezing.py holds the patterns). A group is trained when
 # named in train.trainable; everything else is frozen and has no optimizer state.
@@ -73,6 +73,9 @@ class TrainConfig:
   steps: int = 1000  # optimizer steps in total (a resumed run continues to this)
   trainable: tuple[str, ...] = ("llm", "aligner")  # groups trained (GROUPS); rest frozen
   init_from: str = ""  # "" random | any checkpoint dsvl_jax.load reads | a training workdir
+  # group -> checkpoint: these groups' parameters come from another checkpoint (a stage
+  # assembled from separately pretrained parts: towers from one run, LLM from another)
+  init_groups: tuple[tuple[str, str], ...] = ()
   grad_accum_steps: int = 1  # micro-batches per step (global batch / this per pass)
   loss_chunk_tokens: int = 0  # sequence chunk for the vocabulary projection; 0 = whole row
   nonfinite: str = "skip"  # non-finite loss/grad: skip the update | stop (after a save)
@@ -90,6 +93,9 @@ class TrainConfig:
     check(len(self.trainable) > 0, "train.trainable", "train at least one group")
     unknown = sorted(set(self.trainable) - set(GROUPS))
     check(not unknown, "train.trainable", f"unknown group(s) {unknown}; known: {GROUPS}")
+    for group, path in self.init_groups:
+      check(group in GROUPS, f"train.init_groups.{group}", f"unknown group; known: {GROUPS}")
+      check(bool(path), f"train.init_groups.{group}", "empty checkpoint path")
     check(self.grad_accum_steps >= 1, "train.grad_accum_steps", "must be >= 1")
     check(self.loss_chunk_tokens >= 0, "train.loss_chunk_tokens", "must be >= 0")
     check(self.nonfinite in NONFINITE, "train.nonfinite", f"{self.nonfinite!r} not in {NONFINITE}")
@@ -119,7 +125,13 @@ def optimizer_config(d: Mapping[str, Any]) -> OptimizerConfig:
 
 
 def train_config(d: Mapping[str, Any]) -> TrainConfig:
-  return build_dataclass(TrainConfig, d, "train").validate()
+  d = dict(d.to_dict() if hasattr(d, "to_dict") else d)
+  groups = d.pop("init_groups", None) or {}
+  if not isinstance(groups, Mapping):
+    raise ConfigError("config field 'train.init_groups': expected a mapping group -> path")
+  cfg = build_dataclass(TrainConfig, d, "train")
+  return dataclasses.replace(cfg, init_groups=tuple(sorted(
+      (str(g), str(p)) for g, p in groups.items()))).validate()
 
 
 def mesh_config(d: Mapping[str, Any]) -> MeshConfig:

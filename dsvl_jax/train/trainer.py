@@ -146,21 +146,35 @@ class Trainer:
 
   def initial_params(self) -> Any:
     """train.init_from: a checkpoint of any kind dsvl_jax.load reads (a previous stage's
-    workdir included), or random initialisation."""
+    workdir included), or random initialisation; then train.init_groups replace the
+    parameters of their groups from other checkpoints."""
     run = self.run_cfg
     shardings = self.state_sharding.params
-    if not run.train.init_from:
-      return init_params(run.model, jax.random.key(run.seed), shardings)
+    if run.train.init_from:
+      params = self._read(run.train.init_from, "train.init_from")
+    else:
+      params = init_params(run.model, jax.random.key(run.seed), shardings)
+    for group, path in run.train.init_groups:
+      other = self._read(path, f"train.init_groups.{group}")
+      mask = freezing.trainable_mask(params, (group,))
+      params = freezing.merge(freezing.partition(other, mask)[0],
+                              freezing.partition(params, mask)[1])
+    return params
+
+  def _read(self, path: str, field: str) -> Any:
+    """Parameters of a checkpoint whose architecture must be config.model's."""
     from convert.checkpoint import read_any  # pylint: disable=g-import-not-at-top
-    loaded_cfg, params = read_any(run.train.init_from, dtype=run.model.compute.param_dtype,
+    run = self.run_cfg
+    shardings = self.state_sharding.params
+    loaded_cfg, params = read_any(path, dtype=run.model.compute.param_dtype,
                                   shardings_fn=lambda _: shardings)
-    ours, theirs = run.model.to_dict(), loaded_cfg.to_dict()
-    ours.pop("compute"), theirs.pop("compute")
-    diff = sorted(k for k in set(workdir_lib.flatten(ours)) | set(workdir_lib.flatten(theirs))
-                  if workdir_lib.flatten(ours).get(k) != workdir_lib.flatten(theirs).get(k))
+    ours = workdir_lib.flatten({k: v for k, v in run.model.to_dict().items() if k != "compute"})
+    theirs = workdir_lib.flatten({k: v for k, v in loaded_cfg.to_dict().items()
+                                  if k != "compute"})
+    diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if diff:
-      raise ConfigError(f"config field 'train.init_from': {run.train.init_from} holds a model "
-                        f"whose {', '.join('model.' + d for d in diff)} differ from config.model")
+      raise ConfigError(f"config field '{field}': {path} holds a model whose "
+                        f"{', '.join('model.' + d for d in diff)} differ from config.model")
     return params
 
   def restore_or_init(self, data_iterator) -> TrainState:
