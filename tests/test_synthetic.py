@@ -40,8 +40,10 @@ def test_colour_answers_are_the_pixels():
   for i in range(200):
     record = synthetic.sample(1, i, 128, "chat")
     msgs = record["messages"]
-    image = np.asarray(record["images"][0])
-    for q, a in zip(msgs[0:4:2], msgs[1:4:2]):
+    seen = 0  # a question is about the last image placed before it
+    for q, a in zip(msgs[0::2], msgs[1::2]):
+      seen += q["content"].count(IMAGE_TOKEN)
+      image = np.asarray(record["images"][seen - 1])
       m = re.match(r"(?:<image_placeholder>)?What colour is the shape at the (.+)\?", q["content"])
       if not m:
         continue

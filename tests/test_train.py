@@ -308,8 +308,9 @@ def test_metrics_are_written(uninterrupted):
   assert saved["train"]["steps"] == 6 and saved["model"]["llm"]["hidden_size"] == 64
 
 
-def test_restart_refuses_fields_that_decide_shapes_or_data_order(uninterrupted):
-  full, _ = uninterrupted
+def test_restart_refuses_fields_that_decide_shapes_or_data_order(uninterrupted, tmp_path):
+  import shutil
+  full = shutil.copytree(uninterrupted[0], tmp_path / "copy")  # the fixture stays at step 6
   with pytest.raises(ConfigError, match=r"data\.seq_len, model\.llm\.num_layers"):
     Trainer(run_config(**{"data.seq_len": 128, "model.llm.num_layers": 3}), full).run()
   # the learning rate and the step count may change: this resumes and trains on
@@ -449,6 +450,7 @@ def test_finetune_from_a_transformers_checkpoint_and_export(tmp_path):
   hf.save_pretrained(tmp_path / "hf")
   c = run_config(**{"train.init_from": str(tmp_path / "hf"), "data.stage": 3,
                     "data.tokenizer": "builtin:bytes", "train.steps": 2,
+                        "data.schedule": "constant", "data.multimodal_share": 1.0,
                     "train.trainable": ("llm", "aligner", "siglip"), "optimizer.lr": 1e-3})
   c.model.compute.precision = "highest"
   Trainer(c, tmp_path / "run").run()
