@@ -139,10 +139,10 @@ def get_config(arg=None):
   c.demo.heldout_seed = 1000  # held-out scenes: never trained on
   c.demo.heldout_scenes = 100  # scenes evaluated (one question per type each)
   c.demo.lm = ml_collections.ConfigDict(dict(
-      train=dict(steps=80, trainable=("llm",)),
+      train=dict(steps=300, trainable=("llm",)),
       optimizer=dict(lr=2e-3, warmup_steps=10),
       data=dict(stage=2, pack=True, seq_len=128, multimodal_share=0.0,
-                sources=dict(text=synthetic(1, ("text", "text_chat"), "text"))),
+                sources=dict(text=synthetic(1, ("text", "text_chat", "text_qa"), "text"))),
   ))
   c.demo.vision = ml_collections.ConfigDict(dict(
       train=dict(steps=400, trainable=("llm", "siglip", "sam", "aligner")),
@@ -167,14 +167,14 @@ def get_config(arg=None):
                 sources=dict(
                     scenes=synthetic(2, ("caption", "interleaved"), "multimodal", 4.0),
                     chats=synthetic(3, ("chat",), "multimodal", 1.0),
-                    text=synthetic(1, ("text", "text_chat"), "text"))),
+                    text=synthetic(1, ("text", "text_chat", "text_qa"), "text"))),
   ))
   c.demo.stage3 = ml_collections.ConfigDict(dict(
-      train=dict(steps=1200, trainable=("llm", "aligner", "siglip", "sam_neck")),
-      optimizer=dict(lr=1e-3, warmup_steps=10),
+      train=dict(steps=1600, trainable=("llm", "aligner", "siglip", "sam_neck")),
+      optimizer=dict(lr=3e-4, warmup_steps=10),
       data=dict(stage=3, seq_len=128, max_images_per_row=2, multimodal_share=0.9,
                 sources=dict(chats=synthetic(4, ("chat",), "multimodal"),
-                             text=synthetic(1, ("text_chat",), "text"))),
+                             text=synthetic(1, ("text_chat", "text_qa"), "text"))),
   ))
 
   c.eval = eval_config()  # scoring settings of the held-out evaluation (sets are built)
@@ -185,4 +185,5 @@ def get_config(arg=None):
   c.chat = chat_config()  # --config.mode=chat --config.chat.checkpoint=WORKDIR/stage3
   c.chat.temperature = 0.0
   c.chat.max_new_tokens = 32
+  c.chat.image_position = "last"  # as the demo's chats: the question, then its image
   return c

@@ -137,7 +137,7 @@ def heldout_items(seed: int, scenes: int, image_size: int, folder: pathlib.Path,
                         [w.capitalize() + "." for w in synthetic.WORDS],
                         scene.word.capitalize() + "."))
     for qtype, question, options, answer in questions:
-      items.append({"id": f"{i}-{qtype}", "question": IMAGE_TOKEN + question,
+      items.append({"id": f"{i}-{qtype}", "question": question + IMAGE_TOKEN,
                     "images": [name], "options": options, "answer": answer, "type": qtype})
   return items
 

@@ -55,3 +55,14 @@ def test_cli_answers_two_turns_with_an_image(files):
   assert session.images and len(session.messages) == 4
   session.reset()
   assert session.messages == [] and session.images == []
+  # image_position "last" puts the placeholder after the text (the demo's chats); the
+  # default follows the reference CLI; anything else is refused naming the field.
+  assert session.reply("what is in this image?", [str(image)]) == first
+  assert session.messages[0].content.startswith("<image_placeholder>")
+  config.chat.image_position = "last"
+  last = build_session(config)
+  last.reply("what is in this image?", [str(image)])
+  assert last.messages[0].content == "what is in this image?<image_placeholder>"
+  config.chat.image_position = "middle"
+  with pytest.raises(ValueError, match="chat.image_position"):
+    build_session(config)

@@ -59,7 +59,7 @@ def test_demo_runs_every_stage_and_the_final_workdir_chats_and_exports(tmp_path)
   session = build_session(c)
   scene = synthetic.make_scene(np.random.default_rng(0))
   synthetic.draw(scene, 144).save(tmp_path / "scene.png")
-  answer = session.reply("What colour is the shape at the top left?", [str(tmp_path / "scene.png")])
+  answer = session.reply("What colour is the shape at the top?", [str(tmp_path / "scene.png")])
   assert isinstance(answer, str)
   # ... and exports to the transformers layout, tokenizer included.
   from convert.checkpoint import export_checkpoint
@@ -76,7 +76,7 @@ def test_the_tokenizer_keeps_the_template_and_answers_whole(tmp_path):
   cfg = VLMConfig.from_dict(c.model)
   tok = Tokenizer.from_sentencepiece(tmp_path / "t.model", cfg)
   msgs = [conversation.Message("user", "<image_placeholder>What colour is the shape at the "
-                               "top left?"), conversation.Message("assistant", "Red.")]
+                               "top?"), conversation.Message("assistant", "Red.")]
   enc = conversation.encode_conversation(msgs, tok, cfg, template=conversation.template_for(""))
   answer = enc.ids[enc.loss_mask]
   assert tok.decode(answer, skip_special_tokens=False).strip() == "Red.<｜end▁of▁sentence｜>"

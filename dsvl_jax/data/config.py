@@ -45,7 +45,7 @@ class SourceConfig:
       check(self.synthetic_size > 0, f"{path}.synthetic_size", "must be > 0")
       check(bool(self.synthetic_kinds) and set(self.synthetic_kinds) <= set(synthetic.KINDS),
             f"{path}.synthetic_kinds", f"a non-empty subset of {synthetic.KINDS}")
-      text_kinds = {"text", "text_chat"}
+      text_kinds = set(synthetic.TEXT_KINDS)
       want_text = self.modality == TEXT
       check(all((k in text_kinds) == want_text for k in self.synthetic_kinds),
             f"{path}.synthetic_kinds",

@@ -9,9 +9,12 @@ model can only fit the data by looking. Kinds, as in the paper's data mixture:
   object       one shape (and maybe a word) and its caption (vision pretraining: one
                thing to look at, so a tower learns what a shape or word looks like)
   interleaved  text, image, text about it, second image    (stage 2 multimodal)
-  chat         multi-turn chat about one or two images     (stage 3 multimodal)
+  chat         multi-turn chat about one or two images, each image after the first
+               question about it                           (stage 3 multimodal)
   text         a plain text document                       (language data)
   text_chat    a text-only chat                            (stage 3 language)
+  text_qa      a scene described in words, then questions about it (language: reading
+               facts back from the context, as image questions read image tokens)
 
 Records use the manifest schema (BUILD.md): {"kind", "images": [PIL images], and
 "text" or "messages": [{"role", "content"}]} with `<image_placeholder>` marking images.
@@ -30,10 +33,15 @@ from dsvl_jax.data.tokenizer import IMAGE_TOKEN
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 40), "purple": (140, 60, 170), "orange": (240, 130, 30)}
 SHAPES = ("circle", "square", "triangle")
-PLACES = {"top left": (0.25, 0.25), "top right": (0.75, 0.25), "bottom left": (0.25, 0.75),
-          "bottom right": (0.75, 0.75)}
+# A place is one word and one cell of a 3 x 3 grid: shapes sit in the edge cells and
+# the word in the middle one. With a 3 x 3 token grid (the demo's towers) a question
+# about a place names it with one token and reads one image token, and no image token
+# mixes two things.
+PLACES = {"top": (1 / 2, 1 / 6), "left": (1 / 6, 1 / 2), "right": (5 / 6, 1 / 2),
+          "bottom": (1 / 2, 5 / 6)}
 WORDS = ("CAT", "SUN", "BOAT", "TREE", "STOP", "OPEN", "MAP", "KEY")
-KINDS = ("caption", "interleaved", "chat", "text", "text_chat", "object")
+KINDS = ("caption", "interleaved", "chat", "text", "text_chat", "object", "text_qa")
+TEXT_KINDS = ("text", "text_chat", "text_qa")  # records without images
 BACKGROUND = (245, 245, 235)
 
 
@@ -83,7 +91,7 @@ def draw(scene: Scene, size: int) -> Image.Image:
     else:
       d.polygon([(cx, cy - r), (cx - r, cy + r), (cx + r, cy + r)], fill=fill)
   if scene.word:
-    font = ImageFont.load_default(size=max(8, size // 10))
+    font = ImageFont.load_default(size=max(8, size // 8))
     d.text((size // 2, size // 2), scene.word, fill=(0, 0, 0), font=font, anchor="mm")
   return img
 
@@ -134,15 +142,30 @@ def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> d
     return {"kind": kind, "images": [picture(a), picture(b)], "text": text}
   if kind == "chat":
     # One or two images; up to three turns about the first and two about the second.
+    # An image follows the first question about it: its tokens can then attend to the
+    # question (which place is asked), so the answer reads one marked token instead of
+    # having to find the asked place among all of them (much faster to learn).
     scenes = [make_scene(rng) for _ in range(int(rng.integers(1, 3)))]
     messages = []
     for turn, scene in enumerate(scenes):
       asked = _questions(scene, rng)[:int(rng.integers(1, 4 - turn))]
       for k, (q, a) in enumerate(asked):
-        messages += [{"role": "user", "content": (IMAGE_TOKEN if k == 0 else "") + q},
+        messages += [{"role": "user", "content": q + (IMAGE_TOKEN if k == 0 else "")},
                      {"role": "assistant", "content": a}]
     return {"kind": kind, "images": [picture(s) for s in scenes],
             "messages": messages}
+  if kind == "text_qa":
+    # Questions about a scene described in words (after the first question, as images
+    # follow theirs in chats): reading facts back by place from the context, the skill a
+    # question about an image needs from its image tokens.
+    scene = make_scene(rng)
+    described = scene.caption().replace("The image shows at", "At", 1)
+    asked = _questions(scene, rng)[:int(rng.integers(1, 3))]
+    messages = []
+    for k, (q, a) in enumerate(asked):
+      messages += [{"role": "user", "content": q + (" " + described if k == 0 else "")},
+                   {"role": "assistant", "content": a}]
+    return {"kind": kind, "images": [], "messages": messages}
   n = int(rng.integers(2, 6))
   colours = [str(c) for c in rng.choice(list(COLOURS), n)]
   if kind == "text":

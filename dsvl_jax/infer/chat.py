@@ -5,7 +5,8 @@ Like the reference CLI, every turn re-encodes the whole conversation and its ima
 prints text as tokens arrive, holding back an incomplete UTF-8 sequence.
 
 Terminal commands: `/image PATH` attaches an image to the next message (its
-placeholder is put first in the message, as the reference CLI does), `/reset` starts a
+placeholder is put first in the message, as the reference CLI does, or last with
+`chat.image_position="last"`), `/reset` starts a
 new conversation, `/quit` leaves. Empty lines are ignored.
 """
 
@@ -31,7 +32,11 @@ class ChatSession:
   """Holds the conversation; `reply` streams the next answer."""
 
   def __init__(self, cfg: VLMConfig, params, tokenizer: Tokenizer, sampling: SamplingConfig,
-               template: Template = DEEPSEEK):
+               template: Template = DEEPSEEK, image_position: str = "first"):
+    if image_position not in ("first", "last"):
+      raise ValueError(f"config field 'chat.image_position': 'first' or 'last', got "
+                       f"{image_position!r}")
+    self.image_position = image_position
     self.cfg = cfg
     self.template = template
     self.tokenizer = tokenizer
@@ -46,10 +51,12 @@ class ChatSession:
 
   def reply(self, text: str, image_paths: Iterable[str] = (),
             on_text: Callable[[str], None] | None = None) -> str:
-    """Adds a user turn (images first, as the reference CLI places them) and answers."""
+    """Adds a user turn (its images first, as the reference CLI places them, or after the
+    text with image_position "last") and answers."""
     paths = list(image_paths)
     new_images = process_batch([load_image(p) for p in paths], self.processor)
-    content = IMAGE_TOKEN * len(paths) + text
+    marks = IMAGE_TOKEN * len(paths)
+    content = text + marks if self.image_position == "last" else marks + text
     messages = self.messages + [Message("user", content)]
     encoded = encode_conversation(messages, self.tokenizer, self.cfg, add_generation_prompt=True,
                                   template=self.template)
@@ -123,7 +130,8 @@ def build_session(config: ml_collections.ConfigDict) -> ChatSession:
   else:
     tokenizer = Tokenizer.from_pretrained_dir(source, cfg)
   return ChatSession(cfg, params, tokenizer, sampling_from(chat),
-                     template_for(chat.get("system_prompt", "default")))
+                     template_for(chat.get("system_prompt", "default")),
+                     chat.get("image_position", "first"))
 
 
 def run_terminal(session: ChatSession, stdin: TextIO = sys.stdin,

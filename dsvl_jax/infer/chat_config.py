@@ -18,4 +18,5 @@ def default_config() -> ml_collections.ConfigDict:
       max_new_tokens=512,  # per answer
       seed=0,  # sampling seed
       system_prompt="default",  # "default" = the released prompt, "" = none, else the text
+      image_position="first",  # where a message's images go: "first" (reference CLI) | "last"
   ))
