@@ -13,8 +13,9 @@ model can only fit the data by looking. Kinds, as in the paper's data mixture:
                question about it                           (stage 3 multimodal)
   text         a plain text document                       (language data)
   text_chat    a text-only chat                            (stage 3 language)
-  text_qa      a scene described in words, then questions about it (language: reading
-               facts back from the context, as image questions read image tokens)
+  text_qa      questions about a scene described in words after the first question
+               (language: reading facts back from the context by place, as image
+               questions read image tokens)
 
 Records use the manifest schema (BUILD.md): {"kind", "images": [PIL images], and
 "text" or "messages": [{"role", "content"}]} with `<image_placeholder>` marking images.
