@@ -28,11 +28,11 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from convert import state_dict_to_params  # noqa: E402
-from convert.configs import to_hf  # noqa: E402
 from dsvl_jax.config_files import load_config  # noqa: E402
 from dsvl_jax.infer.generate import Generator  # noqa: E402
 from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
 from dsvl_jax.models import VLMConfig  # noqa: E402
+from experiments.hf_reference import hf_model  # noqa: E402
 from dsvl_jax.models.init import count_params  # noqa: E402
 from dsvl_jax.perf import host_limits  # noqa: E402
 
@@ -43,17 +43,6 @@ def model_config(name: str) -> VLMConfig:
   cfg = VLMConfig.from_dict(load_config("configs/deepseek_vl_1_3b.py").model)
   return cfg.replace(llm=dataclasses.replace(cfg.llm, num_layers=8),
                      compute=dataclasses.replace(cfg.compute, dtype="float32"))
-
-
-def hf_model(cfg: VLMConfig):
-  config = to_hf(cfg)
-  cls = (transformers.DeepseekVLHybridForConditionalGeneration if cfg.hybrid
-         else transformers.DeepseekVLForConditionalGeneration)
-  config_cls = (transformers.DeepseekVLHybridConfig if cfg.hybrid
-                else transformers.DeepseekVLConfig)
-  hf_cfg = config_cls(**{k: v for k, v in config.items() if k not in ("architectures",)})
-  torch.manual_seed(0)
-  return cls(hf_cfg).eval().to(torch.float32)
 
 
 def best_of(fn, repeats: int) -> float:

@@ -33,9 +33,9 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from convert import state_dict_to_params  # noqa: E402
-from convert.configs import to_hf  # noqa: E402
 from dsvl_jax.config_files import load_config  # noqa: E402
 from dsvl_jax.models import DeepseekVL, VLMConfig  # noqa: E402
+from experiments.hf_reference import hf_model  # noqa: E402
 from dsvl_jax.perf import host_limits  # noqa: E402
 from dsvl_jax.train import flops as flops_lib  # noqa: E402
 from dsvl_jax.train import freezing  # noqa: E402
@@ -54,17 +54,6 @@ def model_config(name: str) -> tuple[VLMConfig, int, int]:
   cfg = cfg.replace(llm=dataclasses.replace(cfg.llm, num_layers=4),
                     compute=dataclasses.replace(cfg.compute, dtype="float32"))
   return cfg, 2, 64
-
-
-def hf_model(cfg: VLMConfig):
-  config = to_hf(cfg)
-  config_cls = (transformers.DeepseekVLHybridConfig if cfg.hybrid
-                else transformers.DeepseekVLConfig)
-  cls = (transformers.DeepseekVLHybridForConditionalGeneration if cfg.hybrid
-         else transformers.DeepseekVLForConditionalGeneration)
-  torch.manual_seed(0)
-  hf_cfg = config_cls(**{k: v for k, v in config.items() if k != "architectures"})
-  return cls(hf_cfg).to(torch.float32).train()
 
 
 def make_batch(cfg: VLMConfig, rows: int, text: int) -> dict[str, np.ndarray]:
@@ -139,7 +128,7 @@ def main():
   for name in args.configs.split(","):
     cfg, n_rows, text = model_config(name)
     batch = make_batch(cfg, n_rows, text)
-    hf = hf_model(cfg)
+    hf = hf_model(cfg, train=True)
     params, _ = state_dict_to_params({k: v.detach().numpy() for k, v in hf.state_dict().items()},
                                      cfg)
     ours = time_ours(cfg, params, batch, trainable, args.steps)
