@@ -10,15 +10,27 @@ take segment ids or lengths natively can use them:
 * `q_segment` / `k_segment` [B, T] int: packed-sequence ids; tokens attend only within
   their own segment.
 
-Backends: 'xla' (reference einsum + float32 softmax, any mask, runs everywhere) and
-'cudnn' (`jax.nn.dot_product_attention(implementation='cudnn')`, GPU only, given the
-dense mask). A backend that cannot honour a mask ingredient must raise, never ignore it.
+Backends (`impl`, the model config's `compute.attention_impl`):
+
+  xla      reference einsum + float32 softmax; any mask, any bias; materialises
+           [B, H, Tq, Tk] float32 logits (fine for short sequences and decoding)
+  chunked  key blocks with an online softmax and a recomputing backward
+           (attention_chunked.py): O(T) memory per query, any backend, no bias
+  cudnn    `jax.nn.dot_product_attention(implementation='cudnn')`, GPU only: native GQA
+           (k/v are not repeated), the dense mask, no bias
+  splash   Pallas splash attention on TPU (attention_splash.py): causal, segment ids
+           and padding through the kernel's own masks; self-attention only, no bias
+
+Every backend honours causal masking, padding and segment ids or raises: one that
+ignored segment ids would let packed documents read each other.
 """
 
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+IMPLS = ("xla", "chunked", "cudnn", "splash")
 
 
 def make_mask(q_slot: jax.Array | None, k_slot: jax.Array | None, *, causal: bool,
@@ -44,11 +56,14 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float | None =
               k_slot: jax.Array | None = None, k_valid: jax.Array | None = None,
               q_segment: jax.Array | None = None, k_segment: jax.Array | None = None,
               bias: jax.Array | None = None, impl: str = "xla",
-              precision: jax.lax.Precision | None = None) -> jax.Array:
+              precision: jax.lax.Precision | None = None, chunk: int = 512,
+              interpret: bool = False) -> jax.Array:
   """Multi-head attention with grouped key/value heads.
 
   q: [B, Tq, H, D]; k, v: [B, Tk, KVH, D] with H % KVH == 0.
   bias: optional additive logits [B, H, Tq, Tk] (SAM's relative positions).
+  chunk: keys per block of 'chunked'. interpret: run 'splash' through the Pallas
+  interpreter (any backend; tests).
   Returns [B, Tq, H, D] in q's dtype.
   """
   b, tq, h, d = q.shape
@@ -60,19 +75,32 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float | None =
   if (q_segment is None) != (k_segment is None):
     raise ValueError("q_segment and k_segment must be given together")
   scale = d ** -0.5 if scale is None else scale
+  if impl not in IMPLS:
+    raise ValueError(f"unknown attention implementation {impl!r}; known: {IMPLS}")
+  if bias is not None and impl != "xla":
+    raise NotImplementedError(f"attention_impl={impl!r} takes no additive bias (SAM's "
+                              f"relative positions run on 'xla')")
+  if impl == "chunked":
+    from dsvl_jax.models.attention_chunked import chunked_attention  # pylint: disable=g-import-not-at-top
+    return chunked_attention(q, k, v, scale=scale, causal=causal, q_slot=q_slot,
+                             k_slot=k_slot, k_valid=k_valid, q_segment=q_segment,
+                             k_segment=k_segment, block=chunk, precision=precision)
+  if impl == "splash":
+    from dsvl_jax.models.attention_splash import splash_attention  # pylint: disable=g-import-not-at-top
+    return splash_attention(q, k, v, scale=scale, causal=causal, k_valid=k_valid,
+                            q_segment=q_segment, k_segment=k_segment, interpret=interpret)
   mask = make_mask(q_slot, k_slot, causal=causal, k_valid=k_valid, q_segment=q_segment,
                    k_segment=k_segment)
   if impl == "xla":
     return _xla_attention(q, k, v, mask, bias, scale, precision)
-  if impl == "cudnn":
-    if bias is not None:
-      raise NotImplementedError("attention_impl='cudnn' is not wired for additive biases")
-    if kvh != h:
-      k = jnp.repeat(k, h // kvh, axis=2)
-      v = jnp.repeat(v, h // kvh, axis=2)
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
-                                        implementation="cudnn")
-  raise ValueError(f"unknown attention implementation {impl!r}")
+  return dot_product_attention(q, k, v, mask, scale, "cudnn")
+
+
+def dot_product_attention(q, k, v, mask, scale, implementation):
+  """`jax.nn.dot_product_attention` with native GQA: k/v keep their KVH heads (the
+  function groups query heads itself), and the dense mask [B, 1, Tq, Tk]."""
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
+                                      implementation=implementation)
 
 
 def _xla_attention(q, k, v, mask, bias, scale, precision):

@@ -19,7 +19,7 @@ SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-ATTENTION_IMPLS = ("xla", "cudnn")
+ATTENTION_IMPLS = ("xla", "chunked", "cudnn", "splash")  # models/attention.py IMPLS
 DTYPES = ("float32", "bfloat16", "float16")
 PRECISIONS = ("default", "high", "highest")
 ALIGNER_TYPES = ("mlp_gelu", "low_high_hybrid_split_mlp_gelu")
@@ -33,6 +33,7 @@ class ComputeConfig:
   precision: str = "default"  # matmul precision ('highest' for exact fp32 on GPU/TPU)
   remat_policy: str = "none"  # activation checkpointing of repeated blocks
   attention_impl: str = "xla"  # attention backend, see models/attention.py
+  attention_block: int = 512  # keys per block of the 'chunked' backend
   # LLM layers under nn.scan (training: compile time flat in depth); False runs a
   # Python loop over per-layer weights (decoding; params via llm.unstack_layers).
   scan_layers: bool = True
@@ -47,6 +48,7 @@ class ComputeConfig:
            f"{self.remat_policy!r} not in {REMAT_POLICIES}")
     _check(self.attention_impl in ATTENTION_IMPLS, f"{prefix}.attention_impl",
            f"{self.attention_impl!r} not in {ATTENTION_IMPLS}")
+    _check(self.attention_block >= 1, f"{prefix}.attention_block", "must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -97,7 +97,8 @@ class LLMBlock(nn.Module):
     out = attention(q, k, v, causal=True, q_slot=ctx["q_slot"], k_slot=ctx["k_slot"],
                     k_valid=ctx["k_valid"], q_segment=ctx["q_segment"],
                     k_segment=ctx["k_segment"], impl=compute.attention_impl,
-                    precision=layers.precision_of(compute.precision))
+                    precision=layers.precision_of(compute.precision),
+                    chunk=compute.attention_block)
     out = layers.dense(compute, cfg.hidden_size, ("heads", "head_dim", "embed"), n_in=2,
                        use_bias=False, name="o_proj")(out)
     x = x + out

@@ -50,8 +50,12 @@ class SiglipAttention(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     q, k, v = split_qkv(self.compute, self.num_heads, x)
-    o = attention(q, k, v, impl=self.compute.attention_impl,
-                  precision=layers.precision_of(self.compute.precision))
+    # 576 tokens need no Pallas kernel: under 'splash' the towers use the reference
+    # (the kernel's 128-blocks would pad 576 to 640, and an image batch need not split
+    # over the mesh as the rows do).
+    impl = "xla" if self.compute.attention_impl == "splash" else self.compute.attention_impl
+    o = attention(q, k, v, impl=impl, precision=layers.precision_of(self.compute.precision),
+                  chunk=self.compute.attention_block)
     return layers.dense(self.compute, x.shape[-1], ("vit_heads", "head_dim", "vit_embed"),
                         n_in=2, name="proj")(o)
 
