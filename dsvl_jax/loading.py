@@ -16,7 +16,7 @@ import numpy as np
 
 from dsvl_jax import sharding
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.models.init import logical_axes
+from dsvl_jax.models.init import abstract_params, logical_axes
 from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
 
 
@@ -55,7 +55,7 @@ def load(path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = Non
   from convert.checkpoint import read_any  # pylint: disable=g-import-not-at-top
 
   def shardings_fn(cfg):
-    return sharding.logical_to_mesh(logical_axes(cfg), mesh)
+    return sharding.logical_to_mesh(logical_axes(cfg), mesh, shapes=abstract_params(cfg))
   cfg, params = read_any(path, dtype=dtype, shardings_fn=shardings_fn if mesh else None,
                          progress=progress)
   return LoadedModel(cfg, DeepseekVL(cfg), params, mesh)

@@ -20,6 +20,8 @@ from flax import linen as nn
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
+# Axes that split parameters (over 'data' every device holds a full copy, by design).
+PARAM_AXES = ("fsdp", "tensor")
 
 # logical name -> mesh axis (or axes, or None = replicated). First match wins.
 RULES: tuple[tuple[str, Any], ...] = (
@@ -77,9 +79,43 @@ def make_mesh(shape: Sequence[int] | None = None,
                        axis_types=(AxisType.Auto,) * len(MESH_AXES))
 
 
-def logical_to_mesh(logical_specs: Any, mesh: Mesh, rules=RULES) -> Any:
-  """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`."""
-  return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
+def logical_to_mesh(logical_specs: Any, mesh: Mesh, rules=RULES, shapes: Any = None) -> Any:
+  """Tree of logical PartitionSpecs -> tree of NamedShardings on `mesh`.
+
+  With `shapes` (a tree of arrays or ShapeDtypeStructs like the specs), a dimension
+  that its mesh axes do not divide is replicated instead (see `fit_to_shape`).
+  """
+  if shapes is None:
+    return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
+  return jax.tree.map(lambda spec, a: fit_to_shape(spec, a.shape, mesh, rules)[0],
+                      logical_specs, shapes, is_leaf=_is_spec)
+
+
+def _is_spec(x) -> bool:
+  return isinstance(x, PartitionSpec)
+
+
+def fit_to_shape(logical: PartitionSpec, shape: Sequence[int], mesh: Mesh, rules=RULES
+                 ) -> tuple[NamedSharding, list[str]]:
+  """One array's sharding by the rules, and why any dimension stays replicated.
+
+  A dimension whose size its mesh axes do not divide is replicated (e.g. 2 key/value
+  heads on a tensor axis of 4); the reason names the logical axis and the sizes.
+  """
+  axes = nn.logical_to_mesh_axes(logical, list(rules))
+  fitted, why = [], []
+  for name, dim, ax in zip(logical, shape, axes):
+    if ax is None:
+      fitted.append(None)
+      continue
+    names = ax if isinstance(ax, tuple) else (ax,)
+    n = int(np.prod([mesh.shape[a] for a in names]))
+    if dim % n:
+      fitted.append(None)
+      why.append(f"'{name}' ({dim}) does not split over {'x'.join(names)} ({n})")
+    else:
+      fitted.append(ax)
+  return NamedSharding(mesh, PartitionSpec(*fitted)), why
 
 
 def activation_rules(rules=RULES):

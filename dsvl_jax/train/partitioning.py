@@ -49,7 +49,8 @@ def mirror_shardings(tree: Any, params_abstract: Any, params_sharding: Any,
 
 
 def state_shardings(state_abstract: TrainState, param_logical: Any, mesh: Mesh) -> TrainState:
-  params_sharding = sharding.logical_to_mesh(param_logical, mesh)
+  params_sharding = sharding.logical_to_mesh(param_logical, mesh,
+                                             shapes=state_abstract.params)
   rep = sharding.replicated(mesh)
   return TrainState(
       step=rep, params=params_sharding,

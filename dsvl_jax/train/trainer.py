@@ -40,6 +40,7 @@ from dsvl_jax.train import freezing, partitioning, workdir as workdir_lib
 from dsvl_jax.train.checkpoints import Checkpoints
 from dsvl_jax.train.config import (MeshConfig, OptimizerConfig, TrainConfig, mesh_config,
                                    optimizer_config, train_config)
+from dsvl_jax.train.memory_report import memory_report
 from dsvl_jax.train.metrics import MetricsWriter
 from dsvl_jax.train.optimizer import make_optimizer
 from dsvl_jax.train.schedules import learning_rate
@@ -117,8 +118,12 @@ class Trainer:
     pdtype = jnp.dtype(run.model.compute.param_dtype)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, pdtype), abstract)
     state_abstract = jax.eval_shape(self._init_state, abstract)
-    self.state_sharding = partitioning.state_shardings(state_abstract, logical_axes(run.model),
+    param_logical = logical_axes(run.model)
+    self.state_sharding = partitioning.state_shardings(state_abstract, param_logical,
                                                        self.mesh)
+    self.memory_report = memory_report(
+        state_abstract.params, self.state_sharding.params, param_logical,
+        state_abstract.opt_state, self.state_sharding.opt_state, self.mesh)
     self.state_abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         state_abstract, self.state_sharding)
@@ -233,6 +238,7 @@ class Trainer:
                   f"and {self.param_counts['params/frozen']:,} frozen parameters "
                   f"({', '.join(run.train.trainable)} trained); mesh "
                   f"{dict(self.mesh.shape)}")
+      writer.text(self.memory_report.text())
       summary = self._loop(state, it, writer, stop, min(until or run.train.steps,
                                                         run.train.steps))
     finally:
