@@ -5,6 +5,7 @@ Values from shared reference sections 1.1-1.3. Use: --config=configs/deepseek_vl
 
 import ml_collections
 
+from dsvl_jax import compile_cache, distributed
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 from dsvl_jax.train import recipe
@@ -75,4 +76,6 @@ def get_config(arg=None):
   # Long packed rows: recompute activations in the backward pass (memory for compute).
   config.model.compute.remat_policy = "none" if stage == 1 else "full"
   config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
+  config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
+  config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
   return config

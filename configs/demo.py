@@ -15,6 +15,7 @@ Every stage resumes from its workdir; a finished stage is skipped on a rerun.
 
 import ml_collections
 
+from dsvl_jax import compile_cache, distributed
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 
@@ -94,6 +95,8 @@ def get_config(arg=None):
   c.seed = 0  # parameter initialisation
   c.model = model_config()
   c.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
+  c.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
+  c.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
 
   # Shared by every stage; each stage below overrides what it changes.
   c.data = ml_collections.ConfigDict(dict(

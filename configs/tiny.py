@@ -8,6 +8,7 @@ Shapes keep every structural feature: GQA, several windows with padding in SAM
 
 import ml_collections
 
+from dsvl_jax import compile_cache, distributed
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 
@@ -149,6 +150,8 @@ def get_config(arg=None):
   config.train = train_config()  # the loop, see dsvl_jax/train/config.py
   config.optimizer = optimizer_config()  # AdamW and its schedule
   config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1), num_devices=0))  # (data, fsdp, tensor); 0 = all devices
+  config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
+  config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
   config.eval = eval_config()  # --config.mode=eval and train.eval_every (dsvl_jax/eval)
   return config

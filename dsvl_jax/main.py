@@ -35,6 +35,9 @@ def main(argv):
   try:
     if config.get("mode") not in MODES:
       raise ConfigError(f"config field 'mode': {config.get('mode')!r} not in {sorted(MODES)}")
+    from dsvl_jax import compile_cache, distributed  # pylint: disable=g-import-not-at-top
+    distributed.initialize(config)  # before any device is touched (multi-host jobs)
+    compile_cache.setup(config.get("compile_cache"))
     importlib.import_module(MODES[config.mode]).run(config, _WORKDIR.value)
   except ConfigError as e:  # one line, no traceback: the fix is in the command line
     print(f"error: {e}", file=sys.stderr)

@@ -362,3 +362,49 @@ def valid_images(batch: Mapping[str, np.ndarray]) -> np.ndarray:
   """The batch's real images, flat [N, 3, S, S] in row order: the model's image input."""
   images, counts = batch["images"], batch["num_images"]
   return np.concatenate([images[i, :n] for i, n in enumerate(counts)], axis=0)
+
+
+def regroup_states(states: list[dict[str, Any]], process_index: int, process_count: int
+                   ) -> dict[str, Any]:
+  """The iterator state of host `process_index` of `process_count`, from the states every
+  host of another layout saved (a checkpoint restored on more or fewer hosts).
+
+  Each global row r is a pure function of (seed, r, its position), so a row's state
+  moves to whichever host holds row r now (rows are dealt in blocks: host p holds
+  rows p * B/n .. (p + 1) * B/n - 1). Only without worker processes: a worker
+  pipeline's state interleaves its rows across workers. The per-host counters behind
+  `metrics()` are summed onto process 0 (the others start from zero).
+  """
+  first = states[0]
+  for s in states:
+    if s.get("version") != STATE_VERSION:
+      raise ValueError(f"data iterator state version {s.get('version')!r}, this code "
+                       f"reads {STATE_VERSION}")
+    for key in ("step", "config", "num_workers"):
+      if s.get(key) != first.get(key):
+        raise ValueError(f"the hosts' data iterator states disagree on {key!r}")
+  if first["num_workers"]:
+    raise ValueError("a data iterator state saved with data.num_workers > 0 restores only "
+                     "on the same number of hosts (worker pipelines interleave rows)")
+  saved_count = first["process"][1]
+  if sorted(s["process"][0] for s in states) != list(range(saved_count)):
+    raise ValueError(f"need the data iterator states of all {saved_count} saving hosts, "
+                     f"got {sorted(s['process'][0] for s in states)}")
+  batch = first["config"]["global_batch_size"]
+  if batch % process_count:
+    raise ValueError(f"data.global_batch_size={batch} is not divisible by the "
+                     f"{process_count} processes")
+  rows: dict[str, dict[int, Any]] = collections.defaultdict(dict)
+  for s in states:
+    per = batch // saved_count
+    for m, pipeline in s["pipelines"].items():
+      for j, row in enumerate(pipeline["parents"]):
+        rows[m][s["process"][0] * per + j] = row
+  per = batch // process_count
+  mine = range(process_index * per, (process_index + 1) * per)
+  counts: collections.Counter = collections.Counter()
+  if process_index == 0:
+    for s in states:
+      counts.update(s["counts"])
+  return {**first, "process": [process_index, process_count], "counts": dict(counts),
+          "pipelines": {m: {"parents": [r[i] for i in mine]} for m, r in rows.items()}}

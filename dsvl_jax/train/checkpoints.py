@@ -7,22 +7,28 @@ A training workdir:
                                      `dsvl_jax.load` and `python -m convert export` read)
   WORKDIR/checkpoints/<step>/train   optimizer state (trainable parameters only), step,
                                      PRNG key, skipped-update count
-  WORKDIR/checkpoints/<step>/data    the grain iterator state (JSON)
+  WORKDIR/checkpoints/<step>/data    the grain iterator state, one JSON per host
+                                     (process_<i>-of-<n>.json, grain's handler)
 
 Restoring targets abstract arrays that carry shardings, so each device reads its own
-shards, onto whatever mesh the restoring run has.
+shards, onto whatever mesh the restoring run has (another mesh shape, device count or
+number of hosts). The data state follows: restored on another number of hosts, each
+host regroups the saved hosts' row states into its own (pipeline.regroup_states).
 """
 
 from __future__ import annotations
 
+import json
 import pathlib
 from typing import Any
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
 
 from dsvl_jax import params_io
+from dsvl_jax.data.pipeline import regroup_states
 from dsvl_jax.train.step import TrainState
 
 
@@ -53,10 +59,29 @@ class Checkpoints:
     out = self._mngr.restore(step, args=ocp.args.Composite(
         params=ocp.args.StandardRestore(abstract.params),
         train=ocp.args.StandardRestore(_train_item(abstract)),
-        data=grain.checkpoint.CheckpointRestore(data_iterator)))
+        data=grain.checkpoint.CheckpointRestore(data_iterator))
+        if self._saved_by_this_layout(step, data_iterator) else ocp.args.Composite(
+            params=ocp.args.StandardRestore(abstract.params),
+            train=ocp.args.StandardRestore(_train_item(abstract))))
+    if "data" not in out:  # saved by another number of hosts
+      data_iterator.set_state(self._regrouped_data_state(step, data_iterator))
     t = out["train"]
     return TrainState(step=t["step"], params=out["params"], opt_state=t["opt_state"],
                       rng=t["rng"], nonfinite=t["nonfinite"])
+
+  def _data_dir(self, step: int) -> epath.Path:
+    return epath.Path(self.directory) / str(step) / "data"
+
+  def _saved_by_this_layout(self, step: int, data_iterator: Any) -> bool:
+    index, count = data_iterator.get_state()["process"]
+    return (self._data_dir(step) / f"process_{index}-of-{count}.json").exists()
+
+  def _regrouped_data_state(self, step: int, data_iterator: Any) -> dict[str, Any]:
+    index, count = data_iterator.get_state()["process"]
+    files = sorted(self._data_dir(step).glob("process_*-of-*.json"))
+    if not files:
+      raise FileNotFoundError(f"no data iterator state in {self._data_dir(step)}")
+    return regroup_states([json.loads(f.read_text()) for f in files], index, count)
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()

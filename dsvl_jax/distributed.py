@@ -1,0 +1,99 @@
+"""Multi-host start-up: `jax.distributed.initialize` from the config or the environment.
+
+`config.distributed.mode`:
+  auto        initialise when the environment or the config describes a multi-process
+              job, else run as one process:
+                - an explicit coordinator: `distributed.coordinator_address` or
+                  JAX_COORDINATOR_ADDRESS (with the process count and id from the
+                  config or JAX_NUM_PROCESSES / JAX_PROCESS_ID);
+                - SLURM with more than one task (srun sets SLURM_NTASKS, SLURM_PROCID);
+                - a multi-worker Cloud TPU slice (TPU_WORKER_HOSTNAMES lists several
+                  hosts, or MEGASCALE_COORDINATOR_ADDRESS is set);
+              in the last two JAX reads everything from the environment itself.
+  initialize  always call `jax.distributed.initialize` (JAX auto-detects TPU pods,
+              SLURM, Open MPI and Kubernetes; it fails loudly if it finds nothing)
+  none        never (one process, whatever the environment says)
+
+It must run before anything touches a device. Every process then runs the same
+program; `jax.process_index() == 0` writes logs, metrics and the config.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+from typing import Any, Mapping
+
+from dsvl_jax.config_schema import build_dataclass, check
+
+MODES = ("auto", "initialize", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedConfig:
+  mode: str = "auto"  # auto | initialize | none (module docstring)
+  coordinator_address: str = ""  # host:port of process 0; "" = from the environment
+  num_processes: int = 0  # 0 = from the environment
+  process_id: int = -1  # -1 = from the environment
+  local_device_ids: tuple[int, ...] = ()  # () = every local device
+  initialization_timeout: int = 300  # seconds to wait for every process to join
+
+  def validate(self) -> "DistributedConfig":
+    check(self.mode in MODES, "distributed.mode", f"{self.mode!r} not in {MODES}")
+    check(self.num_processes >= 0, "distributed.num_processes", "must be >= 0 (0 = env)")
+    check(self.process_id >= -1, "distributed.process_id", "must be >= -1 (-1 = env)")
+    if self.coordinator_address:
+      check(self.num_processes > 0 and 0 <= self.process_id < self.num_processes,
+            "distributed.process_id", f"an explicit coordinator needs num_processes > 0 "
+            f"and 0 <= process_id < num_processes, got {self.process_id} of "
+            f"{self.num_processes}")
+    return self
+
+
+def distributed_config(d: Mapping[str, Any] | None) -> DistributedConfig:
+  return build_dataclass(DistributedConfig, dict(d or {}), "distributed").validate()
+
+
+def detected_environment(env: Mapping[str, str] = os.environ) -> str | None:
+  """Which multi-process environment `auto` sees (None: a single process)."""
+  if env.get("JAX_COORDINATOR_ADDRESS"):
+    return "JAX_COORDINATOR_ADDRESS"
+  if env.get("SLURM_JOB_ID") and int(env.get("SLURM_NTASKS", env.get("SLURM_NPROCS", "1"))) > 1:
+    return "SLURM"
+  if "," in env.get("TPU_WORKER_HOSTNAMES", "") or env.get("MEGASCALE_COORDINATOR_ADDRESS"):
+    return "Cloud TPU"
+  return None
+
+
+def initialize(config: Any, env: Mapping[str, str] = os.environ) -> bool:
+  """Joins the multi-process job the config or environment describes; True if it did.
+
+  `config` is the whole run config (its `distributed` block may be absent: defaults).
+  """
+  cfg = distributed_config(config.get("distributed") if hasattr(config, "get") else None)
+  if cfg.mode == "none":
+    return False
+  source = "config" if cfg.coordinator_address else detected_environment(env)
+  if cfg.mode == "auto" and source is None:
+    return False
+  import jax  # pylint: disable=g-import-not-at-top
+  kwargs: dict[str, Any] = {"initialization_timeout": cfg.initialization_timeout}
+  if cfg.coordinator_address:
+    kwargs.update(coordinator_address=cfg.coordinator_address,
+                  num_processes=cfg.num_processes, process_id=cfg.process_id)
+  if cfg.local_device_ids:
+    kwargs["local_device_ids"] = list(cfg.local_device_ids)
+  jax.distributed.initialize(**kwargs)
+  logging.info("jax.distributed: process %d of %d (%s), %d local devices of %d",
+               jax.process_index(), jax.process_count(), source or "auto-detected",
+               jax.local_device_count(), jax.device_count())
+  return True
+
+
+def default_config():
+  """The `config.distributed` block of configs/*.py (fields: DistributedConfig)."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  return ml_collections.ConfigDict(dict(
+      mode="auto", coordinator_address="", num_processes=0, process_id=-1,
+      local_device_ids=(), initialization_timeout=300))
