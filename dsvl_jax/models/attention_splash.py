@@ -24,8 +24,6 @@ that is how the CPU tests check it against the reference.
 
 from __future__ import annotations
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -37,7 +35,6 @@ from jax.sharding import PartitionSpec
 BLOCK = 128  # TPU tile: q/kv blocks of 128 (the MXU is 128 or 256 wide)
 
 
-@functools.lru_cache(maxsize=64)
 def _kernel(t: int, group: int, causal: bool, interpret: bool):
   """The multi-query kernel for one kv head: q [group, T, D], k, v [T, D]."""
   one = sm.CausalMask((t, t)) if causal else sm.FullMask((t, t))
@@ -46,6 +43,8 @@ def _kernel(t: int, group: int, causal: bool, interpret: bool):
   sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
                         block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
                         block_q_dq=block, block_kv_dq=block)
+  # Built per trace, not cached: its mask tables become values of the trace that
+  # builds them (a cached kernel would leak them into the next trace).
   return sk.make_splash_mqa_single_device(mask=mask, block_sizes=sizes, interpret=interpret)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 import logging
 import pathlib
 import signal
@@ -87,12 +88,17 @@ def _shape_key(modality: str, batch: dict[str, np.ndarray]) -> tuple:
 class Trainer:
   """Holds the mesh, the compiled steps, the state and the data iterator of one run."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path):
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+               devices: list[Any] | None = None):
+    """devices: the mesh's devices; None = jax.devices(). Abstract devices (a TPU
+    topology, experiments/aot_compile.py) build the same compiled step without
+    allocating anything: construction neither touches a device nor the workdir."""
     self.config = config
     self.run_cfg = run = RunConfig.of(config)
     self.workdir = pathlib.Path(workdir).absolute()
     self.is_chief = jax.process_index() == 0
-    devices = jax.devices()
+    if devices is None:
+      devices = jax.devices()
     if run.mesh.num_devices:
       check(jax.process_count() == 1 and run.mesh.num_devices <= len(devices),
             "mesh.num_devices", f"{run.mesh.num_devices} of {len(devices)} devices "
@@ -140,9 +146,12 @@ class Trainer:
       check(bool(sets), "eval.sets", f"train.eval_every={run.train.eval_every} but no "
             f"evaluation sets are configured")
     self.compile_seconds = 0.0
-    self.checkpoints = Checkpoints(self.workdir, run.train.keep_checkpoints,
-                                   run.train.async_checkpoints)
     self.layout = TokenLayout.of(run.model)
+
+  @functools.cached_property
+  def checkpoints(self) -> Checkpoints:
+    return Checkpoints(self.workdir, self.run_cfg.train.keep_checkpoints,
+                       self.run_cfg.train.async_checkpoints)
 
   # -- state ---------------------------------------------------------------------------
 
