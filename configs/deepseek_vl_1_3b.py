@@ -48,7 +48,7 @@ def model_config() -> ml_collections.ConfigDict:
       param_dtype="float32",  # parameter storage
       precision="default",  # matmul precision; 'highest' for fp32 parity on GPU/TPU
       remat_policy="none",  # none | full | dots | dots_no_batch
-      attention_impl="xla",  # xla | cudnn
+      attention_impl="xla",  # auto | xla | chunked | cudnn | splash (models/attention.py)
   ))
   m.image_token_id = 100015  # <image_placeholder>
   m.bos_token_id = 100000  # <｜begin▁of▁sentence｜>
@@ -75,6 +75,12 @@ def get_config(arg=None):
   config.update(recipe.stage_blocks("1.3b", stage))  # train, optimizer, data (Table 4)
   # Long packed rows: recompute activations in the backward pass (memory for compute).
   config.model.compute.remat_policy = "none" if stage == 1 else "full"
+  # Fitted ahead of time (experiments/aot_compile.py, BUILD.md "Scale"): stage 2's 1024
+  # rows in 4 micro-batches (v5p-64: 16 rows per chip, 4 per micro-batch; v5e-256:
+  # 4 per chip, 1 per micro-batch).
+  config.train.grad_accum_steps = {1: 1, 2: 4, 3: 1}[stage]
+  # Each platform's fused kernel (TPU splash, GPU cuDNN), the reference elsewhere.
+  config.model.compute.attention_impl = "auto"
   config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
   config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
   config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)

@@ -67,7 +67,7 @@ def model_config() -> ml_collections.ConfigDict:
       param_dtype="float32",  # parameter storage
       precision="default",  # matmul precision
       remat_policy="none",  # none | full | dots | dots_no_batch
-      attention_impl="xla",  # xla | cudnn
+      attention_impl="xla",  # auto | xla | chunked | cudnn | splash (models/attention.py)
   ))
   m.image_token_id = 100015  # <image_placeholder>
   m.bos_token_id = 100000  # BOS
@@ -94,6 +94,12 @@ def get_config(arg=None):
   config.update(recipe.stage_blocks("7b", stage))  # train, optimizer, data (Table 4)
   # Long packed rows: recompute activations in the backward pass (memory for compute).
   config.model.compute.remat_policy = "none" if stage == 1 else "full"
+  # Fitted ahead of time (experiments/aot_compile.py, BUILD.md "Scale"): stage 2's 2304
+  # rows in 9 micro-batches (v5p-64: 36 rows per chip, 4 per micro-batch; v6e-256:
+  # 9 per chip, 1 per micro-batch); stage 3's 256 rows in one pass.
+  config.train.grad_accum_steps = {1: 1, 2: 9, 3: 1}[stage]
+  # Each platform's fused kernel (TPU splash, GPU cuDNN), the reference elsewhere.
+  config.model.compute.attention_impl = "auto"
   config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
   config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
   config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)

@@ -11,11 +11,12 @@ from dsvl_jax.train import aot  # noqa: E402
 from train_fixtures import run_config  # noqa: E402
 
 
-@pytest.mark.parametrize("family", ["siglip", "hybrid"])
-def test_sharded_step_compiles_for_v5p_with_splash_attention(family):
+@pytest.mark.parametrize("family, impl", [("siglip", "splash"), ("hybrid", "auto")])
+def test_sharded_step_compiles_for_v5p_with_splash_attention(family, impl):
+  """'auto' (the stage configs' setting) resolves to splash for a TPU mesh."""
   config = run_config(family, **{
       "mesh.shape": (2, 2, 2), "mesh.num_devices": 0, "data.global_batch_size": 8,
-      "model.compute.attention_impl": "splash", "model.compute.dtype": "bfloat16",
+      "model.compute.attention_impl": impl, "model.compute.dtype": "bfloat16",
       "model.compute.remat_policy": "full"})
   r = aot.compile_step(config, "v5p:2x2x2")
   assert r.chips == 8 and r.mesh == {"data": 2, "fsdp": 2, "tensor": 2}
@@ -28,7 +29,7 @@ def test_sharded_step_compiles_for_v5p_with_splash_attention(family):
   assert r.alias_bytes > 0
   assert r.xla_flops > 0 and "per device" in r.report
   text = r.table(step_seconds=1.0)
-  assert "fits: yes" in text and "MFU" in text
+  assert "fits: yes" in text and "MFU" in text and "s/step" in text
 
 
 def test_an_unknown_generation_is_named():

@@ -174,3 +174,12 @@ def test_chunked_llm_equals_the_reference_llm():
   np.testing.assert_allclose(l1, l0, rtol=1e-6)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
     np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-4)
+
+
+def test_auto_picks_the_platforms_backend():
+  """'auto' resolves per call from the mesh's platform (the AOT test compiles it for
+  TPU, where it becomes splash): here, on CPU, the reference; anything with a bias or
+  a KV cache falls back to the reference everywhere."""
+  assert attn.resolve_impl("auto", self_attention=True, has_bias=False) == "xla"
+  assert attn.resolve_impl("chunked", self_attention=False, has_bias=False) == "chunked"
+  assert attn.resolve_impl("auto", self_attention=True, has_bias=True) == "xla"

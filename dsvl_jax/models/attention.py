@@ -12,6 +12,8 @@ take segment ids or lengths natively can use them:
 
 Backends (`impl`, the model config's `compute.attention_impl`):
 
+  auto     per call, for the platform (`resolve_impl`): splash on TPU, cudnn on GPU,
+           xla otherwise and for whatever the chosen backend cannot take
   xla      reference einsum + float32 softmax; any mask, any bias; materialises
            [B, H, Tq, Tk] float32 logits (fine for short sequences and decoding)
   chunked  key blocks with an online softmax and a recomputing backward
@@ -30,7 +32,33 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("xla", "chunked", "cudnn", "splash")
+IMPLS = ("auto", "xla", "chunked", "cudnn", "splash")
+
+
+def placement_platform() -> str:
+  """The platform of the mesh being traced for (jax.set_mesh), else the default one."""
+  mesh = jax.sharding.get_abstract_mesh()
+  device = getattr(mesh, "abstract_device", None) if not mesh.empty else None
+  return getattr(device, "platform", None) or jax.default_backend()
+
+
+def resolve_impl(impl: str, *, self_attention: bool, has_bias: bool,
+                 dtype=jnp.bfloat16) -> str:
+  """'auto' -> the backend for the platform the computation is placed on (the mesh's
+  when one is set: an ahead-of-time TPU compile on a CPU host resolves to TPU):
+  TPU 'splash' for self-attention, GPU 'cudnn' in 16-bit dtypes (cuDNN's fused kernel
+  takes no float32), else (decoding against a KV cache, additive biases, CPU) the
+  reference 'xla'."""
+  if impl != "auto":
+    return impl
+  platform = placement_platform()
+  if has_bias:
+    return "xla"
+  if platform == "tpu" and self_attention:
+    return "splash"
+  if platform in ("gpu", "cuda") and jnp.dtype(dtype).itemsize == 2:
+    return "cudnn"
+  return "xla"
 
 
 def make_mask(q_slot: jax.Array | None, k_slot: jax.Array | None, *, causal: bool,
@@ -77,6 +105,8 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float | None =
   scale = d ** -0.5 if scale is None else scale
   if impl not in IMPLS:
     raise ValueError(f"unknown attention implementation {impl!r}; known: {IMPLS}")
+  impl = resolve_impl(impl, self_attention=tq == k.shape[1], has_bias=bias is not None,
+                      dtype=q.dtype)
   if bias is not None and impl != "xla":
     raise NotImplementedError(f"attention_impl={impl!r} takes no additive bias (SAM's "
                               f"relative positions run on 'xla')")

@@ -67,6 +67,9 @@ class SamAttention(nn.Module):
     bias_h = jnp.einsum("bhwnc,hkc->bnhwk", q, rel_h.astype(q.dtype), precision=prec)
     bias_w = jnp.einsum("bhwnc,wkc->bnhwk", q, rel_w.astype(q.dtype), precision=prec)
     bias = (bias_h[..., :, None] + bias_w[..., None, :]).reshape(b, nh, h * w, h * w)
+    # Images (or windows) stay split over the batch axes: at 1024 px a global block's
+    # bias and logits are 0.8 GB per image, which replicated would not fit anywhere.
+    bias = layers.constrain(bias, ("batch", "vit_heads", None, None))
     out = attention(q.reshape(b, h * w, nh, hd), k.reshape(b, h * w, nh, hd),
                     v.reshape(b, h * w, nh, hd), bias=bias, impl="xla", precision=prec)
     out = layers.dense(compute, d, ("vit_heads", "head_dim", "vit_embed"), n_in=2,
@@ -84,6 +87,7 @@ class SamBlock(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     cfg, compute = self.cfg, self.compute
     b, hh, ww, d = x.shape
+    x = layers.constrain(x, ("batch", "vit_h", "vit_w", "vit_embed"))
     h = layers.layer_norm(compute, cfg.layer_norm_eps, "vit_embed", name="norm1")(x)
     if self.window:
       ws = self.window
@@ -93,6 +97,7 @@ class SamBlock(nn.Module):
       h = jnp.pad(h, ((0, 0), (0, ph), (0, pw), (0, 0)))
       nh_, nw_ = (hh + ph) // ws, (ww + pw) // ws
       h = h.reshape(b, nh_, ws, nw_, ws, d).transpose(0, 1, 3, 2, 4, 5).reshape(-1, ws, ws, d)
+      h = layers.constrain(h, ("batch", "vit_h", "vit_w", "vit_embed"))  # image x window
       h = SamAttention(cfg, compute, ws, name="attn")(h)
       h = h.reshape(b, nh_, nw_, ws, ws, d).transpose(0, 1, 3, 2, 4, 5)
       h = h.reshape(b, hh + ph, ww + pw, d)[:, :hh, :ww]

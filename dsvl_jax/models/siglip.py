@@ -12,7 +12,7 @@ import jax
 from flax import linen as nn
 
 from dsvl_jax.models import layers
-from dsvl_jax.models.attention import attention
+from dsvl_jax.models.attention import attention, placement_platform
 from dsvl_jax.models.config import ComputeConfig, SiglipConfig
 
 
@@ -53,7 +53,8 @@ class SiglipAttention(nn.Module):
     # 576 tokens need no Pallas kernel: under 'splash' the towers use the reference
     # (the kernel's 128-blocks would pad 576 to 640, and an image batch need not split
     # over the mesh as the rows do).
-    impl = "xla" if self.compute.attention_impl == "splash" else self.compute.attention_impl
+    impl = self.compute.attention_impl
+    impl = "xla" if impl == "splash" or (impl == "auto" and placement_platform() == "tpu") else impl
     o = attention(q, k, v, impl=impl, precision=layers.precision_of(self.compute.precision),
                   chunk=self.compute.attention_block)
     return layers.dense(self.compute, x.shape[-1], ("vit_heads", "head_dim", "vit_embed"),
