@@ -76,9 +76,9 @@ def get_config(arg=None):
   # Long packed rows: recompute activations in the backward pass (memory for compute).
   config.model.compute.remat_policy = "none" if stage == 1 else "full"
   # Fitted ahead of time (experiments/aot_compile.py, BUILD.md "Scale"): stage 2's 1024
-  # rows in 4 micro-batches (v5p-64: 16 rows per chip, 4 per micro-batch; v5e-256:
-  # 4 per chip, 1 per micro-batch).
-  config.train.grad_accum_steps = {1: 1, 2: 4, 3: 1}[stage]
+  # rows in one pass (v5p-64: 16 rows per chip, 18 GiB of 95; v5e-256: 4 rows per
+  # chip, 4.3 GiB of 16).
+  config.train.grad_accum_steps = {1: 1, 2: 1, 3: 1}[stage]
   # Each platform's fused kernel (TPU splash, GPU cuDNN), the reference elsewhere.
   config.model.compute.attention_impl = "auto"
   config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
