@@ -2,8 +2,14 @@
 
 import os
 
+# 8 devices share 2 cores: a collective can wait long for its last device thread on a
+# busy host, and XLA:CPU aborts the process after 40 s of that by default ("Termination
+# timeout ... exceeded"; it happened once in a full run). Ten minutes, not 40 s.
+CPU_COLLECTIVE_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=600 "
+                        "--xla_cpu_collective_timeout_seconds=600")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_force_host_platform_device_count=8").strip()
+                           " --xla_force_host_platform_device_count=8 " +
+                           CPU_COLLECTIVE_FLAGS).strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # tests/test_aot.py loads libtpu to compile for TPU topologies; without this a second
 # process doing the same (another test run, experiments/aot_compile.py) is refused.

@@ -55,7 +55,8 @@ def _two_processes(workdir, steps):
                  "train.async_checkpoints": False, "train.checkpoint_every": 100,
                  "distributed.coordinator_address": f"127.0.0.1:{_free_port()}",
                  "distributed.num_processes": 2})
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4 "
+         "--xla_cpu_collective_call_terminate_timeout_seconds=600",
          "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
   procs = [subprocess.Popen(
       [sys.executable, "-m", "dsvl_jax.main", "--config=configs/tiny.py",
