@@ -18,7 +18,9 @@ NORMALIZE = ("mean", "sum")
 def default_config() -> ml_collections.ConfigDict:
   """Every field overridable: --config.eval.sets='{"val": "data/val.jsonl"}'."""
   return ml_collections.ConfigDict(dict(
-      sets=ml_collections.ConfigDict(),  # name -> jsonl path (BUILD.md, "Evaluation")
+      # name -> an item jsonl (BUILD.md, "Evaluation"), or '<benchmark>:<path>' of a
+      # public benchmark release (mmbench, seedbench, pope, scienceqa, mmmu, ocrbench)
+      sets=ml_collections.ConfigDict(),
       checkpoint="",  # mode=eval: what dsvl_jax.load reads ("" = random init of config.model)
       dtype="float32",  # parameter dtype when loading a checkpoint
       tokenizer="",  # tokenizer.json / .model / 'builtin:bytes' ("" = the checkpoint's own)
@@ -31,6 +33,8 @@ def default_config() -> ml_collections.ConfigDict:
       system_prompt="default",  # "default" = the released prompt, "" = none, else the text
       max_items=0,  # first items of each set (0 = all)
       predictions=True,  # keep per-item predictions in the result (and eval.json)
+      progress=True,  # benchmark sets: a progress bar with items/s and the ETA
+      few_shot=0,  # textmc sets: solved examples in the prompt (the file's first lines)
   ))
 
 
@@ -50,6 +54,8 @@ class EvalConfig:
   system_prompt: str = "default"
   max_items: int = 0
   predictions: bool = True
+  progress: bool = True
+  few_shot: int = 0
 
   def validate(self) -> "EvalConfig":
     check(self.normalize in NORMALIZE, "eval.normalize", f"{self.normalize!r} not in {NORMALIZE}")
@@ -59,6 +65,7 @@ class EvalConfig:
     check(self.max_new_tokens >= 1, "eval.max_new_tokens",
           f"must be >= 1, got {self.max_new_tokens}")
     check(self.max_items >= 0, "eval.max_items", f"must be >= 0, got {self.max_items}")
+    check(self.few_shot >= 0, "eval.few_shot", f"must be >= 0, got {self.few_shot}")
     check(self.dtype in ("float32", "bfloat16"), "eval.dtype",
           f"{self.dtype!r} not in ('float32', 'bfloat16')")
     for name, path in self.sets:

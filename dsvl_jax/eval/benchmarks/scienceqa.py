@@ -1,0 +1,175 @@
+"""ScienceQA-IMG (Lu et al. 2022, "Learn to Explain"): the multiple-choice science
+questions of ScienceQA that come with an image.
+
+Release layout (github.com/lupantech/ScienceQA, data/scienceqa/, images from its
+tools/download.sh: train.zip, val.zip, test.zip unzipped into images/):
+
+  <root>/problems.json     {pid: {"question": str, "choices": [str, ...],
+                                  "answer": 0-based index into choices, "hint": str
+                                  ("" when none), "image": "image.png" or null,
+                                  "split": "train" | "val" | "test", "subject":
+                                  "natural science" | "social science" |
+                                  "language science", "grade": "grade1".."grade12",
+                                  "task", "topic", "category", "skill", "lecture",
+                                  "solution"}}   (pids are numeric strings)
+  <root>/pid_splits.json   optional: {"train": [pid, ...], "val", "test", "trainval",
+                                      "minitrain", "minival", "minitest"}
+  <root>/images/<problem's split>/<pid>/<problem's "image">   e.g. images/test/5/image.png
+
+`load(path, split="test")`: `path` is <root> or its problems.json. The split's pids
+come from pid_splits.json when it lists that split (in its order), else from the
+problems whose "split" field equals it (in file order). Only problems with an image are
+kept (the IMG subset: 2017 of the 4241 test questions). A mini split's images are in
+the folder of the problem's own "split" field.
+
+Prompt (LLaVA-1.5's ScienceQA-IMG prompt, lmms-eval's default): the image, "Context:
+<hint>" when the hint is not empty, the question, the options "A. <choice>" one per
+line, then "Answer with the option's letter from the given choices directly.", joined
+by newlines.
+
+Answer rule: choice.extract_choice, shared with MMBench and SEED-Bench: the option
+letter at the start of the output ("B", "B.", "B)", "(B) red", "C: blue"), or after an
+answer phrase ("Answer: B", "The answer is (B)"), or the one option whose text the whole
+output is (case-folded, a final period dropped); only letters of the item's options
+count, and when these name different letters, or none, the answer is None (unparsed,
+scored wrong).
+
+Metrics: "accuracy" (correct / num_items; the official evaluate_acc.py's acc_average,
+restricted to these items), "category/<subject>" (its acc_natural/social/language),
+"num_items", "unparsed".
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+from typing import Any, Sequence
+
+from PIL import Image
+
+from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
+                                           accuracy, option_lines)
+from dsvl_jax.eval.benchmarks.choice import INSTRUCTION, extract_choice
+
+NAME = "scienceqa"
+PROBLEMS = "problems.json"
+PID_SPLITS = "pid_splits.json"
+IMAGES = "images"
+
+
+def _root_and_file(path: pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+  if path.is_dir():
+    path = path / PROBLEMS
+  if not path.is_file():
+    raise FileNotFoundError(f"ScienceQA: {path} not found")
+  return path.parent, path
+
+
+def _read_json(file: pathlib.Path) -> Any:
+  try:
+    return json.loads(file.read_text(encoding="utf-8"))
+  except json.JSONDecodeError as e:
+    raise BenchmarkFormatError(f"{file}: not JSON ({e.msg}, line {e.lineno})") from None
+
+
+def check_problem(p: Any, where: str) -> None:
+  """Raise BenchmarkFormatError (naming `where`: file and pid) unless `p` has the
+  fields this loader uses, with their release types."""
+  if not isinstance(p, dict):
+    raise BenchmarkFormatError(f"{where}: not a JSON object")
+  for key, kind in (("question", str), ("choices", list), ("answer", int),
+                    ("split", str), ("subject", str)):
+    if key not in p:
+      raise BenchmarkFormatError(f"{where}: missing {key!r}")
+    if not isinstance(p[key], kind) or isinstance(p[key], bool):
+      raise BenchmarkFormatError(f"{where}: {key!r} has the wrong type ({p[key]!r})")
+  choices = p["choices"]
+  if len(choices) < 2 or len(choices) > len(LETTERS):
+    raise BenchmarkFormatError(f"{where}: {len(choices)} choices")
+  if not all(isinstance(c, str) for c in choices):
+    raise BenchmarkFormatError(f"{where}: a choice is not a string")
+  if not 0 <= p["answer"] < len(choices):
+    raise BenchmarkFormatError(f"{where}: answer {p['answer']} outside the choices")
+  if not isinstance(p.get("hint", ""), str):
+    raise BenchmarkFormatError(f"{where}: 'hint' is not a string")
+  if p.get("image") is not None and not isinstance(p["image"], str):
+    raise BenchmarkFormatError(f"{where}: 'image' is neither a file name nor null")
+
+
+def split_pids(root: pathlib.Path, problems: dict[str, Any], file: pathlib.Path,
+               split: str) -> list[str]:
+  """The split's pids: pid_splits.json's list when it has the split, else by field."""
+  splits_file = root / PID_SPLITS
+  if splits_file.is_file():
+    splits = _read_json(splits_file)
+    if isinstance(splits, dict) and split in splits:
+      pids = [str(pid) for pid in splits[split]]
+      for pid in pids:
+        if pid not in problems:
+          raise BenchmarkFormatError(f"{splits_file}: {split!r} lists pid {pid}, which "
+                                     f"{file.name} lacks")
+      return pids
+  pids = []
+  for pid, p in problems.items():
+    if not isinstance(p, dict) or "split" not in p:
+      raise BenchmarkFormatError(f"{file}: pid {pid}: missing 'split'")
+    if p["split"] == split:
+      pids.append(pid)
+  if not pids:
+    raise ValueError(f"ScienceQA: no problem in split {split!r} ({file})")
+  return pids
+
+
+def _open_image(path: pathlib.Path) -> list[Image.Image]:
+  with Image.open(path) as im:
+    im.load()  # decode now so the file is closed when this returns
+    return [im]
+
+
+def load(path: str | pathlib.Path, split: str = "test") -> list[BenchItem]:
+  """The split's questions that have an image, in pid_splits (or file) order."""
+  root, file = _root_and_file(pathlib.Path(path))
+  problems = _read_json(file)
+  if not isinstance(problems, dict):
+    raise BenchmarkFormatError(f"{file}: not an object of pid -> problem")
+  items = []
+  for pid in split_pids(root, problems, file, split):
+    p = problems[pid]
+    check_problem(p, f"{file}: pid {pid}")
+    if not p.get("image"):
+      continue  # text-only question: not in the IMG subset
+    image = root / IMAGES / p["split"] / pid / p["image"]
+    if not image.is_file():
+      raise FileNotFoundError(f"{file}: pid {pid}: image {image} not found")
+    items.append(BenchItem(
+        id=pid, question=p["question"], options=tuple(p["choices"]),
+        answer=LETTERS[p["answer"]],
+        load_images=functools.partial(_open_image, image), num_images=1,
+        category=p["subject"], hint=p.get("hint", ""),
+        extra={"grade": p.get("grade", ""), "split": p["split"]}))
+  return items
+
+
+def prompt(item: BenchItem) -> str:
+  parts = [f"Context: {item.hint}"] if item.hint.strip() else []
+  parts += [item.question, option_lines(item.options), INSTRUCTION]
+  return IMAGE_TOKEN + "\n".join(parts)
+
+
+def parse(item: BenchItem, output: str) -> str | None:
+  return extract_choice(output, item.options)
+
+
+def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
+  """accuracy, category/<subject> accuracy, num_items, unparsed (None = wrong)."""
+  if len(items) != len(parsed):
+    raise ValueError(f"ScienceQA: {len(items)} items but {len(parsed)} answers")
+  right = [a is not None and a == it.answer for it, a in zip(items, parsed)]
+  out = {"accuracy": accuracy(right), "num_items": float(len(items)),
+         "unparsed": float(sum(a is None for a in parsed))}
+  for subject in sorted({it.category for it in items}):
+    out[f"category/{subject}"] = accuracy(
+        [r for it, r in zip(items, right) if it.category == subject])
+  return out

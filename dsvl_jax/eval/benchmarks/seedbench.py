@@ -1,0 +1,132 @@
+"""SEED-Bench (v1), image part: evaluation dimensions 1-9.
+
+Release layout (AILab-CVC/SEED-Bench on HuggingFace): `SEED-Bench.json` and the image
+folder `SEED-Bench-image/` (unzipped SEED-Bench-image.zip) side by side. `load(path)`
+takes either that folder or the JSON file itself; images are always read from the
+`IMAGE_DIR` folder beside the JSON. The JSON:
+
+  {"questions": [{"question_id": str, "question": str,
+                  "choice_a" .. "choice_d": str, "answer": "A" | "B" | "C" | "D",
+                  "data_id": image file name in SEED-Bench-image/ (video: a video path),
+                  "data_type": "image" | "video", "question_type_id": int,
+                  "segment": [start, end] (some video questions)}, ...],
+   "question_type": {"Scene Understanding": 1, ..., "Procedure Understanding": 12}}
+
+Only `data_type == "image"` questions are loaded (videos are dimensions 10-12). A
+data_id is looked up as written, then with ".jpg" appended (the release notes call it
+the image "file name"; names without the extension are accepted in case a copy
+drops it). Every image must exist at load time.
+
+Prompt and answer extraction: `choice.py` (SEED-Bench's own harness ranks option
+likelihoods; this module scores generated letters, as VLMEvalKit's SEEDBench_IMG
+does). Metrics: accuracy over all image questions (the leaderboard's "Image" number:
+correct / total, not a mean of dimensions), category/<dimension name>, num_items,
+unparsed.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any, Sequence
+
+from PIL import Image
+
+from dsvl_jax.eval.benchmarks import choice
+from dsvl_jax.eval.benchmarks.base import BenchItem, BenchmarkFormatError, accuracy
+
+NAME = "seedbench"
+JSON_NAME = "SEED-Bench.json"
+IMAGE_DIR = "SEED-Bench-image"
+CHOICE_KEYS = ("choice_a", "choice_b", "choice_c", "choice_d")
+REQUIRED = ("question_id", "question", *CHOICE_KEYS, "answer", "data_id", "data_type",
+            "question_type_id")
+IMAGE_SUFFIXES = ("", ".jpg")  # tried in order after the data_id
+
+
+def release_paths(path: str | pathlib.Path) -> tuple[pathlib.Path, pathlib.Path]:
+  """(JSON file, image folder) for a release folder or its JSON file."""
+  path = pathlib.Path(path)
+  json_path = path / JSON_NAME if path.is_dir() else path
+  return json_path, json_path.parent / IMAGE_DIR
+
+
+def type_names(data: dict[str, Any], json_path: pathlib.Path) -> dict[int, str]:
+  """question_type_id -> dimension name, from the "question_type" map."""
+  types = data.get("question_type")
+  if not isinstance(types, dict):
+    raise BenchmarkFormatError(f"{json_path}: no \"question_type\" object")
+  return {int(i): name for name, i in types.items()}
+
+
+def image_path(image_dir: pathlib.Path, data_id: str, where: str) -> pathlib.Path:
+  for suffix in IMAGE_SUFFIXES:
+    candidate = image_dir / (data_id + suffix)
+    if candidate.is_file():
+      return candidate
+  raise BenchmarkFormatError(f"{where}: image {data_id!r} not found in {image_dir}")
+
+
+def _image_loader(path: pathlib.Path):
+  return lambda: [Image.open(path)]
+
+
+def load(path: str | pathlib.Path) -> list[BenchItem]:
+  """The image questions of the release at `path`, in file order."""
+  json_path, image_dir = release_paths(path)
+  try:
+    data = json.loads(json_path.read_text(encoding="utf-8"))
+  except (OSError, json.JSONDecodeError) as e:
+    raise BenchmarkFormatError(f"{json_path}: not a readable JSON file ({e})") from e
+  if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
+    raise BenchmarkFormatError(f"{json_path}: no \"questions\" list")
+  names = type_names(data, json_path)
+  items, seen = [], set()
+  for n, q in enumerate(data["questions"]):
+    where = f"{json_path}: questions[{n}]"
+    missing = [k for k in REQUIRED if k not in q]
+    if missing:
+      raise BenchmarkFormatError(f"{where}: missing key(s) {', '.join(missing)}")
+    if q["data_type"] != "image":
+      continue
+    qid = str(q["question_id"])
+    where += f" (question_id {qid})"
+    if qid in seen:
+      raise BenchmarkFormatError(f"{where}: question_id appears twice")
+    seen.add(qid)
+    if q["answer"] not in ("A", "B", "C", "D"):
+      raise BenchmarkFormatError(f"{where}: answer {q['answer']!r} is not A-D")
+    if q["question_type_id"] not in names:
+      raise BenchmarkFormatError(
+          f"{where}: question_type_id {q['question_type_id']!r} is not in question_type")
+    items.append(BenchItem(
+        id=qid, question=q["question"],
+        options=tuple(str(q[k]).strip() for k in CHOICE_KEYS), answer=q["answer"],
+        load_images=_image_loader(image_path(image_dir, str(q["data_id"]), where)),
+        num_images=1, category=names[q["question_type_id"]],
+        extra={"data_id": q["data_id"], "question_type_id": q["question_type_id"]}))
+  return items
+
+
+def prompt(item: BenchItem) -> str:
+  return choice.mcq_prompt(item.question, item.options, item.hint, item.num_images)
+
+
+def parse(item: BenchItem, output: str) -> str | None:
+  return choice.extract_choice(output, item.options)
+
+
+def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
+  """Accuracy overall and per dimension (parsed[i] answers items[i])."""
+  if len(items) != len(parsed):
+    raise ValueError(f"{len(items)} items but {len(parsed)} parsed answers")
+  right = [a is not None and a == item.answer for item, a in zip(items, parsed)]
+  metrics: dict[str, float] = {
+      "accuracy": accuracy(right),
+      "num_items": len(items),
+      "unparsed": sum(a is None for a in parsed),
+  }
+  for name in sorted({item.category for item in items}):
+    metrics[f"category/{name}"] = accuracy(
+        [ok for item, ok in zip(items, right) if item.category == name])
+  return metrics

@@ -1,0 +1,140 @@
+"""Runs a benchmark (dsvl_jax/eval/benchmarks) through batched greedy generation.
+
+  items (the benchmark's loader, public files as released)
+  -> prompts: the "deepseek" template around the benchmark's user turn, images through
+     the model's processor (exactly as the chat CLI builds a turn)
+  -> pending = items without a line in the predictions file (a rerun resumes)
+  -> sorted by prompt length, cut into batches of `batch_size`; prompt lengths are
+     padded to `length_bucket` multiples, so each compiled shape is reused
+  -> greedy answers (eval/generation.py), the benchmark's parse and per-item check
+  -> one predictions line per item, appended and flushed per batch:
+     {"id", "prompt", "output", "parsed", "correct"}
+  -> the benchmark's score over every item -> summary JSON
+
+Several processes (`jax.distributed`) split the pending items round-robin; each
+appends to its own predictions file, and every process scores the union at the end
+(after a barrier), process 0 writing the summary.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from dsvl_jax.data.batching import Sample
+from dsvl_jax.data.conversation import Message, encode_conversation, template_for
+from dsvl_jax.data.image_processor import ImageProcessorConfig, process_batch
+from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.eval.benchmarks import registry
+from dsvl_jax.eval.benchmarks.base import BenchItem
+
+
+def predictions_path(outdir: pathlib.Path, name: str, index: int, count: int) -> pathlib.Path:
+  suffix = "" if count == 1 else f".{index}-of-{count}"
+  return outdir / f"{name}.predictions{suffix}.jsonl"
+
+
+def read_predictions(outdir: pathlib.Path, name: str) -> dict[str, dict[str, Any]]:
+  """Every finished item of a benchmark run, from all processes' files. A line cut off
+  by an interruption (the last one, unterminated) is dropped and redone."""
+  done: dict[str, dict[str, Any]] = {}
+  for path in sorted(outdir.glob(f"{name}.predictions*.jsonl")):
+    for line in path.read_text().splitlines():
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      done[row["id"]] = row
+  return done
+
+
+def build_sample(bench, item: BenchItem, tokenizer: Tokenizer, cfg, template,
+                 processor: ImageProcessorConfig) -> tuple[str, Sample]:
+  """(user text, the prompt's ids and processed images)."""
+  text = bench.prompt(item)
+  encoded = encode_conversation([Message("user", text)], tokenizer, cfg,
+                                add_generation_prompt=True, template=template)
+  images = item.images()
+  pixels = (process_batch(images, processor) if images else
+            np.zeros((0, 3, processor.image_size, processor.image_size), np.float32))
+  return text, Sample.from_encoded(encoded, pixels)
+
+
+def is_correct(bench, item: BenchItem, parsed: Any) -> bool:
+  check = getattr(bench, "is_correct", None)
+  if check is not None:
+    return bool(check(item, parsed))
+  return parsed is not None and parsed == item.answer
+
+
+def run_benchmark(name: str, kind: Any, path: str, answerer, tokenizer: Tokenizer, cfg,
+                  outdir: str | pathlib.Path, *, system_prompt: str = "default",
+                  max_items: int = 0, progress: bool = True, process_index: int = 0,
+                  process_count: int = 1, barrier=None) -> dict[str, Any]:
+  """Evaluates `answerer` (eval.generation.AnswerGenerator with parameters set) on the
+  benchmark `kind` read from `path`; writes OUTDIR/NAME.predictions*.jsonl and
+  OUTDIR/NAME.summary.json; returns the summary."""
+  bench = registry.get(kind) if isinstance(kind, str) else kind  # a name, or a module
+  kind = getattr(bench, "NAME", str(kind))
+  outdir = pathlib.Path(outdir)
+  outdir.mkdir(parents=True, exist_ok=True)
+  items = bench.load(path)[:max_items or None]
+  ids = [it.id for it in items]
+  if len(set(ids)) != len(ids):
+    raise ValueError(f"{kind} at {path}: item ids are not unique")
+  done = read_predictions(outdir, name)
+  pending = [it for it in items if it.id not in done][process_index::process_count]
+  template = template_for(system_prompt)
+  processor = ImageProcessorConfig.for_model(cfg)
+  out_file = predictions_path(outdir, name, process_index, process_count)
+  t0 = time.perf_counter()
+  if pending:
+    _answer(bench, pending, answerer, tokenizer, cfg, template, processor, out_file,
+            progress, f"{name} ({kind})")
+  if barrier is not None:
+    barrier()
+  done = read_predictions(outdir, name)
+  missing = [i for i in ids if i not in done]
+  if missing:
+    raise RuntimeError(f"{name}: {len(missing)} items have no prediction (first: "
+                       f"{missing[0]}); rerun to finish them")
+  parsed = [done[i]["parsed"] for i in ids]
+  summary = {"benchmark": kind, "path": str(path), **bench.score(items, parsed),
+             "generated_now": len(pending), "seconds": time.perf_counter() - t0}
+  if process_index == 0:
+    (outdir / f"{name}.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+  return summary
+
+
+def _answer(bench, items: Sequence[BenchItem], answerer, tokenizer, cfg, template,
+            processor, out_file: pathlib.Path, progress: bool, label: str) -> None:
+  from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+  prepared = [(it, *build_sample(bench, it, tokenizer, cfg, template, processor))
+              for it in items]
+  # Longest first: the first batch compiles the largest shapes, and similar lengths
+  # share batches (less padding, fewer distinct buckets).
+  prepared.sort(key=lambda p: (-len(p[2].ids), p[0].id))
+  bar = tqdm(total=len(prepared), desc=label, unit="item", disable=not progress,
+             dynamic_ncols=True)
+  batch_size = answerer.batch_size
+  # A line cut off by an interruption is ended first, so that the next one stays whole
+  # (read_predictions skips the cut one, whose item is among the pending).
+  cut = out_file.exists() and out_file.stat().st_size and not out_file.read_bytes().endswith(b"\n")
+  with out_file.open("a") as f:
+    if cut:
+      f.write("\n")
+    for start in range(0, len(prepared), batch_size):
+      chunk = prepared[start:start + batch_size]
+      outputs = answerer([p[2] for p in chunk])
+      for (item, text, _), output in zip(chunk, outputs):
+        parsed = bench.parse(item, output)
+        f.write(json.dumps({"id": item.id, "prompt": text, "output": output,
+                            "parsed": parsed, "correct": is_correct(bench, item, parsed)},
+                           ensure_ascii=False) + "\n")
+      f.flush()  # an interruption loses at most the batch in flight
+      bar.update(len(chunk))
+  bar.close()

@@ -1,0 +1,134 @@
+"""Evaluation throughput: the batched harness vs a one-at-a-time transformers loop.
+
+  python experiments/bench_eval.py [--configs tiny,mid] [--items 32] [--batch 8]
+
+Same random weights on both sides (one transformers model, converted with convert/),
+float32 on the CPU, torch on the same threads. The set is POPE-like: one drawn image
+and a yes/no question of varying length per item. Ours: `eval.harness.run_benchmark`
+(prompts sorted by length, batches of --batch, compiled shapes reused); timed on a
+second pass, after the first compiled every shape. Theirs: the loop other harnesses
+run, `generate` once per item with the same prompt ids and pixels. Both generate
+exactly --new-tokens tokens per item (EOS and stop strings ignored): equal work.
+`tiny` is configs/tiny.py; `mid` the 1.3B architecture with 8 LLM layers and the real
+SigLIP-L/16@384 tower (bench_generate.py's).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+import types
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+import transformers  # noqa: E402
+from PIL import Image, ImageDraw  # noqa: E402
+
+from convert import state_dict_to_params  # noqa: E402
+from dsvl_jax.data.conversation import template_for  # noqa: E402
+from dsvl_jax.data.encoding import TokenLayout, make_tokenizer  # noqa: E402
+from dsvl_jax.data.image_processor import ImageProcessorConfig  # noqa: E402
+from dsvl_jax.eval.benchmarks.base import BenchItem  # noqa: E402
+from dsvl_jax.eval.generation import AnswerGenerator  # noqa: E402
+from dsvl_jax.eval.harness import build_sample, run_benchmark  # noqa: E402
+from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
+from dsvl_jax.perf import processor_name  # noqa: E402
+from experiments.bench_generate import model_config  # noqa: E402
+from experiments.hf_reference import hf_model  # noqa: E402
+
+COLOURS = ("red", "blue", "green", "orange", "purple", "black")
+
+
+def yes_no_set(n: int) -> types.SimpleNamespace:
+  """A POPE-like benchmark of n items (benchmark module interface, eval/benchmarks)."""
+  items = []
+  for i in range(n):
+    colour = COLOURS[i % len(COLOURS)]
+
+    def draw(colour=colour, i=i):
+      img = Image.new("RGB", (320 + 16 * (i % 5), 240), "white")
+      ImageDraw.Draw(img).ellipse((40, 40, 200, 200), fill=colour)
+      return [img]
+
+    question = f"Is there a {COLOURS[(i * 7) % len(COLOURS)]} circle" + " in the picture" * (i % 4) + "?"
+    items.append(BenchItem(id=str(i), question=question, options=(), answer="yes",
+                           load_images=draw, num_images=1))
+  return types.SimpleNamespace(
+      NAME="yesno", load=lambda path: items,
+      prompt=lambda it: "<image_placeholder>" + it.question + " Please answer yes or no.",
+      parse=lambda it, out: out or None,
+      score=lambda its, parsed: {"num_items": len(its), "unparsed": sum(p is None for p in parsed)})
+
+
+def main():
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--configs", default="tiny,mid")
+  parser.add_argument("--items", type=int, default=32)
+  parser.add_argument("--batch", type=int, default=8)
+  parser.add_argument("--new-tokens", type=int, default=16)
+  args = parser.parse_args()
+  torch.set_num_threads(os.cpu_count())
+  rows = []
+  for name in args.configs.split(","):
+    cfg = model_config(name)
+    hf = hf_model(cfg)
+    params, _ = state_dict_to_params({k: v.numpy() for k, v in hf.state_dict().items()}, cfg)
+    params = jax.device_put(params)
+    tok = make_tokenizer("builtin:bytes", TokenLayout.of(cfg))
+    bench = yes_no_set(args.items)
+    equal_work = SamplingConfig(temperature=0.0, max_new_tokens=args.new_tokens,
+                                ignore_eos=True)
+    gen = AnswerGenerator(cfg, tok, batch_size=args.batch, max_new_tokens=args.new_tokens,
+                          prompt_bucket=64)
+    gen.sampling = equal_work  # no early stop: the same tokens as the loop below
+    gen.set_params(params)
+    times = []
+    for _ in range(2):  # the first pass compiles every (batch, bucket) shape
+      with tempfile.TemporaryDirectory() as out:
+        t0 = time.perf_counter()
+        run_benchmark("yesno", bench, "", gen, tok, cfg, out, system_prompt="",
+                      progress=False)
+        times.append(time.perf_counter() - t0)
+    ours = args.items / times[1]
+
+    processor = ImageProcessorConfig.for_model(cfg)
+    template = template_for("")
+    samples = [build_sample(bench, it, tok, cfg, template, processor)[1]
+               for it in bench.load("")]
+
+    def theirs(sample):
+      with torch.no_grad():
+        return hf.generate(input_ids=torch.from_numpy(sample.ids[None]).long(),
+                           pixel_values=(torch.from_numpy(sample.images) - 0.5) / 0.5,
+                           max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
+                           do_sample=False)
+
+    theirs(samples[0])  # warm-up
+    t0 = time.perf_counter()
+    for s in samples:
+      theirs(s)
+    hf_rate = len(samples) / (time.perf_counter() - t0)
+    lengths = [len(s.ids) for s in samples]
+    rows.append((name, f"{min(lengths)}-{max(lengths)}", ours, hf_rate, times[0] - times[1]))
+    hf = gen = params = None
+  print(f"\njax {jax.__version__}, torch {torch.__version__}, transformers "
+        f"{transformers.__version__}; {processor_name()}, {os.cpu_count()} CPU threads, "
+        f"float32; {args.items} items, 1 image each, {args.new_tokens} new tokens each, "
+        f"batch {args.batch}\n")
+  print("| config | prompt tokens | dsvl_jax harness, items/s | transformers loop, items/s "
+        "| speed-up | first-pass compile overhead, s |")
+  print("|---|---|---|---|---|---|")
+  for name, lengths, ours, theirs_rate, compile_s in rows:
+    print(f"| {name} | {lengths} | {ours:.2f} | {theirs_rate:.2f} | {ours / theirs_rate:.1f}x "
+          f"| {compile_s:.0f} |")
+
+
+if __name__ == "__main__":
+  main()
