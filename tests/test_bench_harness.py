@@ -2,6 +2,7 @@
 tiny random model, resuming after an interruption, and batched = one at a time."""
 
 import json
+import pathlib
 import types
 
 import pytest
@@ -122,3 +123,57 @@ def test_batched_equals_one_at_a_time(tmp_path):
     outputs[batch] = {r["id"]: r["output"] for r in rows}
   assert len(outputs[1]) == 7 and outputs[1] == outputs[4]
   assert len(set(outputs[1].values())) > 1  # the answers depend on the prompt
+
+
+def test_the_command_line_runs_every_fixture(fixtures, tmp_path):
+  """`python -m dsvl_jax.main --config=configs/tiny.py --config.mode=eval
+  --config.eval.sets=...` with every fixture, as a user runs it."""
+  import os
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  sets = json.dumps({name: f"{name}:{path}" for name, path in fixtures.items()})
+  out = subprocess.run(
+      [sys.executable, "-m", "dsvl_jax.main", "--config=configs/tiny.py",
+       "--config.mode=eval", "--config.eval.tokenizer=builtin:bytes",
+       "--config.eval.max_new_tokens=4", "--config.eval.progress=False",
+       "--config.eval.generate=False", f"--config.eval.sets={sets}",
+       f"--workdir={tmp_path}"],
+      cwd=root, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)},
+      capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  results = json.loads((tmp_path / "eval.json").read_text())
+  assert set(results) == set(NAMES)
+  for name in NAMES:
+    if name != "textmc":
+      assert (tmp_path / f"{name}.summary.json").is_file()
+      assert f"{name} ({name}):" in out.stdout
+
+
+def test_rows_split_over_devices_give_the_same_answers(tmp_path):
+  """Generation data-parallel over the 8 simulated devices (batch 8: a row each) =
+  one device."""
+  import jax
+  import numpy as np
+  from dsvl_jax.data.encoding import TokenLayout, make_tokenizer
+  from dsvl_jax.eval.harness import run_benchmark
+  from dsvl_jax.models import VLMConfig
+  from dsvl_jax.models.init import init_params
+  if len(jax.devices()) < 8:
+    pytest.skip("needs 8 devices (conftest simulates 8 on CPU)")
+  cfg = VLMConfig.from_dict(load_config("configs/tiny.py").model)
+  tok = make_tokenizer("builtin:bytes", TokenLayout.of(cfg))
+  params = init_params(cfg, jax.random.key(5))
+  outputs = {}
+  for name, mesh in (("one", None), ("eight", jax.sharding.Mesh(np.asarray(jax.devices()),
+                                                               ("rows",)))):
+    gen = AnswerGenerator(cfg, tok, batch_size=8, max_new_tokens=6, prompt_bucket=16,
+                          mesh=mesh)
+    gen.set_params(params)
+    if mesh is not None:
+      assert len(jax.tree.leaves(gen.generator.params["llm"]["embed_tokens"])[0].sharding.device_set) == 8
+    run_benchmark("mixed", _Mixed(), "", gen, tok, cfg, tmp_path / name, system_prompt="",
+                  progress=False)
+    rows = [json.loads(x) for x in (tmp_path / name / "mixed.predictions.jsonl").open()]
+    outputs[name] = {r["id"]: r["output"] for r in rows}
+  assert outputs["one"] == outputs["eight"]

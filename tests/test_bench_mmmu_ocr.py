@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 
-import pyarrow as pa
 import pytest
 
 from benchmark_fixtures import mmmu as mmmu_fixture

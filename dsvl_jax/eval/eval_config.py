@@ -35,6 +35,7 @@ def default_config() -> ml_collections.ConfigDict:
       predictions=True,  # keep per-item predictions in the result (and eval.json)
       progress=True,  # benchmark sets: a progress bar with items/s and the ETA
       few_shot=0,  # textmc sets: solved examples in the prompt (the file's first lines)
+      data_parallel=True,  # benchmark sets: split each batch's rows over local devices
   ))
 
 
@@ -56,6 +57,7 @@ class EvalConfig:
   predictions: bool = True
   progress: bool = True
   few_shot: int = 0
+  data_parallel: bool = True
 
   def validate(self) -> "EvalConfig":
     check(self.normalize in NORMALIZE, "eval.normalize", f"{self.normalize!r} not in {NORMALIZE}")

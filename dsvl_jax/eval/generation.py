@@ -25,8 +25,10 @@ class AnswerGenerator:
   """Holds one `Generator` (compiled once); `set_params` before answering."""
 
   def __init__(self, cfg: VLMConfig, tokenizer: Tokenizer, batch_size: int = 8,
-               max_new_tokens: int = 32, prompt_bucket: int = 64):
+               max_new_tokens: int = 32, prompt_bucket: int = 64, mesh=None):
+    """mesh: split each batch's rows over its devices (Generator)."""
     self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
+    self.mesh = mesh
     self.prompt_bucket = prompt_bucket  # evaluation prompts vary widely: coarse buckets
     self.sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens,
                                    stop_strings=STOP_STRINGS)
@@ -34,7 +36,8 @@ class AnswerGenerator:
 
   def set_params(self, params) -> None:
     if self.generator is None:
-      self.generator = Generator(self.cfg, params, prompt_bucket=self.prompt_bucket)
+      self.generator = Generator(self.cfg, params, prompt_bucket=self.prompt_bucket,
+                                 mesh=self.mesh)
     else:
       self.generator.set_params(params)
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import jax
 import ml_collections
+import numpy as np
 
 from dsvl_jax.config_schema import ConfigError
 from dsvl_jax.data.encoding import TokenLayout, make_tokenizer
@@ -105,8 +106,12 @@ def run_benchmarks(cfg: VLMConfig, params, tokenizer: Tokenizer, eval_cfg: EvalC
                    sets: dict[str, tuple[str, str]], workdir: str) -> dict[str, Any]:
   from dsvl_jax.eval.generation import AnswerGenerator  # pylint: disable=g-import-not-at-top
   from dsvl_jax.eval.harness import run_benchmark  # pylint: disable=g-import-not-at-top
+  mesh = None
+  if eval_cfg.data_parallel and jax.local_device_count() > 1:
+    # Each process splits its batches over its own devices; processes split the items.
+    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("rows",))
   answerer = AnswerGenerator(cfg, tokenizer, eval_cfg.batch_size, eval_cfg.max_new_tokens,
-                             eval_cfg.length_bucket)
+                             eval_cfg.length_bucket, mesh=mesh)
   answerer.set_params(params)
   barrier = None
   if jax.process_count() > 1:

@@ -18,6 +18,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from dsvl_jax.infer.sampling import SamplingConfig, select
 from dsvl_jax.models.config import VLMConfig
@@ -38,7 +39,12 @@ def _round_up(n: int, bucket: int) -> int:
 class Generator:
   """Holds the compiled prefill / decode functions for one model and parameter tree."""
 
-  def __init__(self, cfg: VLMConfig, params, prompt_bucket: int = 16, cache_bucket: int = 128):
+  def __init__(self, cfg: VLMConfig, params, prompt_bucket: int = 16, cache_bucket: int = 128,
+               mesh: jax.sharding.Mesh | None = None):
+    """mesh: data parallelism over its devices: the rows of a batch (and the cache) are
+    split over all of them, the parameters replicated (a batch whose size the device
+    count does not divide runs replicated)."""
+    self.mesh = mesh
     # Decoding reads every weight once per token; per-layer weight arrays (a Python loop
     # over layers instead of nn.scan) halve the bytes a step moves on XLA:CPU
     # (BUILD.md, generation benchmark). Compile time then grows with depth, once.
@@ -52,6 +58,15 @@ class Generator:
   def set_params(self, params) -> None:
     """New weights of the same shapes (e.g. during training); the compiled functions stay."""
     self.params = {**params, "llm": unstack_layers(params["llm"])}
+    if self.mesh is not None:
+      self.params = jax.device_put(self.params, NamedSharding(self.mesh, PartitionSpec()))
+
+  def _rows(self, tree, b: int):
+    """Places arrays whose leading axis is the batch's rows on the mesh, split by row."""
+    if self.mesh is None or self.mesh.size == 1 or b % self.mesh.size:
+      return tree
+    split = NamedSharding(self.mesh, PartitionSpec(self.mesh.axis_names))
+    return jax.device_put(tree, split)
 
   # -- jitted pieces ------------------------------------------------------------------
 
@@ -117,6 +132,7 @@ class Generator:
     images = None if n_images == 0 else jnp.asarray(images, jnp.float32)
     dtype = jnp.dtype(self.cfg.compute.dtype)
     cache = init_cache(self.cfg.llm, b, s, dtype, stacked=False)
+    ids, mask, cache = self._rows((ids, mask, cache), b)
 
     rng = jax.random.key(sampling.seed)
     # Only the fields that change the computation are static: seed, length and stop

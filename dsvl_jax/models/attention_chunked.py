@@ -37,8 +37,8 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
 
   `block`: keys per step (Tk is padded up to a multiple with invalid keys).
   """
-  b, tq, h, d = q.shape
-  tk, kvh = k.shape[1], k.shape[2]
+  b, tq = q.shape[:2]
+  tk = k.shape[1]
   block = max(1, min(block, tk))
   pad = -tk % block
   i32 = jnp.int32
@@ -53,9 +53,8 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
     k, v = jnp.pad(k, widths), jnp.pad(v, widths)
     k_slot, k_segment = (jnp.pad(x, ((0, 0), (0, pad))) for x in (k_slot, k_segment))
     k_valid = jnp.pad(k_valid, ((0, 0), (0, pad)))  # padding keys are invalid
-  out = _flash(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal,
-               block, precision)
-  return out
+  return _flash(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal,
+                block, precision)
 
 
 def _blocks(x: jax.Array, block: int) -> jax.Array:
