@@ -95,3 +95,13 @@ def rotate(options: Sequence[str], answer: str, k: int) -> tuple[tuple[str, ...]
   n = len(options)
   rotated = tuple(options[(j + k) % n] for j in range(n))
   return rotated, LETTERS[(LETTERS.index(answer) - k) % n]
+
+
+def item_prompt(item) -> str:
+  """A BenchItem's multiple-choice prompt (a benchmark module's `prompt`)."""
+  return mcq_prompt(item.question, item.options, item.hint, item.num_images)
+
+
+def item_answer(item, output: str) -> str | None:
+  """The letter of a BenchItem's answer (a benchmark module's `parse`)."""
+  return extract_choice(output, item.options)

@@ -108,12 +108,8 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
   return items
 
 
-def prompt(item: BenchItem) -> str:
-  return choice.mcq_prompt(item.question, item.options, item.hint, item.num_images)
-
-
-def parse(item: BenchItem, output: str) -> str | None:
-  return choice.extract_choice(output, item.options)
+prompt = choice.item_prompt
+parse = choice.item_answer
 
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
