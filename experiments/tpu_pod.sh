@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Train on a Cloud TPU pod slice: every worker runs the same command (gcloud --worker=all),
 # jax.distributed joins them (JAX detects the slice itself), each worker feeds its own
-# rows of the global batch, orbax writes one checkpoint to a shared gs:// workdir.
+# rows of the global batch, orbax writes one checkpoint to a workdir every worker sees.
+# The workdir is a local path: mount a bucket at the same place on every worker (gcsfuse,
+# or a Filestore share); the trainer does not take gs:// URLs as workdirs.
 #
 #   TPU_NAME=dsvl-v5p-128 ZONE=us-east5-a experiments/tpu_pod.sh setup
 #   TPU_NAME=dsvl-v5p-128 ZONE=us-east5-a experiments/tpu_pod.sh run \
-#       --config=configs/deepseek_vl_7b.py:stage2 --workdir=gs://BUCKET/runs/7b-stage2 \
-#       --config.train.init_from=gs://BUCKET/runs/7b-stage1 \
+#       --config=configs/deepseek_vl_7b.py:stage2 --workdir=/mnt/bucket/runs/7b-stage2 \
+#       --config.train.init_from=/mnt/bucket/runs/7b-stage1 \
 #       --config.compile_cache.dir=gs://BUCKET/jax-cache
 #
 # setup  copies this checkout to every worker and installs it with jax[tpu]
