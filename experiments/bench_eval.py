@@ -30,7 +30,6 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from convert import state_dict_to_params  # noqa: E402
 from dsvl_jax.data.conversation import template_for  # noqa: E402
 from dsvl_jax.data.encoding import TokenLayout, make_tokenizer  # noqa: E402
 from dsvl_jax.data.image_processor import ImageProcessorConfig  # noqa: E402
@@ -40,7 +39,7 @@ from dsvl_jax.eval.harness import build_sample, run_benchmark  # noqa: E402
 from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
 from dsvl_jax.perf import processor_name  # noqa: E402
 from experiments.bench_generate import model_config  # noqa: E402
-from experiments.hf_reference import hf_model  # noqa: E402
+from experiments.hf_reference import paired_models  # noqa: E402
 
 COLOURS = ("red", "blue", "green", "orange", "purple", "black")
 
@@ -77,9 +76,7 @@ def main():
   rows = []
   for name in args.configs.split(","):
     cfg = model_config(name)
-    hf = hf_model(cfg)
-    params, _ = state_dict_to_params({k: v.numpy() for k, v in hf.state_dict().items()}, cfg)
-    params = jax.device_put(params)
+    hf, params = paired_models(cfg)
     tok = make_tokenizer("builtin:bytes", TokenLayout.of(cfg))
     bench = yes_no_set(args.items)
     equal_work = SamplingConfig(temperature=0.0, max_new_tokens=args.new_tokens,

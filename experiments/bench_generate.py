@@ -27,12 +27,11 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from convert import state_dict_to_params  # noqa: E402
 from dsvl_jax.config_files import load_config  # noqa: E402
 from dsvl_jax.infer.generate import Generator  # noqa: E402
 from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
 from dsvl_jax.models import VLMConfig  # noqa: E402
-from experiments.hf_reference import hf_model  # noqa: E402
+from experiments.hf_reference import paired_models  # noqa: E402
 from dsvl_jax.models.init import count_params  # noqa: E402
 from dsvl_jax.perf import host_limits  # noqa: E402
 
@@ -77,9 +76,7 @@ def main():
   rows = []
   for name in args.configs.split(","):
     cfg = model_config(name)
-    hf = hf_model(cfg)
-    params, _ = state_dict_to_params({k: v.numpy() for k, v in hf.state_dict().items()}, cfg)
-    params = jax.device_put(params)
+    hf, params = paired_models(cfg)
     gen = Generator(cfg, params)
     k = cfg.num_image_tokens
     ids = np.array([[cfg.bos_token_id] + [cfg.image_token_id] * k +

@@ -19,3 +19,12 @@ def hf_model(cfg: VLMConfig, train: bool = False):
   torch.manual_seed(0)
   model = cls(config_cls(**{k: v for k, v in config.items() if k != "architectures"}))
   return model.to(torch.float32).train(train)
+
+
+def paired_models(cfg: VLMConfig):
+  """(transformers model, our parameters converted from its weights, on the device)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from convert import state_dict_to_params  # pylint: disable=g-import-not-at-top
+  hf = hf_model(cfg)
+  params, _ = state_dict_to_params({k: v.numpy() for k, v in hf.state_dict().items()}, cfg)
+  return hf, jax.device_put(params)
