@@ -30,8 +30,8 @@ def model_config() -> ml_collections.ConfigDict:
       vocab_size=648,  # the tokenizer's 640 pieces + the image token, padded to 8
       hidden_size=128,  # width
       num_layers=4,  # decoder blocks
-      num_heads=8,  # query heads (8 x 16 learns which image token a place names;
-      num_kv_heads=4,  # grouped key/value heads   4 x 32 mostly did not: BUILD.md)
+      num_heads=8,  # query heads: 8 x 16 learns which image token a place names
+      num_kv_heads=4,  # grouped key/value heads (4 x 32 mostly did not; BUILD.md)
       head_dim=16,  # per head
       intermediate_size=384,  # SwiGLU width
       rms_norm_eps=1e-6,  # as the real model
