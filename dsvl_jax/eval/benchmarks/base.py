@@ -26,6 +26,8 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
+from dsvl_jax.data.image_processor import load_image
+
 LETTERS = string.ascii_uppercase
 
 
@@ -52,6 +54,12 @@ class BenchItem:
 
   def images(self) -> list[Image.Image]:
     return [im.convert("RGB") for im in self.load_images()]
+
+
+def image_loader(*sources) -> Callable[[], list[Image.Image]]:
+  """`BenchItem.load_images` for image files or encoded bytes: decoded on call by the
+  project's loader (a missing or corrupt image raises, naming it)."""
+  return lambda: [load_image(s) for s in sources]
 
 
 def option_lines(options: Sequence[str]) -> str:

@@ -41,7 +41,7 @@ from PIL import Image, UnidentifiedImageError
 
 from dsvl_jax.eval.benchmarks import choice
 from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
-                                           accuracy)
+                                           accuracy, image_loader)
 
 NAME = "mmbench"
 REQUIRED = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category",
@@ -123,10 +123,6 @@ def image_source(indexed: dict[int, tuple[str, dict[str, str]]], index: int) -> 
   return ref
 
 
-def _image_loader(data: bytes):
-  return lambda: [Image.open(io.BytesIO(data))]
-
-
 def _extra(row: dict[str, str], index: int, rotation: int) -> dict[str, Any]:
   extra: dict[str, Any] = {"index": index, "rotation": rotation}
   for c in OPTIONAL:
@@ -165,7 +161,7 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
     source = image_source(indexed, index)
     if source not in decoded:
       decoded[source] = decode_image(indexed[source][1]["image"], indexed[source][0])
-    base = dict(question=row["question"], load_images=_image_loader(decoded[source]),
+    base = dict(question=row["question"], load_images=image_loader(decoded[source]),
                 num_images=1, category=row["category"].strip(),
                 hint="" if _absent(row["hint"]) else row["hint"].strip())
     if has_copies:

@@ -38,17 +38,15 @@ from __future__ import annotations
 
 import ast
 import functools
-import io
 import pathlib
 import re
 from typing import Any, Sequence
 
 import pyarrow.parquet as pq
-from PIL import Image
 
 from dsvl_jax.data.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
-                                           accuracy)
+                                           accuracy, image_loader)
 
 NAME = "mmmu"
 
@@ -166,16 +164,13 @@ def render_tags(body: str) -> str:
   return _TAG.sub(one, body)
 
 
-def _decode(cell: dict, base: pathlib.Path, where: str) -> Image.Image:
+def _source(cell: dict, base: pathlib.Path, where: str) -> bytes | pathlib.Path:
+  """An image cell's encoded bytes, or else its file beside the parquet."""
   if cell.get("bytes"):
-    return Image.open(io.BytesIO(cell["bytes"]))
+    return cell["bytes"]
   if cell.get("path"):
-    return Image.open(base / cell["path"])
+    return base / cell["path"]
   raise BenchmarkFormatError(f"{where}: an image cell with neither bytes nor path")
-
-
-def _loader(cells: list[dict], base: pathlib.Path, where: str):
-  return lambda: [_decode(c, base, where) for c in cells]
 
 
 def _item(row: dict, file: pathlib.Path, index: int, split: str) -> BenchItem:
@@ -209,7 +204,8 @@ def _item(row: dict, file: pathlib.Path, index: int, split: str) -> BenchItem:
   extra.update({k: row[k] for k in METADATA if k in row})
   return BenchItem(
       id=row["id"], question=row["question"], options=tuple(options), answer=answer,
-      load_images=_loader([row[f"image_{n}"] for n in order], file.parent, where),
+      load_images=image_loader(*[_source(row[f"image_{n}"], file.parent, where)
+                                  for n in order]),
       num_images=len(order), category=_subject(row["id"], file), extra=extra)
 
 

@@ -33,10 +33,9 @@ import json
 import pathlib
 from typing import Any, Sequence
 
-from PIL import Image
-
 from dsvl_jax.data.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import BenchItem, BenchmarkFormatError, accuracy
+from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy,
+                                           image_loader)
 
 NAME = "ocrbench"
 
@@ -105,7 +104,7 @@ def load(path: str | pathlib.Path,
     answers = (r["answers"],) if isinstance(r["answers"], str) else tuple(r["answers"])
     items.append(BenchItem(
         id=item_id, question=r["question"], options=(), answer=answers,
-        load_images=lambda image=image: [Image.open(image)], num_images=1,
+        load_images=image_loader(image), num_images=1,
         category=r["type"], extra={"dataset_name": r["dataset_name"],
                                    "image_path": r["image_path"]}))
   return items

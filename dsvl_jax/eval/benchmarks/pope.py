@@ -45,16 +45,13 @@ A ratio whose denominator is 0 is 0.0. The overall numbers pool the items of all
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 import re
 from typing import Any, Sequence
 
-from PIL import Image
-
 from dsvl_jax.data.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import BenchItem, BenchmarkFormatError
+from dsvl_jax.eval.benchmarks.base import BenchItem, BenchmarkFormatError, image_loader
 
 NAME = "pope"
 SPLITS = ("random", "popular", "adversarial")  # the order reports list them in
@@ -89,12 +86,6 @@ def default_image_dir(question_dir: pathlib.Path) -> pathlib.Path:
   """val2014/ beside the question files, else one level up; the first if neither."""
   candidates = [question_dir / IMAGE_DIR_NAME, question_dir.parent / IMAGE_DIR_NAME]
   return next((c for c in candidates if c.is_dir()), candidates[0])
-
-
-def _open_image(path: pathlib.Path) -> list[Image.Image]:
-  with Image.open(path) as im:
-    im.load()  # decode now so the file is closed when this returns
-    return [im]
 
 
 def parse_line(line: str, where: str) -> dict[str, Any]:
@@ -134,7 +125,7 @@ def load_file(file: pathlib.Path, image_dir: pathlib.Path) -> list[BenchItem]:
       raise FileNotFoundError(f"{where}: image {image} not found")
     items.append(BenchItem(
         id=item_id, question=row["text"], options=(), answer=row["label"],
-        load_images=functools.partial(_open_image, image), num_images=1,
+        load_images=image_loader(image), num_images=1,
         category=split,
         extra={"question_id": row["question_id"], "image": row["image"]}))
   return items

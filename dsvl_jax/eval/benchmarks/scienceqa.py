@@ -41,16 +41,13 @@ restricted to these items), "category/<subject>" (its acc_natural/social/languag
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 from typing import Any, Sequence
 
-from PIL import Image
-
 from dsvl_jax.data.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
-                                           accuracy, option_lines)
+                                           accuracy, image_loader, option_lines)
 from dsvl_jax.eval.benchmarks.choice import INSTRUCTION, extract_choice
 
 NAME = "scienceqa"
@@ -122,12 +119,6 @@ def split_pids(root: pathlib.Path, problems: dict[str, Any], file: pathlib.Path,
   return pids
 
 
-def _open_image(path: pathlib.Path) -> list[Image.Image]:
-  with Image.open(path) as im:
-    im.load()  # decode now so the file is closed when this returns
-    return [im]
-
-
 def load(path: str | pathlib.Path, split: str = "test") -> list[BenchItem]:
   """The split's questions that have an image, in pid_splits (or file) order."""
   root, file = _root_and_file(pathlib.Path(path))
@@ -146,7 +137,7 @@ def load(path: str | pathlib.Path, split: str = "test") -> list[BenchItem]:
     items.append(BenchItem(
         id=pid, question=p["question"], options=tuple(p["choices"]),
         answer=LETTERS[p["answer"]],
-        load_images=functools.partial(_open_image, image), num_images=1,
+        load_images=image_loader(image), num_images=1,
         category=p["subject"], hint=p.get("hint", ""),
         extra={"grade": p.get("grade", ""), "split": p["split"]}))
   return items

@@ -30,10 +30,9 @@ import json
 import pathlib
 from typing import Any, Sequence
 
-from PIL import Image
-
 from dsvl_jax.eval.benchmarks import choice
-from dsvl_jax.eval.benchmarks.base import BenchItem, BenchmarkFormatError, accuracy
+from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy,
+                                           image_loader)
 
 NAME = "seedbench"
 JSON_NAME = "SEED-Bench.json"
@@ -67,10 +66,6 @@ def image_path(image_dir: pathlib.Path, data_id: str, where: str) -> pathlib.Pat
   raise BenchmarkFormatError(f"{where}: image {data_id!r} not found in {image_dir}")
 
 
-def _image_loader(path: pathlib.Path):
-  return lambda: [Image.open(path)]
-
-
 def load(path: str | pathlib.Path) -> list[BenchItem]:
   """The image questions of the release at `path`, in file order."""
   json_path, image_dir = release_paths(path)
@@ -102,7 +97,7 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
     items.append(BenchItem(
         id=qid, question=q["question"],
         options=tuple(str(q[k]).strip() for k in CHOICE_KEYS), answer=q["answer"],
-        load_images=_image_loader(image_path(image_dir, str(q["data_id"]), where)),
+        load_images=image_loader(image_path(image_dir, str(q["data_id"]), where)),
         num_images=1, category=names[q["question_type_id"]],
         extra={"data_id": q["data_id"], "question_type_id": q["question_type_id"]}))
   return items
