@@ -123,10 +123,10 @@ def _answer(bench, items: Sequence[BenchItem], answerer, tokenizer, cfg, templat
   batch_size = answerer.batch_size
   # A line cut off by an interruption is ended first, so that the next one stays whole
   # (read_predictions skips the cut one, whose item is among the pending).
-  cut = out_file.exists() and out_file.stat().st_size and not out_file.read_bytes().endswith(b"\n")
+  with out_file.open("a+b") as f:
+    if f.tell() and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+      f.write(b"\n")
   with out_file.open("a") as f:
-    if cut:
-      f.write("\n")
     for start in range(0, len(prepared), batch_size):
       chunk = prepared[start:start + batch_size]
       outputs = answerer([p[2] for p in chunk])

@@ -56,32 +56,23 @@ class Checkpoints:
   def restore(self, step: int, abstract: TrainState, data_iterator: Any) -> TrainState:
     """State at `step` onto `abstract` (ShapeDtypeStructs with shardings); the data
     iterator is restored in place."""
-    out = self._mngr.restore(step, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(abstract.params),
-        train=ocp.args.StandardRestore(_train_item(abstract)),
-        data=grain.checkpoint.CheckpointRestore(data_iterator))
-        if self._saved_by_this_layout(step, data_iterator) else ocp.args.Composite(
-            params=ocp.args.StandardRestore(abstract.params),
-            train=ocp.args.StandardRestore(_train_item(abstract))))
-    if "data" not in out:  # saved by another number of hosts
-      data_iterator.set_state(self._regrouped_data_state(step, data_iterator))
+    items = {"params": ocp.args.StandardRestore(abstract.params),
+             "train": ocp.args.StandardRestore(_train_item(abstract))}
+    index, count = data_iterator.get_state()["process"]
+    data_dir = epath.Path(self.directory) / str(step) / "data"
+    same_hosts = (data_dir / f"process_{index}-of-{count}.json").exists()
+    if same_hosts:
+      items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+    out = self._mngr.restore(step, args=ocp.args.Composite(**items))
+    if not same_hosts:  # saved by another number of hosts: regroup their rows
+      files = sorted(data_dir.glob("process_*-of-*.json"))
+      if not files:
+        raise FileNotFoundError(f"no data iterator state in {data_dir}")
+      data_iterator.set_state(regroup_states([json.loads(f.read_text()) for f in files],
+                                             index, count))
     t = out["train"]
     return TrainState(step=t["step"], params=out["params"], opt_state=t["opt_state"],
                       rng=t["rng"], nonfinite=t["nonfinite"])
-
-  def _data_dir(self, step: int) -> epath.Path:
-    return epath.Path(self.directory) / str(step) / "data"
-
-  def _saved_by_this_layout(self, step: int, data_iterator: Any) -> bool:
-    index, count = data_iterator.get_state()["process"]
-    return (self._data_dir(step) / f"process_{index}-of-{count}.json").exists()
-
-  def _regrouped_data_state(self, step: int, data_iterator: Any) -> dict[str, Any]:
-    index, count = data_iterator.get_state()["process"]
-    files = sorted(self._data_dir(step).glob("process_*-of-*.json"))
-    if not files:
-      raise FileNotFoundError(f"no data iterator state in {self._data_dir(step)}")
-    return regroup_states([json.loads(f.read_text()) for f in files], index, count)
 
   def wait(self) -> None:
     self._mngr.wait_until_finished()

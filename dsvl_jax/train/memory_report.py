@@ -17,6 +17,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from flax import linen as nn
 from jax.sharding import Mesh, PartitionSpec
 
 from dsvl_jax import sharding
@@ -59,6 +60,12 @@ def _fmt(n: float) -> str:
   raise AssertionError
 
 
+def _axes(spec) -> set[str]:
+  """The mesh axes a PartitionSpec (or its entries) uses."""
+  return {ax for entry in spec if entry is not None
+          for ax in (entry if isinstance(entry, tuple) else (entry,))}
+
+
 def _nbytes(shape, dtype) -> int:
   return int(np.prod(shape)) * np.dtype(dtype).itemsize
 
@@ -86,15 +93,15 @@ def memory_report(params: Any, param_shardings: Any, param_logical: Any, opt_sta
   specs = jax.tree.leaves(param_logical, is_leaf=lambda x: isinstance(x, PartitionSpec))
   for (path, a), s, logical in zip(flat, jax.tree.leaves(param_shardings), specs):
     size = _nbytes(a.shape, a.dtype)
-    used = {ax for entry in s.spec if entry is not None
-            for ax in (entry if isinstance(entry, tuple) else (entry,))}
-    missing = [ax for ax in splitting if ax not in used]
+    missing = [ax for ax in splitting if ax not in _axes(s.spec)]
     if size < min_bytes or not missing:
       continue
+    # An axis the rules name for some dimension was dropped for divisibility (fit_to_shape
+    # says why); one they name for none is left out by the rule table itself.
     _, why = sharding.fit_to_shape(logical, a.shape, mesh)
-    for ax in missing:
-      if not any(f"over {ax} " in w or f"x{ax} " in w or f"over {ax}x" in w for w in why):
-        why.append(f"no dimension of {tuple(logical)} maps to {ax}")
+    ruled = _axes(nn.logical_to_mesh_axes(logical, list(sharding.RULES)))
+    why += [f"no dimension of {tuple(logical)} maps to {ax}" for ax in missing
+            if ax not in ruled]
     replicated.append(Replicated(jax.tree_util.keystr(path, simple=True, separator="/"),
                                  size, f"over {', '.join(missing)}: " + "; ".join(why)))
   replicated.sort(key=lambda r: -r.bytes)
