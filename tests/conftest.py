@@ -10,6 +10,12 @@ CPU_COLLECTIVE_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=600
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8 " +
                            CPU_COLLECTIVE_FLAGS).strip()
+# XLA:CPU runs ready thunks of every simulated device on one intra-op pool, as many
+# threads as devices by default. A train step on a (1, 2, 4) mesh has collectives in a
+# scanned loop and beside it, and in one run in three all 8 threads sat in rendezvous
+# (collective-permute and all-gather) whose partners were queued behind them: a
+# deadlock (gdb showed it). Four threads per device leaves room for the partners.
+os.environ.setdefault("PJRT_NPROC", "32")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # tests/test_aot.py loads libtpu to compile for TPU topologies; without this a second
 # process doing the same (another test run, experiments/aot_compile.py) is refused.
