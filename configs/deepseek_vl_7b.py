@@ -8,6 +8,7 @@ import ml_collections
 from dsvl_jax import compile_cache, distributed
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
+from dsvl_jax.serve.serve_config import default_config as serve_config
 from dsvl_jax.train import recipe
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -79,10 +80,11 @@ def model_config() -> ml_collections.ConfigDict:
 def get_config(arg=None):
   """No argument: inference (chat); 'stage1' | 'stage2' | 'stage3': the paper's recipe."""
   config = ml_collections.ConfigDict()
-  config.mode = "chat"  # what main.py runs: train | eval | chat | demo
+  config.mode = "chat"  # what main.py runs: train | eval | chat | serve | web | demo
   config.seed = 0  # PRNG seed for initialisation and sampling
   config.model = model_config()  # see dsvl_jax/models/config.py for every field
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
+  config.serve = serve_config()  # --config.mode=serve (OpenAI API) | web (chat page): model, limits, sampling
   config.eval = eval_config()  # --config.mode=eval and train.eval_every (dsvl_jax/eval)
   if arg is None:
     return config

@@ -18,6 +18,7 @@ import ml_collections
 from dsvl_jax import compile_cache, distributed
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
+from dsvl_jax.serve.serve_config import default_config as serve_config
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -186,6 +187,9 @@ def get_config(arg=None):
   c.eval.batch_size = 32
   c.eval.length_bucket = 16
   c.chat = chat_config()  # --config.mode=chat --config.chat.checkpoint=WORKDIR/stage3
+  c.serve = serve_config()  # --config.mode=serve|web --config.serve.checkpoint=WORKDIR/stage3
+  c.serve.update(dict(max_len=1024, max_tokens=256, default_max_tokens=64,  # the demo's context
+                      system_prompt="", web_image_position="last"))  # as its chats were trained
   c.chat.temperature = 0.0
   c.chat.max_new_tokens = 32
   c.chat.image_position = "last"  # as the demo's chats: the question, then its image

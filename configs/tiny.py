@@ -11,6 +11,7 @@ import ml_collections
 from dsvl_jax import compile_cache, distributed
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
+from dsvl_jax.serve.serve_config import default_config as serve_config
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -143,7 +144,7 @@ def optimizer_config() -> ml_collections.ConfigDict:
 
 def get_config(arg=None):
   config = ml_collections.ConfigDict()
-  config.mode = "train"  # what main.py runs: train | eval | chat | demo
+  config.mode = "train"  # what main.py runs: train | eval | chat | serve | web | demo
   config.seed = 0  # PRNG seed for parameters and the demo inputs
   config.model = model_config(arg or "siglip")  # see dsvl_jax/models/config.py
   config.data = data_config()  # training data, see dsvl_jax/data/config.py
@@ -153,5 +154,6 @@ def get_config(arg=None):
   config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
   config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
+  config.serve = serve_config()  # --config.mode=serve (OpenAI API) | web (chat page): model, limits, sampling
   config.eval = eval_config()  # --config.mode=eval and train.eval_every (dsvl_jax/eval)
   return config

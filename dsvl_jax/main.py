@@ -1,6 +1,6 @@
 """Entry point: python -m dsvl_jax.main --config=configs/<file>.py[:arg] [--workdir=DIR].
 
-`config.mode` selects the job (train, eval, chat, demo); every config field can be
+`config.mode` selects the job (train, eval, chat, serve, web, demo); every config field can be
 overridden on the command line (--config.optimizer.lr=1e-4). The config is validated
 before any work; a bad field prints one line naming it and exits with status 2.
 """
@@ -21,7 +21,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where jobs write checkpoints an
 
 # mode -> module with run(config, workdir); imported on use.
 MODES = {"demo": "dsvl_jax.demo", "chat": "dsvl_jax.infer.chat",
-         "train": "dsvl_jax.train.trainer", "eval": "dsvl_jax.eval.run"}
+         "train": "dsvl_jax.train.trainer", "eval": "dsvl_jax.eval.run",
+         "serve": "dsvl_jax.serve.server", "web": "dsvl_jax.serve.web"}
 
 
 def main(argv):

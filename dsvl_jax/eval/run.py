@@ -19,37 +19,11 @@ import ml_collections
 import numpy as np
 
 from dsvl_jax.config_schema import ConfigError
-from dsvl_jax.data.encoding import TokenLayout, make_tokenizer
-from dsvl_jax.data.tokenizer import EOS_TOKEN, Tokenizer
+from dsvl_jax.data.tokenizer import Tokenizer
 from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.eval_config import EvalConfig, default_config
+from dsvl_jax.infer.load import load_model, load_tokenizer
 from dsvl_jax.models.config import VLMConfig
-
-
-def load_model(config: ml_collections.ConfigDict, eval_cfg: EvalConfig) -> tuple[VLMConfig, Any]:
-  """eval.checkpoint through dsvl_jax.load, or a random init of config.model (config.seed)."""
-  if eval_cfg.checkpoint:
-    import dsvl_jax  # pylint: disable=g-import-not-at-top
-    loaded = dsvl_jax.load(eval_cfg.checkpoint, dtype=eval_cfg.dtype)
-    return loaded.config, loaded.params
-  from dsvl_jax.models.init import init_params  # pylint: disable=g-import-not-at-top
-  cfg = VLMConfig.from_dict(config.model)
-  return cfg, init_params(cfg, jax.random.key(config.seed))
-
-
-def load_tokenizer(eval_cfg: EvalConfig, cfg: VLMConfig) -> Tokenizer:
-  """eval.tokenizer, else the checkpoint directory's own files."""
-  spec = eval_cfg.tokenizer or eval_cfg.checkpoint
-  if not spec:
-    raise ConfigError("config field 'eval.tokenizer': a tokenizer.json / .model / "
-                      "'builtin:bytes' is needed (or an eval.checkpoint holding one)")
-  tokenizer = make_tokenizer(spec, TokenLayout.of(cfg))
-  for text, want in ((EOS_TOKEN, cfg.eos_token_id), (tokenizer.image_token, cfg.image_token_id)):
-    got = tokenizer.encode(text, add_bos=False)
-    if got != [want]:  # the template and the image blocks rely on both
-      raise ConfigError(f"config field 'eval.tokenizer': {spec!r} encodes {text!r} to {got}, "
-                        f"the model config needs [{want}]; use the checkpoint's own tokenizer")
-  return tokenizer
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
@@ -77,7 +51,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
     raise ConfigError("--workdir is required for benchmark sets (predictions, summaries, "
                       "resuming)")
   cfg, params = load_model(config, eval_cfg)
-  tokenizer = load_tokenizer(eval_cfg, cfg)
+  tokenizer = load_tokenizer(eval_cfg, cfg, "eval")
   t0 = time.perf_counter()
   plain: dict[str, Any] = {}
   for n, (kind, p) in specs.items():

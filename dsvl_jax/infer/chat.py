@@ -2,7 +2,7 @@
 
 Like the reference CLI, every turn re-encodes the whole conversation and its images
 (no KV reuse across turns) and renders it with the "deepseek" template. Streaming
-prints text as tokens arrive, holding back an incomplete UTF-8 sequence.
+prints text as tokens arrive (infer/streaming.py: what is printed is the answer).
 
 Terminal commands: `/image PATH` attaches an image to the next message (its
 placeholder is put first in the message, as the reference CLI does, or last with
@@ -15,7 +15,6 @@ from __future__ import annotations
 import sys
 from typing import Callable, Iterable, TextIO
 
-import jax
 import ml_collections
 import numpy as np
 
@@ -24,8 +23,10 @@ from dsvl_jax.data.conversation import (DEEPSEEK, IMAGE_TOKEN, Message, Template
 from dsvl_jax.data.image_processor import ImageProcessorConfig, load_image, process_batch
 from dsvl_jax.data.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
-from dsvl_jax.infer.generate import Generator, cut_at_stop
+from dsvl_jax.infer.generate import Generator
+from dsvl_jax.infer.load import load_model, load_tokenizer
 from dsvl_jax.infer.sampling import SamplingConfig
+from dsvl_jax.infer.streaming import TextStream
 from dsvl_jax.models.config import VLMConfig
 
 class ChatSession:
@@ -62,43 +63,15 @@ class ChatSession:
                                   template=self.template)
     images = self.images + list(new_images)
     batch = np.asarray(encoded.ids, np.int32)[None]
-    stream = _Streamer(self.tokenizer, on_text)
-    result = self.generator.generate(
+    stream = TextStream(self.tokenizer.decode, STOP_STRINGS, on_text)
+    self.generator.generate(
         batch, images=np.stack(images) if images else None, sampling=self.sampling,
         decode=self.tokenizer.decode, on_token=lambda _, tok: stream.push(tok))
-    answer = cut_at_stop(self.tokenizer.decode(result.tokens[0]), STOP_STRINGS).strip()
     stream.finish()
+    answer = stream.text
     self.messages = messages + [Message("assistant", answer)]
     self.images = images
     return answer
-
-
-class _Streamer:
-  """Emits newly decoded text; holds back a trailing replacement character (a token
-  that ends mid UTF-8 sequence) and anything from a stop string on."""
-
-  def __init__(self, tokenizer: Tokenizer, on_text: Callable[[str], None] | None):
-    self.tokenizer, self.on_text = tokenizer, on_text
-    self.tokens: list[int] = []
-    self.sent = 0
-
-  def push(self, token: int) -> None:
-    self.tokens.append(token)
-    text = cut_at_stop(self.tokenizer.decode(self.tokens), STOP_STRINGS)
-    if text.endswith("\ufffd"):
-      return
-    # never emit a prefix of a stop string that may still complete
-    hold = max((k for s in STOP_STRINGS for k in range(1, len(s))
-                if text.endswith(s[:k])), default=0)
-    self._emit(text[:len(text) - hold])
-
-  def finish(self) -> None:
-    self._emit(cut_at_stop(self.tokenizer.decode(self.tokens), STOP_STRINGS).rstrip())
-
-  def _emit(self, text: str) -> None:
-    if self.on_text is not None and len(text) > self.sent:
-      self.on_text(text[self.sent:])
-      self.sent = len(text)
 
 
 def sampling_from(chat: ml_collections.ConfigDict) -> SamplingConfig:
@@ -111,24 +84,8 @@ def sampling_from(chat: ml_collections.ConfigDict) -> SamplingConfig:
 def build_session(config: ml_collections.ConfigDict) -> ChatSession:
   """Model from config.chat.checkpoint (or random init of config.model), tokenizer."""
   chat = config.chat
-  if chat.checkpoint:
-    import dsvl_jax  # pylint: disable=g-import-not-at-top
-    loaded = dsvl_jax.load(chat.checkpoint, dtype=chat.dtype)
-    cfg, params = loaded.config, loaded.params
-  else:
-    from dsvl_jax.models.init import init_params  # pylint: disable=g-import-not-at-top
-    cfg = VLMConfig.from_dict(config.model)
-    params = init_params(cfg, jax.random.key(config.seed))
-  source = chat.tokenizer or chat.checkpoint
-  if not source:
-    raise ValueError("config field 'chat.tokenizer': a tokenizer.json / tokenizer.model is "
-                     "needed (or a chat.checkpoint directory holding one)")
-  if source.endswith(".json"):
-    tokenizer = Tokenizer.from_file(source, cfg)
-  elif source.endswith(".model"):
-    tokenizer = Tokenizer.from_sentencepiece(source, cfg)
-  else:
-    tokenizer = Tokenizer.from_pretrained_dir(source, cfg)
+  cfg, params = load_model(config, chat)
+  tokenizer = load_tokenizer(chat, cfg, "chat")
   return ChatSession(cfg, params, tokenizer, sampling_from(chat),
                      template_for(chat.get("system_prompt", "default")),
                      chat.get("image_position", "first"))

@@ -13,7 +13,7 @@ finished samples keep producing pad tokens that are dropped from the result.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Sequence
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from dsvl_jax.infer.sampling import SamplingConfig, select
+from dsvl_jax.infer.streaming import cut_at_stop  # noqa: F401  (re-exported)
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.llm import init_cache, unstack_layers
 from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
@@ -162,14 +163,3 @@ class Generator:
         break
       state, token = self._step(self.params, state, token, sampling=static)
     return Generation(out, reasons)
-
-
-def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
-  """Text up to the first stop string (the reference strips stop words afterwards)."""
-  cut = len(text)
-  for stop in stop_strings:
-    pos = text.find(stop)
-    if pos >= 0:
-      cut = min(cut, pos)
-  return text[:cut]
-

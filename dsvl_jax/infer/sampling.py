@@ -13,6 +13,7 @@ import dataclasses
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 NEG_INF = -jnp.inf
 
@@ -89,3 +90,67 @@ def select(logits: jax.Array, seen: jax.Array, cfg: SamplingConfig, rng: jax.Arr
   if cfg.temperature == 0:
     return jnp.argmax(logits, axis=-1).astype(jnp.int32)
   return jax.random.categorical(rng, logits, axis=-1).astype(jnp.int32)
+
+
+# -- per-row sampling (continuous batching: every row its own request) -----------------
+
+ROW_FIELDS = ("temperature", "top_p_cut", "top_p_on", "top_k", "penalty")
+
+
+def row_values(cfg: SamplingConfig) -> dict[str, np.ndarray]:
+  """One row's sampling settings as the arrays `select_rows` reads.
+
+  top_p_cut is 1 - top_p computed in Python (double) and then rounded, as `top_p_filter`
+  compares against it, so a row selects exactly what `select` does for that config.
+  """
+  return {"temperature": np.float32(cfg.temperature),
+          "top_p_cut": np.float32(1.0 - cfg.top_p),
+          "top_p_on": np.bool_(cfg.temperature > 0 and cfg.top_p < 1.0),
+          "top_k": np.int32(cfg.top_k if cfg.temperature > 0 else 0),
+          "penalty": np.float32(cfg.repetition_penalty)}
+
+
+def _filter_rows(logits: jax.Array, top_k: jax.Array, cut: jax.Array,
+                 top_p_on: jax.Array) -> jax.Array:
+  """top_k_filter then top_p_filter with a k and p per row, from one ascending sort.
+
+  Equal to the static filters: the k-th largest is the sorted array's entry V - k, and
+  the sorted top-k-filtered logits are the sorted logits with the entries below it set
+  to -inf (an argsort of the filtered array orders only those -inf entries otherwise).
+  """
+  b, v = logits.shape
+  order = jnp.argsort(logits, axis=-1)
+  srt = jnp.take_along_axis(logits, order, axis=-1)
+  k_on = ((top_k > 0) & (top_k < v))[:, None]
+  kth = jnp.take_along_axis(srt, jnp.clip(v - top_k, 0, v - 1)[:, None], axis=-1)
+  logits = jnp.where(k_on & (logits < kth), NEG_INF, logits)
+  srt = jnp.where(k_on & (srt < kth), NEG_INF, srt)
+  cum = jnp.cumsum(jax.nn.softmax(srt, axis=-1), axis=-1)
+  remove_sorted = (cum <= cut[:, None]).at[:, -1].set(False)
+  remove = jnp.zeros_like(remove_sorted).at[jnp.arange(b)[:, None], order].set(remove_sorted)
+  return jnp.where(top_p_on[:, None] & remove, NEG_INF, logits)
+
+
+def select_rows(logits: jax.Array, seen: jax.Array, rows: dict[str, jax.Array],
+                keys: jax.Array) -> jax.Array:
+  """[B, V] logits -> [B] int32 tokens, each row by its own settings (`row_values`
+  stacked to [B]) and key ([B] keys): row b gets what `select` gives a batch of one with
+  that row's config and key. Sorting runs only when some row filters; drawing only when
+  some row samples."""
+  logits = logits.astype(jnp.float32)
+  pen = rows["penalty"][:, None]
+  penalised = jnp.where(logits > 0, logits / pen, logits * pen)
+  logits = jnp.where(seen & (pen != 1.0), penalised, logits)
+  greedy = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  temp = rows["temperature"]
+
+  def draw(logits):
+    scaled = logits / jnp.where(temp > 0, temp, 1.0)[:, None]
+    needs_sort = jnp.any(rows["top_p_on"] | (rows["top_k"] > 0))
+    scaled = jax.lax.cond(needs_sort, _filter_rows, lambda x, *_: x, scaled, rows["top_k"],
+                          rows["top_p_cut"], rows["top_p_on"])
+    one = lambda key, row: jax.random.categorical(key, row[None], axis=-1)[0]
+    return jax.vmap(one)(keys, scaled).astype(jnp.int32)
+
+  drawn = jax.lax.cond(jnp.any(temp > 0), draw, lambda _: greedy, logits)
+  return jnp.where(temp > 0, drawn, greedy)

@@ -7,7 +7,8 @@ cache is an explicit input/output pytree, never hidden module state:
   cache = {"k": [L, B, S, KVH, Dh], "v": [L, B, S, KVH, Dh]}
 
 A prefill writes T tokens at slots [cache_index, cache_index + T); a decode step writes
-one. `attention_mask` then covers all S slots (1 = a real token has been or is being
+one. cache_index is one slot for the whole batch, or one per row ([B]) when rows sit at
+different lengths (continuous batching, dsvl_jax/serve). `attention_mask` then covers all S slots (1 = a real token has been or is being
 written there), which is how left padding survives decoding.
 """
 
@@ -66,6 +67,19 @@ def unstack_layers(llm_params: dict) -> dict:
   return out
 
 
+def write_cache(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
+  """Writes new [B, T, KVH, Dh] into buf [B, S, KVH, Dh] from slot `index`.
+
+  index: a scalar (every row at the same slot: one batch decoded in lock step) or [B]
+  (a slot per row: rows at different lengths, as continuous batching runs them).
+  """
+  new = new.astype(buf.dtype)
+  if index.ndim == 0:
+    return jax.lax.dynamic_update_slice(buf, new, (0, index, 0, 0))
+  return jax.vmap(lambda b, n, i: jax.lax.dynamic_update_slice(b, n, (i, 0, 0)))(
+      buf, new, index)
+
+
 class LLMBlock(nn.Module):
   """One decoder layer. Scanned: (x, ctx, cache_layer) -> (x, new_cache_layer)."""
   cfg: LLMConfig
@@ -89,8 +103,8 @@ class LLMBlock(nn.Module):
     new_cache = None
     if cache is not None:
       idx = ctx["cache_index"]
-      k = jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, idx, 0, 0))
-      v = jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, idx, 0, 0))
+      k = write_cache(cache["k"], k, idx)
+      v = write_cache(cache["v"], v, idx)
       new_cache = {"k": k, "v": v}
       k, v = k.astype(q.dtype), v.astype(q.dtype)
 
@@ -169,7 +183,8 @@ class LLM(nn.Module):
       if segment_ids is not None:
         raise ValueError("segment_ids (packing) is a training feature; it needs cache=None")
       s = (cache["k"] if isinstance(cache, dict) else cache[0]["k"]).shape[-3]
-      q_slot = jnp.broadcast_to(cache_index + jnp.arange(t, dtype=jnp.int32), (b, t))
+      index = jnp.asarray(cache_index, jnp.int32)
+      q_slot = jnp.broadcast_to(index[..., None] + jnp.arange(t, dtype=jnp.int32), (b, t))
       k_slot = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
     ctx = {
         "cos": cos, "sin": sin, "q_slot": q_slot, "k_slot": k_slot,

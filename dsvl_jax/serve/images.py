@@ -1,0 +1,84 @@
+"""image_url -> a decoded image, without ever touching the network.
+
+Accepted: `data:image/...;base64,...` URIs, and local files under the configured
+directory (`serve.image_dir`), named by a `file://` URL or a plain path (relative paths
+are relative to that directory). The path is resolved (symbolic links and `..`
+followed) before the check, so nothing outside the directory can be named. Anything
+else — http(s), other schemes, local paths when no directory is configured — is refused.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import pathlib
+import urllib.parse
+
+from PIL import Image
+
+from dsvl_jax.data.image_processor import load_image
+from dsvl_jax.serve.protocol import RequestError
+
+
+class ImageResolver:
+  """Callable (url, param) -> PIL image; raises RequestError naming the part."""
+
+  def __init__(self, image_dir: str = "", max_bytes: int = 20 << 20):
+    self.root = pathlib.Path(image_dir).resolve() if image_dir else None
+    self.max_bytes = max_bytes
+
+  def __call__(self, url: str, param: str) -> Image.Image:
+    if url.startswith("data:"):
+      data = self._data_uri(url, param)
+      return self._decode(data, param, "the data URI's image")
+    scheme = urllib.parse.urlsplit(url).scheme.lower()
+    if scheme in ("http", "https", "ftp", "ws", "wss"):
+      raise RequestError(f"{param}: remote image URLs are not fetched by this server; "
+                         f"send the image as a data: URI", param=param,
+                         code="image_url_not_allowed")
+    if scheme == "file":
+      path = urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+    elif scheme and len(scheme) > 1:  # (one letter is a Windows drive)
+      raise RequestError(f"{param}: unsupported image URL scheme {scheme!r}", param=param,
+                         code="image_url_not_allowed")
+    else:
+      path = url
+    return self._local(path, param)
+
+  def _data_uri(self, url: str, param: str) -> bytes:
+    head, sep, payload = url.partition(",")
+    if not sep or not head.endswith(";base64"):
+      raise RequestError(f"{param}: a data URI must be 'data:<type>;base64,<data>'",
+                         param=param, code="invalid_image")
+    if len(payload) * 3 // 4 > self.max_bytes:
+      raise RequestError(f"{param}: the image is larger than {self.max_bytes} bytes",
+                         param=param, code="invalid_image")
+    try:
+      return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError) as e:
+      raise RequestError(f"{param}: the data URI is not valid base64: {e}", param=param,
+                         code="invalid_image") from e
+
+  def _local(self, path: str, param: str) -> Image.Image:
+    if self.root is None:
+      raise RequestError(f"{param}: local image paths are not allowed (no serve.image_dir "
+                         f"is configured); send the image as a data: URI", param=param,
+                         code="image_url_not_allowed")
+    target = (self.root / path).resolve()
+    if not target.is_relative_to(self.root):
+      raise RequestError(f"{param}: {path!r} is outside the allowed image directory",
+                         param=param, code="image_url_not_allowed")
+    if not target.is_file():
+      raise RequestError(f"{param}: no image file {path!r} in the image directory",
+                         param=param, code="invalid_image")
+    if target.stat().st_size > self.max_bytes:
+      raise RequestError(f"{param}: the image is larger than {self.max_bytes} bytes",
+                         param=param, code="invalid_image")
+    return self._decode(target.read_bytes(), param, repr(path))
+
+  def _decode(self, data: bytes, param: str, name: str) -> Image.Image:
+    try:
+      return load_image(data)
+    except OSError as e:
+      raise RequestError(f"{param}: {name} cannot be decoded as an image: {e}",
+                         param=param, code="invalid_image") from e

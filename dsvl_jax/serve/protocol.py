@@ -1,0 +1,260 @@
+"""OpenAI chat-completions requests in, our prompt and sampling out; responses back.
+
+A request body becomes a `ChatRequest`: messages in our conversation form (an image
+part becomes `<image_placeholder>` where it stands among the text parts, so the usual
+[image, text] content puts the image first, as the chat CLI does), the images (decoded
+by serve/images.py), a system prompt (a leading system message replaces the config's),
+and sampling. Everything a client can get wrong raises `RequestError`, which the
+server turns into OpenAI's error body with status 400 (or the status it carries).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+from typing import Any, Callable
+
+from PIL import Image
+
+from dsvl_jax.data.conversation import Message
+from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+
+
+class RequestError(Exception):
+  """A bad request: `status`, a message for the client, the offending `param`."""
+
+  def __init__(self, message: str, status: int = 400, param: str | None = None,
+               code: str | None = None, kind: str = "invalid_request_error"):
+    super().__init__(message)
+    self.message, self.status, self.param, self.code, self.kind = (
+        message, status, param, code, kind)
+
+  def body(self) -> dict[str, Any]:
+    return {"error": {"message": self.message, "type": self.kind, "param": self.param,
+                      "code": self.code}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+  max_images: int  # per request
+  max_tokens: int  # the largest max_tokens a request may ask for
+  default_max_tokens: int  # when a request names none
+
+
+@dataclasses.dataclass(frozen=True)
+class Defaults:
+  temperature: float
+  top_p: float
+  repetition_penalty: float
+
+
+@dataclasses.dataclass
+class ChatRequest:
+  model: str | None
+  messages: list[Message]
+  system: str | None  # None: the configured system prompt
+  images: list[Image.Image]
+  temperature: float
+  top_p: float
+  repetition_penalty: float
+  max_tokens: int
+  stop: tuple[str, ...]
+  seed: int
+  stream: bool
+  include_usage: bool
+
+
+# Fields clients send that change nothing here when left at their defaults.
+_INERT = {"n": 1, "logprobs": False, "top_logprobs": None, "frequency_penalty": 0,
+          "presence_penalty": 0, "logit_bias": None, "user": None, "response_format": None,
+          "tools": None, "tool_choice": None, "parallel_tool_calls": None, "store": None,
+          "metadata": None, "service_tier": None,
+          "modalities": None, "reasoning_effort": None}
+
+
+def parse_body(raw: bytes) -> dict[str, Any]:
+  try:
+    body = json.loads(raw)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise RequestError(f"the request body is not valid JSON: {e}") from e
+  if not isinstance(body, dict):
+    raise RequestError("the request body must be a JSON object")
+  return body
+
+
+def _number(body, name, default, lo, hi, kind=float):
+  value = body.get(name)
+  if value is None:
+    return default
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or (
+      kind is int and not float(value).is_integer()):
+    raise RequestError(f"'{name}' must be a{'n integer' if kind is int else ' number'}, "
+                       f"got {value!r}", param=name)
+  if not lo <= value <= hi:
+    raise RequestError(f"'{name}' must be in [{lo}, {hi}], got {value}", param=name)
+  return kind(value)
+
+
+def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults,
+                       load_image: Callable[[str, str], Image.Image]) -> ChatRequest:
+  """Validates an OpenAI chat-completions body. load_image(url, param) decodes one
+  image_url (raising RequestError)."""
+  for name, inert in _INERT.items():
+    value = body.get(name)
+    if value is not None and value != inert and value != [] and value != {}:
+      raise RequestError(f"'{name}'={value!r} is not supported by this server", param=name)
+  messages = body.get("messages")
+  if not isinstance(messages, list) or not messages:
+    raise RequestError("'messages' must be a non-empty list", param="messages")
+  system, turns, images = None, [], []
+  for i, msg in enumerate(messages):
+    where = f"messages[{i}]"
+    if not isinstance(msg, dict):
+      raise RequestError(f"{where} must be an object", param=where)
+    role = msg.get("role")
+    if role in ("system", "developer"):
+      if turns or system is not None:
+        raise RequestError(f"{where}: a system message must come first (and once)",
+                           param=where)
+      system = _text_only(msg.get("content"), where)
+      continue
+    if role not in ("user", "assistant"):
+      raise RequestError(f"{where}: role {role!r} is not supported (system, user, "
+                         f"assistant)", param=f"{where}.role")
+    content = msg.get("content")
+    if role == "assistant":
+      turns.append(Message("assistant", _text_only(content, where)))
+      continue
+    text, urls = _user_content(content, where)
+    for url, param in urls:
+      if len(images) >= limits.max_images:
+        raise RequestError(f"too many images: at most {limits.max_images} per request "
+                           f"(serve.max_images)", param=param, code="too_many_images")
+      images.append(load_image(url, param))
+    turns.append(Message("user", text))
+  if not turns or turns[-1].role != "user":
+    raise RequestError("the last message must be the user's", param="messages")
+  for i, m in enumerate(turns):
+    if m.role != ("user" if i % 2 == 0 else "assistant"):
+      raise RequestError("after the system message, roles must alternate user, "
+                         "assistant, user, ...", param="messages")
+  max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
+  max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", limits.default_max_tokens,
+                       1, limits.max_tokens, int)
+  stop = body.get("stop")
+  if stop is None:
+    stop = ()
+  elif isinstance(stop, str):
+    stop = (stop,)
+  elif isinstance(stop, list) and all(isinstance(s, str) for s in stop) and len(stop) <= 4:
+    stop = tuple(stop)
+  else:
+    raise RequestError("'stop' must be a string or a list of up to 4 strings", param="stop")
+  if any(not s for s in stop):
+    raise RequestError("'stop' strings must not be empty", param="stop")
+  seed = body.get("seed")
+  if seed is None:
+    seed = secrets.randbits(31)
+  elif isinstance(seed, bool) or not isinstance(seed, int):
+    raise RequestError(f"'seed' must be an integer, got {seed!r}", param="seed")
+  stream = body.get("stream", False)
+  if not isinstance(stream, bool):
+    raise RequestError("'stream' must be true or false", param="stream")
+  options = body.get("stream_options") or {}
+  if not isinstance(options, dict):
+    raise RequestError("'stream_options' must be an object", param="stream_options")
+  model = body.get("model")
+  if model is not None and not isinstance(model, str):
+    raise RequestError("'model' must be a string", param="model")
+  return ChatRequest(
+      model=model, messages=turns, system=system, images=images,
+      temperature=_number(body, "temperature", defaults.temperature, 0.0, 2.0),
+      top_p=_number(body, "top_p", defaults.top_p, 1e-6, 1.0),
+      repetition_penalty=_number(body, "repetition_penalty", defaults.repetition_penalty,
+                                 0.01, 10.0),
+      max_tokens=max_tokens, stop=stop, seed=seed & 0x7FFFFFFF, stream=stream,
+      include_usage=bool(options.get("include_usage", False)))
+
+
+def _text_only(content, where: str) -> str:
+  if isinstance(content, str):
+    return content
+  if isinstance(content, list):
+    texts = []
+    for j, part in enumerate(content):
+      if not isinstance(part, dict) or part.get("type") != "text":
+        raise RequestError(f"{where}.content[{j}]: only text parts are allowed here",
+                           param=f"{where}.content")
+      texts.append(_part_text(part, f"{where}.content[{j}]"))
+    return "".join(texts)
+  raise RequestError(f"{where}.content must be a string or a list of parts",
+                     param=f"{where}.content")
+
+
+def _part_text(part, where: str) -> str:
+  text = part.get("text")
+  if not isinstance(text, str):
+    raise RequestError(f"{where}: a text part needs a string 'text'", param=where)
+  if IMAGE_TOKEN in text:
+    raise RequestError(f"{where}: the text holds {IMAGE_TOKEN!r}; send images as "
+                       f"image_url parts", param=where)
+  return text
+
+
+def _user_content(content, where: str) -> tuple[str, list[tuple[str, str]]]:
+  if isinstance(content, str):
+    return _part_text({"text": content}, f"{where}.content"), []
+  if not isinstance(content, list) or not content:
+    raise RequestError(f"{where}.content must be a string or a non-empty list of parts",
+                       param=f"{where}.content")
+  pieces, urls = [], []
+  for j, part in enumerate(content):
+    here = f"{where}.content[{j}]"
+    kind = part.get("type") if isinstance(part, dict) else None
+    if kind == "text":
+      pieces.append(_part_text(part, here))
+    elif kind == "image_url":
+      spec = part.get("image_url")
+      url = spec.get("url") if isinstance(spec, dict) else spec
+      if not isinstance(url, str) or not url:
+        raise RequestError(f"{here}: image_url needs a 'url' string", param=here)
+      urls.append((url, here))
+      pieces.append(IMAGE_TOKEN)
+    else:
+      raise RequestError(f"{here}: part type {kind!r} is not supported (text, image_url)",
+                         param=here)
+  return "".join(pieces), urls
+
+
+# -- responses --------------------------------------------------------------------------
+
+def completion_id() -> str:
+  return "chatcmpl-" + secrets.token_hex(12)
+
+
+def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
+  return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+          "total_tokens": prompt_tokens + completion_tokens,
+          "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+
+
+def completion_body(cid: str, model: str, text: str, finish_reason: str,
+                    usage_: dict[str, Any]) -> dict[str, Any]:
+  return {"id": cid, "object": "chat.completion", "created": int(time.time()),
+          "model": model,
+          "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                       "finish_reason": finish_reason, "logprobs": None}],
+          "usage": usage_}
+
+
+def chunk_body(cid: str, model: str, created: int, delta: dict[str, Any],
+               finish_reason: str | None = None, usage_: dict[str, Any] | None = None,
+               with_choice: bool = True) -> dict[str, Any]:
+  body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
+          "choices": ([{"index": 0, "delta": delta, "finish_reason": finish_reason,
+                        "logprobs": None}] if with_choice else [])}
+  if usage_ is not None:
+    body["usage"] = usage_
+  return body

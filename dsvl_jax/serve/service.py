@@ -1,0 +1,87 @@
+"""The chat service: an OpenAI request (or the web page's chat) -> an engine request.
+
+The prompt is built as the chat CLI builds a turn: the "deepseek" template (the
+configured system prompt, or the request's system message), every turn's images
+through the model's image processor, `encode_conversation` with the generation prompt.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Sequence
+
+from PIL import Image
+
+from dsvl_jax.data.conversation import Message, encode_conversation, template_for
+from dsvl_jax.data.image_processor import ImageProcessorConfig, process_batch
+from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.infer.chat_config import STOP_STRINGS
+from dsvl_jax.infer.sampling import SamplingConfig
+from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.serve.engine import Engine, EngineError, Prompt, RequestTooLong
+from dsvl_jax.serve.images import ImageResolver
+from dsvl_jax.serve.protocol import ChatRequest, Defaults, Limits, RequestError, parse_chat_request
+from dsvl_jax.serve.serve_config import ServeConfig
+
+
+@dataclasses.dataclass
+class Prepared:
+  request: ChatRequest
+  prompt: Prompt
+  sampling: SamplingConfig
+
+
+class ChatService:
+  """Holds the engine and everything a request needs on the way in."""
+
+  def __init__(self, engine: Engine, cfg: VLMConfig, tokenizer: Tokenizer,
+               serve: ServeConfig, model_name: str):
+    self.engine, self.cfg, self.tokenizer = engine, cfg, tokenizer
+    self.model_name = model_name
+    self.system_prompt = serve.system_prompt
+    self.processor = ImageProcessorConfig.for_model(cfg)
+    self.limits = Limits(max_images=serve.max_images, max_tokens=serve.max_tokens,
+                         default_max_tokens=min(serve.default_max_tokens, serve.max_tokens))
+    self.defaults = Defaults(temperature=serve.temperature, top_p=serve.top_p,
+                             repetition_penalty=serve.repetition_penalty)
+    self.resolver = ImageResolver(serve.image_dir, serve.max_image_bytes)
+
+  def prepare(self, body: dict) -> Prepared:
+    """Validates a chat-completions body and builds its prompt (raises RequestError)."""
+    req = parse_chat_request(body, self.limits, self.defaults, self.resolver)
+    if req.model is not None and req.model != self.model_name:
+      raise RequestError(f"model {req.model!r} is not served here; this server serves "
+                         f"{self.model_name!r} (GET /v1/models)", status=404, param="model",
+                         code="model_not_found")
+    prompt = self.build_prompt(req.messages, req.images, req.system)
+    sampling = SamplingConfig(temperature=req.temperature, top_p=req.top_p,
+                              repetition_penalty=req.repetition_penalty,
+                              max_new_tokens=req.max_tokens,
+                              stop_strings=STOP_STRINGS + req.stop, seed=req.seed)
+    try:
+      self.engine.check(prompt, sampling)
+    except RequestTooLong as e:
+      raise RequestError(str(e), param="messages", code="context_length_exceeded") from e
+    except EngineError as e:
+      raise RequestError(str(e), param="messages") from e
+    return Prepared(req, prompt, sampling)
+
+  def build_prompt(self, messages: Sequence[Message], images: Sequence[Image.Image],
+                   system: str | None = None) -> Prompt:
+    template = template_for(self.system_prompt if system is None else system)
+    try:
+      encoded = encode_conversation(messages, self.tokenizer, self.cfg,
+                                    add_generation_prompt=True, template=template)
+    except ValueError as e:
+      raise RequestError(f"messages: {e}", param="messages") from e
+    pixels = process_batch(list(images), self.processor) if images else None
+    return Prompt.of(encoded.ids, pixels, self.processor.image_size)
+
+
+def model_name_of(serve: ServeConfig) -> str:
+  if serve.model_name:
+    return serve.model_name
+  if serve.checkpoint:
+    return pathlib.Path(serve.checkpoint.rstrip("/")).name
+  return "dsvl-random-init"

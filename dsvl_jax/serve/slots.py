@@ -1,0 +1,139 @@
+"""The device side of continuous batching: B decode slots sharing one KV cache.
+
+Every request owns one slot (a row of the cache) from its prefill to its last token;
+one jitted decode step advances all slots at once, each at its own length. The state is
+one pytree whose arrays all lead with the slot axis:
+
+  cache     per layer {"k", "v"} [B, S, KVH, Dh] in the compute dtype, preallocated
+  mask      [B, S] int32   1 where a real token's keys and values sit
+  index     [B] int32      the column the slot writes next
+  next_pos  [B] int32      the RoPE position of the next token
+  token     [B] int32      the last chosen token: the next step's input
+  seen      [B, V] bool    generated tokens (repetition penalty)
+  keys      [B, 2] uint32  per-slot PRNG key data
+  sampling  ROW_FIELDS -> [B] (infer/sampling.py)
+
+A prefill writes one slot: its prompt left-padded to a bucket, from column `offset`
+(0, or where a kept prefix ends: the prefix cache), and picks its first token. Column
+S - 1 is scratch: a step writes idle slots' keys there, so an idle slot's row, kept
+for the prefix cache, is never changed. Row b computes what `Generator` computes for a
+batch of one: the same left-padded prompt, mask-derived positions, sampling and key
+schedule, so a request's tokens do not depend on what else is running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from dsvl_jax.infer.sampling import ROW_FIELDS, SamplingConfig, row_values, select_rows
+from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.llm import init_cache, unstack_layers
+from dsvl_jax.models.vlm import DeepseekVL
+
+State = dict[str, Any]
+
+
+class SlotModel:
+  """Compiled prefill-into-a-slot and decode-every-slot for one model and weights."""
+
+  def __init__(self, cfg: VLMConfig, params, num_slots: int, max_len: int):
+    if max_len > cfg.llm.max_position_embeddings:
+      raise ValueError(f"max_len {max_len} exceeds the model's context of "
+                       f"{cfg.llm.max_position_embeddings} positions")
+    # Per-layer weights and cache, as Generator decodes (generate.py says why).
+    self.cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, scan_layers=False))
+    self.module = DeepseekVL(self.cfg)
+    self.params = {**params, "llm": unstack_layers(params["llm"])}
+    self.num_slots, self.max_len = num_slots, max_len
+    self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1,))
+    self._decode = jax.jit(self._decode_fn, donate_argnums=(1,))
+
+  def init_state(self) -> State:
+    b, s, v = self.num_slots, self.max_len, self.cfg.llm.vocab_size
+    rows = row_values(SamplingConfig())
+    return {
+        "cache": init_cache(self.cfg.llm, b, s, jnp.dtype(self.cfg.compute.dtype),
+                            stacked=False),
+        "mask": jnp.zeros((b, s), jnp.int32), "index": jnp.zeros((b,), jnp.int32),
+        "next_pos": jnp.zeros((b,), jnp.int32), "token": jnp.zeros((b,), jnp.int32),
+        "seen": jnp.zeros((b, v), bool), "keys": jnp.zeros((b, 2), jnp.uint32),
+        "sampling": {f: jnp.full((b,), rows[f]) for f in ROW_FIELDS},
+    }
+
+  # -- host calls ---------------------------------------------------------------------
+
+  def prefill(self, state: State, slot: int, ids: np.ndarray, mask: np.ndarray,
+              images: np.ndarray | None, offset: int, start_pos: int,
+              sampling: SamplingConfig) -> tuple[State, int]:
+    """Writes a prompt into `slot` and picks its first token.
+
+    ids, mask [1, T] (left-padded; T a bucket); images [n, 3, S, S] or None: the images
+    of these ids; offset: the first column written (columns before it are kept);
+    start_pos: the RoPE position of the first real token (the kept tokens' count).
+    """
+    key = jax.random.key_data(jax.random.key(sampling.seed))
+    state, token = self._prefill(self.params, state, np.int32(slot), ids, mask,
+                                 None if images is None or not len(images) else images,
+                                 np.int32(offset), np.int32(start_pos),
+                                 row_values(sampling), key)
+    return state, int(token)
+
+  def decode(self, state: State, active: np.ndarray) -> tuple[State, np.ndarray]:
+    """One token for every active slot ([B] bool); returns the tokens [B] (host)."""
+    state, tokens = self._decode(self.params, state, np.asarray(active, bool))
+    return state, np.asarray(tokens)
+
+  # -- jitted -------------------------------------------------------------------------
+
+  def _prefill_fn(self, params, state, slot, ids, mask, images, offset, start_pos, row, key):
+    s = state["mask"].shape[1]
+    t = ids.shape[1]
+    take = lambda x: jax.lax.dynamic_slice_in_dim(x, slot, 1, axis=0)
+    put = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, slot, axis=0)
+    cache = jax.tree.map(take, state["cache"])
+    row_mask = jnp.where(jnp.arange(s) < offset, take(state["mask"]), 0)
+    row_mask = jax.lax.dynamic_update_slice(row_mask, mask, (0, offset))
+    positions = jnp.where(mask > 0, start_pos + jnp.cumsum(mask, -1) - 1, 1)
+    out = self.module.apply({"params": params}, ids, images, attention_mask=row_mask,
+                            positions=positions, cache=cache, cache_index=offset,
+                            logits_to_keep=1)
+    key, sub = jax.random.split(jax.random.wrap_key_data(key))
+    seen = jnp.zeros((1, self.cfg.llm.vocab_size), bool)
+    token = select_rows(out["logits"][:, -1], seen, jax.tree.map(lambda x: x[None], row),
+                        sub[None])[0]
+    new = dict(state)
+    new["cache"] = jax.tree.map(put, state["cache"], out["cache"])
+    new["mask"] = put(state["mask"], row_mask)
+    new["index"] = state["index"].at[slot].set(offset + t)
+    new["next_pos"] = state["next_pos"].at[slot].set(positions[0, -1] + 1)
+    new["token"] = state["token"].at[slot].set(token)
+    new["seen"] = put(state["seen"], seen.at[0, token].set(True))
+    new["keys"] = state["keys"].at[slot].set(jax.random.key_data(key))
+    new["sampling"] = {f: state["sampling"][f].at[slot].set(row[f]) for f in ROW_FIELDS}
+    return new, token
+
+  def _decode_fn(self, params, state, active):
+    b, s = state["mask"].shape
+    rows = jnp.arange(b)
+    index = jnp.where(active, state["index"], s - 1)  # idle slots write the scratch column
+    mask = state["mask"].at[rows, index].set(active.astype(jnp.int32))
+    out = self.module.apply({"params": params}, state["token"][:, None],
+                            attention_mask=mask, positions=state["next_pos"][:, None],
+                            cache=state["cache"], cache_index=index)
+    split = jax.vmap(jax.random.split)(jax.random.wrap_key_data(state["keys"]))
+    token = select_rows(out["logits"][:, -1], state["seen"], state["sampling"], split[:, 1])
+    keep = lambda new, old: jnp.where(active.reshape((b,) + (1,) * (old.ndim - 1)), new, old)
+    new = dict(state)
+    new["cache"] = out["cache"]
+    new["mask"] = mask
+    new["index"] = keep(index + 1, state["index"])
+    new["next_pos"] = keep(state["next_pos"] + 1, state["next_pos"])
+    new["token"] = keep(token, state["token"])
+    new["seen"] = keep(state["seen"].at[rows, token].set(True), state["seen"])
+    new["keys"] = keep(jax.random.key_data(split[:, 0]), state["keys"])
+    return new, token
