@@ -32,5 +32,8 @@ def test_dependencies_are_the_requirement_files():
   assert dynamic["dependencies"] == {"file": ["requirements.txt"]}
   for line in _lines("requirements.txt"):  # no pip options, no inline comments
     Requirement(line)
-  test = [l for l in _lines("requirements-test.txt") if l != "-r requirements.txt"]
-  assert project["project"]["optional-dependencies"]["test"] == test
+  extras = project["project"]["optional-dependencies"]
+  test = [l for l in _lines("requirements-test.txt") if not l.startswith("-r ")]
+  assert extras["test"] == test
+  assert extras["serve"] == _lines("requirements-serve.txt")
+  assert "-r requirements-serve.txt" in _lines("requirements-test.txt")

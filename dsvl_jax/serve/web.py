@@ -43,8 +43,8 @@ def conversation(history: list[dict], message: dict, image_position: str = "firs
   """gradio's history (one entry per text or file) and the new message -> alternating
   turns with their images first (or last), and the image paths in order."""
   turns: list[tuple[str, list[str], list[str]]] = []  # (role, texts, files)
-  for entry in list(history) + [{"role": "user", "content": [
-      *message.get("files", []), message.get("text", "")]}]:
+  files = [f if isinstance(f, dict) else {"path": f} for f in message.get("files", [])]
+  for entry in list(history) + [{"role": "user", "content": files + [message.get("text", "")]}]:
     role = entry["role"]
     texts, files = _parts(entry["content"])
     if turns and turns[-1][0] == role:  # gradio splits one turn into several entries
