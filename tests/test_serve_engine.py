@@ -160,11 +160,12 @@ def test_cancelling_frees_the_slot_and_others_are_served():
 
 def test_limits_raise_at_submit():
   cfg, params, tok, _ = _model()
-  with Engine(cfg, params, tok, num_slots=1, max_len=64, prompt_bucket=BUCKET,
+  with Engine(cfg, params, tok, num_slots=1, max_len=128, prompt_bucket=BUCKET,
               max_queue=1) as engine:
-    prompt = _prompt(cfg, tok, "hello", 0, 0)
-    with pytest.raises(RequestTooLong, match="more than the 64"):
-      engine.submit(prompt, SamplingConfig(max_new_tokens=60), QueueSink())
+    prompt = _prompt(cfg, tok, "hello", 0, 0)  # 24 tokens, padded to one 64 bucket
+    with pytest.raises(RequestTooLong, match="padded to 64.*more than the 128"):
+      engine.submit(prompt, SamplingConfig(max_new_tokens=65), QueueSink())
+    engine.check(prompt, SamplingConfig(max_new_tokens=64))  # exactly fills the slot
     blocker = QueueSink()
     engine.submit(prompt, SamplingConfig(max_new_tokens=30, ignore_eos=True), blocker)
     next(blocker.events(timeout=120))  # running: the queue is empty again

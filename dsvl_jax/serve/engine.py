@@ -321,8 +321,9 @@ class Engine:
         self._step()
 
   def _place(self, req: Request) -> tuple[int, int]:
-    """(slot, prompt tokens reused from it). A kept row with the longest usable common
-    prefix, else an empty slot, else the one finished longest ago."""
+    """(slot, prompt tokens reused from it). Without the prefix cache, the lowest free
+    slot (a step runs the slots up to the last busy one). With it: a kept row with the
+    longest usable common prefix, else an empty slot, else the one finished longest ago."""
     free = [i for i, r in enumerate(self._slots) if r is None]
     best, best_c = None, 0
     if self.prefix_cache:
@@ -344,7 +345,9 @@ class Engine:
         best, best_c = i, c
     if best is not None:
       return best, best_c
-    return min(free, key=lambda i: (self._rows[i] is not None, self._used[i])), 0
+    if not self.prefix_cache:  # the lowest free slot: busy slots stay packed at the front
+      return free[0], 0
+    return min(free, key=lambda i: (self._rows[i] is not None, self._used[i], i)), 0
 
   def _prefill(self, req: Request, slot: int, reuse: int) -> None:
     ids, k = req.prompt.ids, self.cfg.num_image_tokens

@@ -64,6 +64,7 @@ class ChatRequest:
   seed: int
   stream: bool
   include_usage: bool
+  ignore_eos: bool  # an extension (as vLLM's): generate max_tokens whatever comes
 
 
 # Fields clients send that change nothing here when left at their defaults.
@@ -165,6 +166,9 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults,
   options = body.get("stream_options") or {}
   if not isinstance(options, dict):
     raise RequestError("'stream_options' must be an object", param="stream_options")
+  ignore_eos = body.get("ignore_eos", False)
+  if not isinstance(ignore_eos, bool):
+    raise RequestError("'ignore_eos' must be true or false", param="ignore_eos")
   model = body.get("model")
   if model is not None and not isinstance(model, str):
     raise RequestError("'model' must be a string", param="model")
@@ -175,7 +179,7 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults,
       repetition_penalty=_number(body, "repetition_penalty", defaults.repetition_penalty,
                                  0.01, 10.0),
       max_tokens=max_tokens, stop=stop, seed=seed & 0x7FFFFFFF, stream=stream,
-      include_usage=bool(options.get("include_usage", False)))
+      include_usage=bool(options.get("include_usage", False)), ignore_eos=ignore_eos)
 
 
 def _text_only(content, where: str) -> str:

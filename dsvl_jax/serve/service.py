@@ -58,7 +58,8 @@ class ChatService:
     sampling = SamplingConfig(temperature=req.temperature, top_p=req.top_p,
                               repetition_penalty=req.repetition_penalty,
                               max_new_tokens=req.max_tokens,
-                              stop_strings=STOP_STRINGS + req.stop, seed=req.seed)
+                              stop_strings=STOP_STRINGS + req.stop, seed=req.seed,
+                              ignore_eos=req.ignore_eos)
     try:
       self.engine.check(prompt, sampling)
     except RequestTooLong as e:
