@@ -90,6 +90,10 @@ class _Mixed(types.ModuleType):
       self.items.append(BenchItem(id=f"q{i}", question="Describe " + "this " * (i * 3) + "?",
                                   options=(), answer="", load_images=lambda imgs=imgs: imgs,
                                   num_images=n))
+      if n:  # POPE-like: more questions about the same image(s), a shared prefix
+        for j, q in enumerate(("Is it red?", "What colour is the background, exactly?")):
+          self.items.append(BenchItem(id=f"q{i}-{j}", question=q, options=(), answer="",
+                                      load_images=lambda imgs=imgs: imgs, num_images=n))
 
   def load(self, path):
     return list(self.items)
@@ -113,15 +117,19 @@ def test_batched_equals_one_at_a_time(tmp_path):
   cfg = VLMConfig.from_dict(load_config("configs/tiny.py:hybrid").model)
   tok = make_tokenizer("builtin:bytes", TokenLayout.of(cfg))
   params = init_params(cfg, jax.random.key(3))
-  outputs = {}
+  outputs, shared_rows = {}, []
   for batch in (1, 4):
     gen = AnswerGenerator(cfg, tok, batch_size=batch, max_new_tokens=8, prompt_bucket=16)
     gen.set_params(params)
+    original = gen.generator.generate_shared
+    gen.generator.generate_shared = lambda p, s, g, *a, **k: (  # noqa: E731
+        shared_rows.append(len(s)) or original(p, s, g, *a, **k))
     run_benchmark("mixed", _Mixed(), "", gen, tok, cfg, tmp_path / str(batch),
                   system_prompt="", progress=False)
     rows = [json.loads(x) for x in (tmp_path / str(batch) / "mixed.predictions.jsonl").open()]
     outputs[batch] = {r["id"]: r["output"] for r in rows}
-  assert len(outputs[1]) == 7 and outputs[1] == outputs[4]
+  assert len(outputs[1]) == 7 + 2 * 4 and outputs[1] == outputs[4]
+  assert sum(shared_rows) >= 8  # batches of 4 shared their images' prefixes
   assert len(set(outputs[1].values())) > 1  # the answers depend on the prompt
 
 

@@ -79,6 +79,33 @@ def test_greedy_matches_transformers_single_and_batched(family):
   assert batched == _hf_generate(cfg, hf, ids, mask, images)
 
 
+
+@pytest.mark.parametrize("family", ["siglip", "hybrid"])
+def test_shared_prefixes_generate_what_each_whole_prompt_generates(family):
+  """generate_shared (prefix and its images computed once, KV copied to its rows, the
+  suffix prefilled after it) = transformers on each whole prompt, row by row."""
+  cfg, hf, gen = _setup(family)
+  k, img, rng = cfg.num_image_tokens, cfg.image_token_id, np.random.default_rng(9)
+  text = lambda n: [int(x) for x in rng.integers(3, 400, n)]  # noqa: E731
+  pixels = np.random.default_rng(10).random((3, 3, cfg.image_size, cfg.image_size),
+                                            dtype=np.float32)
+  prefixes = [([1] + text(2) + [img] * k, pixels[:1]),           # one image
+              ([1] + [img] * k + text(3) + [img] * k, pixels[1:]),  # two images
+              ([1], pixels[:0])]                                  # text only
+  group = [0, 1, 0, 2, 0, 1]
+  suffixes = [text(n) for n in (3, 9, 1, 5, 12, 2)]
+  greedy = SamplingConfig(max_new_tokens=NEW)
+  shared = gen.generate_shared(prefixes, suffixes, group, greedy).tokens
+  for g, suffix, ours in zip(group, suffixes, shared):
+    ids, mask = _left_pad([prefixes[g][0] + suffix], cfg.pad_token_id)
+    images = prefixes[g][1] if len(prefixes[g][1]) else None
+    assert ours == _hf_generate(cfg, hf, ids, mask, images)[0]
+  assert len(set(map(tuple, shared))) > 3  # the rows differ: real continuations
+  with pytest.raises(ValueError, match="no image tokens"):
+    gen.generate_shared(prefixes[:1], [[img]], [0], greedy)
+  with pytest.raises(ValueError, match="prefix index"):
+    gen.generate_shared(prefixes[:1], [[5]], [1], greedy)
+
 def test_sampling_is_reproducible_from_a_seed():
   cfg, _, gen = _setup("siglip")
   ids, mask = _left_pad([[1, 5, 6, 7], [1, 8]], cfg.pad_token_id)

@@ -209,3 +209,39 @@ def test_prefix_cache_reuses_the_previous_turn():
     other = Prompt.of(turn(first).ids, 1 - image, cfg.image_size)
     got = engine.generate(other, greedy)
   assert got.cached_tokens < int(np.flatnonzero(other.ids == cfg.image_token_id)[0]) + 1
+
+
+def test_content_keys_of_full_size_images_are_distinct_and_negative():
+  """576 tokens per image (SigLIP-L@384) with a hash: no int64 overflow, no key equal
+  to a text id, different pixels give different keys."""
+  k, n = 576, 2
+  ids = np.concatenate([[1, 5], np.full(k, 7), [9], np.full(k, 7), [3]]).astype(np.int32)
+  images = np.random.default_rng(0).random((n, 3, 4, 4), dtype=np.float32)
+  keys = Prompt.of(ids, images).content_keys(7, k)
+  image_keys = keys[ids == 7]
+  assert (image_keys < 0).all() and len(set(image_keys.tolist())) == n * k
+  assert (keys[ids != 7] == ids[ids != 7]).all()
+  other = images.copy()
+  other[1, 0, 0, 0] += 0.5
+  changed = Prompt.of(ids, other).content_keys(7, k)
+  assert (changed[:k + 2] == keys[:k + 2]).all() and not (changed[k + 3:-1] == keys[k + 3:-1]).any()
+
+
+def test_an_engine_bug_fails_the_request_and_the_engine_goes_on(monkeypatch):
+  cfg, params, tok, gen = _model()
+  greedy = SamplingConfig(max_new_tokens=5)
+  prompt = _prompt(cfg, tok, "hello", 1, 0)
+  with Engine(cfg, params, tok, num_slots=2, max_len=128, prompt_bucket=BUCKET) as engine:
+    original = Engine._take
+    calls = []
+
+    def broken_once(self, slot, token):
+      calls.append(slot)
+      if len(calls) == 1:
+        raise RuntimeError("planted bug")
+      return original(self, slot, token)
+
+    monkeypatch.setattr(Engine, "_take", broken_once)
+    with pytest.raises(Exception, match="planted bug"):
+      engine.generate(prompt, greedy)
+    assert engine.generate(prompt, greedy).tokens == _alone(gen, tok, prompt, greedy)

@@ -36,6 +36,7 @@ def default_config() -> ml_collections.ConfigDict:
       progress=True,  # benchmark sets: a progress bar with items/s and the ETA
       few_shot=0,  # textmc sets: solved examples in the prompt (the file's first lines)
       data_parallel=True,  # benchmark sets: split each batch's rows over local devices
+      share_prefixes=True,  # a prompt prefix (image) rows of a batch share: computed once
   ))
 
 
@@ -58,6 +59,7 @@ class EvalConfig:
   progress: bool = True
   few_shot: int = 0
   data_parallel: bool = True
+  share_prefixes: bool = True
 
   def validate(self) -> "EvalConfig":
     check(self.normalize in NORMALIZE, "eval.normalize", f"{self.normalize!r} not in {NORMALIZE}")

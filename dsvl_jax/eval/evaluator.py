@@ -66,7 +66,8 @@ class Evaluator:
     self.processor = ImageProcessorConfig.for_model(cfg)
     self.scorer = OptionScorer(cfg, eval_cfg.batch_size, eval_cfg.length_bucket)
     self.answerer = (AnswerGenerator(cfg, tokenizer, eval_cfg.batch_size,
-                                     eval_cfg.max_new_tokens, eval_cfg.length_bucket)
+                                     eval_cfg.max_new_tokens, eval_cfg.length_bucket,
+                                     share_prefixes=eval_cfg.share_prefixes)
                      if eval_cfg.generate else None)
 
   def _prepare(self, src: SetSource, template: Template) -> PreparedSet:

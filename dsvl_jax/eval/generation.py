@@ -5,11 +5,20 @@ Prompts are the scoring prompts (prompts.build_prompt). Decoding is the chat's: 
 string, text cut at the stop string and stripped. A short last batch is filled with
 copies of its last prompt (their answers are dropped), so every batch has the same
 number of rows and compiled shapes repeat.
+
+Rows of a batch that share a prompt prefix (`split_prompt`: the prompt up to its last
+image, with the image) go through `Generator.generate_shared`: the prefix, vision
+tower included, is computed once for its rows. POPE asks six questions of each image
+and MMBench's CircularEval the same question four times; the harness sorts such items
+next to each other (`sort_key`).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Sequence
+
+import numpy as np
 
 from dsvl_jax.data.batching import Sample, collate
 from dsvl_jax.data.tokenizer import Tokenizer
@@ -25,10 +34,12 @@ class AnswerGenerator:
   """Holds one `Generator` (compiled once); `set_params` before answering."""
 
   def __init__(self, cfg: VLMConfig, tokenizer: Tokenizer, batch_size: int = 8,
-               max_new_tokens: int = 32, prompt_bucket: int = 64, mesh=None):
-    """mesh: split each batch's rows over its devices (Generator)."""
+               max_new_tokens: int = 32, prompt_bucket: int = 64, mesh=None,
+               share_prefixes: bool = True):
+    """mesh: split each batch's rows over its devices (Generator). share_prefixes:
+    compute a prefix shared by rows of a batch once (off: every row prefills whole)."""
     self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
-    self.mesh = mesh
+    self.mesh, self.share_prefixes = mesh, share_prefixes
     self.prompt_bucket = prompt_bucket  # evaluation prompts vary widely: coarse buckets
     self.sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens,
                                    stop_strings=STOP_STRINGS)
@@ -49,12 +60,51 @@ class AnswerGenerator:
     for start in range(0, len(prompts), self.batch_size):
       chunk = list(prompts[start:start + self.batch_size])
       filled = chunk + [chunk[-1]] * (self.batch_size - len(chunk))
-      batch = collate(filled, self.cfg)
-      result = self.generator.generate(batch["input_ids"], batch["attention_mask"],
-                                       batch["images"], self.sampling,
-                                       decode=self.tokenizer.decode)
+      result = self._shared(filled) if self.share_prefixes else None
+      if result is None:
+        batch = collate(filled, self.cfg)
+        result = self.generator.generate(batch["input_ids"], batch["attention_mask"],
+                                         batch["images"], self.sampling,
+                                         decode=self.tokenizer.decode)
       answers += [self.decode(tokens) for tokens in result.tokens[:len(chunk)]]
     return answers
 
+  def _shared(self, rows: Sequence[Sample]):
+    """generate_shared's result when some rows share a prefix, else None."""
+    splits = [split_prompt(r, self.cfg) for r in rows]
+    keys: dict[tuple, int] = {}
+    group = [keys.setdefault(sp[0], len(keys)) for sp in splits]
+    if len(keys) == len(rows):
+      return None
+    first = {g: i for i, g in reversed(list(enumerate(group)))}
+    prefixes = [(splits[first[g]][1], rows[first[g]].images) for g in range(len(keys))]
+    return self.generator.generate_shared(prefixes, [sp[2] for sp in splits], group,
+                                          self.sampling, decode=self.tokenizer.decode)
+
   def decode(self, tokens: Sequence[int]) -> str:
     return cut_at_stop(self.tokenizer.decode(tokens), STOP_STRINGS).strip()
+
+
+def split_prompt(sample: Sample, cfg: VLMConfig) -> tuple[tuple, np.ndarray, np.ndarray]:
+  """(key, prefix ids, suffix ids): the prefix runs to the last image token (the images
+  belong to it), or is the first token of a text-only prompt. Equal keys = equal prefix
+  tokens and pixels. A prompt ending in an image gets a key of its own (no suffix)."""
+  ids = np.asarray(sample.ids)
+  image_pos = np.flatnonzero(ids == cfg.image_token_id)
+  cut = int(image_pos[-1]) + 1 if len(image_pos) else 1
+  if cut >= len(ids):
+    return ("whole", id(sample)), ids, ids[:0]
+  digest = hashlib.blake2b(np.ascontiguousarray(sample.images).tobytes(), digest_size=16)
+  return (ids[:cut].tobytes(), digest.hexdigest()), ids[:cut], ids[cut:]
+
+
+def sort_key(samples: Sequence[Sample], cfg: VLMConfig):
+  """A sort key over `samples` (index -> tuple): longest first (the first batch compiles
+  the largest shapes, and similar lengths share batches), and rows sharing a prefix
+  adjacent (a group sorts by its longest member)."""
+  keys = [split_prompt(s, cfg)[0] for s in samples]
+  longest: dict[tuple, int] = {}
+  for k, s in zip(keys, samples):
+    longest[k] = max(longest.get(k, 0), len(s.ids))
+  order = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+  return lambda i: (-longest[keys[i]], order[keys[i]], -len(samples[i].ids))

@@ -4,8 +4,9 @@
   -> prompts: the "deepseek" template around the benchmark's user turn, images through
      the model's processor (exactly as the chat CLI builds a turn)
   -> pending = items without a line in the predictions file (a rerun resumes)
-  -> sorted by prompt length, cut into batches of `batch_size`; prompt lengths are
-     padded to `length_bucket` multiples, so each compiled shape is reused
+  -> sorted by prompt length (items about the same image adjacent), cut into batches
+     of `batch_size`; prompt lengths are padded to `length_bucket` multiples, so each
+     compiled shape is reused; a prefix rows share is computed once (generation.py)
   -> greedy answers (eval/generation.py), the benchmark's parse and per-item check
   -> one predictions line per item, appended and flushed per batch:
      {"id", "prompt", "output", "parsed", "correct"}
@@ -31,6 +32,7 @@ from dsvl_jax.data.image_processor import ImageProcessorConfig, process_batch
 from dsvl_jax.data.tokenizer import Tokenizer
 from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.benchmarks.base import BenchItem
+from dsvl_jax.eval.generation import sort_key
 
 
 def predictions_path(outdir: pathlib.Path, name: str, index: int, count: int) -> pathlib.Path:
@@ -115,9 +117,11 @@ def _answer(bench, items: Sequence[BenchItem], answerer, tokenizer, cfg, templat
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   prepared = [(it, *build_sample(bench, it, tokenizer, cfg, template, processor))
               for it in items]
-  # Longest first: the first batch compiles the largest shapes, and similar lengths
-  # share batches (less padding, fewer distinct buckets).
-  prepared.sort(key=lambda p: (-len(p[2].ids), p[0].id))
+  # Longest first (the first batch compiles the largest shapes; similar lengths share
+  # batches), items asking about the same image next to each other (generation.py).
+  prepared.sort(key=lambda p: p[0].id)
+  key = sort_key([p[2] for p in prepared], cfg)
+  prepared = [prepared[i] for i in sorted(range(len(prepared)), key=key)]
   bar = tqdm(total=len(prepared), desc=label, unit="item", disable=not progress,
              dynamic_ncols=True)
   batch_size = answerer.batch_size

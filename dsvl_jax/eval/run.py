@@ -85,7 +85,8 @@ def run_benchmarks(cfg: VLMConfig, params, tokenizer: Tokenizer, eval_cfg: EvalC
     # Each process splits its batches over its own devices; processes split the items.
     mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("rows",))
   answerer = AnswerGenerator(cfg, tokenizer, eval_cfg.batch_size, eval_cfg.max_new_tokens,
-                             eval_cfg.length_bucket, mesh=mesh)
+                             eval_cfg.length_bucket, mesh=mesh,
+                             share_prefixes=eval_cfg.share_prefixes)
   answerer.set_params(params)
   barrier = None
   if jax.process_count() > 1:

@@ -54,6 +54,8 @@ class Generator:
     self.module = DeepseekVL(self.cfg)
     self.prompt_bucket, self.cache_bucket = prompt_bucket, cache_bucket
     self._prefill = jax.jit(self._prefill_fn, static_argnames=("sampling",), donate_argnums=(4,))
+    # The prefix cache has G rows, the state B: nothing to donate.
+    self._prefill_shared = jax.jit(self._prefill_shared_fn, static_argnames=("sampling",))
     self._step = jax.jit(self._step_fn, static_argnames=("sampling",), donate_argnums=(1,))
 
   def set_params(self, params) -> None:
@@ -102,6 +104,34 @@ class Generator:
              "index": idx + 1, "seen": seen, "rng": rng}
     return state, new
 
+  def _prefill_shared_fn(self, params, pids, pmask, images, cache, group, sids, smask, rng,
+                         *, sampling: SamplingConfig):
+    """Prefixes pids, pmask [G, P] (left-padded, with their images) fill cache rows
+    [G, S] once; row r takes prefix group[r]'s rows and prefills its suffix sids, smask
+    [B, T] (left-padded) into slots [P, P + T), RoPE positions continuing the prefix's.
+    The same attention inputs as `_prefill_fn` on the whole prompt: the padding between
+    prefix and suffix is masked. Returns (state, first tokens [B])."""
+    g, p = pids.shape
+    b, t = sids.shape
+    s = cache[0]["k"].shape[1]
+    ppos = jnp.where(pmask > 0, jnp.cumsum(pmask, -1) - 1, 1)
+    pslots = jnp.zeros((g, s), jnp.int32).at[:, :p].set(pmask)
+    out = self.module.apply({"params": params}, pids, images, attention_mask=pslots,
+                            positions=ppos, cache=cache, cache_index=0, logits_to_keep=1)
+    cache = jax.tree.map(lambda x: jnp.take(x, group, axis=0), out["cache"])
+    slots = jnp.take(pslots, group, axis=0).at[:, p:p + t].set(smask)
+    start = jnp.take(pmask.sum(-1), group)
+    positions = jnp.where(smask > 0, start[:, None] + jnp.cumsum(smask, -1) - 1, 1)
+    out = self.module.apply({"params": params}, sids, attention_mask=slots,
+                            positions=positions, cache=cache, cache_index=p, logits_to_keep=1)
+    seen = jnp.zeros((b, self.cfg.llm.vocab_size), bool)
+    rng, key = jax.random.split(rng)
+    token = select(out["logits"][:, -1], seen, sampling, key)
+    seen = seen.at[jnp.arange(b), token].set(True)
+    state = {"cache": out["cache"], "slots": slots, "next_pos": positions[:, -1] + 1,
+             "index": jnp.asarray(p + t, jnp.int32), "seen": seen, "rng": rng}
+    return state, token
+
   # -- host loop ----------------------------------------------------------------------
 
   def generate(self, input_ids, attention_mask=None, images=None,
@@ -135,12 +165,60 @@ class Generator:
     cache = init_cache(self.cfg.llm, b, s, dtype, stacked=False)
     ids, mask, cache = self._rows((ids, mask, cache), b)
 
-    rng = jax.random.key(sampling.seed)
-    # Only the fields that change the computation are static: seed, length and stop
-    # strings vary per call without recompiling.
-    static = dataclasses.replace(sampling, seed=0, max_new_tokens=1, stop_strings=(),
-                                 ignore_eos=False)
-    state, token = self._prefill(self.params, ids, mask, images, cache, rng, sampling=static)
+    state, token = self._prefill(self.params, ids, mask, images, cache,
+                                 jax.random.key(sampling.seed), sampling=_static(sampling))
+    return self._decode(state, token, b, sampling, decode, on_token)
+
+  def generate_shared(self, prefixes, suffixes, group, sampling: SamplingConfig = SamplingConfig(),
+                      decode: Callable[[list[int]], str] | None = None,
+                      on_token: Callable[[int, int], None] | None = None) -> Generation:
+    """`generate` for rows whose prompts share prefixes (an image and the text before it:
+    POPE's six questions per image, MMBench's option rotations): each prefix, its
+    vision tower included, is prefilled once and its KV copied to its rows.
+
+    prefixes: (ids [P_g], images [n_g, 3, S, S]) per prefix; suffixes: ids [T_r] per
+    row, no image tokens; group[r]: row r's prefix. Row r's prompt is
+    prefixes[group[r]] ids + suffixes[r], and it gets what `generate` gives that prompt
+    (the same attention inputs; float32 rounding of the split prefill aside).
+    """
+    g, b = len(prefixes), len(suffixes)
+    group = np.asarray(group, np.int32)
+    if group.shape != (b,) or b == 0 or group.min() < 0 or group.max() >= g:
+      raise ValueError(f"group must give each of the {b} rows a prefix index < {g}")
+    if sampling.stop_strings and decode is None:
+      raise ValueError("stop_strings need a decode function")
+    suffixes = [np.asarray(x, np.int32) for x in suffixes]
+    if any(len(x) == 0 or (x == self.cfg.image_token_id).any() for x in suffixes):
+      raise ValueError("each suffix needs >= 1 token and no image tokens")
+    # Prefix rows padded to a power of two (copies of the last; no row reads them), so
+    # that batches with 1, 2, 3 or 4 distinct images share two compiled shapes.
+    gp = 1 << (g - 1).bit_length()
+    prefixes = list(prefixes) + [prefixes[-1]] * (gp - g)
+    pp = _round_up(max(len(ids) for ids, _ in prefixes), self.prompt_bucket)
+    ts = _round_up(max(len(x) for x in suffixes), SUFFIX_BUCKET)
+    s = _round_up(pp + ts + sampling.max_new_tokens, self.cache_bucket)
+    if s > self.cfg.llm.max_position_embeddings:
+      raise ValueError(f"prefix ({pp}) + suffix ({ts}) tokens, bucketed, + max_new_tokens "
+                       f"({sampling.max_new_tokens}) exceed the model's context of "
+                       f"{self.cfg.llm.max_position_embeddings} positions")
+    pids, pmask = _left_pad([np.asarray(ids, np.int32) for ids, _ in prefixes], pp,
+                            self.cfg.pad_token_id)
+    sids, smask = _left_pad(suffixes, ts, self.cfg.pad_token_id)
+    pixels = [np.asarray(im, np.float32) for _, im in prefixes]
+    check_image_tokens(pids, sum(len(x) for x in pixels), self.cfg)
+    images = (None if not sum(len(x) for x in pixels)
+              else jnp.asarray(np.concatenate(pixels), jnp.float32))
+    cache = init_cache(self.cfg.llm, gp, s, jnp.dtype(self.cfg.compute.dtype), stacked=False)
+    group, sids, smask = self._rows((group, sids, smask), b)
+    state, token = self._prefill_shared(self.params, pids, pmask, images, cache, group, sids,
+                                        smask, jax.random.key(sampling.seed),
+                                        sampling=_static(sampling))
+    return self._decode(state, token, b, sampling, decode, on_token)
+
+  def _decode(self, state, token, b: int, sampling: SamplingConfig, decode, on_token
+              ) -> Generation:
+    """The host loop after a prefill: EOS and stop strings per row, one step at a time."""
+    static = _static(sampling)
     out = [[] for _ in range(b)]
     reasons = ["length"] * b
     done = np.zeros(b, bool)
@@ -163,3 +241,23 @@ class Generator:
         break
       state, token = self._step(self.params, state, token, sampling=static)
     return Generation(out, reasons)
+
+
+SUFFIX_BUCKET = 16  # a shared prefix's suffixes are short (a question): a finer bucket
+
+
+def _static(sampling: SamplingConfig) -> SamplingConfig:
+  """Only the fields that change the computation are static: seed, length and stop
+  strings vary per call without recompiling."""
+  return dataclasses.replace(sampling, seed=0, max_new_tokens=1, stop_strings=(),
+                             ignore_eos=False)
+
+
+def _left_pad(rows: list[np.ndarray], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+  """rows of ids -> (ids, mask) [len(rows), width], each row right-aligned."""
+  ids = np.full((len(rows), width), pad_id, np.int32)
+  mask = np.zeros((len(rows), width), np.int32)
+  for i, row in enumerate(rows):
+    ids[i, width - len(row):] = row
+    mask[i, width - len(row):] = 1
+  return ids, mask

@@ -75,9 +75,13 @@ class Prompt:
     pixels and their place in its block, so equal keys mean equal inputs."""
     keys = self.ids.astype(np.int64)
     where = np.flatnonzero(self.ids == image_token_id)
+    if tokens_per_image > 1 << 16:
+      raise ValueError(f"content_keys: {tokens_per_image} tokens per image (max 65536)")
     for n, start in enumerate(where[::tokens_per_image]):
-      digest = hashlib.blake2b(self.images[n].tobytes(), digest_size=7).digest()
-      base = int.from_bytes(digest, "little") * tokens_per_image
+      # 40 bits of the image's digest above 16 bits of place: negative int64 keys, no
+      # text id among them (576 tokens x a 56-bit digest overflowed int64).
+      digest = hashlib.blake2b(self.images[n].tobytes(), digest_size=5).digest()
+      base = int.from_bytes(digest, "little") << 16
       keys[start:start + tokens_per_image] = -1 - (base + np.arange(tokens_per_image))
     return keys
 
@@ -296,6 +300,16 @@ class Engine:
       self._cond.notify_all()
 
   def _run(self) -> None:
+    while not self._closing:
+      try:
+        self._loop()
+      except Exception as e:  # pylint: disable=broad-except
+        # A bug here must not leave clients waiting forever: fail what runs, go on.
+        logging.exception("engine loop failed")
+        self._state = self.model.init_state()
+        self._fail_running(f"engine error: {e}")
+
+  def _loop(self) -> None:
     while True:
       with self._cond:
         while not (self._closing or self._queue or any(self._slots)):
