@@ -21,6 +21,22 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # process doing the same (another test run, experiments/aot_compile.py) is refused.
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
+# One persistent compilation cache for the whole run, subprocesses included (they inherit
+# the variables): the suite compiles the same tiny programs many times over, from fresh
+# jit wrappers (a Trainer per test), in command-line subprocesses and in each process of
+# the multi-host test, and a cache hit skips XLA's compilation. DSVL_TEST_COMPILE_CACHE=0
+# turns it off (every program compiled afresh).
+if os.environ.get("DSVL_TEST_COMPILE_CACHE", "1") != "0" and \
+    "JAX_COMPILATION_CACHE_DIR" not in os.environ:
+  import atexit  # noqa: E402
+  import shutil  # noqa: E402
+  import tempfile  # noqa: E402
+  _cache_dir = tempfile.mkdtemp(prefix="dsvl_test_jax_cache_")
+  atexit.register(shutil.rmtree, _cache_dir, ignore_errors=True)
+  os.environ["JAX_COMPILATION_CACHE_DIR"] = _cache_dir
+  os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+  os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
+
 import pytest  # noqa: E402
 
 from dsvl_jax.config_files import load_config  # noqa: E402

@@ -60,7 +60,11 @@ def test_one_step_on_a_mesh_equals_one_device(family, shape):
   trainer, (loss, params, opt) = _one_step(family, shape)
   assert trainer.mesh.devices.shape == shape
   np.testing.assert_allclose(loss, loss1, rtol=1e-6)
-  chex.assert_trees_all_close(params, params1, atol=1e-6, rtol=1e-6)
+  # The first Adam step is lr g / (|g| + eps): where |g| is near eps (embedding rows of
+  # tokens seen once or twice) a float32 difference in g from another summation order
+  # moves the update by ~1e-6 (seen on one Intel host: 1.06e-6 at lr 1e-3). 1e-5 is 1%
+  # of a full step; the gradients themselves are compared tightly below (mu, nu).
+  chex.assert_trees_all_close(params, params1, atol=1e-5, rtol=1e-6)
   # Adam's mu and nu after one step are 0.1 g and 0.05 g^2: the gradients themselves,
   # each leaf to 1e-5 of its largest entry (measured: 2e-6).
   for a, b in zip(jax.tree.leaves(opt), jax.tree.leaves(opt1)):
