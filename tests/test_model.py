@@ -264,3 +264,32 @@ def test_unstacked_layer_loop_equals_scan(hybrid):
   a = DeepseekVL(cfg).apply({"params": params}, ids, images)["logits"]
   b = DeepseekVL(loop_cfg).apply({"params": loop_params}, ids, images)["logits"]
   np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-5, rtol=1e-5)
+
+
+def test_unrolled_scan_computes_what_the_rolled_one_does(hybrid):
+  """compute.scan_unroll (the demo's 4) runs the same stacked parameters: equal loss and
+  gradients; an unroll beyond the depth is clamped to it."""
+  from dsvl_jax.models.llm import LLM
+  cfg, params = hybrid
+  embeds = jax.random.normal(jax.random.key(0), (2, 7, cfg.llm.hidden_size))
+  positions = jnp.broadcast_to(jnp.arange(7), (2, 7))
+
+  def loss(compute, p):
+    return jnp.mean(LLM(cfg.llm, compute).apply({"params": p}, embeds, positions)[0] ** 2)
+
+  ref_loss, ref_grads = jax.jit(jax.value_and_grad(functools.partial(loss, cfg.compute)))(
+      params["llm"])
+  for unroll in (2, 64):
+    compute = dataclasses.replace(cfg.compute, scan_unroll=unroll)
+    got_loss, got_grads = jax.jit(jax.value_and_grad(functools.partial(loss, compute)))(
+        params["llm"])
+    np.testing.assert_allclose(got_loss, ref_loss, rtol=1e-6)
+    chex.assert_trees_all_close(got_grads, ref_grads, atol=1e-6, rtol=1e-5)
+  # It did unroll: the rolled program loops over the layers, the unrolled one does not.
+  hlo = {u: jax.jit(functools.partial(loss, dataclasses.replace(cfg.compute, scan_unroll=u))
+                    ).lower(params["llm"]).as_text() for u in (1, 2)}
+  print({u: h.count("stablehlo.while") for u, h in hlo.items()})
+  assert hlo[1].count("stablehlo.while") > hlo[2].count("stablehlo.while")
+  with pytest.raises(ConfigError, match="scan_unroll"):
+    VLMConfig.from_dict({**cfg.to_dict(), "compute": {**cfg.to_dict()["compute"],
+                                                      "scan_unroll": 0}})

@@ -149,11 +149,12 @@ def maybe_remat(module_cls: Any, remat_policy: str) -> Any:
 
 
 def scan_blocks(block_cls: Any, length: int, *, in_axes: tuple, name: str,
-                remat_policy: str, **block_kwargs) -> nn.Module:
+                remat_policy: str, unroll: int = 1, **block_kwargs) -> nn.Module:
   """`length` copies of a block under nn.scan: one compiled body whatever the depth.
 
   The block's __call__ is (carry, *xs) -> (carry, ys); its parameters get a leading
   'layers' axis. `in_axes` gives, per x, 0 (sliced per layer) or nn.broadcast.
+  `unroll`: blocks per loop iteration (lax.scan's unroll; the parameters stay stacked).
   """
   block_cls = maybe_remat(block_cls, remat_policy)
   return nn.scan(
@@ -162,5 +163,6 @@ def scan_blocks(block_cls: Any, length: int, *, in_axes: tuple, name: str,
       split_rngs={"params": True},
       in_axes=in_axes,
       length=length,
+      unroll=unroll,
       metadata_params={nn.PARTITION_NAME: "layers"},
   )(name=name, **block_kwargs)

@@ -143,6 +143,7 @@ class LLM(nn.Module):
     if compute.scan_layers:
       self.layers = layers.scan_blocks(LLMBlock, cfg.num_layers, in_axes=(nn.broadcast, 0),
                                        name="layers", remat_policy=compute.remat_policy,
+                                       unroll=min(compute.scan_unroll, cfg.num_layers),
                                        cfg=cfg, compute=compute)
     else:  # inference: separate per-layer weights, see unstack_layers()
       self.blocks = [LLMBlock(cfg, compute, name=f"layers_{i}") for i in range(cfg.num_layers)]
