@@ -31,12 +31,35 @@ def _boxed_init(cfg: VLMConfig, rng: jax.Array) -> Any:
   return DeepseekVL(cfg).init(rng, ids, images)["params"]
 
 
+# XLA:CPU spends most of an initialiser's compile time optimising its code (one unrolled
+# threefry hash per parameter: ~22k operations for the demo's 1.4M-parameter model, 13 s),
+# which runs once. LLVM's -O0 compiles it in a third of the time; the integer hash is
+# the same, the float transforms of the draws may differ in the last bit from -O3.
+_CPU_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+def _compile_init(fn: Any, rng: jax.Array, platform: str) -> Any:
+  options = _CPU_INIT_OPTIONS if platform == "cpu" else None
+  return fn.lower(rng).compile(compiler_options=options)
+
+
+@functools.lru_cache(maxsize=16)
+def _unsharded_init(cfg: VLMConfig, rng: jax.ShapeDtypeStruct) -> Any:
+  """The compiled initialiser of one config (tests initialise the same config often)."""
+  fn = jax.jit(lambda r: nn.unbox(_boxed_init(cfg, r)))
+  return _compile_init(fn, rng, jax.default_backend())
+
+
 def init_params(cfg: VLMConfig, rng: jax.Array, shardings: Any = None) -> dict:
   """Randomly initialised parameters (plain pytree); `shardings` (a tree like the
   params) makes each device create only its own shards."""
+  fn = jax.jit(lambda r: nn.unbox(_boxed_init(cfg, r)), out_shardings=shardings)
+  if isinstance(rng, jax.core.Tracer):  # inside a transformation (eval_shape, jit)
+    return fn(rng)
   if shardings is None:
-    return nn.unbox(jax.jit(_boxed_init, static_argnums=0)(cfg, rng))
-  return jax.jit(lambda r: nn.unbox(_boxed_init(cfg, r)), out_shardings=shardings)(rng)
+    return _unsharded_init(cfg, jax.ShapeDtypeStruct(rng.shape, rng.dtype))(rng)
+  device = next(iter(jax.tree.leaves(shardings)[0].device_set))
+  return _compile_init(fn, rng, device.platform)(rng)
 
 
 def abstract_params(cfg: VLMConfig) -> dict:
