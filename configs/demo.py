@@ -76,6 +76,8 @@ def model_config() -> ml_collections.ConfigDict:
       precision="default",  # CPU matmuls are float32 anyway
       remat_policy="none",  # tiny activations
       attention_impl="xla",  # portable reference attention
+      scan_layers=True,  # stacked layer parameters, as every training config
+      scan_unroll=4,  # all 4 layers in one loop body: ~12% faster steps on a CPU
   ))
   m.image_token_id = SPM_VOCAB  # first id after the tokenizer's pieces
   m.bos_token_id = 1  # sentencepiece's <s> (a control piece)
@@ -151,7 +153,7 @@ def get_config(arg=None):
   c.demo.vision = ml_collections.ConfigDict(dict(
       train=dict(steps=400, trainable=("llm", "siglip", "sam", "aligner")),
       optimizer=dict(lr=5e-4, warmup_steps=10),
-      data=dict(stage=1, seq_len=64, max_images_per_row=1, multimodal_share=1.0,
+      data=dict(stage=1, seq_len=32, max_images_per_row=1, multimodal_share=1.0,  # <= 32 tokens
                 sources=dict(objects=synthetic(5, ("object",), "multimodal"))),
   ))
   c.demo.stage1 = ml_collections.ConfigDict(dict(
@@ -160,7 +162,7 @@ def get_config(arg=None):
       train=dict(steps=50, trainable=("aligner",), init_from="lm",
                  init_groups=dict(siglip="vision", sam="vision")),
       optimizer=dict(lr=2e-3, warmup_steps=10),
-      data=dict(stage=1, seq_len=64, max_images_per_row=1, multimodal_share=1.0,
+      data=dict(stage=1, seq_len=48, max_images_per_row=1, multimodal_share=1.0,  # <= 46 tokens
                 sources=dict(captions=synthetic(2, ("caption",), "multimodal"))),
   ))
   c.demo.stage2 = ml_collections.ConfigDict(dict(
@@ -176,7 +178,10 @@ def get_config(arg=None):
   c.demo.stage3 = ml_collections.ConfigDict(dict(
       train=dict(steps=2000, trainable=("llm", "aligner", "siglip", "sam_neck")),
       optimizer=dict(lr=3e-4, warmup_steps=10),
-      data=dict(stage=3, seq_len=128, max_images_per_row=2, multimodal_share=0.9,
+      # Packed: a chat is 57 tokens on average, so 8 unpacked rows of 128 were 56%
+      # padding. 4 packed rows of 160 hold ~9 chats (8 before) in 2/3 of the step time.
+      data=dict(stage=3, pack=True, global_batch_size=4, seq_len=160, max_images_per_row=5,
+                multimodal_share=0.9,
                 sources=dict(chats=synthetic(4, ("chat",), "multimodal"),
                              text=synthetic(1, ("text_chat", "text_qa"), "text"))),
   ))
