@@ -7,9 +7,16 @@ import os
 # timeout ... exceeded"; it happened once in a full run). Ten minutes, not 40 s.
 CPU_COLLECTIVE_FLAGS = ("--xla_cpu_collective_call_terminate_timeout_seconds=600 "
                         "--xla_cpu_collective_timeout_seconds=600")
+# The suite's programs are tiny and run a few times each: most of its time was XLA:CPU
+# optimising code (LLVM -O3). At -O0 tests/test_train.py took 164 s instead of 202 s on
+# a 2-core Intel host. The semantics are the same; float results may differ in the last
+# bit (contraction into FMAs), far inside every tolerance. DSVL_TEST_XLA_OPT_LEVEL=3
+# (or any level) runs the suite as users' programs are compiled.
+_OPT_LEVEL = os.environ.get("DSVL_TEST_XLA_OPT_LEVEL", "0")
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8 " +
-                           CPU_COLLECTIVE_FLAGS).strip()
+                           CPU_COLLECTIVE_FLAGS +
+                           f" --xla_backend_optimization_level={_OPT_LEVEL}").strip()
 # XLA:CPU runs ready thunks of every simulated device on one intra-op pool, as many
 # threads as devices by default. A train step on a (1, 2, 4) mesh has collectives in a
 # scanned loop and beside it, and in one run in three all 8 threads sat in rendezvous
