@@ -288,7 +288,6 @@ def test_unrolled_scan_computes_what_the_rolled_one_does(hybrid):
   # It did unroll: the rolled program loops over the layers, the unrolled one does not.
   hlo = {u: jax.jit(functools.partial(loss, dataclasses.replace(cfg.compute, scan_unroll=u))
                     ).lower(params["llm"]).as_text() for u in (1, 2)}
-  print({u: h.count("stablehlo.while") for u, h in hlo.items()})
   assert hlo[1].count("stablehlo.while") > hlo[2].count("stablehlo.while")
   with pytest.raises(ConfigError, match="scan_unroll"):
     VLMConfig.from_dict({**cfg.to_dict(), "compute": {**cfg.to_dict()["compute"],

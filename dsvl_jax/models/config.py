@@ -37,7 +37,7 @@ class ComputeConfig:
   # LLM layers under nn.scan (training: compile time flat in depth); False runs a
   # Python loop over per-layer weights (decoding; params via llm.unstack_layers).
   scan_layers: bool = True
-  # Layers per scan iteration (1 = a rolled loop; num_layers = fully unrolled, the same
+  # LLM layers per scan iteration (1 = a rolled loop; num_layers = fully unrolled, the same
   # stacked parameters). Unrolling lets XLA fuse across layers: a 4-layer model's CPU
   # train step runs ~10% faster, at the cost of compile time that grows with depth.
   scan_unroll: int = 1

@@ -38,7 +38,11 @@ def _boxed_init(cfg: VLMConfig, rng: jax.Array) -> Any:
 _CPU_INIT_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
-def _compile_init(fn: Any, rng: jax.Array, platform: str) -> Any:
+def _jit_init(cfg: VLMConfig, shardings: Any = None) -> Any:
+  return jax.jit(lambda r: nn.unbox(_boxed_init(cfg, r)), out_shardings=shardings)
+
+
+def _compile_init(fn: Any, rng: Any, platform: str) -> Any:
   options = _CPU_INIT_OPTIONS if platform == "cpu" else None
   return fn.lower(rng).compile(compiler_options=options)
 
@@ -46,20 +50,18 @@ def _compile_init(fn: Any, rng: jax.Array, platform: str) -> Any:
 @functools.lru_cache(maxsize=16)
 def _unsharded_init(cfg: VLMConfig, rng: jax.ShapeDtypeStruct) -> Any:
   """The compiled initialiser of one config (tests initialise the same config often)."""
-  fn = jax.jit(lambda r: nn.unbox(_boxed_init(cfg, r)))
-  return _compile_init(fn, rng, jax.default_backend())
+  return _compile_init(_jit_init(cfg), rng, jax.default_backend())
 
 
 def init_params(cfg: VLMConfig, rng: jax.Array, shardings: Any = None) -> dict:
   """Randomly initialised parameters (plain pytree); `shardings` (a tree like the
   params) makes each device create only its own shards."""
-  fn = jax.jit(lambda r: nn.unbox(_boxed_init(cfg, r)), out_shardings=shardings)
   if isinstance(rng, jax.core.Tracer):  # inside a transformation (eval_shape, jit)
-    return fn(rng)
+    return _jit_init(cfg, shardings)(rng)
   if shardings is None:
     return _unsharded_init(cfg, jax.ShapeDtypeStruct(rng.shape, rng.dtype))(rng)
   device = next(iter(jax.tree.leaves(shardings)[0].device_set))
-  return _compile_init(fn, rng, device.platform)(rng)
+  return _compile_init(_jit_init(cfg, shardings), rng, device.platform)(rng)
 
 
 def abstract_params(cfg: VLMConfig) -> dict:
