@@ -2,6 +2,10 @@
 
 import json
 import logging
+import pathlib
+import subprocess
+import sys
+import textwrap
 
 import grain
 import jax
@@ -126,9 +130,9 @@ def test_each_host_holds_its_slice_of_the_same_global_batch(pack):
     take(data_config(global_batch_size=3), 1, process_index=0, process_count=2)
 
 
-@pytest.mark.parametrize("pack", [False, True])
-def test_restored_iterator_yields_exactly_the_next_batches(pack):
-  cfg = data_config(pack=pack)
+@pytest.mark.parametrize("pack,prefetch", [(False, 2), (True, 2), (True, 0)])
+def test_restored_iterator_yields_exactly_the_next_batches(pack, prefetch):
+  cfg = data_config(pack=pack, prefetch_batches=prefetch)
   first, state, _ = take(cfg, 5)
   expected, _, metrics = take(cfg, 10)
   state = json.loads(json.dumps(state))  # what a checkpoint stores
@@ -137,6 +141,38 @@ def test_restored_iterator_yields_exactly_the_next_batches(pack):
   assert_same_batches(expected[5:], resumed)
   assert_same_batches(expected[:5], first)
   assert resumed_metrics == metrics  # counters continue across the restore
+
+
+def test_prefetch_thread_changes_no_batch_and_no_state():
+  """The background thread's batches and iterator states are the inline pipeline's, so
+  a checkpoint saved with one setting resumes under the other."""
+  inline, inline_state, inline_metrics = take(data_config(pack=True, prefetch_batches=0), 7)
+  threaded, state, metrics = take(data_config(pack=True, prefetch_batches=3), 7)
+  assert_same_batches(inline, threaded)
+  assert state == inline_state and metrics == inline_metrics
+  later, _, _ = take(data_config(pack=True, prefetch_batches=0), 9)
+  resumed, _, _ = take(data_config(pack=True, prefetch_batches=3), 2,
+                       state=json.loads(json.dumps(state)))
+  assert_same_batches(later[7:], resumed)
+
+
+def test_an_iterator_alive_at_exit_closes_quietly():
+  """grain closes an iterator again when it is collected; at interpreter shutdown that
+  raised (and printed) unless `close` had let its prefetch iterators go."""
+  script = textwrap.dedent("""
+      import sys
+      sys.path[:0] = [{tests!r}]
+      from data_fixtures import data_config, layout
+      from dsvl_jax.data.pipeline import TrainDataset
+      it = iter(TrainDataset(data_config(prefetch_batches=2), layout("siglip")))
+      next(it), next(it)
+      it.close()
+      print("done")
+  """).format(tests=str(pathlib.Path(__file__).parent))
+  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=300, cwd=pathlib.Path(__file__).parent.parent)
+  assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
+  assert "Exception ignored" not in out.stderr, out.stderr[-2000:]
 
 
 def test_workers_resume_through_grains_orbax_handler(tmp_path):

@@ -73,6 +73,7 @@ class DataConfig:
   max_consecutive_skips: int = 1000  # a row meeting this many bad samples in a row raises
   num_workers: int = 0  # grain worker processes per modality (0: in the main process)
   worker_buffer_size: int = 2  # batches each worker prepares ahead
+  prefetch_batches: int = 2  # without workers: batches a background thread prepares ahead
   process_index: int = -1  # this host; -1: jax.process_index()
   process_count: int = -1  # hosts; -1: jax.process_count()
   sources: tuple[tuple[str, SourceConfig], ...] = ()
@@ -102,6 +103,7 @@ class DataConfig:
     check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
     check(self.max_consecutive_skips >= 1, "data.max_consecutive_skips", "must be >= 1")
     check(self.worker_buffer_size >= 1, "data.worker_buffer_size", "must be >= 1")
+    check(self.prefetch_batches >= 0, "data.prefetch_batches", "must be >= 0")
     check(self.schedule in SCHEDULES, "data.schedule", f"{self.schedule!r} not in {SCHEDULES}")
     check(0.0 <= self.multimodal_share <= 1.0, "data.multimodal_share", "must be in [0, 1]")
     check(self.schedule == "constant" or self.warmup_steps > 0, "data.warmup_steps",

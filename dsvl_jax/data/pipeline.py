@@ -14,6 +14,7 @@ Each modality has its own pipeline, so a text step never waits for an image:
     -> RowsIterDataset: whole samples into rows of seq_len (one per row unless packing)
     -> zip of the host's b rows -> one host batch (numpy)
     -> mp_prefetch(num_workers)                         (grain worker processes)
+       or, without workers, a prefetch thread (prefetch_batches ahead)
 
 Because a row's contents depend only on its global row index, a host's batch is the same
 slice of the same global batch whatever the number of hosts. Worker processes split each
@@ -234,6 +235,12 @@ def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
       flags.FLAGS.mark_as_parsed()
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(
         num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size))
+  elif cfg.prefetch_batches:
+    # The train step runs asynchronously: a thread prepares the next batches meanwhile,
+    # instead of the loop doing so between steps. grain hands out each batch with the
+    # state after it, so checkpoints and resume are as without the thread.
+    ds = grain.experimental.ThreadPrefetchIterDataset(
+        ds, prefetch_buffer_size=cfg.prefetch_batches)
   return ds
 
 
@@ -356,6 +363,9 @@ class TrainIterator(grain.DatasetIterator):
     """Stops worker processes; call it when done (grain otherwise waits for GC)."""
     for it in self._iters.values():
       it.close()
+    # Let the closed iterators go now: grain closes an iterator again when it is
+    # collected, which fails (noisily) if that happens during interpreter shutdown.
+    self._iters, self._parents = {}, ()
 
 
 def valid_images(batch: Mapping[str, np.ndarray]) -> np.ndarray:
