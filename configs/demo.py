@@ -121,6 +121,7 @@ def get_config(arg=None):
       max_consecutive_skips=1000,
       num_workers=0,  # PIL drawing in the main process (2 cores: the step uses both)
       worker_buffer_size=2,
+      prefetch_batches=2,  # drawn by a thread while the step runs
       process_index=-1,
       process_count=-1,
       sources=ml_collections.ConfigDict(),  # per stage
@@ -191,6 +192,7 @@ def get_config(arg=None):
   c.eval.max_new_tokens = 8  # answers are a few tokens
   c.eval.batch_size = 32
   c.eval.length_bucket = 16
+  c.eval.share_prefixes = False  # a scene's 2-3 questions share little: one prefill program
   c.chat = chat_config()  # --config.mode=chat --config.chat.checkpoint=WORKDIR/stage3
   c.serve = serve_config()  # --config.mode=serve|web --config.serve.checkpoint=WORKDIR/stage3
   c.serve.update(dict(max_len=1024, max_tokens=256, default_max_tokens=64,  # the demo's context
