@@ -360,7 +360,8 @@ class TrainIterator(grain.DatasetIterator):
     logging.info("data pipeline restored at step %d", self.step)
 
   def close(self) -> None:
-    """Stops worker processes; call it when done (grain otherwise waits for GC)."""
+    """Stops worker processes and prefetch threads; call it when done (grain otherwise
+    waits for GC)."""
     for it in self._iters.values():
       it.close()
     # Let the closed iterators go now: grain closes an iterator again when it is
