@@ -13,6 +13,12 @@ run, `generate` once per item with the same prompt ids and pixels. Both generate
 exactly --new-tokens tokens per item (EOS and stop strings ignored): equal work.
 `tiny` is configs/tiny.py; `mid` the 1.3B architecture with 8 LLM layers and the real
 SigLIP-L/16@384 tower (bench_generate.py's).
+
+Bound: the speed-up our harness would have if an item cost nothing but its prefill
+FLOPs (towers, LLM, attention; a prefix shared by k questions counted once per k) at
+the host's float32 matmul peak, measured at start (`dsvl_jax.perf.host_limits`), and
+decoding were free: transformers' seconds per item / that floor. Where it is under the
+target, no batching reaches the target on this host in float32.
 """
 
 from __future__ import annotations
@@ -39,8 +45,8 @@ from dsvl_jax.eval.benchmarks.base import BenchItem  # noqa: E402
 from dsvl_jax.eval.generation import AnswerGenerator  # noqa: E402
 from dsvl_jax.eval.harness import build_sample, run_benchmark  # noqa: E402
 from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
-from dsvl_jax.perf import processor_name  # noqa: E402
-from experiments.bench_generate import model_config  # noqa: E402
+from dsvl_jax.perf import host_limits  # noqa: E402
+from experiments.bench_generate import model_config, prefill_flops  # noqa: E402
 from experiments.hf_reference import paired_models  # noqa: E402
 
 COLOURS = ("red", "blue", "green", "orange", "purple", "black")
@@ -77,6 +83,8 @@ def main():
   parser.add_argument("--new-tokens", type=int, default=16)
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
+  limits = host_limits()  # before any model: a quiet machine, nothing else allocated
+  print(limits, flush=True)
   rows = []
   for name in args.configs.split(","):
     cfg = model_config(name)
@@ -116,20 +124,22 @@ def main():
         theirs(s)
       hf_rate = len(samples) / (time.perf_counter() - t0)
       lengths = [len(s.ids) for s in samples]
+      floor = sum(prefill_flops(cfg, n, params) for n in lengths) / per_image / len(lengths)
+      bound = (1 / hf_rate) / (floor / limits.peak_flops)
       rows.append((name, per_image, f"{min(lengths)}-{max(lengths)}", ours, hf_rate,
-                   times[0] - times[1]))
+                   bound, times[0] - times[1]))
       print(rows[-1], flush=True)
     hf = gen = params = None
   print(f"\njax {jax.__version__}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}; {processor_name()}, {os.cpu_count()} CPU threads, "
-        f"float32; {args.items} items, 1 image each, {args.new_tokens} new tokens each, "
+        f"{transformers.__version__}; {limits}; {os.cpu_count()} CPU threads, float32; "
+        f"{args.items} items, 1 image each, {args.new_tokens} new tokens each, "
         f"batch {args.batch}\n")
   print("| config | questions per image | prompt tokens | dsvl_jax harness, items/s "
-        "| transformers loop, items/s | speed-up | first-pass compile overhead, s |")
-  print("|---|---|---|---|---|---|---|")
-  for name, per_image, lengths, ours, theirs_rate, compile_s in rows:
+        "| transformers loop, items/s | speed-up | bound | first-pass compile overhead, s |")
+  print("|---|---|---|---|---|---|---|---|")
+  for name, per_image, lengths, ours, theirs_rate, bound, compile_s in rows:
     print(f"| {name} | {per_image} | {lengths} | {ours:.2f} | {theirs_rate:.2f} "
-          f"| {ours / theirs_rate:.1f}x | {compile_s:.0f} |")
+          f"| {ours / theirs_rate:.1f}x | {bound:.1f}x | {compile_s:.0f} |")
 
 
 if __name__ == "__main__":

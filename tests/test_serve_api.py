@@ -4,6 +4,7 @@ status and message and the server goes on serving; a closed connection frees its
 
 import base64
 import json
+import threading
 import time
 
 import httpx
@@ -251,13 +252,18 @@ def test_queue_full_is_429_and_the_server_recovers():
   config = serve_config(num_slots=1, max_queue=1, api_key_env="", max_len=1024,
                         max_tokens=960)
   with running_server(config) as (url, service):
-    # a long answer holds the one slot (seconds of decoding), a second one waits
+    # A long answer holds the one slot and a second one waits. Its decoding is paused
+    # once it has streamed, not timed: 960 tiny-model tokens take half a second.
+    gate, step = threading.Event(), service.engine._step
+    gate.set()
+    service.engine._step = lambda: (gate.wait(60), step())
     hold = {"messages": [{"role": "system", "content": ""},
                          {"role": "user", "content": "tell me everything"}],
             "max_tokens": 960, "temperature": 0, "repetition_penalty": 1.0, "stream": True}
     with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=60) as r:
       assert r.status_code == 200
       next(r.iter_lines())
+      gate.clear()
       with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=60):
         deadline = time.time() + 30
         while service.engine.status()["queued"] < 1 and time.time() < deadline:
@@ -269,6 +275,7 @@ def test_queue_full_is_429_and_the_server_recovers():
         with pytest.raises(openai.RateLimitError):
           openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0).chat.completions.create(
               model=service.model_name, messages=[{"role": "user", "content": "x"}])
+        gate.set()
     # both streams closed: their slots and queue places free, and serving goes on
     later = httpx.post(url + "/v1/chat/completions", timeout=60, json={
         "messages": [{"role": "user", "content": "and now?"}], "max_tokens": 3})

@@ -76,7 +76,7 @@ class Generator:
   def _prefill_fn(self, params, ids, mask, images, cache, rng, *, sampling: SamplingConfig):
     """ids, mask [B, T]; cache sized S >= T. Returns (state, first tokens [B])."""
     b, t = ids.shape
-    s = cache[0]["k"].shape[1]
+    s = cache[0]["k"].shape[2]  # [B, KVH, S, Dh]
     positions = jnp.where(mask > 0, jnp.cumsum(mask, -1) - 1, 1)
     slots = jnp.zeros((b, s), jnp.int32).at[:, :t].set(mask)
     out = self.module.apply({"params": params}, ids, images, attention_mask=slots,
@@ -113,7 +113,7 @@ class Generator:
     prefix and suffix is masked. Returns (state, first tokens [B])."""
     g, p = pids.shape
     b, t = sids.shape
-    s = cache[0]["k"].shape[1]
+    s = cache[0]["k"].shape[2]  # [B, KVH, S, Dh]
     ppos = jnp.where(pmask > 0, jnp.cumsum(pmask, -1) - 1, 1)
     pslots = jnp.zeros((g, s), jnp.int32).at[:, :p].set(pmask)
     out = self.module.apply({"params": params}, pids, images, attention_mask=pslots,

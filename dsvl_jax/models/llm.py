@@ -4,7 +4,12 @@ Pre-norm blocks (RMSNorm -> attention -> residual, RMSNorm -> SwiGLU -> residual
 under nn.scan, a final RMSNorm and an untied (optionally tied) LM head. The key/value
 cache is an explicit input/output pytree, never hidden module state:
 
-  cache = {"k": [L, B, S, KVH, Dh], "v": [L, B, S, KVH, Dh]}
+  cache = {"k": [L, B, KVH, S, Dh], "v": [L, B, KVH, S, Dh]}
+
+Head-major, as transformers stores it: attention contracts over Dh and S with (B, KVH)
+as its batch axes, so this layout is read as it sits. The token-major [B, S, KVH, Dh]
+made XLA:CPU transpose the whole cache every decode step (a batch-8 step of the mid
+config spent 270 of its 416 ms there; BUILD.md, evaluation throughput).
 
 A prefill writes T tokens at slots [cache_index, cache_index + T); a decode step writes
 one. cache_index is one slot for the whole batch, or one per row ([B]) when rows sit at
@@ -42,13 +47,13 @@ def init_cache(cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float3
                stacked: bool = True) -> Cache | tuple[Cache, ...]:
   """An empty KV cache for `batch` sequences of up to `max_len` tokens.
 
-  stacked: one [L, B, S, KVH, Dh] pair for scanned layers; else a tuple of L per-layer
-  [B, S, KVH, Dh] pairs (compute.scan_layers=False).
+  stacked: one [L, B, KVH, S, Dh] pair for scanned layers; else a tuple of L per-layer
+  [B, KVH, S, Dh] pairs (compute.scan_layers=False).
   """
   if stacked:
-    shape = (cfg.num_layers, batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+    shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-  shape = (batch, max_len, cfg.num_kv_heads, cfg.head_dim)
+  shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
   return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
                for _ in range(cfg.num_layers))
 
@@ -68,15 +73,15 @@ def unstack_layers(llm_params: dict) -> dict:
 
 
 def write_cache(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
-  """Writes new [B, T, KVH, Dh] into buf [B, S, KVH, Dh] from slot `index`.
+  """Writes new [B, T, KVH, Dh] into buf [B, KVH, S, Dh] from slot `index`.
 
   index: a scalar (every row at the same slot: one batch decoded in lock step) or [B]
   (a slot per row: rows at different lengths, as continuous batching runs them).
   """
-  new = new.astype(buf.dtype)
+  new = jnp.swapaxes(new.astype(buf.dtype), 1, 2)
   if index.ndim == 0:
-    return jax.lax.dynamic_update_slice(buf, new, (0, index, 0, 0))
-  return jax.vmap(lambda b, n, i: jax.lax.dynamic_update_slice(b, n, (i, 0, 0)))(
+    return jax.lax.dynamic_update_slice(buf, new, (0, 0, index, 0))
+  return jax.vmap(lambda b, n, i: jax.lax.dynamic_update_slice(b, n, (0, i, 0)))(
       buf, new, index)
 
 
@@ -106,7 +111,8 @@ class LLMBlock(nn.Module):
       k = write_cache(cache["k"], k, idx)
       v = write_cache(cache["v"], v, idx)
       new_cache = {"k": k, "v": v}
-      k, v = k.astype(q.dtype), v.astype(q.dtype)
+      # Back to attention's [B, S, KVH, Dh]: XLA folds the swap into the dots.
+      k, v = (jnp.swapaxes(x, 1, 2).astype(q.dtype) for x in (k, v))
 
     out = attention(q, k, v, causal=True, q_slot=ctx["q_slot"], k_slot=ctx["k_slot"],
                     k_valid=ctx["k_valid"], q_segment=ctx["q_segment"],
@@ -183,7 +189,7 @@ class LLM(nn.Module):
     else:
       if segment_ids is not None:
         raise ValueError("segment_ids (packing) is a training feature; it needs cache=None")
-      s = (cache["k"] if isinstance(cache, dict) else cache[0]["k"]).shape[-3]
+      s = (cache["k"] if isinstance(cache, dict) else cache[0]["k"]).shape[-2]
       index = jnp.asarray(cache_index, jnp.int32)
       q_slot = jnp.broadcast_to(index[..., None] + jnp.arange(t, dtype=jnp.int32), (b, t))
       k_slot = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))

@@ -4,7 +4,7 @@ Every request owns one slot (a row of the cache) from its prefill to its last to
 one jitted decode step advances all slots at once, each at its own length. The state is
 one pytree whose arrays all lead with the slot axis:
 
-  cache     per layer {"k", "v"} [B, S, KVH, Dh] in the compute dtype, preallocated
+  cache     per layer {"k", "v"} [B, KVH, S, Dh] in the compute dtype, preallocated
   mask      [B, S] int32   1 where a real token's keys and values sit
   index     [B] int32      the column the slot writes next
   next_pos  [B] int32      the RoPE position of the next token
