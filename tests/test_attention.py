@@ -61,6 +61,44 @@ def test_backend_matches_the_reference(batch, name):
     np.testing.assert_allclose(g, r, atol=1e-5, err_msg=f"d{what}")
 
 
+@pytest.fixture
+def blocked_everywhere(monkeypatch):
+  """'blocked' on the fixture's 40 queries too (it hands fewer than 64 to 'xla')."""
+  monkeypatch.setattr(attn, "BLOCKED_MIN_QUERIES", 1)
+
+
+def test_blocked_matches_the_reference(batch, blocked_everywhere):
+  """Packed, padded, causal GQA rows, forward and gradients."""
+  ref_out, ref_grads = _value_and_grads(batch, "xla")
+  out, grads = _value_and_grads(batch, "blocked")
+  np.testing.assert_allclose(out, ref_out, atol=2e-6)
+  for g, r, what in zip(grads, ref_grads, "qkv"):
+    np.testing.assert_allclose(g, r, atol=1e-5, err_msg=f"d{what}")
+
+
+def test_blocked_adds_each_heads_bias(batch, blocked_everywhere):
+  """SAM's relative-position bias [B, H, Tq, Tk]: every head and row its own slice."""
+  (q, k, v), masks, valid = batch
+  bias = jnp.asarray(np.random.default_rng(3).normal(size=(B, H, T, T)), jnp.float32)
+  ref = attn.attention(q, k, v, impl="xla", bias=bias, **masks)
+  out = attn.attention(q, k, v, impl="blocked", bias=bias, **masks)
+  w = valid[..., None, None]
+  np.testing.assert_allclose(out * w, ref * w, atol=2e-6)
+  assert not np.allclose(ref * w, attn.attention(q, k, v, impl="xla", **masks) * w)
+
+
+def test_blocked_leaves_short_query_runs_to_the_reference(batch):
+  """Fewer than BLOCKED_MIN_QUERIES queries (a decode step): the reference, bit for bit."""
+  (q, k, v), masks, _ = batch
+  ref = attn.attention(q, k, v, impl="xla", **masks)
+  np.testing.assert_array_equal(attn.attention(q, k, v, impl="blocked", **masks), ref)
+
+
+def test_generators_run_blocked_on_this_cpu():
+  assert attn.for_inference("xla") == attn.for_inference("auto") == "blocked"
+  assert attn.for_inference("chunked") == "chunked"
+
+
 def test_cudnn_path_passes_gqa_natively_and_the_mask(batch):
   """The 'cudnn' backend's call (jax.nn.dot_product_attention with k/v at 2 heads and
   the dense mask), run by jax's XLA implementation: this CPU has no cuDNN."""

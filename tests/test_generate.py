@@ -81,6 +81,23 @@ def test_greedy_matches_transformers_single_and_batched(family):
 
 
 @pytest.mark.parametrize("family", ["siglip", "hybrid"])
+def test_long_prompts_run_blocked_attention_and_match_transformers(family):
+  """Prompts of 64+ tokens: the generator's prefill attention is 'blocked' on this CPU
+  (one head's logits at a time; SAM's global blocks with their bias too)."""
+  cfg, hf, gen = _setup(family)
+  assert gen.cfg.compute.attention_impl == "blocked"
+  k, img, rng = cfg.num_image_tokens, cfg.image_token_id, np.random.default_rng(11)
+  text = lambda n: [int(x) for x in rng.integers(3, 400, n)]  # noqa: E731
+  rows = [[1] + text(70) + [img] * k + text(9), [1] + text(5) + [img] * k + text(60)]
+  images = np.random.default_rng(12).random((2, 3, cfg.image_size, cfg.image_size),
+                                            dtype=np.float32)
+  ids, mask = _left_pad(rows, cfg.pad_token_id)
+  ours = gen.generate(ids, mask, images, SamplingConfig(max_new_tokens=NEW)).tokens
+  assert ours == _hf_generate(cfg, hf, ids, mask, images)
+  assert sum(map(len, ours)) > NEW
+
+
+@pytest.mark.parametrize("family", ["siglip", "hybrid"])
 def test_shared_prefixes_generate_what_each_whole_prompt_generates(family):
   """generate_shared (prefix and its images computed once, KV copied to its rows, the
   suffix prefilled after it) = transformers on each whole prompt, row by row."""

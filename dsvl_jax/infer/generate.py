@@ -22,6 +22,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from dsvl_jax.infer.sampling import SamplingConfig, select
 from dsvl_jax.infer.streaming import cut_at_stop  # noqa: F401  (re-exported)
+from dsvl_jax.models.attention import for_inference
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.llm import init_cache, unstack_layers
 from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
@@ -31,6 +32,18 @@ from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
 class Generation:
   tokens: list[list[int]]  # new tokens per sample, without the stopping EOS
   finish_reasons: list[str]  # 'eos', 'stop_string' or 'length'
+
+
+def inference_config(cfg: VLMConfig) -> VLMConfig:
+  """The model config the generators compile: the same results, laid out for speed.
+
+  Decoding reads every weight once per token; per-layer weight arrays (a Python loop
+  over layers instead of nn.scan) halve the bytes a step moves on XLA:CPU (BUILD.md,
+  generation benchmark); compile time then grows with depth, once. On a CPU attention
+  runs 'blocked' (models/attention.py): prefill attention is 2x faster there.
+  """
+  return cfg.replace(compute=dataclasses.replace(
+      cfg.compute, scan_layers=False, attention_impl=for_inference(cfg.compute.attention_impl)))
 
 
 def _round_up(n: int, bucket: int) -> int:
@@ -46,10 +59,7 @@ class Generator:
     split over all of them, the parameters replicated (a batch whose size the device
     count does not divide runs replicated)."""
     self.mesh = mesh
-    # Decoding reads every weight once per token; per-layer weight arrays (a Python loop
-    # over layers instead of nn.scan) halve the bytes a step moves on XLA:CPU
-    # (BUILD.md, generation benchmark). Compile time then grows with depth, once.
-    self.cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, scan_layers=False))
+    self.cfg = inference_config(cfg)
     self.set_params(params)
     self.module = DeepseekVL(self.cfg)
     self.prompt_bucket, self.cache_bucket = prompt_bucket, cache_bucket

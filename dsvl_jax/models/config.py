@@ -19,7 +19,7 @@ SIGLIP_MEAN = (0.5, 0.5, 0.5)
 SIGLIP_STD = (0.5, 0.5, 0.5)
 
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-ATTENTION_IMPLS = ("auto", "xla", "chunked", "cudnn", "splash")  # models/attention.py IMPLS
+ATTENTION_IMPLS = ("auto", "xla", "blocked", "chunked", "cudnn", "splash")  # models/attention.py IMPLS
 DTYPES = ("float32", "bfloat16", "float16")
 PRECISIONS = ("default", "high", "highest")
 ALIGNER_TYPES = ("mlp_gelu", "low_high_hybrid_split_mlp_gelu")

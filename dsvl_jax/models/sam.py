@@ -70,8 +70,11 @@ class SamAttention(nn.Module):
     # Images (or windows) stay split over the batch axes: at 1024 px a global block's
     # bias and logits are 0.8 GB per image, which replicated would not fit anywhere.
     bias = layers.constrain(bias, ("batch", "vit_heads", None, None))
+    # Only the reference math takes the bias: 'xla', or 'blocked' where the generators
+    # run it (a CPU), one head's logits at a time.
+    impl = "blocked" if compute.attention_impl == "blocked" else "xla"
     out = attention(q.reshape(b, h * w, nh, hd), k.reshape(b, h * w, nh, hd),
-                    v.reshape(b, h * w, nh, hd), bias=bias, impl="xla", precision=prec)
+                    v.reshape(b, h * w, nh, hd), bias=bias, impl=impl, precision=prec)
     out = layers.dense(compute, d, ("vit_heads", "head_dim", "vit_embed"), n_in=2,
                        name="proj")(out)
     return out.reshape(b, h, w, d)

@@ -23,13 +23,13 @@ schedule, so a request's tokens do not depend on what else is running.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dsvl_jax.infer.generate import inference_config
 from dsvl_jax.infer.sampling import ROW_FIELDS, SamplingConfig, row_values, select_rows
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.llm import init_cache, unstack_layers
@@ -46,7 +46,7 @@ class SlotModel:
       raise ValueError(f"max_len {max_len} exceeds the model's context of "
                        f"{cfg.llm.max_position_embeddings} positions")
     # Per-layer weights and cache, as Generator decodes (generate.py says why).
-    self.cfg = cfg.replace(compute=dataclasses.replace(cfg.compute, scan_layers=False))
+    self.cfg = inference_config(cfg)
     self.module = DeepseekVL(self.cfg)
     self.params = {**params, "llm": unstack_layers(params["llm"])}
     self.num_slots, self.max_len = num_slots, max_len
