@@ -179,7 +179,7 @@ def test_rows_split_over_devices_give_the_same_answers(tmp_path):
                           mesh=mesh)
     gen.set_params(params)
     if mesh is not None:
-      assert len(jax.tree.leaves(gen.generator.params["llm"]["embed_tokens"])[0].sharding.device_set) == 8
+      assert len(jax.tree.leaves(gen.generator.params["model"]["llm"]["embed_tokens"])[0].sharding.device_set) == 8
     run_benchmark("mixed", _Mixed(), "", gen, tok, cfg, tmp_path / name, system_prompt="",
                   progress=False)
     rows = [json.loads(x) for x in (tmp_path / name / "mixed.predictions.jsonl").open()]

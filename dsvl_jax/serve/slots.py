@@ -29,10 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dsvl_jax.infer.generate import inference_config
+from dsvl_jax.infer.generate import forward_last, inference_config, inference_params
 from dsvl_jax.infer.sampling import ROW_FIELDS, SamplingConfig, row_values, select_rows
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.models.llm import init_cache, unstack_layers
+from dsvl_jax.models.llm import init_cache
 from dsvl_jax.models.vlm import DeepseekVL
 
 State = dict[str, Any]
@@ -48,7 +48,7 @@ class SlotModel:
     # Per-layer weights and cache, as Generator decodes (generate.py says why).
     self.cfg = inference_config(cfg)
     self.module = DeepseekVL(self.cfg)
-    self.params = {**params, "llm": unstack_layers(params["llm"])}
+    self.params = inference_params(params, self.cfg)
     self.num_slots, self.max_len = num_slots, max_len
     self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1,))
     self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("rows",))
@@ -110,15 +110,14 @@ class SlotModel:
     row_mask = jnp.where(jnp.arange(s) < offset, take(state["mask"]), 0)
     row_mask = jax.lax.dynamic_update_slice(row_mask, mask, (0, offset))
     positions = jnp.where(mask > 0, start_pos + jnp.cumsum(mask, -1) - 1, 1)
-    out = self.module.apply({"params": params}, ids, images, attention_mask=row_mask,
-                            positions=positions, cache=cache, cache_index=offset,
-                            logits_to_keep=1)
+    logits, cache = forward_last(self.module, params, ids, images, attention_mask=row_mask,
+                                 positions=positions, cache=cache, cache_index=offset)
     key, sub = jax.random.split(jax.random.wrap_key_data(key))
     seen = jnp.zeros((1, self.cfg.llm.vocab_size), bool)
-    token = select_rows(out["logits"][:, -1], seen, jax.tree.map(lambda x: x[None], row),
+    token = select_rows(logits, seen, jax.tree.map(lambda x: x[None], row),
                         sub[None])[0]
     new = dict(state)
-    new["cache"] = jax.tree.map(put, state["cache"], out["cache"])
+    new["cache"] = jax.tree.map(put, state["cache"], cache)
     new["mask"] = put(state["mask"], row_mask)
     new["index"] = state["index"].at[slot].set(offset + t)
     new["next_pos"] = state["next_pos"].at[slot].set(positions[0, -1] + 1)
@@ -139,14 +138,14 @@ class SlotModel:
     rows = jnp.arange(b)
     index = jnp.where(active, state["index"], s - 1)  # idle slots write the scratch column
     mask = state["mask"].at[rows, index].set(active.astype(jnp.int32))
-    out = self.module.apply({"params": params}, state["token"][:, None],
-                            attention_mask=mask, positions=state["next_pos"][:, None],
-                            cache=state["cache"], cache_index=index)
+    logits, cache = forward_last(self.module, params, state["token"][:, None],
+                                 attention_mask=mask, positions=state["next_pos"][:, None],
+                                 cache=state["cache"], cache_index=index)
     split = jax.vmap(jax.random.split)(jax.random.wrap_key_data(state["keys"]))
-    token = select_rows(out["logits"][:, -1], state["seen"], state["sampling"], split[:, 1])
+    token = select_rows(logits, state["seen"], state["sampling"], split[:, 1])
     keep = lambda new, old: jnp.where(active.reshape((b,) + (1,) * (old.ndim - 1)), new, old)
     new = dict(state)
-    new["cache"] = out["cache"]
+    new["cache"] = cache
     new["mask"] = mask
     new["index"] = keep(index + 1, state["index"])
     new["next_pos"] = keep(state["next_pos"] + 1, state["next_pos"])
