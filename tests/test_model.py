@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 
 import hf_reference as ref
 from conftest import tiny_config
@@ -292,3 +293,24 @@ def test_unrolled_scan_computes_what_the_rolled_one_does(hybrid):
   with pytest.raises(ConfigError, match="scan_unroll"):
     VLMConfig.from_dict({**cfg.to_dict(), "compute": {**cfg.to_dict()["compute"],
                                                       "scan_unroll": 0}})
+
+
+@pytest.mark.parametrize("n_in, rows", [(1, 3), (1, 80), (2, 3), (2, 80)])
+def test_an_out_major_dense_computes_what_the_in_major_one_does(n_in, rows):
+  """Dense(out_major=True) on the transposed kernel (the generators' LLM layout on a
+  CPU): the same y for a few rows (kernel . x^T) and for many (x . kernel^T)."""
+  from dsvl_jax.infer.generate import out_major
+  from dsvl_jax.models import layers
+  from dsvl_jax.models.config import ComputeConfig
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.normal(size=(2, rows // 2 + 1) + (4, 6)[2 - n_in:]), jnp.float32)
+  axes = ("a", "b", "c")[:n_in] + ("o1", "o2")
+  dense = lambda om: layers.dense(ComputeConfig(), (5, 7), axes, n_in=n_in, use_bias=False,
+                                  out_major=om)
+  params = nn.unbox(dense(False).init(jax.random.key(0), x))
+  want = dense(False).apply(params, x)
+  kernel = out_major(params["params"]["kernel"], n_in)
+  assert kernel.shape == (5, 7) + x.shape[-n_in:]
+  got = dense(True).apply({"params": {"kernel": kernel}}, x)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  assert got.shape == x.shape[:-n_in] + (5, 7)

@@ -252,18 +252,17 @@ def test_queue_full_is_429_and_the_server_recovers():
   config = serve_config(num_slots=1, max_queue=1, api_key_env="", max_len=1024,
                         max_tokens=960)
   with running_server(config) as (url, service):
-    # A long answer holds the one slot and a second one waits. Its decoding is paused
-    # once it has streamed, not timed: 960 tiny-model tokens take half a second.
-    gate, step = threading.Event(), service.engine._step
-    gate.set()
-    service.engine._step = lambda: (gate.wait(60), step())
+    # A long answer holds the one slot and a second one waits. The engine stops after 32
+    # decode steps until released, far from 960 tokens: timing it would be a race, as
+    # 960 tiny-model tokens take half a second.
+    gate, step, steps = threading.Event(), service.engine._step, iter(range(32))
+    service.engine._step = lambda: (next(steps, None) is None and gate.wait(60), step())
     hold = {"messages": [{"role": "system", "content": ""},
                          {"role": "user", "content": "tell me everything"}],
             "max_tokens": 960, "temperature": 0, "repetition_penalty": 1.0, "stream": True}
     with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=60) as r:
       assert r.status_code == 200
       next(r.iter_lines())
-      gate.clear()
       with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=60):
         deadline = time.time() + 30
         while service.engine.status()["queued"] < 1 and time.time() < deadline:

@@ -8,6 +8,7 @@ does (RMSNorm in float32, LayerNorm statistics in float32, softmax in float32).
 
 from __future__ import annotations
 
+import math
 from typing import Any, Sequence
 
 import jax
@@ -38,32 +39,49 @@ def constrain(x: jax.Array, axes: Axes) -> jax.Array:
   return nn.with_logical_constraint(x, axes)
 
 
+OUT_MAJOR_MAX_ROWS = 64  # rows up to which an out-major Dense computes kernel . x^T
+
+
 class Dense(nn.Module):
   """y = x . kernel (+ bias), contracting `n_in` trailing axes of x.
 
   kernel [*in_dims, *out_dims] and bias [*out_dims] carry logical axis names. (Flax's
   DenseGeneral creates multi-dimensional kernels flat and reshapes them, which breaks
-  logical sharding constraints on them under a mesh.)
+  logical sharding constraints on them under a mesh.) out_major: the kernel is stored
+  [*out_dims, *in_dims] instead (ComputeConfig.llm_kernels_out_major).
   """
   compute: ComputeConfig
   features: tuple[int, ...]
   kernel_axes: Axes
   n_in: int = 1
   use_bias: bool = True
+  out_major: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     n_in, n_out = self.n_in, len(self.features)
     in_shape = x.shape[x.ndim - n_in:]
-    init = nn.initializers.variance_scaling(
-        1.0, "fan_in", "truncated_normal", in_axis=tuple(range(n_in)),
-        out_axis=tuple(range(n_in, n_in + n_out)))
+    ins, outs = tuple(range(n_in)), tuple(range(n_in, n_in + n_out))
+    shape, axes = in_shape + self.features, self.kernel_axes
+    if self.out_major:
+      ins, outs = tuple(range(n_out, n_out + n_in)), tuple(range(n_out))
+      shape, axes = self.features + in_shape, axes[n_in:] + axes[:n_in]
+    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
+                                            in_axis=ins, out_axis=outs)
     pdtype, dtype = dtype_of(self.compute.param_dtype), dtype_of(self.compute.dtype)
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, self.kernel_axes),
-                        in_shape + self.features, pdtype)
-    dims = ((tuple(range(x.ndim - n_in, x.ndim)), tuple(range(n_in))), ((), ()))
-    y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), dims,
-                            precision=precision_of(self.compute.precision))
+    kernel = self.param("kernel", nn.with_logical_partitioning(init, axes), shape, pdtype)
+    x_in = tuple(range(x.ndim - n_in, x.ndim))
+    prec = precision_of(self.compute.precision)
+    rows = math.prod(x.shape[:x.ndim - n_in])
+    if self.out_major and rows <= OUT_MAJOR_MAX_ROWS:
+      # kernel . x^T, then transposed: XLA:CPU streams an [out, in] matrix against a few
+      # rows at memory speed this way round (decoding); x . kernel^T reads it 2x slower.
+      y = jax.lax.dot_general(kernel.astype(dtype), x.astype(dtype), ((ins, x_in), ((), ())),
+                              precision=prec)
+      y = jnp.moveaxis(y, tuple(range(n_out)), tuple(range(y.ndim - n_out, y.ndim)))
+    else:
+      y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), ((x_in, ins), ((), ())),
+                              precision=prec)
     if self.use_bias:
       b = self.param("bias", nn.with_logical_partitioning(
           nn.initializers.zeros_init(), self.kernel_axes[n_in:]), self.features, pdtype)
@@ -72,13 +90,15 @@ class Dense(nn.Module):
 
 
 def dense(compute: ComputeConfig, features: int | Sequence[int], kernel_axes: Axes, *,
-          n_in: int = 1, use_bias: bool = True, name: str | None = None) -> Dense:
-  """A Dense with kernel [in..., out...] named by `kernel_axes` (bias: the out part)."""
+          n_in: int = 1, use_bias: bool = True, out_major: bool = False,
+          name: str | None = None) -> Dense:
+  """A Dense with kernel [in..., out...] named by `kernel_axes` (bias: the out part);
+  out_major: stored [out..., in...]."""
   features = (features,) if isinstance(features, int) else tuple(features)
   if len(kernel_axes) != n_in + len(features):
     raise ValueError(f"kernel_axes {kernel_axes} do not match {n_in} input and "
                      f"{len(features)} output dims")
-  return Dense(compute, features, tuple(kernel_axes), n_in, use_bias, name=name)
+  return Dense(compute, features, tuple(kernel_axes), n_in, use_bias, out_major, name=name)
 
 
 def conv(compute: ComputeConfig, features: int, kernel: int, *, stride: int = 1,

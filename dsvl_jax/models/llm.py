@@ -93,14 +93,15 @@ class LLMBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, ctx: dict[str, Any], cache: Cache | None):
     cfg, compute = self.cfg, self.compute
+    om = compute.llm_kernels_out_major
     x = layers.constrain(x, ("batch", "length", "embed"))
     h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="input_norm")(x)
     q = layers.dense(compute, (cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"),
-                     use_bias=False, name="q_proj")(h)
+                     use_bias=False, out_major=om, name="q_proj")(h)
     k = layers.dense(compute, (cfg.num_kv_heads, cfg.head_dim),
-                     ("embed", "kv_heads", "head_dim"), use_bias=False, name="k_proj")(h)
+                     ("embed", "kv_heads", "head_dim"), use_bias=False, out_major=om, name="k_proj")(h)
     v = layers.dense(compute, (cfg.num_kv_heads, cfg.head_dim),
-                     ("embed", "kv_heads", "head_dim"), use_bias=False, name="v_proj")(h)
+                     ("embed", "kv_heads", "head_dim"), use_bias=False, out_major=om, name="v_proj")(h)
     q = apply_rope(q, ctx["cos"], ctx["sin"])
     k = apply_rope(k, ctx["cos"], ctx["sin"])
     q = layers.constrain(q, ("batch", "length", "heads", "head_dim"))
@@ -120,17 +121,17 @@ class LLMBlock(nn.Module):
                     precision=layers.precision_of(compute.precision),
                     chunk=compute.attention_block)
     out = layers.dense(compute, cfg.hidden_size, ("heads", "head_dim", "embed"), n_in=2,
-                       use_bias=False, name="o_proj")(out)
+                       use_bias=False, out_major=om, name="o_proj")(out)
     x = x + out
 
     h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="post_attention_norm")(x)
     gate = layers.dense(compute, cfg.intermediate_size, ("embed", "mlp"), use_bias=False,
-                        name="gate_proj")(h)
+                        out_major=om, name="gate_proj")(h)
     up = layers.dense(compute, cfg.intermediate_size, ("embed", "mlp"), use_bias=False,
-                      name="up_proj")(h)
+                      out_major=om, name="up_proj")(h)
     h = layers.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
     x = x + layers.dense(compute, cfg.hidden_size, ("mlp", "embed"), use_bias=False,
-                         name="down_proj")(h)
+                         out_major=om, name="down_proj")(h)
     return x, new_cache
 
 
