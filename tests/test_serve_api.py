@@ -254,12 +254,13 @@ def test_queue_full_is_429_and_the_server_recovers():
   with running_server(config) as (url, service):
     # A long answer holds the one slot and a second one waits. The engine stops after 32
     # decode steps until released, far from 960 tokens: timing it would be a race, as
-    # 960 tiny-model tokens take half a second.
+    # 960 tiny-model tokens take half a second; and an EOS must not end it early.
     gate, step, steps = threading.Event(), service.engine._step, iter(range(32))
     service.engine._step = lambda: (next(steps, None) is None and gate.wait(60), step())
     hold = {"messages": [{"role": "system", "content": ""},
                          {"role": "user", "content": "tell me everything"}],
-            "max_tokens": 960, "temperature": 0, "repetition_penalty": 1.0, "stream": True}
+            "max_tokens": 960, "temperature": 0, "repetition_penalty": 1.0, "stream": True,
+            "ignore_eos": True}
     with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=60) as r:
       assert r.status_code == 200
       next(r.iter_lines())
@@ -267,6 +268,7 @@ def test_queue_full_is_429_and_the_server_recovers():
         deadline = time.time() + 30
         while service.engine.status()["queued"] < 1 and time.time() < deadline:
           time.sleep(0.02)
+        assert service.engine.status()["queued"] == 1, service.engine.status()
         third = httpx.post(url + "/v1/chat/completions", json={**hold, "stream": False},
                            timeout=60)
         assert third.status_code == 429, third.text

@@ -39,8 +39,7 @@ import jax.numpy as jnp
 
 IMPLS = ("auto", "xla", "blocked", "chunked", "cudnn", "splash")
 BLOCKED_MIN_QUERIES = 64  # below this a head's logits are small: 'blocked' runs 'xla'
-HEADS_PER_BLOCK = 2  # key/value heads per block of "blocked"
-
+HEADS_PER_BLOCK = 2  # key/value heads per lax.map iteration of 'blocked'
 
 
 def placement_platform() -> str:
@@ -191,8 +190,8 @@ def _blocked_attention(q, k, v, mask, bias, scale, precision):
     return jnp.einsum("gqs,sd->gqd", probs, vh, precision=precision)
 
   def row(xs):
-    *heads, m = xs[:3] + xs[4:] + xs[3:4]
-    return jax.lax.map(lambda x: head(x, m), tuple(heads), batch_size=HEADS_PER_BLOCK)
+    qr, kr, vr, mr, br = xs
+    return jax.lax.map(lambda x: head(x, mr), (qr, kr, vr, br), batch_size=HEADS_PER_BLOCK)
 
   out = jax.lax.map(row, rows)  # [B, KVH, g, Tq, D]
   return jnp.transpose(out, (0, 3, 1, 2, 4)).reshape(b, tq, h, d)
