@@ -155,7 +155,11 @@ def _xla_attention(q, k, v, mask, bias, scale, precision):
   qg = q.reshape(b, tq, kvh, g, d)
   # Logits accumulate in float32; softmax in float32, cast back before the value matmul
   # (the order transformers' eager attention uses).
-  logits = jnp.einsum("bqkgd,bskd->bkgqs", qg, k, precision=precision,
+  # One query (a decode step): the cache as the product's left operand, so XLA:CPU
+  # streams it as it lies instead of transposing every layer's keys first.
+  spec = "bskd,bqkgd->bkgqs" if tq == 1 else "bqkgd,bskd->bkgqs"
+  operands = (k, qg) if tq == 1 else (qg, k)
+  logits = jnp.einsum(spec, *operands, precision=precision,
                       preferred_element_type=jnp.float32) * scale
   if bias is not None:
     logits = logits + bias.reshape(b, kvh, g, tq, -1).astype(jnp.float32)
