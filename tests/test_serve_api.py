@@ -233,15 +233,30 @@ def test_a_closed_stream_frees_its_slot(server):
   before = service.engine.status()
   body = {"messages": [{"role": "system", "content": ""}, {"role": "user", "content": prompt}],
           "max_tokens": 64, "temperature": 0, "repetition_penalty": 1.0, "stream": True}
-  with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60,
-                    headers={"Authorization": f"Bearer {KEY}"}) as r:
-    assert r.status_code == 200
-    lines = r.iter_lines()
-    first = next(line for line in lines if line.startswith("data:"))
-    assert json.loads(first[5:])["choices"][0]["delta"]["role"] == "assistant"
-  deadline = time.time() + 30  # the connection is closed: the slot frees within steps
-  while service.engine.status()["busy"] and time.time() < deadline:
-    time.sleep(0.05)
+  # After 16 steps the engine waits (up to 30 s) for the request to be cancelled: 64
+  # tiny-model tokens take ~30 ms, less than the server takes to see a closed socket.
+  engine, step, steps = service.engine, service.engine._step, iter(range(16))
+
+  def held_step():
+    deadline = time.time() + 30
+    while (next(steps, None) is None and time.time() < deadline
+           and not any(r is not None and r.cancelled for r in engine._slots)):
+      time.sleep(0.01)
+    step()
+
+  engine._step = held_step
+  try:
+    with httpx.stream("POST", url + "/v1/chat/completions", json=body, timeout=60,
+                      headers={"Authorization": f"Bearer {KEY}"}) as r:
+      assert r.status_code == 200
+      lines = r.iter_lines()
+      first = next(line for line in lines if line.startswith("data:"))
+      assert json.loads(first[5:])["choices"][0]["delta"]["role"] == "assistant"
+    deadline = time.time() + 30  # the connection is closed: the slot frees within steps
+    while service.engine.status()["busy"] and time.time() < deadline:
+      time.sleep(0.05)
+  finally:
+    engine._step = step  # the server is shared by this module's tests
   after = service.engine.status()
   assert after["busy"] == 0
   assert after["cancelled"] == before.get("cancelled", 0) + 1
