@@ -23,7 +23,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from dsvl_jax.infer.sampling import SamplingConfig, select
 from dsvl_jax.infer.streaming import cut_at_stop  # noqa: F401  (re-exported)
-from dsvl_jax.models.attention import for_inference
+from dsvl_jax.models.attention import for_inference, placement_platform
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.layers import precision_of
 from dsvl_jax.models.llm import init_cache, unstack_layers
@@ -46,7 +46,7 @@ def inference_config(cfg: VLMConfig) -> VLMConfig:
   LLM's kernels are held [*out, *in] (`inference_params`): a decode step of 8 rows
   reads them 1.6x faster.
   """
-  cpu = jax.default_backend() == "cpu"
+  cpu = placement_platform() == "cpu"  # the same test as for_inference
   return cfg.replace(compute=dataclasses.replace(
       cfg.compute, scan_layers=False, attention_impl=for_inference(cfg.compute.attention_impl),
       llm_kernels_out_major=cpu))
