@@ -58,12 +58,27 @@ class ImageProcessorConfig:
     return cls(image_size=cfg.image_size, background=tuple(int(c * 255) for c in mean))
 
 
-def load_image(path: str | pathlib.Path | bytes) -> Image.Image:
+# The formats people send (and datasets ship): every other Pillow decoder stays
+# unreachable, so a crafted payload cannot pick a rarely-exercised one (EPS would even
+# run Ghostscript). Pillow's format names.
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
+# Pillow's own decompression-bomb threshold (Image.MAX_IMAGE_PIXELS's default), as the
+# default cap: width x height, read from the header before anything is decoded.
+MAX_IMAGE_PIXELS = 89_478_485
+
+
+def load_image(path: str | pathlib.Path | bytes, *,
+               formats: Sequence[str] | None = IMAGE_FORMATS,
+               max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
   """Opens and fully decodes an image file (or an encoded file's bytes), as PIL opened it
   (mode unchanged).
 
-  Like the reference loader it applies no EXIF orientation. Missing files raise
-  FileNotFoundError, unreadable, corrupt or truncated ones OSError; both name the file.
+  formats: the Pillow decoders allowed (None = every one Pillow has). max_pixels: the
+  largest width x height, checked from the header before decoding (None = no cap beyond
+  Pillow's own). Like the reference loader it applies no EXIF orientation. Missing files
+  raise FileNotFoundError; any other failure (unknown or disallowed format, over the
+  cap, corrupt or truncated data, whatever a decoder raises) raises OSError; both name
+  the file.
   """
   if isinstance(path, bytes):
     name, source = f"embedded image ({len(path)} bytes)", io.BytesIO(path)
@@ -71,17 +86,29 @@ def load_image(path: str | pathlib.Path | bytes) -> Image.Image:
     name, source = repr(str(path)), path
   img = None
   try:
-    img = Image.open(source)
+    img = Image.open(source, formats=None if formats is None else list(formats))
+    if max_pixels is not None and img.width * img.height > max_pixels:
+      raise _TooLarge(f"{img.width}x{img.height} is {img.width * img.height} pixels, more "
+                      f"than the {max_pixels} allowed")
     img.load()  # decode now so a truncated file fails here, not inside process()
   except FileNotFoundError as e:
     raise FileNotFoundError(f"image file not found: {name}") from e
-  # UnidentifiedImageError and truncation errors are OSErrors; some decoders raise
-  # ValueError/EOFError; DecompressionBombError (> 2 x MAX_IMAGE_PIXELS) is neither.
-  except (OSError, ValueError, EOFError, Image.DecompressionBombError) as e:
+  # Decoders raise more than OSError on hostile input (SyntaxError from a broken PNG
+  # chunk, IndexError, ValueError, EOFError, DecompressionBombError, ...): every one of
+  # them means "this is not an image we can read", and none may escape as another type.
+  except Exception as e:  # pylint: disable=broad-exception-caught
     if img is not None:
       img.close()
-    raise OSError(f"cannot read image {name}: {e}") from e
+    why = str(e)
+    if isinstance(e, Image.UnidentifiedImageError):  # Pillow's names the file object
+      why = ("not an image of an accepted format "
+             f"({', '.join(formats) if formats is not None else 'any Pillow reads'})")
+    raise OSError(f"cannot read image {name}: {why}") from e
   return img
+
+
+class _TooLarge(Exception):
+  """An image over the pixel cap (turned into load_image's OSError)."""
 
 
 def to_rgb(img: Image.Image) -> Image.Image:

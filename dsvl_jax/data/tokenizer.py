@@ -83,6 +83,8 @@ class _HFBackend:
             f"{target} is already the token {self.tok.id_to_token(target)!r}")
       self.to_cfg, self.to_local = {local: target}, {target: local}
     self.vocab_size = max(self.tok.get_vocab_size(with_added_tokens=True), target + 1)
+    self.max_token_bytes = max(len(t.encode("utf-8"))
+                               for t in self.tok.get_vocab(with_added_tokens=True))
 
   def encode(self, text: str) -> list[int]:
     # add_special_tokens=False: any BOS/EOS template in the file stays out; BOS is ours.
@@ -151,6 +153,8 @@ class _SentencePieceBackend(_LiteralBackend):
                              f"{self.sp.id_to_piece(i)!r} of this sentencepiece model")
     self.vocab_size = max(n, *(i + 1 for i in self.names))
     self.size = n
+    self.max_token_bytes = max(len(s.encode("utf-8")) for s in
+                               [*self.literals, *(self.sp.id_to_piece(i) for i in range(n))])
 
   def _encode_text(self, text: str) -> list[int]:
     return self.sp.encode(text)
@@ -174,6 +178,7 @@ class _ByteBackend(_LiteralBackend):
         raise TokenizerError(f"config {name}={i} falls inside the byte ids "
                              f"{offset}..{offset + 255}; choose another offset")
     self.vocab_size = max(offset + 256, *(i + 1 for i in self.names))
+    self.max_token_bytes = max(len(s.encode("utf-8")) for s in self.literals)
 
   def _encode_text(self, text: str) -> list[int]:
     return [b + self.offset for b in text.encode("utf-8")]
@@ -200,6 +205,15 @@ class Tokenizer:
   def vocab_size(self) -> int:
     """One past the largest id encode can return (embedding tables may be larger)."""
     return self._backend.vocab_size
+
+  @property
+  def max_token_bytes(self) -> int:
+    """The most UTF-8 bytes of text one token stands for (its spelling's length, which
+    is at least what it covers: byte-level and metaspace spellings take more bytes than
+    the text, byte fallback `<0x41>` six for one). So a text of n bytes has at least
+    ceil(n / max_token_bytes) tokens, a bound found without tokenising it (it assumes
+    no normaliser deletes text, true of DeepSeek's byte-level BPE)."""
+    return self._backend.max_token_bytes
 
   @classmethod
   def from_file(cls, path: str | pathlib.Path, cfg: SpecialIds, *,

@@ -7,8 +7,12 @@
   GET  /health                liveness and the engine's counters (no key needed)
 
 Errors come as OpenAI's body {"error": {"message", "type", "param", "code"}}: 400 for
-a bad request, 401 without the key, 404 for another model, 429 when the queue is full.
-A client that goes away (a closed connection, streamed or not) cancels its request,
+a bad request, 401 without the key, 404 for another model, 413 for a body over
+serve.max_body_bytes (refused from its Content-Length, or as soon as that many bytes
+arrived), 415 for a body not sent as application/json (so a web page cannot drive the
+API with a cross-site "simple" request), 429 when the queue is full. Anything else that
+goes wrong preparing a request is a 500 with a generic message and its traceback in the
+log; the connection stays open for the client's next request. A client that goes away (a closed connection, streamed or not) cancels its request,
 which frees its slot at the engine's next turn.
 """
 
@@ -19,6 +23,7 @@ import hmac
 import json
 import time
 
+from absl import logging
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
@@ -35,14 +40,75 @@ def _sse(body) -> str:
   return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
 
+class _Unexpected:
+  """ASGI middleware: an exception no handler took becomes a 500 in OpenAI's body, its
+  traceback logged. Starlette's own last resort re-raises after answering, and uvicorn
+  then drops the connection; this one does not, so a keep-alive client goes on."""
+
+  def __init__(self, app):
+    self.app = app
+
+  async def __call__(self, scope, receive, send):
+    if scope["type"] != "http":
+      return await self.app(scope, receive, send)
+    started = False
+
+    async def tracked(message):
+      nonlocal started
+      started = started or message["type"] == "http.response.start"
+      await send(message)
+
+    try:
+      await self.app(scope, receive, tracked)
+    except Exception:  # pylint: disable=broad-exception-caught
+      logging.exception("unexpected error serving %s %s", scope.get("method"),
+                        scope.get("path"))
+      if started:  # too late for a status: let the server close the connection
+        raise
+      error = RequestError("the server failed to prepare this request (an internal "
+                           "error; the server log has the details)", status=500,
+                           kind="server_error", code="internal_error")
+      await JSONResponse(error.body(), status_code=500)(scope, receive, send)
+
+
+async def _read_body(request: Request, cap: int) -> bytes:
+  """The body, refused (413) past `cap` bytes without holding more than that."""
+  too_large = RequestError(f"the request body is larger than {cap} bytes "
+                           f"(serve.max_body_bytes)", status=413, code="body_too_large")
+  length = request.headers.get("content-length", "")
+  if length.isdigit() and int(length) > cap:
+    raise too_large
+  chunks, total = [], 0
+  async for chunk in request.stream():
+    total += len(chunk)
+    if total > cap:
+      raise too_large
+    chunks.append(chunk)
+  return b"".join(chunks)
+
+
+def _require_json(request: Request) -> None:
+  media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+  if media != "application/json":
+    raise RequestError(f"the request body must be sent as Content-Type: application/json, "
+                       f"got {media[:60] or 'none'!r}", status=415,
+                       code="unsupported_media_type")
+
+
 def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
   """api_key: when set, /v1 routes need `Authorization: Bearer <api_key>`."""
   app = FastAPI(title="dsvl_jax", docs_url=None, redoc_url=None)
+  app.add_middleware(_Unexpected)
   engine = service.engine
+  # Decoding images and tokenising are CPU work, done in threads: at most this many at
+  # once, so a burst of large images cannot take every core from the engine.
+  preparing = asyncio.Semaphore(service.max_preparing)
 
   @app.exception_handler(RequestError)
   async def request_error(_, e: RequestError):
-    return JSONResponse(e.body(), status_code=e.status)
+    # An unread body (413) cannot be skipped on a keep-alive connection: close it.
+    headers = {"Connection": "close"} if e.status == 413 else None
+    return JSONResponse(e.body(), status_code=e.status, headers=headers)
 
   def authorize(request: Request) -> None:
     if not api_key:
@@ -65,9 +131,10 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
   @app.post("/v1/chat/completions")
   async def chat_completions(request: Request):
     authorize(request)
-    body = protocol.parse_body(await request.body())
-    # Decoding images and tokenising are CPU work: off the event loop.
-    prepared = await run_in_threadpool(service.prepare, body)
+    _require_json(request)
+    body = protocol.parse_body(await _read_body(request, service.max_body_bytes))
+    async with preparing:  # off the event loop
+      prepared = await run_in_threadpool(service.prepare, body)
     sink = AsyncSink()
     try:
       handle = engine.submit(prepared.prompt, prepared.sampling, sink)

@@ -2,8 +2,8 @@
 
 A request body becomes a `ChatRequest`: messages in our conversation form (an image
 part becomes `<image_placeholder>` where it stands among the text parts, so the usual
-[image, text] content puts the image first, as the chat CLI does), the images (decoded
-by serve/images.py), a system prompt (a leading system message replaces the config's),
+[image, text] content puts the image first, as the chat CLI does), the image URLs (the
+service decodes them through serve/images.py), a system prompt (a leading system message replaces the config's),
 and sampling. Everything a client can get wrong raises `RequestError`, which the
 server turns into OpenAI's error body with status 400 (or the status it carries).
 """
@@ -13,10 +13,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import secrets
+import sys
 import time
-from typing import Any, Callable
-
-from PIL import Image
+from typing import Any
 
 from dsvl_jax.data.conversation import Message
 from dsvl_jax.data.tokenizer import IMAGE_TOKEN
@@ -55,7 +54,7 @@ class ChatRequest:
   model: str | None
   messages: list[Message]
   system: str | None  # None: the configured system prompt
-  images: list[Image.Image]
+  image_urls: list[tuple[str, str]]  # (url, the part naming it), decoded by the service
   temperature: float
   top_p: float
   repetition_penalty: float
@@ -71,18 +70,57 @@ class ChatRequest:
 _INERT = {"n": 1, "logprobs": False, "top_logprobs": None, "frequency_penalty": 0,
           "presence_penalty": 0, "logit_bias": None, "user": None, "response_format": None,
           "tools": None, "tool_choice": None, "parallel_tool_calls": None, "store": None,
-          "metadata": None, "service_tier": None,
+          "metadata": None, "service_tier": None, "functions": None, "function_call": None,
           "modalities": None, "reasoning_effort": None}
+# Fields this server reads; anything else (a typo, another server's extension) is
+# refused by name rather than silently ignored.
+_READ = {"messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens",
+         "stop", "seed", "stream", "stream_options", "repetition_penalty", "ignore_eos"}
+# OpenAI's seed is a 64-bit integer; a longer one is a client bug, not a seed.
+_SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
+
+
+def _no_constant(name: str):
+  raise ValueError(f"{name} is not a JSON number")
 
 
 def parse_body(raw: bytes) -> dict[str, Any]:
+  """The body's JSON object; every way it can be malformed raises RequestError."""
   try:
-    body = json.loads(raw)
-  except (json.JSONDecodeError, UnicodeDecodeError) as e:
-    raise RequestError(f"the request body is not valid JSON: {e}") from e
+    body = json.loads(raw, parse_constant=_no_constant)
+  # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is Python's limit on
+  # digits in an integer (4,300); a deeply nested body exhausts the recursion limit.
+  except (ValueError, RecursionError) as e:
+    reason = "it nests too deeply" if isinstance(e, RecursionError) else str(e)[:200]
+    raise RequestError(f"the request body is not valid JSON: {reason}") from e
   if not isinstance(body, dict):
     raise RequestError("the request body must be a JSON object")
+  where = _lone_surrogate(body)
+  if where is not None:
+    raise RequestError(f"{where} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is "
+                       f"not Unicode text", param=where)
   return body
+
+
+def _lone_surrogate(body: dict[str, Any]) -> str | None:
+  """The path of the first string (key or value) that is not valid Unicode, or None.
+  The path itself is made printable (it goes back in the error body)."""
+  stack: list[tuple[str, Any]] = [("", body)]
+  while stack:
+    where, value = stack.pop()
+    if isinstance(value, str):
+      try:
+        value.encode("utf-8")
+      except UnicodeEncodeError:
+        return where or "the body"
+    elif isinstance(value, dict):
+      for k, v in value.items():
+        key = k.encode("utf-8", "backslashreplace").decode("utf-8")[:80]
+        here = f"{where}.{key}" if where else key
+        stack += [(here, k), (here, v)]
+    elif isinstance(value, list):
+      stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+  return None
 
 
 def _number(body, name, default, lo, hi, kind=float):
@@ -90,22 +128,36 @@ def _number(body, name, default, lo, hi, kind=float):
   if value is None:
     return default
   if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-      kind is int and not float(value).is_integer()):
+      kind is int and isinstance(value, float) and not value.is_integer()):
     raise RequestError(f"'{name}' must be a{'n integer' if kind is int else ' number'}, "
-                       f"got {value!r}", param=name)
+                       f"got {_short(value)}", param=name)
+  # Compared as given: Python orders ints of any size against floats exactly, where
+  # float(value) would overflow on a 400-digit integer.
   if not lo <= value <= hi:
-    raise RequestError(f"'{name}' must be in [{lo}, {hi}], got {value}", param=name)
+    raise RequestError(f"'{name}' must be in [{lo}, {hi}], got {_short(value)}", param=name)
   return kind(value)
 
 
-def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults,
-                       load_image: Callable[[str, str], Image.Image]) -> ChatRequest:
-  """Validates an OpenAI chat-completions body. load_image(url, param) decodes one
-  image_url (raising RequestError)."""
+def _short(value: Any) -> str:
+  try:
+    text = repr(value)
+  except ValueError:  # an integer past Python's digit limit
+    return f"an integer of more than {sys.get_int_max_str_digits()} digits"
+  return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults
+                       ) -> ChatRequest:
+  """Validates an OpenAI chat-completions body. Images are only named here: the service
+  decodes them after the cheaper checks."""
+  for name in body:
+    if name not in _READ and name not in _INERT:
+      raise RequestError(f"'{_short(name)[1:-1]}' is not a field this server knows",
+                         param=str(name)[:80])
   for name, inert in _INERT.items():
     value = body.get(name)
     if value is not None and value != inert and value != [] and value != {}:
-      raise RequestError(f"'{name}'={value!r} is not supported by this server", param=name)
+      raise RequestError(f"'{name}'={_short(value)} is not supported by this server", param=name)
   messages = body.get("messages")
   if not isinstance(messages, list) or not messages:
     raise RequestError("'messages' must be a non-empty list", param="messages")
@@ -133,7 +185,7 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults,
       if len(images) >= limits.max_images:
         raise RequestError(f"too many images: at most {limits.max_images} per request "
                            f"(serve.max_images)", param=param, code="too_many_images")
-      images.append(load_image(url, param))
+      images.append((url, param))
     turns.append(Message("user", text))
   if not turns or turns[-1].role != "user":
     raise RequestError("the last message must be the user's", param="messages")
@@ -159,7 +211,9 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults,
   if seed is None:
     seed = secrets.randbits(31)
   elif isinstance(seed, bool) or not isinstance(seed, int):
-    raise RequestError(f"'seed' must be an integer, got {seed!r}", param="seed")
+    raise RequestError(f"'seed' must be an integer, got {_short(seed)}", param="seed")
+  elif not _SEED_RANGE[0] <= seed <= _SEED_RANGE[1]:
+    raise RequestError(f"'seed' must be a 64-bit integer, got {_short(seed)}", param="seed")
   stream = body.get("stream", False)
   if not isinstance(stream, bool):
     raise RequestError("'stream' must be true or false", param="stream")
@@ -173,7 +227,7 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults,
   if model is not None and not isinstance(model, str):
     raise RequestError("'model' must be a string", param="model")
   return ChatRequest(
-      model=model, messages=turns, system=system, images=images,
+      model=model, messages=turns, system=system, image_urls=images,
       temperature=_number(body, "temperature", defaults.temperature, 0.0, 2.0),
       top_p=_number(body, "top_p", defaults.top_p, 1e-6, 1.0),
       repetition_penalty=_number(body, "repetition_penalty", defaults.repetition_penalty,

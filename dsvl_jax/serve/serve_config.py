@@ -32,7 +32,12 @@ class ServeConfig:
   max_tokens: int = 1024  # the largest max_tokens a request may ask for
   default_max_tokens: int = 512  # when a request gives none
   image_dir: str = ""  # local images may be named under this directory ("" = data: URIs only)
-  max_image_bytes: int = 20 << 20  # per image
+  max_image_bytes: int = 20 << 20  # per image, encoded
+  # width x height per image, read from its header before decoding: a 48 MP phone photo
+  # (8064 x 6048) passes; a 17 KiB 12000 x 12000 PNG that decodes to 430 MB does not
+  max_image_pixels: int = 50_000_000
+  max_body_bytes: int = 32 << 20  # a request body, refused (413) before it is read whole
+  max_preparing: int = 4  # requests whose images are decoded and text tokenised at once
   prefix_cache: bool = False  # reuse a finished turn's keys and values (BUILD.md, "Serving")
   min_prefix: int = 16  # shortest common prefix worth reusing
   temperature: float = 0.2  # for requests that set none (the reference chat's defaults)
@@ -50,7 +55,9 @@ class ServeConfig:
           f"'first' or 'last', got {self.web_image_position!r}")
     check(0 <= self.port < 65536, "serve.port", f"must be in [0, 65535], got {self.port}")
     for name in ("num_slots", "max_len", "prompt_bucket", "max_images", "max_tokens",
-                 "default_max_tokens", "max_image_bytes", "min_prefix"):
+                 "default_max_tokens", "max_image_bytes", "max_image_pixels", "max_body_bytes",
+                 "max_preparing",
+                 "min_prefix"):
       check(getattr(self, name) >= 1, f"serve.{name}", f"must be >= 1, got {getattr(self, name)}")
     check(self.max_queue >= 0, "serve.max_queue", f"must be >= 0, got {self.max_queue}")
     check(self.prompt_bucket + self.max_tokens <= self.max_len, "serve.max_tokens",

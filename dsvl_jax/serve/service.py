@@ -39,22 +39,29 @@ class ChatService:
                serve: ServeConfig, model_name: str):
     self.engine, self.cfg, self.tokenizer = engine, cfg, tokenizer
     self.model_name = model_name
+    self.max_body_bytes, self.max_preparing = serve.max_body_bytes, serve.max_preparing
     self.system_prompt = serve.system_prompt
     self.processor = ImageProcessorConfig.for_model(cfg)
     self.limits = Limits(max_images=serve.max_images, max_tokens=serve.max_tokens,
                          default_max_tokens=min(serve.default_max_tokens, serve.max_tokens))
     self.defaults = Defaults(temperature=serve.temperature, top_p=serve.top_p,
                              repetition_penalty=serve.repetition_penalty)
-    self.resolver = ImageResolver(serve.image_dir, serve.max_image_bytes)
+    self.resolver = ImageResolver(serve.image_dir, serve.max_image_bytes,
+                                  serve.max_image_pixels)
 
   def prepare(self, body: dict) -> Prepared:
-    """Validates a chat-completions body and builds its prompt (raises RequestError)."""
-    req = parse_chat_request(body, self.limits, self.defaults, self.resolver)
+    """Validates a chat-completions body and builds its prompt (raises RequestError).
+    The cheap checks come first: nothing is decoded or tokenised for a request that
+    names another model or whose text alone cannot fit a slot."""
+    req = parse_chat_request(body, self.limits, self.defaults)
     if req.model is not None and req.model != self.model_name:
-      raise RequestError(f"model {req.model!r} is not served here; this server serves "
+      shown = req.model if len(req.model) <= 80 else req.model[:77] + "..."
+      raise RequestError(f"model {shown!r} is not served here; this server serves "
                          f"{self.model_name!r} (GET /v1/models)", status=404, param="model",
                          code="model_not_found")
-    prompt = self.build_prompt(req.messages, req.images, req.system)
+    self._check_text_fits(req)
+    images = [self.resolver(url, param) for url, param in req.image_urls]
+    prompt = self.build_prompt(req.messages, images, req.system)
     sampling = SamplingConfig(temperature=req.temperature, top_p=req.top_p,
                               repetition_penalty=req.repetition_penalty,
                               max_new_tokens=req.max_tokens,
@@ -67,6 +74,18 @@ class ChatService:
     except EngineError as e:
       raise RequestError(str(e), param="messages") from e
     return Prepared(req, prompt, sampling)
+
+  def _check_text_fits(self, req: ChatRequest) -> None:
+    """Refuses, without tokenising, a conversation whose text has more tokens than a slot
+    holds: n bytes of text are at least n / tokenizer.max_token_bytes tokens."""
+    texts = [m.content for m in req.messages] + [req.system or ""]
+    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
+    at_least = -(-n_bytes // self.tokenizer.max_token_bytes)
+    if at_least + req.max_tokens > self.engine.max_len:
+      raise RequestError(
+          f"the messages hold {n_bytes} bytes of text, at least {at_least} tokens, and "
+          f"max_tokens is {req.max_tokens}: more than the {self.engine.max_len} positions "
+          f"of a slot", param="messages", code="context_length_exceeded")
 
   def build_prompt(self, messages: Sequence[Message], images: Sequence[Image.Image],
                    system: str | None = None) -> Prompt:

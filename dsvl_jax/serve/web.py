@@ -10,7 +10,6 @@ from __future__ import annotations
 import ml_collections
 
 from dsvl_jax.data.conversation import IMAGE_TOKEN, Message
-from dsvl_jax.data.image_processor import load_image
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.sampling import SamplingConfig
 from dsvl_jax.serve.engine import Delta, EngineError, Failed, QueueSink
@@ -74,7 +73,7 @@ def build_page(service: ChatService, title: str, image_position: str = "first"):
       if len(paths) > service.limits.max_images:
         raise RequestError(f"too many images: at most {service.limits.max_images} per "
                            f"conversation (serve.max_images)")
-      prompt = service.build_prompt(messages, [load_image(p) for p in paths])
+      prompt = service.build_prompt(messages, [service.resolver.open_upload(p) for p in paths])
       sampling = SamplingConfig(
           temperature=float(temperature), top_p=float(top_p),
           repetition_penalty=d.repetition_penalty, max_new_tokens=int(max_tokens),
