@@ -163,7 +163,16 @@ def _cases(images):
                           400, "NaN is not a JSON number", None),
       "100,000-deep nesting": (dict(raw=b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000
                                     + b"}"),
-                               400, "nests too deeply", None),
+                               400, "more than 100000 JSON values", None),
+      "20,000-deep nesting": (dict(raw=b'{"messages": ' + b"[" * 20_000 + b"]" * 20_000
+                                   + b"}"),
+                              400, "nests too deeply", None),
+      "300,000 JSON values under the body cap": (
+          dict(raw=b'{"messages": [%s], "stop": [%s{}]}' % (MSG.encode(), b"{}," * 300_000)),
+          400, "more than 100000 JSON values", None),
+      "commas and brackets inside text are not values": (
+          dict(body={"messages": [{"role": "user", "content": "{[," * 100_000}]}),
+          400, "300000 characters of text", "messages"),
       "lone surrogate in a message": (
           dict(raw=b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}'),
           400, "lone UTF-16 surrogate", "messages[0].content"),
@@ -289,7 +298,7 @@ def test_text_that_cannot_fit_is_refused_before_tokenising(server, monkeypatch):
   try:
     got, body, _ = conn.post({"messages": [{"role": "user", "content": "word " * 100_000}]})
     assert got == 400 and body["error"]["code"] == "context_length_exceeded", body
-    assert "500000 bytes of text" in body["error"]["message"]
+    assert "500000 characters of text" in body["error"]["message"]
     assert not calls, "the text was tokenised before it was refused"
     got, body, _ = conn.post(_user(TEXT))  # a short one is tokenised and served
     assert got == 200 and calls

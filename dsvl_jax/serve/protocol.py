@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import secrets
 import sys
 import time
@@ -80,12 +81,34 @@ _READ = {"messages", "model", "temperature", "top_p", "max_tokens", "max_complet
 _SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
 
 
+# Values a body may hold, counted before parsing as the commas and opening brackets
+# outside strings: a conversation needs a few per turn, while 32 MiB of `{},` would
+# parse into ~10 M objects (gigabytes of Python objects from a body under the cap).
+MAX_JSON_VALUES = 100_000
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
+# Raw UTF-8 cannot hold a surrogate (the decoder refuses it); only a \uD800-\uDFFF escape
+# can, so bodies without one skip the walk over every string.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def _no_constant(name: str):
   raise ValueError(f"{name} is not a JSON number")
 
 
+def _json_values(raw: bytes) -> int:
+  def count(data: bytes) -> int:
+    return data.count(b",") + data.count(b"{") + data.count(b"[")
+  n = count(raw)
+  if n > MAX_JSON_VALUES:  # text may hold commas and brackets: count without strings
+    n = count(_STRING.sub(b"", raw))
+  return n
+
+
 def parse_body(raw: bytes) -> dict[str, Any]:
   """The body's JSON object; every way it can be malformed raises RequestError."""
+  if _json_values(raw) > MAX_JSON_VALUES:
+    raise RequestError(f"the request body holds more than {MAX_JSON_VALUES} JSON values",
+                       code="too_many_json_values")
   try:
     body = json.loads(raw, parse_constant=_no_constant)
   # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is Python's limit on
@@ -95,7 +118,7 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     raise RequestError(f"the request body is not valid JSON: {reason}") from e
   if not isinstance(body, dict):
     raise RequestError("the request body must be a JSON object")
-  where = _lone_surrogate(body)
+  where = _lone_surrogate(body) if _SURROGATE_ESCAPE.search(raw) else None
   if where is not None:
     raise RequestError(f"{where} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is "
                        f"not Unicode text", param=where)

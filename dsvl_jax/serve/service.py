@@ -77,15 +77,15 @@ class ChatService:
 
   def _check_text_fits(self, req: ChatRequest) -> None:
     """Refuses, without tokenising, a conversation whose text has more tokens than a slot
-    holds: n bytes of text are at least n / tokenizer.max_token_bytes tokens."""
-    texts = [m.content for m in req.messages] + [req.system or ""]
-    n_bytes = sum(len(t.encode("utf-8")) for t in texts)
-    at_least = -(-n_bytes // self.tokenizer.max_token_bytes)
+    holds: n characters are at least n bytes, hence at least n /
+    tokenizer.max_token_bytes tokens (counted without copying the text)."""
+    n_chars = sum(len(m.content) for m in req.messages) + len(req.system or "")
+    at_least = -(-n_chars // self.tokenizer.max_token_bytes)
     if at_least + req.max_tokens > self.engine.max_len:
       raise RequestError(
-          f"the messages hold {n_bytes} bytes of text, at least {at_least} tokens, and "
-          f"max_tokens is {req.max_tokens}: more than the {self.engine.max_len} positions "
-          f"of a slot", param="messages", code="context_length_exceeded")
+          f"the messages hold {n_chars} characters of text, at least {at_least} tokens, "
+          f"and max_tokens is {req.max_tokens}: more than the {self.engine.max_len} "
+          f"positions of a slot", param="messages", code="context_length_exceeded")
 
   def build_prompt(self, messages: Sequence[Message], images: Sequence[Image.Image],
                    system: str | None = None) -> Prompt:
