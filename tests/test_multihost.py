@@ -102,7 +102,10 @@ def test_the_two_host_checkpoint_resumes_in_one_process(runs, tmp_path):
   (la, pa), (lb, pb) = continued["multi"], continued["single"]
   np.testing.assert_allclose([la[s] for s in (6, 7, 8)], [lb[s] for s in (6, 7, 8)],
                              rtol=2e-6)
-  chex.assert_trees_all_close(pa, pb, atol=1e-6, rtol=1e-6)
+  # Adam's update lr g / (|g| + eps) moves by ~1e-6 where |g| is near eps and the two
+  # runs summed g in another order (one AMD host: 1.1e-6 in one embedding entry of 32,768,
+  # as test_scale.py saw on an Intel host); 1e-5 is 1% of a step, the losses are tight.
+  chex.assert_trees_all_close(pa, pb, atol=1e-5, rtol=1e-6)
 
 
 def test_a_checkpoint_restores_onto_other_meshes_with_identical_values(tmp_path):
