@@ -81,6 +81,25 @@ def runs(tmp_path_factory):
   return multi, single
 
 
+def _data_metrics(workdir):
+  rows = [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").open()]
+  return {r["step"]: {k: v for k, v in r.items() if k.startswith("data/")}
+          for r in rows if "loss" in r}
+
+
+def test_data_metrics_count_every_host(runs):
+  """Samples per source, skips by reason, shares and packing are of the global batch: the
+  sum over both hosts' counters equals the one-process run's, step by step."""
+  multi, single = runs
+  a, b = _data_metrics(multi), _data_metrics(single)
+  assert sorted(a) == sorted(b) and a[5]["data/steps"] == 5
+  assert any(k.startswith("data/samples/") and v > 0 for k, v in a[5].items())
+  for step in a:
+    assert a[step].keys() == b[step].keys(), step
+    for k in a[step]:
+      np.testing.assert_allclose(a[step][k], b[step][k], rtol=1e-12, err_msg=f"{step} {k}")
+
+
 def test_two_hosts_train_like_one(runs):
   multi, single = runs
   a, b = _losses(multi), _losses(single)

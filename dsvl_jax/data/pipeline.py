@@ -308,8 +308,15 @@ class TrainIterator(grain.DatasetIterator):
     self.step += 1
     return batch
 
-  def metrics(self) -> dict[str, float]:
-    c = self._counts
+  def counts(self) -> dict[str, int]:
+    """This host's raw counters (what `metrics` summarises; additive over hosts, except
+    `steps/*`, which every host counts alike)."""
+    return dict(self._counts)
+
+  def metrics(self, counts: Mapping[str, int] | None = None) -> dict[str, float]:
+    """Summaries of `counts` (default: this host's own; the trainer passes the sum over
+    hosts)."""
+    c = collections.Counter(self._counts if counts is None else counts)
     steps = c[f"steps/{TEXT}"] + c[f"steps/{MULTIMODAL}"]
     out = {"data/steps": float(steps),
            "data/multimodal_share": c[f"steps/{MULTIMODAL}"] / max(steps, 1)}

@@ -15,6 +15,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
+import json
 import logging
 import pathlib
 import signal
@@ -325,7 +326,7 @@ class Trainer:
     for m in (TEXT, MULTIMODAL):
       if f"loss/{m}" in values:
         out[f"loss/{m}"] = values[f"loss/{m}"]
-    out.update(it.metrics())
+    out.update(it.metrics(_global_counts(it.counts())))
     skipped = out.get("data/skipped", 0.0)
     writer.write(step, out, console=(
         f"step {step}: loss {out['loss']:.4f} lr {lr:.3g} grad {out['grad_norm']:.3g} "
@@ -405,6 +406,27 @@ class _StopFlag:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
       self._previous = None
+
+
+def _global_counts(local: dict[str, int]) -> dict[str, int]:
+  """The data counters summed over processes (each host reads its own rows of every
+  step), except `steps/*`, which every host counts alike. Every process must call it at
+  the same steps: it runs two collectives when there are several processes."""
+  if jax.process_count() == 1:
+    return local
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  blob = np.frombuffer(json.dumps(local).encode(), np.uint8)
+  sizes = multihost_utils.process_allgather(np.int32(blob.size))
+  padded = np.zeros(int(np.max(sizes)), np.uint8)
+  padded[:blob.size] = blob
+  blobs = multihost_utils.process_allgather(padded)
+  total: collections.Counter = collections.Counter()
+  for n, b in zip(np.ravel(sizes), blobs):
+    total.update(json.loads(bytes(b[:int(n)])))
+  for k, v in local.items():
+    if k.startswith("steps/"):
+      total[k] = v
+  return dict(total)
 
 
 def _device_peak_flops(compute_dtype: str) -> float | None:
