@@ -16,14 +16,21 @@
 
 It must run before anything touches a device. Every process then runs the same
 program; `jax.process_index() == 0` writes logs, metrics and the config.
+
+`prepare_host()` (also before any device is touched) fits two CPU-host settings to the
+machine, unless the user set them: simulated devices get enough XLA:CPU threads, and a
+host without a TPU skips libtpu's start-up when libtpu is installed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import glob
+import importlib.util
 import logging
 import os
-from typing import Any, Mapping
+import re
+from typing import Any, Mapping, MutableMapping
 
 from dsvl_jax.config_schema import build_dataclass, check
 
@@ -97,3 +104,58 @@ def default_config():
   return ml_collections.ConfigDict(dict(
       mode="auto", coordinator_address="", num_processes=0, process_id=-1,
       local_device_ids=(), initialization_timeout=300))
+
+
+# Google's PCI vendor id: every TPU chip a host holds is one such device.
+_TPU_VENDOR = "0x1ae0"
+_DEVICE_COUNT = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
+# A collective waits for its last simulated device; on a busy 2-core host that can take
+# longer than XLA:CPU's 40 s before it aborts the process.
+_COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=600",
+                        "--xla_cpu_collective_timeout_seconds=600")
+
+
+def prepare_host(environ: MutableMapping[str, str] = os.environ) -> list[str]:
+  """Sets what a run on this host needs before JAX starts a backend; returns what it set.
+
+  - Simulated CPU devices (`--xla_force_host_platform_device_count=N` in XLA_FLAGS):
+    XLA:CPU runs every device's ready thunks on one pool of N threads, and a step whose
+    collectives sit in a scanned loop can fill all N with rendezvous whose partners are
+    queued behind them: a deadlock, ending in "Termination timeout ... exceeded". With
+    PJRT_NPROC = 4 N threads the partners run. Longer collective timeouts too.
+  - libtpu installed on a host with no TPU chip (the test requirements install it for
+    ahead-of-time compilation): JAX would start the TPU backend, which prints an
+    `E0000 ... unexpected worker hostname` error line; JAX_PLATFORMS=cpu skips it, unless
+    the host has a GPU (then nothing is changed).
+  """
+  changed = []
+  flags = environ.get("XLA_FLAGS", "")
+  simulated = _DEVICE_COUNT.search(flags)
+  if simulated and int(simulated.group(1)) > 1:
+    if "PJRT_NPROC" not in environ:
+      environ["PJRT_NPROC"] = str(4 * int(simulated.group(1)))
+      changed.append(f"PJRT_NPROC={environ['PJRT_NPROC']}")
+    extra = [f for f in _COLLECTIVE_TIMEOUTS if f.split("=")[0] not in flags]
+    if extra:
+      environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
+      changed.append("XLA_FLAGS+=" + " ".join(extra))
+  if ("JAX_PLATFORMS" not in environ and importlib.util.find_spec("libtpu") is not None
+      and not _has_tpu() and not _has_gpu()):
+    environ["JAX_PLATFORMS"] = "cpu"
+    changed.append("JAX_PLATFORMS=cpu")
+  return changed
+
+
+def _has_tpu() -> bool:
+  for vendor in glob.glob("/sys/bus/pci/devices/*/vendor"):
+    try:
+      with open(vendor) as f:
+        if f.read().strip() == _TPU_VENDOR:
+          return True
+    except OSError:
+      continue
+  return bool(glob.glob("/dev/accel*") or glob.glob("/dev/vfio/[0-9]*"))
+
+
+def _has_gpu() -> bool:
+  return bool(glob.glob("/dev/nvidia[0-9]*") or os.path.exists("/dev/kfd"))

@@ -37,6 +37,11 @@ def main(argv):
     if config.get("mode") not in MODES:
       raise ConfigError(f"config field 'mode': {config.get('mode')!r} not in {sorted(MODES)}")
     from dsvl_jax import compile_cache, distributed  # pylint: disable=g-import-not-at-top
+    for setting in distributed.prepare_host():  # before any device is touched
+      logging.info("host set-up: %s", setting)
+      if setting.startswith("JAX_PLATFORMS="):  # JAX read the variable at import
+        import jax  # pylint: disable=g-import-not-at-top
+        jax.config.update("jax_platforms", setting.split("=", 1)[1])
     distributed.initialize(config)  # before any device is touched (multi-host jobs)
     compile_cache.setup(config.get("compile_cache"))
     importlib.import_module(MODES[config.mode]).run(config, _WORKDIR.value)
