@@ -1,6 +1,7 @@
 """The serving caps hold in memory: a decompression-bomb PNG, bodies over
 serve.max_body_bytes (with Content-Length and chunked), a 20 MB text under it (the text
-bound) and 32 MB of empty JSON objects under it (the value count) are refused while the server's peak RSS grows by less than 100 MB.
+bound) and 32 MB of empty JSON objects under it (the value count) are refused while the
+server's peak RSS grows by less than 100 MB.
 
 The server runs in a child process (experiments/bench_serve.py's, whose --hostile part
 prints the same measurements with their times), so the client's 50 MB bodies are not

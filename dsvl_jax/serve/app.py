@@ -12,8 +12,9 @@ serve.max_body_bytes (refused from its Content-Length, or as soon as that many b
 arrived), 415 for a body not sent as application/json (so a web page cannot drive the
 API with a cross-site "simple" request), 429 when the queue is full. Anything else that
 goes wrong preparing a request is a 500 with a generic message and its traceback in the
-log; the connection stays open for the client's next request. A client that goes away (a closed connection, streamed or not) cancels its request,
-which frees its slot at the engine's next turn.
+log; the connection stays open for the client's next request. A client that goes away
+(a closed connection, streamed or not) cancels its request, which frees its slot at the
+engine's next turn.
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ A request body becomes a `ChatRequest`: messages in our conversation form (an im
 part becomes `<image_placeholder>` where it stands among the text parts, so the usual
 [image, text] content puts the image first, as the chat CLI does), the image URLs (the
 service decodes them through serve/images.py), a system prompt (a leading system message
-replaces the config's), and sampling. Everything a client can get wrong raises `RequestError`, which the
-server turns into OpenAI's error body with status 400 (or the status it carries).
+replaces the config's), and sampling. Everything a client can get wrong raises
+`RequestError`, which the server turns into OpenAI's error body with status 400 (or the
+status it carries).
 """
 
 from __future__ import annotations
