@@ -10,6 +10,10 @@ from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 from dsvl_jax.serve.serve_config import default_config as serve_config
 from dsvl_jax.train import recipe
+from dsvl_jax.train.config import default_mesh_config
+
+STAGES = {"stage1": 1, "stage2": 2, "stage3": 3}  # arg -> the paper's training stage
+ARGS = (None, *STAGES)  # every valid arg (tests render each)
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -50,6 +54,10 @@ def model_config() -> ml_collections.ConfigDict:
       precision="default",  # matmul precision; 'highest' for fp32 parity on GPU/TPU
       remat_policy="none",  # none | full | dots | dots_no_batch
       attention_impl="xla",  # auto | xla | chunked | cudnn | splash (models/attention.py)
+      attention_block=512,  # keys per block of the 'chunked' backend
+      scan_layers=True,  # LLM layers under nn.scan (compile time flat in depth)
+      scan_unroll=1,  # LLM layers per scan iteration
+      llm_kernels_out_major=False,  # LLM kernels stored [*in, *out] (the CPU generators flip them)
   ))
   m.image_token_id = 100015  # <image_placeholder>
   m.bos_token_id = 100000  # <｜begin▁of▁sentence｜>
@@ -67,12 +75,14 @@ def get_config(arg=None):
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
   config.serve = serve_config()  # --config.mode=serve (OpenAI API) | web (chat page): model, limits, sampling
   config.eval = eval_config()  # --config.mode=eval and train.eval_every (dsvl_jax/eval)
+  # Read by main.py in every mode (serving a pod needs them as much as training).
+  config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
+  config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
   if arg is None:
     return config
-  stages = {"stage1": 1, "stage2": 2, "stage3": 3}
-  if arg not in stages:
-    raise ValueError(f"{__file__}: unknown argument {arg!r}; use one of {sorted(stages)}")
-  stage = stages[arg]
+  if arg not in STAGES:
+    raise ValueError(f"{__file__}: unknown argument {arg!r}; use one of {sorted(STAGES)}")
+  stage = STAGES[arg]
   config.mode = "train"
   config.update(recipe.stage_blocks("1.3b", stage))  # train, optimizer, data (Table 4)
   # Long packed rows: recompute activations in the backward pass (memory for compute).
@@ -83,7 +93,5 @@ def get_config(arg=None):
   config.train.grad_accum_steps = {1: 1, 2: 1, 3: 1}[stage]
   # Each platform's fused kernel (TPU splash, GPU cuDNN), the reference elsewhere.
   config.model.compute.attention_impl = "auto"
-  config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
-  config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
-  config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
+  config.mesh = default_mesh_config(shape=(1, -1, 1))  # (data, fsdp, tensor)
   return config

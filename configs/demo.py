@@ -16,13 +16,17 @@ Every stage resumes from its workdir; a finished stage is skipped on a rerun.
 import ml_collections
 
 from dsvl_jax import compile_cache, distributed
+from dsvl_jax.data.config import default_config as default_data_config, default_source
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 from dsvl_jax.serve.serve_config import default_config as serve_config
+from dsvl_jax.train.config import (default_mesh_config, default_optimizer_config,
+                                   default_train_config)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SPM_VOCAB = 640  # sentencepiece pieces (ids 0..639: unk, bos, eos, 256 bytes, merges)
+ARGS = (None, "accurate")  # every valid arg (tests render each)
 
 
 def model_config() -> ml_collections.ConfigDict:
@@ -76,8 +80,10 @@ def model_config() -> ml_collections.ConfigDict:
       precision="default",  # CPU matmuls are float32 anyway
       remat_policy="none",  # tiny activations
       attention_impl="xla",  # portable reference attention
+      attention_block=512,  # keys per block of the 'chunked' backend
       scan_layers=True,  # stacked layer parameters, as every training config
       scan_unroll=4,  # all 4 layers in one loop body: ~12% faster steps on a CPU
+      llm_kernels_out_major=False,  # LLM kernels stored [*in, *out] (the CPU generators flip them)
   ))
   m.image_token_id = SPM_VOCAB  # first id after the tokenizer's pieces
   m.bos_token_id = 1  # sentencepiece's <s> (a control piece)
@@ -87,26 +93,26 @@ def model_config() -> ml_collections.ConfigDict:
 
 
 def synthetic(seed: int, kinds, modality: str, weight: float = 1.0) -> dict:
-  return dict(type="synthetic", modality=modality, weight=weight, synthetic_seed=seed,
-              synthetic_size=100_000, synthetic_kinds=tuple(kinds))
+  return default_source(type="synthetic", modality=modality, weight=weight, synthetic_seed=seed,
+                        synthetic_size=100_000, synthetic_kinds=tuple(kinds))
 
 
 def get_config(arg=None):
   """No argument: the demo as `make run` runs it. 'accurate': 1200 vision steps (the
   towers learn to read the printed words) and 3000 stage-3 steps (the place binding
   forms with them): held-out 0.992 instead of 0.813, in about 1.3x the time (BUILD.md)."""
-  if arg not in (None, "", "accurate"):
+  if (arg or None) not in ARGS:
     raise ValueError(f"{__file__}: unknown argument {arg!r}; use none or 'accurate'")
   c = ml_collections.ConfigDict()
   c.mode = "demo"  # dsvl_jax/demo.py: tokenizer, stages, held-out evaluation
   c.seed = 0  # parameter initialisation
   c.model = model_config()
-  c.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1)))  # (data, fsdp, tensor)
+  c.mesh = default_mesh_config(shape=(1, -1, 1))  # (data, fsdp, tensor)
   c.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
   c.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
 
   # Shared by every stage; each stage below overrides what it changes.
-  c.data = ml_collections.ConfigDict(dict(
+  c.data = default_data_config(
       stage=2,  # loss masks (stage 3: answers only)
       pack=False,  # one sample per row unless a stage packs
       seq_len=96,  # tokens per row (16 image tokens per image)
@@ -128,18 +134,18 @@ def get_config(arg=None):
       prefetch_batches=2,  # drawn by a thread while the step runs
       process_index=-1,
       process_count=-1,
-      sources=ml_collections.ConfigDict(),  # per stage
-  ))
-  c.train = ml_collections.ConfigDict(dict(
+      sources={},  # per stage
+  )
+  c.train = default_train_config(
       steps=100, trainable=("llm", "aligner"), init_from="", grad_accum_steps=1,
       loss_chunk_tokens=0, nonfinite="skip", log_every=25, checkpoint_every=1000,
       keep_checkpoints=1, async_checkpoints=True, eval_every=0, tensorboard=True,
-      progress=False, peak_flops=0.0))
-  c.optimizer = ml_collections.ConfigDict(dict(
+      progress=False, peak_flops=0.0)
+  c.optimizer = default_optimizer_config(
       lr=2e-3, schedule="cosine", warmup_steps=10, final_lr_fraction=0.1,
       step_boundaries=(0.8, 0.9), step_factors=(0.316, 0.1), b1=0.9, b2=0.95, eps=1e-8,
       weight_decay=0.0, grad_clip=1.0,
-      lr_scales=dict(llm=1.0, aligner=1.0, siglip=1.0, sam=1.0, sam_neck=1.0)))
+      lr_scales=dict(llm=1.0, aligner=1.0, siglip=1.0, sam=1.0, sam_neck=1.0))
 
   # The recipe, in order. Each entry overrides train / optimizer / data fields.
   c.demo = ml_collections.ConfigDict()

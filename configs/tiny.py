@@ -9,12 +9,16 @@ Shapes keep every structural feature: GQA, several windows with padding in SAM
 import ml_collections
 
 from dsvl_jax import compile_cache, distributed
+from dsvl_jax.data.config import default_config as default_data_config
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 from dsvl_jax.serve.serve_config import default_config as serve_config
+from dsvl_jax.train.config import (default_mesh_config, default_optimizer_config,
+                                   default_train_config)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+ARGS = (None, "hybrid")  # every valid arg (tests render each); "siglip" is the same as None
 
 
 def model_config(family: str = "siglip") -> ml_collections.ConfigDict:
@@ -73,6 +77,10 @@ def model_config(family: str = "siglip") -> ml_collections.ConfigDict:
       precision="highest",  # exact fp32 everywhere (parity tests)
       remat_policy="none",  # activation checkpointing
       attention_impl="xla",  # portable reference attention
+      attention_block=512,  # keys per block of the 'chunked' backend
+      scan_layers=True,  # LLM layers under nn.scan (compile time flat in depth)
+      scan_unroll=1,  # LLM layers per scan iteration
+      llm_kernels_out_major=False,  # LLM kernels stored [*in, *out] (the CPU generators flip them)
   ))
   m.image_token_id = 500  # plays the role of 100015
   m.bos_token_id = 1  # plays the role of 100000
@@ -83,31 +91,31 @@ def model_config(family: str = "siglip") -> ml_collections.ConfigDict:
 
 def data_config() -> ml_collections.ConfigDict:
   """The built-in dataset (no files): drawn scenes and text, stage-2 style packing."""
-  d = ml_collections.ConfigDict()
-  d.stage = 2  # supervise every text token (stage 3: answers only)
-  d.pack = True  # several samples per row
-  d.seq_len = 512  # bytes are tokens here (built-in byte tokenizer)
-  d.global_batch_size = 8  # rows per step, all hosts
-  d.max_images_per_row = 4  # image slots per multimodal row
-  d.seed = 0
-  d.schedule = "warmup"  # language share 1.0 at step 0 ...
-  d.multimodal_share = 0.3  # ... down to the paper's 7:3 language:multimodal
-  d.warmup_steps = 20
-  d.tokenizer = "builtin:bytes"
-  d.system_prompt = "default"  # chats: the released system prompt ("" = none, or text)
-  d.num_workers = 0  # grain worker processes per modality
-  d.sources = ml_collections.ConfigDict(dict(
-      shapes=dict(type="synthetic", modality="multimodal", weight=1.0, synthetic_seed=0,
-                  synthetic_size=10_000, synthetic_kinds=("caption", "interleaved", "chat")),
-      words=dict(type="synthetic", modality="text", weight=1.0, synthetic_seed=1,
-                 synthetic_size=10_000, synthetic_kinds=("text", "text_chat")),
-  ))
-  return d
+  return default_data_config(
+      stage=2,  # supervise every text token (stage 3: answers only)
+      pack=True,  # several samples per row
+      seq_len=512,  # bytes are tokens here (built-in byte tokenizer)
+      global_batch_size=8,  # rows per step, all hosts
+      max_images_per_row=4,  # image slots per multimodal row
+      seed=0,
+      schedule="warmup",  # language share 1.0 at step 0 ...
+      multimodal_share=0.3,  # ... down to the paper's 7:3 language:multimodal
+      warmup_steps=20,
+      tokenizer="builtin:bytes",
+      system_prompt="default",  # chats: the released system prompt ("" = none, or text)
+      num_workers=0,  # grain worker processes per modality
+      sources=dict(
+          shapes=dict(type="synthetic", modality="multimodal", weight=1.0, synthetic_seed=0,
+                      synthetic_size=10_000, synthetic_kinds=("caption", "interleaved", "chat")),
+          words=dict(type="synthetic", modality="text", weight=1.0, synthetic_seed=1,
+                     synthetic_size=10_000, synthetic_kinds=("text", "text_chat")),
+      ),
+  )
 
 
 def train_config() -> ml_collections.ConfigDict:
   """A few steps of stage-2-style training (see dsvl_jax/train/config.py)."""
-  return ml_collections.ConfigDict(dict(
+  return default_train_config(
       steps=20,  # optimizer steps
       trainable=("llm", "aligner"),  # stage 2: towers frozen
       init_from="",  # random initialisation
@@ -122,11 +130,11 @@ def train_config() -> ml_collections.ConfigDict:
       tensorboard=True,  # event files in the workdir
       progress=True,  # console progress bar
       peak_flops=0.0,  # measured on CPU
-  ))
+  )
 
 
 def optimizer_config() -> ml_collections.ConfigDict:
-  return ml_collections.ConfigDict(dict(
+  return default_optimizer_config(
       lr=1e-3,  # peak rate
       schedule="cosine",  # cosine | step | constant
       warmup_steps=2,  # linear warm-up
@@ -139,7 +147,7 @@ def optimizer_config() -> ml_collections.ConfigDict:
       weight_decay=0.0,
       grad_clip=1.0,  # global-norm clip
       lr_scales=dict(llm=1.0, aligner=1.0, siglip=1.0, sam=1.0, sam_neck=1.0),  # per group
-  ))
+  )
 
 
 def get_config(arg=None):
@@ -150,7 +158,8 @@ def get_config(arg=None):
   config.data = data_config()  # training data, see dsvl_jax/data/config.py
   config.train = train_config()  # the loop, see dsvl_jax/train/config.py
   config.optimizer = optimizer_config()  # AdamW and its schedule
-  config.mesh = ml_collections.ConfigDict(dict(shape=(1, -1, 1), num_devices=0))  # (data, fsdp, tensor); 0 = all devices
+  # (data, fsdp, tensor); num_devices 0 = every device
+  config.mesh = default_mesh_config(shape=(1, -1, 1), num_devices=0)
   config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
   config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)

@@ -67,3 +67,12 @@ def build_dataclass(cls, d: Mapping[str, Any], prefix: str,
       default = fields[name].default_factory()
     kwargs[name] = _typed(default, value, path)
   return cls(**kwargs)
+
+
+def with_defaults(cls, overrides: Mapping[str, Any], prefix: str) -> dict[str, Any]:
+  """Every field of dataclass `cls` as config data: the defaults, under `overrides` kept
+  as given (no casts). The inverse of build_dataclass, for configs that must hold every
+  field so that each can be overridden on the command line."""
+  unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+  check(not unknown, prefix, f"unknown field(s) {unknown}")
+  return {**dataclasses.asdict(cls()), **overrides}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+from typing import Any
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -31,6 +32,12 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/tiny.py")
+  try:
+    config.get("mode")  # a config file that failed to load raises here (loading is lazy)
+  except OSError as e:
+    reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    print(f"error: cannot load the config file: {reason}", file=sys.stderr)
+    sys.exit(2)
   if not flags.FLAGS["verbosity"].present:  # library INFO chatter (orbax) off by default
     logging.set_verbosity(logging.WARNING)
   try:
@@ -50,5 +57,24 @@ def main(argv):
     sys.exit(2)
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every command-line mistake as one line and exit 2: an
+  override of a field the config does not have (ml_collections raises AttributeError
+  while parsing, before main runs), a value of the wrong type."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:  # a config file that raised: its traceback is in the message
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    message = lines[0] if len(lines) == 1 else f"{lines[0]} {lines[-1]}"
+  except (AttributeError, KeyError) as e:
+    inner: Any = e
+    while isinstance(inner, BaseException) and inner.args:  # AttributeError(KeyError(str))
+      inner = inner.args[0]
+    message = (f"a --config override names a field the config does not have: "
+               f"{' '.join(str(inner).split())}")
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

@@ -2,7 +2,8 @@
 
 `DataConfig.from_dict(config.data)` checks every field before any data is read; errors
 name the dotted field. Sources are a mapping name -> source so that a command line can
-reach each one (`--config.data.sources.captions.weight=2`).
+reach each one (`--config.data.sources.captions.weight=2`). `default_config` gives configs
+every field, so that each can be overridden (ml_collections refuses a key it lacks).
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import dataclasses
 import json
 from typing import Any, Mapping
 
-from dsvl_jax.config_schema import ConfigError, build_dataclass, check
+import ml_collections
+
+from dsvl_jax.config_schema import ConfigError, build_dataclass, check, with_defaults
 from dsvl_jax.data import synthetic
 from dsvl_jax.data.mixing import MULTIMODAL, SCHEDULES, TEXT, ModalitySchedule
 from dsvl_jax.data.tokenizer import EOS_TOKEN, IMAGE_TOKEN
@@ -143,3 +146,16 @@ class DataConfig:
             f"data.sources.{name}"))
         for name, src in sorted(raw_sources.items()))
     return dataclasses.replace(cfg, sources=sources).validate()
+
+
+def default_source(**overrides: Any) -> dict[str, Any]:
+  """One `config.data.sources` entry: every SourceConfig field, its defaults under `overrides`."""
+  return with_defaults(SourceConfig, overrides, "data.sources")
+
+
+def default_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """`config.data`: every DataConfig field, its defaults under `overrides`; `sources` is a
+  mapping name -> source fields, each source completed by `default_source`."""
+  d = with_defaults(DataConfig, overrides, "data")
+  d["sources"] = {name: default_source(**src) for name, src in dict(d["sources"] or {}).items()}
+  return ml_collections.ConfigDict(d)

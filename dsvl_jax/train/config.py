@@ -2,7 +2,8 @@
 
 Built once at start-up from the ml_collections data in configs/*.py; a wrong field fails
 there with its dotted name, never at step 9000. No JAX import: the config check runs
-before anything is compiled.
+before anything is compiled. The `default_*` functions give configs every field, so that
+each can be overridden on the command line (ml_collections refuses a key it lacks).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from dsvl_jax.config_schema import ConfigError, build_dataclass, check
+import ml_collections
+
+from dsvl_jax.config_schema import ConfigError, build_dataclass, check, with_defaults
 
 # Parameter groups, by path (freezing.py holds the patterns). A group is trained when
 # named in train.trainable; everything else is frozen and has no optimizer state.
@@ -136,3 +139,24 @@ def train_config(d: Mapping[str, Any]) -> TrainConfig:
 
 def mesh_config(d: Mapping[str, Any]) -> MeshConfig:
   return build_dataclass(MeshConfig, d, "mesh").validate()
+
+
+def default_train_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """`config.train`: every TrainConfig field, its defaults under `overrides`;
+  `init_groups` is a mapping group -> checkpoint (`--config.train.init_groups='{...}'`)."""
+  return ml_collections.ConfigDict(with_defaults(TrainConfig, {"init_groups": {}, **overrides},
+                                                  "train"))
+
+
+def default_optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """`config.optimizer`: every OptimizerConfig field, its defaults under `overrides`
+  (`lr_scales` too: a partial mapping keeps the other groups at 1.0)."""
+  d = with_defaults(OptimizerConfig, overrides, "optimizer")
+  d["lr_scales"] = with_defaults(LRScales, dict(overrides.get("lr_scales", {})),
+                                  "optimizer.lr_scales")
+  return ml_collections.ConfigDict(d)
+
+
+def default_mesh_config(**overrides: Any) -> ml_collections.ConfigDict:
+  """`config.mesh`: every MeshConfig field, its defaults under `overrides`."""
+  return ml_collections.ConfigDict(with_defaults(MeshConfig, overrides, "mesh"))

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import ml_collections
 
+from dsvl_jax.data import config as data_config
+from dsvl_jax.train import config as train_config
+
 # size -> stage -> Table 4 (learning rate, scheduler, warm-up steps, training steps,
 # global batch size, sequence length, sequence packing). All stages: AdamW beta
 # (0.9, 0.95), weight decay 0, gradient clip 1.0.
@@ -55,12 +58,13 @@ MODALITY_WARMUP_STEPS = 8000
 
 
 def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
-  """{'train', 'optimizer', 'data'} blocks of one stage of one model size."""
+  """{'train', 'optimizer', 'data'} blocks of one stage of one model size: every field of
+  their dataclasses, the defaults where the recipe sets nothing."""
   if size not in TABLE4 or stage not in TABLE4[size]:
     raise ValueError(f"no recipe for size {size!r} stage {stage!r}; sizes {list(TABLE4)}, "
                      f"stages 1, 2, 3")
   t = TABLE4[size][stage]
-  train = ml_collections.ConfigDict(dict(
+  train = train_config.default_train_config(
       steps=t["steps"],  # Table 4 training steps
       trainable=TRAINABLE[stage],  # groups trained; the rest frozen (no optimizer state)
       init_from="",  # a converted checkpoint, the previous stage's workdir, or "" (random)
@@ -75,8 +79,8 @@ def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
       tensorboard=True,  # event files in the workdir
       progress=True,  # console progress bar
       peak_flops=0.0,  # per-device peak for MFU (0 = table / measured)
-  ))
-  optimizer = ml_collections.ConfigDict(dict(
+  )
+  optimizer = train_config.default_optimizer_config(
       lr=t["lr"],  # Table 4 learning rate
       schedule=t["schedule"],  # Table 4 scheduler (step = DeepSeek-LLM multi-step)
       warmup_steps=t["warmup"],  # Table 4 warm-up steps
@@ -89,22 +93,22 @@ def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
       weight_decay=0.0,  # Table 4
       grad_clip=1.0,  # Table 4 gradient clip
       lr_scales=dict(llm=1.0, aligner=1.0, siglip=1.0, sam=1.0, sam_neck=1.0),  # per group
-  ))
-  data = ml_collections.ConfigDict()
-  data.stage = stage  # loss masks: stages 1-2 all text tokens, stage 3 answers only
-  data.pack = t["pack"]  # Table 4 sequence packing
-  data.seq_len = t["seq"]  # Table 4 sequence length
-  data.global_batch_size = t["batch"]  # Table 4 batch size (rows per step, all hosts)
-  data.max_images_per_row = MAX_IMAGES[stage]  # image slots per multimodal row
-  data.seed = 0  # shuffling, mixing, modality choice
-  data.schedule = "warmup" if stage == 2 else "constant"  # modality warm-up in stage 2
-  data.multimodal_share = MULTIMODAL_SHARE[stage]  # target share of multimodal steps
-  data.warmup_steps = MODALITY_WARMUP_STEPS if stage == 2 else 0  # language 1.0 -> 0.7
-  data.tokenizer = ""  # "" = the tokenizer files of train.init_from
-  data.system_prompt = "default"  # the released system prompt in chats
-  data.num_workers = 8  # grain worker processes per modality (decoding, resizing)
-  data.sources = ml_collections.ConfigDict({
-      name: dict(type="jsonl", modality=modality, weight=weight,
-                 paths=(f"data/stage{stage}/{name}.jsonl",))
-      for name, modality, weight in SOURCES[stage]})
+  )
+  data = data_config.default_config(
+      stage=stage,  # loss masks: stages 1-2 all text tokens, stage 3 answers only
+      pack=t["pack"],  # Table 4 sequence packing
+      seq_len=t["seq"],  # Table 4 sequence length
+      global_batch_size=t["batch"],  # Table 4 batch size (rows per step, all hosts)
+      max_images_per_row=MAX_IMAGES[stage],  # image slots per multimodal row
+      seed=0,  # shuffling, mixing, modality choice
+      schedule="warmup" if stage == 2 else "constant",  # modality warm-up in stage 2
+      multimodal_share=MULTIMODAL_SHARE[stage],  # target share of multimodal steps
+      warmup_steps=MODALITY_WARMUP_STEPS if stage == 2 else 0,  # language 1.0 -> 0.7
+      tokenizer="",  # "" = the tokenizer files of train.init_from
+      system_prompt="default",  # the released system prompt in chats
+      num_workers=8,  # grain worker processes per modality (decoding, resizing)
+      sources={name: dict(type="jsonl", modality=modality, weight=weight,
+                          paths=(f"data/stage{stage}/{name}.jsonl",))
+               for name, modality, weight in SOURCES[stage]},
+  )
   return {"train": train, "optimizer": optimizer, "data": data}

@@ -9,6 +9,7 @@ and a change is refused, naming them.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import shutil
@@ -59,12 +60,28 @@ def check_restart(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
         f"under them (start a new workdir, or use train.init_from to start from it)")
 
 
+def with_data_defaults(config: dict[str, Any]) -> dict[str, Any]:
+  """config.json data with every data and source field: a workdir written before a field
+  existed in the shipped configs used its default, so that is what it is compared as."""
+  from dsvl_jax.data.config import DataConfig, SourceConfig  # pylint: disable=g-import-not-at-top
+  data = config.get("data")
+  if not isinstance(data, Mapping):
+    return config
+  defaults = json.loads(json.dumps(dataclasses.asdict(DataConfig())))
+  source = json.loads(json.dumps(dataclasses.asdict(SourceConfig())))
+  data = {**defaults, **data}
+  data["sources"] = {name: {**source, **src} if isinstance(src, Mapping) else src
+                     for name, src in dict(data.get("sources") or {}).items()}
+  return {**config, "data": data}
+
+
 def prepare(workdir: str | pathlib.Path, config: Any, resuming: bool, write: bool) -> None:
   """Checks a restart against config.json, then (process 0) writes the current config."""
   path = pathlib.Path(workdir) / RUN_CONFIG
   current = config_dict(config)
   if resuming and path.is_file():
-    check_restart(json.loads(path.read_text()), current)
+    check_restart(with_data_defaults(json.loads(path.read_text())),
+                  with_data_defaults(current))
   if write:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
