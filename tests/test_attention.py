@@ -221,3 +221,34 @@ def test_auto_picks_the_platforms_backend():
   assert attn.resolve_impl("auto", self_attention=True, has_bias=False) == "xla"
   assert attn.resolve_impl("chunked", self_attention=False, has_bias=False) == "chunked"
   assert attn.resolve_impl("auto", self_attention=True, has_bias=True) == "xla"
+
+
+def test_chunked_without_segment_ids_hides_the_keys_that_pad_its_last_block():
+  """Decoding's masks: causal over cache slots and k_valid, no segment ids. 13 cache
+  slots in blocks of 5 pad with 2 keys at slot 0; with segment ids their segment 0
+  matches no query's, without them only their validity hides them (slot 0 is <= every
+  query's). Queries at slots 6..9 (a prompt after 6 cached tokens); row 1 has 3 slots
+  of left padding; slots 10..12 are not written yet."""
+  rng = np.random.default_rng(4)
+  s, tq = 13, 4
+  q = jnp.asarray(rng.normal(size=(B, tq, H, D)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(B, s, KVH, D)), jnp.float32)
+  v = jnp.asarray(rng.normal(size=(B, s, KVH, D)), jnp.float32)
+  q_slot = jnp.broadcast_to(6 + jnp.arange(tq), (B, tq))
+  k_slot = jnp.broadcast_to(jnp.arange(s), (B, s))
+  written = (np.arange(s)[None] >= np.array([[0], [3]])) & (np.arange(s)[None] < 10)
+
+  def run(masks, impl, **extra):
+    def loss(q, k, v):
+      out = attn.attention(q, k, v, impl=impl, **masks, **extra)
+      return jnp.sum(jnp.sin(out)), out
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
+
+  for k_valid in (jnp.asarray(written), None):
+    masks = dict(causal=True, q_slot=q_slot, k_slot=k_slot, k_valid=k_valid)
+    (_, ref), ref_grads = run(masks, "xla")
+    (_, out), grads = run(masks, "chunked", chunk=5)
+    what = "k_valid" if k_valid is not None else "causal only"
+    np.testing.assert_allclose(out, ref, atol=2e-6, err_msg=what)
+    for g, r, name in zip(grads, ref_grads, "qkv"):
+      np.testing.assert_allclose(g, r, atol=1e-5, err_msg=f"{what}: d{name}")

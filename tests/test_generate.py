@@ -123,6 +123,48 @@ def test_shared_prefixes_generate_what_each_whole_prompt_generates(family):
   with pytest.raises(ValueError, match="prefix index"):
     gen.generate_shared(prefixes[:1], [[5]], [1], greedy)
 
+def test_chunked_attention_generates_what_the_reference_does_at_an_unaligned_cache():
+  """attention_impl='chunked' with blocks of 5 keys: the caches (29 and 32 slots) and
+  SigLIP's 16 tokens end in a partial block. Decoding passes no segment ids, so only the
+  padding keys' validity hides them. The prompts' next-token logits agree with the
+  reference's ('blocked' on this CPU) to float32 rounding, and greedy tokens are equal."""
+  from dsvl_jax.infer.generate import forward_last
+  from dsvl_jax.models.init import init_params
+  from dsvl_jax.models.llm import init_cache
+  params = init_params(tiny_config("siglip"), jax.random.key(3))
+  gens = {impl: Generator(tiny_config("siglip", attention_impl=impl, attention_block=5),
+                          params, prompt_bucket=16, cache_bucket=16)
+          for impl in ("xla", "chunked")}
+  assert gens["chunked"].cfg.compute.attention_impl == "chunked"
+  cfg = gens["xla"].cfg
+  k, img, rng = cfg.num_image_tokens, cfg.image_token_id, np.random.default_rng(13)
+  text = lambda n: [int(x) for x in rng.integers(3, 400, n)]  # noqa: E731
+  rows = [[1] + text(9), [1] + text(2) + [img] * k + text(3)]
+  ids, mask = _left_pad(rows, cfg.pad_token_id)
+  images = np.random.default_rng(14).random((1, 3, cfg.image_size, cfg.image_size),
+                                            dtype=np.float32)
+  # A prefill through the generator's own module and parameters.
+  b, t = ids.shape
+  slots = np.zeros((b, 29), np.int32)
+  slots[:, :t] = mask
+  positions = np.where(mask > 0, np.cumsum(mask, -1) - 1, 1)
+
+  def logits(gen):
+    cache = init_cache(gen.cfg.llm, b, 29, jnp.float32, stacked=False)
+    return jax.jit(lambda p, c: forward_last(
+        gen.module, p, ids, jnp.asarray(images), attention_mask=slots, positions=positions,
+        cache=c, cache_index=0)[0])(gen.params, cache)
+
+  ref = logits(gens["xla"])
+  np.testing.assert_allclose(logits(gens["chunked"]), ref,
+                             atol=1e-5 * float(jnp.max(jnp.abs(ref))), rtol=0)
+
+  greedy = SamplingConfig(max_new_tokens=NEW)
+  tokens = {impl: g.generate(ids, mask, images, greedy).tokens for impl, g in gens.items()}
+  assert tokens["chunked"] == tokens["xla"]
+  assert sum(map(len, tokens["xla"])) > NEW  # real continuations
+
+
 def test_sampling_is_reproducible_from_a_seed():
   cfg, _, gen = _setup("siglip")
   ids, mask = _left_pad([[1, 5, 6, 7], [1, 8]], cfg.pad_token_id)

@@ -294,6 +294,10 @@ def test_resume_continues_exactly(uninterrupted, tmp_path):
 
 
 def test_metrics_are_written(uninterrupted):
+  from dsvl_jax.data.encoding import TokenLayout
+  from dsvl_jax.data.pipeline import TrainDataset
+  from dsvl_jax.train.schedules import learning_rate
+  from dsvl_jax.train.trainer import RunConfig
   full, _ = uninterrupted
   rows = [json.loads(l) for l in (full / "metrics.jsonl").read_text().splitlines()]
   keys = set().union(*rows)
@@ -302,6 +306,25 @@ def test_metrics_are_written(uninterrupted):
             "data/skipped", "data/multimodal_share", "nonfinite_skipped"):
     assert k in keys, k
   assert rows[-1]["params/frozen"] > 0 and rows[-1]["params/trainable"] > 0
+  # The values, step by step (a line per step): the rate that step's update used (the
+  # optimizer's count is 0-based; warm-up makes an off-by-one visible), and the real
+  # (non-padding) tokens of the batch that step read, over its logged time.
+  run = RunConfig.of(run_config())
+  schedule = learning_rate(run.optimizer, run.train.steps)
+  it = iter(TrainDataset(run.data, TokenLayout.of(run.model)))
+  batches = [next(it) for _ in range(run.train.steps)]
+  it.close()
+  rows = [r for r in rows if "loss" in r]
+  assert [r["step"] for r in rows] == list(range(1, 7))
+  for r, host in zip(rows, batches):
+    assert r["lr"] == pytest.approx(float(schedule(r["step"] - 1)), rel=1e-6), r["step"]
+    tokens = int(np.sum(host["segment_ids"] > 0))
+    assert 0 < tokens < host["segment_ids"].size  # the packed rows end in padding
+    assert r["tokens_per_s"] * r["step_time_s"] == pytest.approx(tokens, rel=1e-9), r["step"]
+    assert r["nonfinite_skipped"] in (0.0, 1.0)
+  assert rows[0]["lr"] == pytest.approx(5e-4) and rows[1]["lr"] == pytest.approx(1e-3)
+  _, _, train, _ = _final(full)
+  assert sum(r["nonfinite_skipped"] for r in rows) == int(train["nonfinite"])
   events = list((full / "tensorboard").glob("events.out.tfevents.*"))
   assert events and b"loss/multimodal" in events[0].read_bytes()
   saved = json.loads((full / "config.json").read_text())
@@ -339,6 +362,52 @@ def test_nonfinite_updates_are_skipped_or_stop_the_run(tmp_path):
     Trainer(c, tmp_path).run()
   assert (tmp_path / "checkpoints").is_dir() and any(
       p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
+
+
+def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped():
+  """The gradient decides too, not only the loss. A zero LM head makes every logit 0, so
+  the loss is exactly log(vocab); a final-norm scale of 1e30 makes the hidden states,
+  and so the head's gradient h^T (p - y) / n, about 1e30: every entry finite, their
+  squares (the global norm) overflow to inf. Applied, clipping by that norm would zero
+  the gradient step while weight decay still moved the matrices: the step must be
+  skipped, counted, and leave everything as it was."""
+  cfg = tiny_config("siglip")
+  params = init_params(cfg, jax.random.key(0))
+  llm = params["llm"]
+  llm["lm_head"]["kernel"] = jnp.zeros_like(llm["lm_head"]["kernel"])
+  llm["norm"]["scale"] = jnp.full_like(llm["norm"]["scale"], 1e30)
+  mask = freezing.trainable_mask(params, ("llm", "aligner"))
+  labels = freezing.partition(freezing.group_labels(params), mask)[0]
+  tx = make_optimizer(optimizer_config({"lr": 1e-2, "weight_decay": 0.1}), 10, labels)
+  state = init_state(params, tx, mask, 0)
+  batch = fake_batch(cfg)
+  model = DeepseekVL(cfg)
+  loss, grads = jax.jit(make_loss_and_grads(model, mask))(params, batch)
+  assert float(loss) == pytest.approx(np.log(cfg.llm.vocab_size), rel=1e-6)
+  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  assert float(jnp.max(jnp.abs(grads["llm"]["lm_head"]["kernel"]))) > 1e25
+
+  new, metrics = jax.jit(make_train_step(model, tx, mask))(state, batch)
+  assert np.isfinite(float(metrics["loss"])) and not np.isfinite(float(metrics["grad_norm"]))
+  assert not bool(metrics["finite"]), "a step with a non-finite gradient norm was applied"
+  assert int(new.nonfinite) == 1 and int(new.step) == 1
+  chex.assert_trees_all_equal(new.params, params)
+  chex.assert_trees_all_equal(new.opt_state, state.opt_state)
+
+
+def test_skipped_updates_are_summed_over_each_log_window(tmp_path):
+  """train.nonfinite='skip' with an absurd learning rate: the first update overflows the
+  parameters and every later step is skipped. A line every 3 steps carries the window's
+  count (a sum, not a mean), and the lines add up to the state's counter."""
+  c = run_config(**{"optimizer.lr": 1e30, "optimizer.grad_clip": 0.0,
+                    "train.log_every": 3})
+  assert Trainer(c, tmp_path).run()["step"] == 6
+  rows = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+          if "nonfinite_skipped" in r]
+  assert [r["step"] for r in rows] == [3, 6]
+  _, _, train, _ = _final(tmp_path)
+  assert [r["nonfinite_skipped"] for r in rows] == [2.0, 3.0]
+  assert sum(r["nonfinite_skipped"] for r in rows) == int(train["nonfinite"]) == 5
 
 
 @pytest.mark.slow
@@ -424,6 +493,31 @@ def test_flops_formula_matches_xla_cost_analysis(family, trainable):
   ours = flops_lib.step_flops(cfg, trainable, shape, causal=False)
   print(f"{family} {trainable}: formula {ours:.4g}, XLA {xla:.4g}, ratio {xla / ours:.3f}")
   assert 0.9 < xla / ours < 1.15  # XLA also counts elementwise work (norms, softmax, Adam)
+
+
+def test_flops_count_causal_attention_over_half_of_each_segments_square():
+  """The trainer logs MFU from the causal count (the default); the XLA comparison above
+  runs causal=False only. Per layer and (query, key) pair: QK^T and PV, H x Dh
+  multiply-adds each, 2 FLOPs per multiply-add; a segment of n tokens has n^2 pairs,
+  of which the causal mask keeps half (the formula's convention, not n (n + 1) / 2)."""
+  cfg = tiny_config("siglip")
+  c = cfg.llm
+  shape = flops_lib.BatchShape.of(np.array([[1] * 5 + [2] * 3 + [0] * 2, [3] * 7 + [0] * 3]))
+  assert (shape.tokens, shape.segment_sq) == (15, 5 ** 2 + 3 ** 2 + 7 ** 2)
+  no_pairs = flops_lib.BatchShape(shape.tokens, 0, 0)
+  per_pair = c.num_layers * 2 * 2 * c.num_heads * c.head_dim
+
+  def attention_term(**causal):
+    return flops_lib.llm_flops(cfg, shape, **causal)["llm"] - flops_lib.llm_flops(
+        cfg, no_pairs)["llm"]
+
+  assert attention_term(causal=False) == per_pair * 83
+  assert attention_term(causal=True) == per_pair * 83 / 2
+  assert attention_term() == per_pair * 83 / 2  # causal unless told otherwise
+  # A trained LLM costs 3x its forward, the attention term included.
+  trained = ("llm", "aligner")
+  assert (flops_lib.step_flops(cfg, trained, shape)
+          - flops_lib.step_flops(cfg, trained, no_pairs)) == 3 * per_pair * 83 / 2
 
 
 def test_flops_multipliers():
