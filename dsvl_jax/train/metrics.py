@@ -2,11 +2,18 @@
 
 Only process 0 writes (the caller passes `enabled`); every process computes the same
 global metrics. One jsonl line per log step: {"step": s, "<name>": value, ...}.
+
+A run resumed at step s (after a kill, from an earlier checkpoint, or from scratch) trains
+the steps after s again: their old lines are dropped from metrics.jsonl first, so each
+step is there once, the resumed run's. TensorBoard event files are append-only: the writer
+marks a restart at s + 1 (tensorboardX's purge_step), and TensorBoard hides the older
+points from that step on.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pathlib
 from typing import Any, Mapping
 
@@ -21,10 +28,12 @@ class MetricsWriter:
     if not enabled:
       return
     workdir = pathlib.Path(workdir)
+    _drop_after(workdir / "metrics.jsonl", initial_step)
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
     if tensorboard:
       import tensorboardX  # local: only the writing process needs it
-      self._tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"))
+      self._tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"),
+                                            purge_step=initial_step + 1)
     if progress:
       self._bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit="step",
                             dynamic_ncols=True, leave=True)
@@ -67,6 +76,34 @@ class MetricsWriter:
       self._tb.close()
     if self._jsonl is not None:
       self._jsonl.close()
+
+
+def _drop_after(path: pathlib.Path, step: int) -> None:
+  """Drops the lines of steps after `step` and a line torn by a kill (no newline: the next
+  line would be glued to it). Rewritten through a temporary file and os.replace, so that a
+  kill during the rewrite leaves the old file or the new one."""
+  if not path.is_file():
+    return
+  lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+  kept = [l for l in lines if l.endswith("\n") and _line_step(l) <= step]
+  if kept == lines:
+    return
+  tmp = path.with_name(path.name + ".tmp")
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.writelines(kept)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def _line_step(line: str) -> float:
+  """A line's step; -inf (kept) for a line that is not a step's record."""
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return float("-inf")
+  step = record.get("step") if isinstance(record, dict) else None
+  return step if isinstance(step, (int, float)) else float("-inf")
 
 
 def _is_number(v: Any) -> bool:

@@ -193,10 +193,11 @@ class Trainer:
     return params
 
   def restore_or_init(self, data_iterator) -> TrainState:
-    step = self.checkpoints.latest_step()
-    if step is not None:
-      logging.info("resuming %s from step %d", self.workdir, step)
-      return self.checkpoints.restore(step, self.state_abstract, data_iterator)
+    """The newest checkpoint that restores (damaged newer ones are moved aside, and none
+    restoring is a CheckpointError: Checkpoints.restore_latest), else a fresh state."""
+    state = self.checkpoints.restore_latest(self.state_abstract, data_iterator)
+    if state is not None:
+      return state
     init = jax.jit(self._init_state, out_shardings=self.state_sharding)
     return init(self.initial_params())
 
