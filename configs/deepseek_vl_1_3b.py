@@ -5,7 +5,7 @@ Values from shared reference sections 1.1-1.3. Use: --config=configs/deepseek_vl
 
 import ml_collections
 
-from dsvl_jax import compile_cache, distributed
+from dsvl_jax.runtime import compile_cache, distributed
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
 from dsvl_jax.serve.serve_config import default_config as serve_config
@@ -76,7 +76,7 @@ def get_config(arg=None):
   config.serve = serve_config()  # --config.mode=serve (OpenAI API) | web (chat page): model, limits, sampling
   config.eval = eval_config()  # --config.mode=eval and train.eval_every (dsvl_jax/eval)
   # Read by main.py in every mode (serving a pod needs them as much as training).
-  config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
+  config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/runtime/distributed.py)
   config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
   if arg is None:
     return config

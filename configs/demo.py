@@ -3,7 +3,7 @@ trained through the paper's recipe on the built-in dataset, on a laptop CPU.
 
   python -m dsvl_jax.main --config=configs/demo.py --workdir=workdir/demo
 
-Steps (dsvl_jax/demo.py): train a small sentencepiece tokenizer on the built-in text;
+Steps (dsvl_jax/recipes/demo.py): train a small sentencepiece tokenizer on the built-in text;
 'lm' pretrains the LLM on the built-in text (the real recipe starts from a pretrained
 LLM); 'stage1' trains the adaptor on dense captions; 'stage2' trains LLM + adaptor on
 packed captions, interleaved pairs and some chats mixed with text, with the modality
@@ -15,7 +15,7 @@ Every stage resumes from its workdir; a finished stage is skipped on a rerun.
 
 import ml_collections
 
-from dsvl_jax import compile_cache, distributed
+from dsvl_jax.runtime import compile_cache, distributed
 from dsvl_jax.data.config import default_config as default_data_config, default_source
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
@@ -104,11 +104,11 @@ def get_config(arg=None):
   if (arg or None) not in ARGS:
     raise ValueError(f"{__file__}: unknown argument {arg!r}; use none or 'accurate'")
   c = ml_collections.ConfigDict()
-  c.mode = "demo"  # dsvl_jax/demo.py: tokenizer, stages, held-out evaluation
+  c.mode = "demo"  # dsvl_jax/recipes/demo.py: tokenizer, stages, held-out evaluation
   c.seed = 0  # parameter initialisation
   c.model = model_config()
   c.mesh = default_mesh_config(shape=(1, -1, 1))  # (data, fsdp, tensor)
-  c.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
+  c.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/runtime/distributed.py)
   c.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
 
   # Shared by every stage; each stage below overrides what it changes.

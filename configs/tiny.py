@@ -8,7 +8,7 @@ Shapes keep every structural feature: GQA, several windows with padding in SAM
 
 import ml_collections
 
-from dsvl_jax import compile_cache, distributed
+from dsvl_jax.runtime import compile_cache, distributed
 from dsvl_jax.data.config import default_config as default_data_config
 from dsvl_jax.eval.eval_config import default_config as eval_config
 from dsvl_jax.infer.chat_config import default_config as chat_config
@@ -160,7 +160,7 @@ def get_config(arg=None):
   config.optimizer = optimizer_config()  # AdamW and its schedule
   # (data, fsdp, tensor); num_devices 0 = every device
   config.mesh = default_mesh_config(shape=(1, -1, 1), num_devices=0)
-  config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/distributed.py)
+  config.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/runtime/distributed.py)
   config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
   config.chat = chat_config()  # --config.mode=chat settings (checkpoint, tokenizer, sampling)
   config.serve = serve_config()  # --config.mode=serve (OpenAI API) | web (chat page): model, limits, sampling

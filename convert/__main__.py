@@ -22,8 +22,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from convert.checkpoint import DTYPES, export_checkpoint, import_checkpoint
-from convert.mapping import ConversionError
+from dsvl_jax.checkpoint.formats import DTYPES, export_checkpoint, import_checkpoint
+from dsvl_jax.checkpoint.mapping import ConversionError
 
 
 def main(argv=None) -> int:

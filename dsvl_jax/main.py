@@ -14,16 +14,16 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from dsvl_jax.config_schema import ConfigError
+from dsvl_jax.config.schema import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:arg].",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where jobs write checkpoints and logs.")
 
-# mode -> module with run(config, workdir); imported on use.
-MODES = {"demo": "dsvl_jax.demo", "chat": "dsvl_jax.infer.chat",
-         "train": "dsvl_jax.train.trainer", "eval": "dsvl_jax.eval.run",
-         "serve": "dsvl_jax.serve.server", "web": "dsvl_jax.serve.web"}
+# mode -> "module:function(config, workdir)"; the module is imported on use.
+MODES = {"demo": "dsvl_jax.recipes.demo:run", "chat": "dsvl_jax.infer.chat:run",
+         "train": "dsvl_jax.train.trainer:run", "eval": "dsvl_jax.eval.run:run",
+         "serve": "dsvl_jax.serve.server:run", "web": "dsvl_jax.serve.server:run_web"}
 
 
 def main(argv):
@@ -43,7 +43,7 @@ def main(argv):
   try:
     if config.get("mode") not in MODES:
       raise ConfigError(f"config field 'mode': {config.get('mode')!r} not in {sorted(MODES)}")
-    from dsvl_jax import compile_cache, distributed  # pylint: disable=g-import-not-at-top
+    from dsvl_jax.runtime import compile_cache, distributed  # pylint: disable=g-import-not-at-top
     for setting in distributed.prepare_host():  # before any device is touched
       logging.info("host set-up: %s", setting)
       if setting.startswith("JAX_PLATFORMS="):  # JAX read the variable at import
@@ -51,7 +51,8 @@ def main(argv):
         jax.config.update("jax_platforms", setting.split("=", 1)[1])
     distributed.initialize(config)  # before any device is touched (multi-host jobs)
     compile_cache.setup(config.get("compile_cache"))
-    importlib.import_module(MODES[config.mode]).run(config, _WORKDIR.value)
+    module, function = MODES[config.mode].split(":")
+    getattr(importlib.import_module(module), function)(config, _WORKDIR.value)
   except ConfigError as e:  # one line, no traceback: the fix is in the command line
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

@@ -19,7 +19,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 
 import jax  # noqa: E402
 
-from dsvl_jax.config_files import load_config  # noqa: E402
+from dsvl_jax.config.files import load_config  # noqa: E402
 from dsvl_jax.models import VLMConfig  # noqa: E402
 from dsvl_jax.models.init import lower_llm  # noqa: E402
 

@@ -26,11 +26,11 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
 import numpy as np  # noqa: E402
 from flax import traverse_util  # noqa: E402
 
-from convert.configs import to_hf  # noqa: E402
-from convert.convert import _torch_shapes  # noqa: E402
-from convert.mapping import param_specs  # noqa: E402
-from convert.safetensors_io import write_safetensors  # noqa: E402
-from dsvl_jax.config_files import load_config  # noqa: E402
+from dsvl_jax.checkpoint.configs import to_hf  # noqa: E402
+from dsvl_jax.checkpoint.convert import _torch_shapes  # noqa: E402
+from dsvl_jax.checkpoint.mapping import param_specs  # noqa: E402
+from dsvl_jax.checkpoint.safetensors_io import write_safetensors  # noqa: E402
+from dsvl_jax.config.files import load_config  # noqa: E402
 from dsvl_jax.models import VLMConfig  # noqa: E402
 from dsvl_jax.models.init import abstract_params, count_params  # noqa: E402
 

@@ -28,10 +28,10 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from dsvl_jax.data.config import DataConfig  # noqa: E402
-from dsvl_jax.data.encoding import TokenLayout  # noqa: E402
-from dsvl_jax.data.image_processor import ImageProcessorConfig  # noqa: E402
+from dsvl_jax.processor.layout import TokenLayout  # noqa: E402
+from dsvl_jax.processor.image_processor import ImageProcessorConfig  # noqa: E402
 from dsvl_jax.data.pipeline import TrainDataset  # noqa: E402
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN  # noqa: E402
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN  # noqa: E402
 
 BATCH = 8
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -16,7 +16,7 @@ SigLIP-L/16@384 tower (bench_generate.py's).
 
 Bound: the speed-up our harness would have if an item cost nothing but its prefill
 FLOPs (towers, LLM, attention; a prefix shared by k questions counted once per k) at
-the host's float32 matmul peak, measured at start (`dsvl_jax.perf.host_limits`), and
+the host's float32 matmul peak, measured at start (`dsvl_jax.runtime.perf.host_limits`), and
 decoding were free: transformers' seconds per item / that floor. Where it is under the
 target, no batching reaches the target on this host in float32.
 """
@@ -38,14 +38,15 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from dsvl_jax.data.conversation import template_for  # noqa: E402
-from dsvl_jax.data.encoding import TokenLayout, make_tokenizer  # noqa: E402
-from dsvl_jax.data.image_processor import ImageProcessorConfig  # noqa: E402
+from dsvl_jax.processor.conversation import template_for  # noqa: E402
+from dsvl_jax.processor.layout import TokenLayout  # noqa: E402
+from dsvl_jax.processor.tokenizer import make_tokenizer
+from dsvl_jax.processor.image_processor import ImageProcessorConfig  # noqa: E402
 from dsvl_jax.eval.benchmarks.base import BenchItem  # noqa: E402
 from dsvl_jax.eval.generation import AnswerGenerator  # noqa: E402
 from dsvl_jax.eval.harness import build_sample, run_benchmark  # noqa: E402
 from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
-from dsvl_jax.perf import host_limits  # noqa: E402
+from dsvl_jax.runtime.perf import host_limits  # noqa: E402
 from experiments.bench_generate import model_config, prefill_flops  # noqa: E402
 from experiments.hf_reference import paired_models  # noqa: E402
 

@@ -7,7 +7,7 @@ full vocabulary) and the real SigLIP-L/16@384 tower. Weights are one random
 transformers model, converted with convert/ for our side; both run float32 on the CPU
 in the same process (torch limited to the same thread count). Prompt: one image plus
 text. Bounds: prefill FLOPs / the host's float32 matmul rate, decode LLM weight bytes /
-its streaming read rate, both measured at start (`dsvl_jax.perf`): hosts of the same
+its streaming read rate, both measured at start (`dsvl_jax.runtime.perf`): hosts of the same
 type differ up to 4x, so the processor is printed with them.
 """
 
@@ -27,13 +27,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import transformers  # noqa: E402
 
-from dsvl_jax.config_files import load_config  # noqa: E402
+from dsvl_jax.config.files import load_config  # noqa: E402
 from dsvl_jax.infer.generate import Generator  # noqa: E402
 from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
 from dsvl_jax.models import VLMConfig  # noqa: E402
 from experiments.hf_reference import paired_models  # noqa: E402
 from dsvl_jax.models.init import count_params  # noqa: E402
-from dsvl_jax.perf import host_limits  # noqa: E402
+from dsvl_jax.runtime.perf import host_limits  # noqa: E402
 
 
 def model_config(name: str) -> VLMConfig:

@@ -59,11 +59,11 @@ import numpy as np  # noqa: E402
 import uvicorn  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
-from dsvl_jax.data.tokenizer import Tokenizer  # noqa: E402
+from dsvl_jax.processor.tokenizer import Tokenizer  # noqa: E402
 from dsvl_jax.models.init import init_params  # noqa: E402
-from dsvl_jax.perf import host_limits, processor_name  # noqa: E402
+from dsvl_jax.runtime.perf import host_limits, processor_name  # noqa: E402
 from dsvl_jax.serve.app import create_app  # noqa: E402
-from dsvl_jax.serve.engine import Engine  # noqa: E402
+from dsvl_jax.infer.engine import Engine  # noqa: E402
 from dsvl_jax.serve.serve_config import ServeConfig  # noqa: E402
 from dsvl_jax.serve.service import ChatService  # noqa: E402
 

@@ -11,7 +11,7 @@ process on the same machine (torch on the same thread count), one after the othe
 
 Reported: seconds per step (best of --steps after compilation / warm-up), model FLOP/s
 from dsvl_jax/train/flops.py's formula (the same count for both sides), and that as a
-share of the host's float32 matmul peak measured at start (dsvl_jax/perf.py).
+share of the host's float32 matmul peak measured at start (dsvl_jax/runtime/perf.py).
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ import torch  # noqa: E402
 import transformers  # noqa: E402
 
 from convert import state_dict_to_params  # noqa: E402
-from dsvl_jax.config_files import load_config  # noqa: E402
+from dsvl_jax.config.files import load_config  # noqa: E402
 from dsvl_jax.models import DeepseekVL, VLMConfig  # noqa: E402
 from experiments.hf_reference import hf_model  # noqa: E402
-from dsvl_jax.perf import host_limits  # noqa: E402
+from dsvl_jax.runtime.perf import host_limits  # noqa: E402
 from dsvl_jax.train import flops as flops_lib  # noqa: E402
 from dsvl_jax.train import freezing  # noqa: E402
 from dsvl_jax.train.config import optimizer_config  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import transformers
 
-from convert.configs import to_hf
+from dsvl_jax.checkpoint.configs import to_hf
 from dsvl_jax.models import VLMConfig
 
 

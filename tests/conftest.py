@@ -46,7 +46,7 @@ if os.environ.get("DSVL_TEST_COMPILE_CACHE", "1") != "0" and \
 
 import pytest  # noqa: E402
 
-from dsvl_jax.config_files import load_config  # noqa: E402
+from dsvl_jax.config.files import load_config  # noqa: E402
 from dsvl_jax.models import VLMConfig  # noqa: E402
 
 
@@ -70,6 +70,6 @@ def vl_json(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def tok(vl_json):
-  from dsvl_jax.data.tokenizer import Tokenizer
+  from dsvl_jax.processor.tokenizer import Tokenizer
   from tokenizer_files import real_config
   return Tokenizer.from_file(vl_json, real_config())

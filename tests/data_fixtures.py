@@ -10,9 +10,9 @@ from PIL import Image
 
 from conftest import tiny_config
 from dsvl_jax.data.config import DataConfig
-from dsvl_jax.data.encoding import TokenLayout
+from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.data.pipeline import TrainDataset
-from dsvl_jax.data.tokenizer import EOS_TOKEN, IMAGE_TOKEN, Tokenizer
+from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN, Tokenizer
 
 SYNTHETIC = {
     "shapes": dict(type="synthetic", modality="multimodal", weight=3.0,

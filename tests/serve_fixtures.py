@@ -13,7 +13,7 @@ import numpy as np
 import uvicorn
 from PIL import Image
 
-from dsvl_jax.config_files import load_config
+from dsvl_jax.config.files import load_config
 from dsvl_jax.serve.app import create_app
 from dsvl_jax.serve.server import build
 

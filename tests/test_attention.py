@@ -168,7 +168,7 @@ def test_chunked_memory_grows_linearly_where_the_reference_grows_quadratically()
 def test_splash_on_a_mesh_runs_per_shard_and_matches(batch):
   """On a (data 2, fsdp 2, tensor 2) mesh the kernel runs inside shard_map with rows
   over data x fsdp and heads over tensor (4 rows: the batch twice)."""
-  from dsvl_jax import sharding
+  from dsvl_jax.runtime import sharding
   (q, k, v), masks, valid = batch
   two = lambda x: jnp.concatenate([x, x])  # noqa: E731
   q, k, v, valid = two(q), two(k), two(v), two(valid)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dsvl_jax.data.batching import Sample, collate
-from dsvl_jax.data.conversation import EncodedSample
+from dsvl_jax.processor.batching import Sample, collate
+from dsvl_jax.processor.conversation import EncodedSample
 from dsvl_jax.models.vlm import check_image_tokens
 
 CFG = tiny_config("siglip")  # bos 1, pad = eos 2, image 500, 16 tokens per image, 32 px

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from benchmark_fixtures import NAMES, build_all
-from dsvl_jax.config_files import load_config
+from dsvl_jax.config.files import load_config
 from dsvl_jax.eval import run as eval_run
 from dsvl_jax.eval.benchmarks.base import BenchItem
 from dsvl_jax.eval.generation import AnswerGenerator
@@ -110,7 +110,8 @@ class _Mixed(types.ModuleType):
 
 def test_batched_equals_one_at_a_time(tmp_path):
   import jax
-  from dsvl_jax.data.encoding import TokenLayout, make_tokenizer
+  from dsvl_jax.processor.layout import TokenLayout
+  from dsvl_jax.processor.tokenizer import make_tokenizer
   from dsvl_jax.eval.harness import run_benchmark
   from dsvl_jax.models import VLMConfig
   from dsvl_jax.models.init import init_params
@@ -163,7 +164,8 @@ def test_rows_split_over_devices_give_the_same_answers(tmp_path):
   one device."""
   import jax
   import numpy as np
-  from dsvl_jax.data.encoding import TokenLayout, make_tokenizer
+  from dsvl_jax.processor.layout import TokenLayout
+  from dsvl_jax.processor.tokenizer import make_tokenizer
   from dsvl_jax.eval.harness import run_benchmark
   from dsvl_jax.models import VLMConfig
   from dsvl_jax.models.init import init_params

@@ -10,7 +10,7 @@ import pytest
 
 from benchmark_fixtures import mmmu as mmmu_fixture
 from benchmark_fixtures import ocrbench as ocr_fixture
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks import mmmu, ocrbench
 from dsvl_jax.eval.benchmarks.base import BenchmarkFormatError
 

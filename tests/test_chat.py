@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dsvl_jax.config_files import load_config
+from dsvl_jax.config.files import load_config
 from dsvl_jax.infer.chat import build_session
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent

@@ -17,10 +17,10 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from dsvl_jax.compile_cache import CompileCacheConfig
-from dsvl_jax.config_files import REPO_ROOT
+from dsvl_jax.runtime.compile_cache import CompileCacheConfig
+from dsvl_jax.config.files import REPO_ROOT
 from dsvl_jax.data.config import DataConfig
-from dsvl_jax.distributed import DistributedConfig
+from dsvl_jax.runtime.distributed import DistributedConfig
 from dsvl_jax.eval.eval_config import EvalConfig
 from dsvl_jax.infer import chat_config
 from dsvl_jax.models.config import VLMConfig
@@ -165,8 +165,8 @@ def test_a_workdir_written_before_a_field_was_shipped_still_resumes(tmp_path):
   """A config.json without the data fields the configs gained (the run used their
   defaults) resumes under the current config; a changed pinned field is still refused."""
   import json  # pylint: disable=g-import-not-at-top
-  from dsvl_jax.config_files import load_config  # pylint: disable=g-import-not-at-top
-  from dsvl_jax.config_schema import ConfigError  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.config.files import load_config  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.config.schema import ConfigError  # pylint: disable=g-import-not-at-top
   from dsvl_jax.train import workdir  # pylint: disable=g-import-not-at-top
   config = load_config("configs/tiny.py")
   old = workdir.config_dict(config)

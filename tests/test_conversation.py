@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dsvl_jax.data.conversation import (DEEPSEEK, Message, Template, encode_conversation,
+from dsvl_jax.processor.conversation import (DEEPSEEK, Message, Template, encode_conversation,
                                         encode_prompt, render)
 from tokenizer_files import hf_tokenizer, real_config
 

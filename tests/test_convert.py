@@ -20,10 +20,11 @@ import hf_reference as ref
 from conftest import tiny_config
 from convert import state_dict_to_params
 from convert.__main__ import main as cli
-from convert.configs import from_json, from_original, to_original
-from convert.safetensors_io import INDEX_NAME
-from dsvl_jax import params_io, sharding
-from dsvl_jax.config_files import load_config
+from dsvl_jax.checkpoint.configs import from_json, from_original, to_original
+from dsvl_jax.checkpoint.safetensors_io import INDEX_NAME
+from dsvl_jax.checkpoint import params_io
+from dsvl_jax.runtime import sharding
+from dsvl_jax.config.files import load_config
 from dsvl_jax.models import VLMConfig
 from original_layout import hf_to_original
 

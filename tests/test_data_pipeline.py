@@ -15,9 +15,10 @@ import pytest
 from conftest import tiny_config
 from data_fixtures import (EOS_TOKEN, IMAGE_TOKEN, assert_same_batches, byte_tokenizer,
                            data_config, good_records, take, write_image, write_manifest)
-from dsvl_jax.config_schema import ConfigError
-from dsvl_jax.data import conversation, image_processor
-from dsvl_jax.data.encoding import BadSampleError, SampleEncoder, TokenLayout
+from dsvl_jax.config.schema import ConfigError
+from dsvl_jax.processor import conversation, image_processor
+from dsvl_jax.data.encoding import BadSampleError, SampleEncoder
+from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
 from dsvl_jax.data.pipeline import TrainDataset, valid_images
 from dsvl_jax.data.to_array_record import convert
@@ -448,7 +449,7 @@ def test_builtin_byte_tokenizer_round_trips():
 
 
 def test_the_tiny_configs_data_block_runs():
-  from dsvl_jax.config_files import load_config
+  from dsvl_jax.config.files import load_config
   from dsvl_jax.data.config import DataConfig
   for family in ("siglip", "hybrid"):
     config = load_config(f"configs/tiny.py:{family}")

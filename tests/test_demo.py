@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from absl import flags
 
-from dsvl_jax import demo
-from dsvl_jax.config_files import load_config
+from dsvl_jax.recipes import demo
+from dsvl_jax.config.files import load_config
 from dsvl_jax.data import synthetic
 
 
@@ -62,14 +62,14 @@ def test_demo_runs_every_stage_and_the_final_workdir_chats_and_exports(tmp_path)
   answer = session.reply("What colour is the shape at the top?", [str(tmp_path / "scene.png")])
   assert isinstance(answer, str)
   # ... and exports to the transformers layout, tokenizer included.
-  from convert.checkpoint import export_checkpoint
+  from dsvl_jax.checkpoint.formats import export_checkpoint
   files = export_checkpoint(tmp_path / "stage3", tmp_path / "hf", layout="hf", progress=False)
   assert "tokenizer.model" in files and (tmp_path / "hf" / "model.safetensors").exists()
 
 
 def test_the_tokenizer_keeps_the_template_and_answers_whole(tmp_path):
-  from dsvl_jax.data import conversation
-  from dsvl_jax.data.tokenizer import Tokenizer
+  from dsvl_jax.processor import conversation
+  from dsvl_jax.processor.tokenizer import Tokenizer
   from dsvl_jax.models import VLMConfig
   c = load_config("configs/demo.py")
   demo.train_tokenizer(tmp_path / "t.model", c.model.image_token_id, 1, 300)

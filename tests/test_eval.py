@@ -15,12 +15,12 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from dsvl_jax.config_files import load_config
+from dsvl_jax.config.files import load_config
 from dsvl_jax.data import synthetic
-from dsvl_jax.data.conversation import (SYSTEM_PROMPT, Message, Template, encode_conversation,
+from dsvl_jax.processor.conversation import (SYSTEM_PROMPT, Message, Template, encode_conversation,
                                         template_for)
-from dsvl_jax.data.image_processor import ImageProcessorConfig, load_image, process
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN, Tokenizer
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN, Tokenizer
 from dsvl_jax.eval.eval_config import EvalConfig, default_config
 from dsvl_jax.eval.evaluator import Evaluator, evaluate, flat_metrics
 from dsvl_jax.eval.items import ItemError, load_items

@@ -8,7 +8,7 @@ import pathlib
 import subprocess
 import sys
 
-from dsvl_jax import distributed
+from dsvl_jax.runtime import distributed
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 

@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from data_fixtures import IMAGE_TOKEN, byte_tokenizer, data_config, layout, write_manifest
-from dsvl_jax.data.image_processor import load_image, process_uint8
+from dsvl_jax.processor.image_processor import load_image, process_uint8
 from dsvl_jax.data.pipeline import TrainDataset, valid_images
 from serve_fixtures import data_uri, drawn_image, running_server, serve_config
 

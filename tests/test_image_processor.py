@@ -9,8 +9,8 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from dsvl_jax.config_files import load_config
-from dsvl_jax.data.image_processor import (ImageProcessorConfig, load_image, process,
+from dsvl_jax.config.files import load_config
+from dsvl_jax.processor.image_processor import (ImageProcessorConfig, load_image, process,
                                            process_batch, to_rgb)
 from dsvl_jax.models import VLMConfig
 

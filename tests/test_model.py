@@ -13,7 +13,7 @@ from flax import linen as nn
 import hf_reference as ref
 from conftest import tiny_config
 from convert import state_dict_to_params
-from dsvl_jax.config_files import load_config
+from dsvl_jax.config.files import load_config
 from dsvl_jax.models import ConfigError, DeepseekVL, VLMConfig, init_cache, positions_from_mask
 from dsvl_jax.models.config import REMAT_POLICIES
 from dsvl_jax.models.init import init_params

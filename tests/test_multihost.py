@@ -152,7 +152,7 @@ def test_data_state_regroups_between_host_counts():
   each continues with exactly the rows the other layout would produce."""
   from dsvl_jax.data.pipeline import TrainDataset, regroup_states
   run = Trainer(run_config("siglip", **FIELDS), "/nonexistent").run_cfg
-  from dsvl_jax.data.encoding import TokenLayout
+  from dsvl_jax.processor.layout import TokenLayout
   layout = TokenLayout.of(run.model)
 
   def iters(count):
@@ -189,8 +189,8 @@ def test_data_state_regroups_between_host_counts():
 
 
 def test_distributed_start_up_reads_config_and_environment():
-  from dsvl_jax import distributed
-  from dsvl_jax.config_schema import ConfigError
+  from dsvl_jax.runtime import distributed
+  from dsvl_jax.config.schema import ConfigError
   assert distributed.detected_environment({}) is None
   assert distributed.detected_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}) is None
   assert distributed.detected_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}) == "SLURM"

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import hf_reference as ref
-from dsvl_jax.config_files import load_config
+from dsvl_jax.config.files import load_config
 from dsvl_jax.models import VLMConfig
 from dsvl_jax.models.init import abstract_params, count_params
 

@@ -7,7 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from dsvl_jax import perf
+from dsvl_jax.runtime import perf
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,8 +11,8 @@ import httpx
 import openai
 import pytest
 
-from dsvl_jax.data.conversation import Message, encode_conversation, template_for
-from dsvl_jax.data.image_processor import ImageProcessorConfig, process_batch
+from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, process_batch
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.load import load_model

@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dsvl_jax.data.conversation import Message, encode_conversation, template_for
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.sampling import SamplingConfig, row_values, select, select_rows
 from dsvl_jax.models.init import init_params
-from dsvl_jax.serve.engine import (Delta, Done, Engine, Prompt, QueueFull, QueueSink,
+from dsvl_jax.infer.engine import (Delta, Done, Engine, Prompt, QueueFull, QueueSink,
                                    RequestTooLong)
 
 BUCKET = 64

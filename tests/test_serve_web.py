@@ -6,9 +6,9 @@ import shutil
 
 import pytest
 
-from dsvl_jax.data.conversation import Message, encode_conversation, template_for
-from dsvl_jax.data.image_processor import ImageProcessorConfig, load_image, process_batch
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.load import load_model

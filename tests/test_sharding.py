@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from dsvl_jax import sharding
+from dsvl_jax.runtime import sharding
 from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.init import init_params, logical_axes
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from dsvl_jax.data import synthetic
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 
 def _text(record):

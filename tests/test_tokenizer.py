@@ -3,7 +3,7 @@
 import pytest
 
 from conftest import tiny_config
-from dsvl_jax.data.tokenizer import (BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN, Tokenizer,
+from dsvl_jax.processor.tokenizer import (BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN, Tokenizer,
                                      TokenizerError)
 from tokenizer_files import hf_tokenizer, plain_tokenizer_json, real_config
 

@@ -16,8 +16,8 @@ import pytest
 from flax import traverse_util
 
 from conftest import tiny_config
-from dsvl_jax.config_files import load_config
-from dsvl_jax.config_schema import ConfigError
+from dsvl_jax.config.files import load_config
+from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.models import DeepseekVL, VLMConfig
 from dsvl_jax.models.init import init_params
 from dsvl_jax.train import flops as flops_lib
@@ -294,7 +294,7 @@ def test_resume_continues_exactly(uninterrupted, tmp_path):
 
 
 def test_metrics_are_written(uninterrupted):
-  from dsvl_jax.data.encoding import TokenLayout
+  from dsvl_jax.processor.layout import TokenLayout
   from dsvl_jax.data.pipeline import TrainDataset
   from dsvl_jax.train.schedules import learning_rate
   from dsvl_jax.train.trainer import RunConfig
@@ -538,7 +538,7 @@ def test_finetune_from_a_transformers_checkpoint_and_export(tmp_path):
   import transformers
   import hf_reference as ref
   import dsvl_jax
-  from convert.checkpoint import export_checkpoint
+  from dsvl_jax.checkpoint.formats import export_checkpoint
   cfg = tiny_config("siglip")
   hf = ref.build(cfg, seed=3)
   hf.save_pretrained(tmp_path / "hf")

@@ -13,8 +13,8 @@ import functools
 import importlib.util
 import pathlib
 
-from dsvl_jax.config_files import load_config
-from dsvl_jax.data.tokenizer import BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN
+from dsvl_jax.config.files import load_config
+from dsvl_jax.processor.tokenizer import BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN
 from dsvl_jax.models import VLMConfig
 
 N_VL_ADDED = 13  # ids 100002..100014 in the released VL tokenizer

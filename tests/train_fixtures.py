@@ -1,6 +1,6 @@
 """Training configs for tests (no pytest import: the SIGTERM test's subprocess uses it)."""
 
-from dsvl_jax.config_files import load_config
+from dsvl_jax.config.files import load_config
 
 
 def run_config(family="siglip", **fields):

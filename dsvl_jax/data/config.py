@@ -14,10 +14,10 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from dsvl_jax.config_schema import ConfigError, build_dataclass, check, with_defaults
+from dsvl_jax.config.schema import ConfigError, build_dataclass, check, with_defaults
 from dsvl_jax.data import synthetic
 from dsvl_jax.data.mixing import MULTIMODAL, SCHEDULES, TEXT, ModalitySchedule
-from dsvl_jax.data.tokenizer import EOS_TOKEN, IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN
 
 SOURCE_TYPES = ("jsonl", "array_record", "synthetic")
 MODALITIES = (TEXT, MULTIMODAL)

@@ -25,28 +25,13 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from dsvl_jax.data import conversation, image_processor
+from dsvl_jax.processor import conversation, image_processor
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.skip_log import SkipLog
 from dsvl_jax.data.sources import Record, RecordError, open_image, parse_record
-from dsvl_jax.data.tokenizer import EOS_TOKEN, Tokenizer
-
-
-@dataclasses.dataclass(frozen=True)
-class TokenLayout:
-  """The model-config values data preparation needs (from `TokenLayout.of(VLMConfig)`)."""
-  bos_token_id: int
-  eos_token_id: int
-  pad_token_id: int
-  image_token_id: int
-  num_image_tokens: int
-  image: image_processor.ImageProcessorConfig
-
-  @classmethod
-  def of(cls, cfg) -> "TokenLayout":
-    return cls(cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, cfg.image_token_id,
-               cfg.num_image_tokens, image_processor.ImageProcessorConfig.for_model(cfg))
+from dsvl_jax.processor.layout import TokenLayout
+from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer, make_tokenizer
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,17 +54,6 @@ class Skipped:
 
 class BadSampleError(ValueError):
   """A bad sample in strict mode."""
-
-
-def make_tokenizer(spec: str, layout: TokenLayout) -> Tokenizer:
-  """'builtin:bytes', a tokenizer.json / .model file, or a checkpoint directory."""
-  if spec == "builtin:bytes":
-    return Tokenizer.builtin_bytes(layout)
-  if spec.endswith(".model"):
-    return Tokenizer.from_sentencepiece(spec, layout)
-  if spec.endswith(".json"):
-    return Tokenizer.from_file(spec, layout)
-  return Tokenizer.from_pretrained_dir(spec, layout)
 
 
 def check_tokenizer(tok: Tokenizer, layout: TokenLayout) -> None:

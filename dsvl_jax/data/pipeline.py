@@ -42,8 +42,9 @@ from absl import flags
 
 from dsvl_jax.data import sources as sources_lib
 from dsvl_jax.data.config import DataConfig, SourceConfig
-from dsvl_jax.data.encoding import (SampleEncoder, Skipped, TokenLayout, check_tokenizer,
-                                    make_tokenizer, pixels_to_unit)
+from dsvl_jax.data.encoding import SampleEncoder, Skipped, check_tokenizer, pixels_to_unit
+from dsvl_jax.processor.layout import TokenLayout
+from dsvl_jax.processor.tokenizer import make_tokenizer
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
 from dsvl_jax.data.packing import RowBuilder
 

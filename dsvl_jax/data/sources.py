@@ -219,5 +219,5 @@ class SyntheticSource:
 
 def open_image(ref: ImageRef) -> Image.Image:
   """Decodes an image reference; errors name the file (image_processor.load_image)."""
-  from dsvl_jax.data.image_processor import load_image
+  from dsvl_jax.processor.image_processor import load_image
   return ref if isinstance(ref, Image.Image) else load_image(ref)

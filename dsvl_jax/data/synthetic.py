@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
            "yellow": (235, 200, 40), "purple": (140, 60, 170), "orange": (240, 130, 30)}

@@ -10,7 +10,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from dsvl_jax.config_schema import ConfigError, build_dataclass, check
+from dsvl_jax.config.schema import ConfigError, build_dataclass, check
 
 NORMALIZE = ("mean", "sum")
 

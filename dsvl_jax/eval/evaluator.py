@@ -24,11 +24,11 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dsvl_jax.config_schema import ConfigError
-from dsvl_jax.data.batching import Sample
-from dsvl_jax.data.conversation import EncodedSample, Template, template_for
-from dsvl_jax.data.image_processor import ImageProcessorConfig, load_image, process_batch
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.config.schema import ConfigError
+from dsvl_jax.processor.batching import Sample
+from dsvl_jax.processor.conversation import EncodedSample, Template, template_for
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.eval import metrics
 from dsvl_jax.eval.eval_config import EvalConfig
 from dsvl_jax.eval.generation import AnswerGenerator

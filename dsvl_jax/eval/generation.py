@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from dsvl_jax.data.batching import Sample, collate
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.processor.batching import Sample, collate
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.generate import Generator, cut_at_stop
 from dsvl_jax.infer.sampling import SamplingConfig

@@ -26,10 +26,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dsvl_jax.data.batching import Sample
-from dsvl_jax.data.conversation import Message, encode_conversation, template_for
-from dsvl_jax.data.image_processor import ImageProcessorConfig, process_batch
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.processor.batching import Sample
+from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, process_batch
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.benchmarks.base import BenchItem
 from dsvl_jax.eval.generation import sort_key

@@ -21,7 +21,7 @@ import json
 import pathlib
 from typing import Any
 
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 FIELDS = ("id", "question", "images", "options", "answer", "type")
 

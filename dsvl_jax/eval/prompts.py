@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dsvl_jax.data.conversation import (EncodedSample, Message, Template,
+from dsvl_jax.processor.conversation import (EncodedSample, Message, Template,
                                         encode_conversation)
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN, Tokenizer
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN, Tokenizer
 from dsvl_jax.eval.items import EvalItem
 
 if TYPE_CHECKING:  # annotation only

@@ -18,8 +18,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from dsvl_jax.config_schema import ConfigError
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.config.schema import ConfigError
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.eval_config import EvalConfig, default_config
 from dsvl_jax.infer.load import load_model, load_tokenizer

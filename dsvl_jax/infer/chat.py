@@ -18,10 +18,10 @@ from typing import Callable, Iterable, TextIO
 import ml_collections
 import numpy as np
 
-from dsvl_jax.data.conversation import (DEEPSEEK, IMAGE_TOKEN, Message, Template,
+from dsvl_jax.processor.conversation import (DEEPSEEK, IMAGE_TOKEN, Message, Template,
                                         encode_conversation, template_for)
-from dsvl_jax.data.image_processor import ImageProcessorConfig, load_image, process_batch
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.load import load_model, load_tokenizer

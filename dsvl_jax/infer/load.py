@@ -12,9 +12,10 @@ from typing import Any
 
 import jax
 
-from dsvl_jax.config_schema import ConfigError
-from dsvl_jax.data.encoding import TokenLayout, make_tokenizer
-from dsvl_jax.data.tokenizer import EOS_TOKEN, Tokenizer
+from dsvl_jax.config.schema import ConfigError
+from dsvl_jax.processor.layout import TokenLayout
+from dsvl_jax.processor.tokenizer import make_tokenizer
+from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer
 from dsvl_jax.models.config import VLMConfig
 
 

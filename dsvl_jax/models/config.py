@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from dsvl_jax.config_schema import build_dataclass, check as _check
+from dsvl_jax.config.schema import build_dataclass, check as _check
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)

@@ -2,7 +2,7 @@
 
 Parameters are a plain pytree (nested dicts of arrays); the logical axis names that
 Flax's boxed metadata carries at init are returned separately, as a tree of
-`jax.sharding.PartitionSpec` over logical names, for `dsvl_jax.sharding` to resolve.
+`jax.sharding.PartitionSpec` over logical names, for `dsvl_jax.runtime.sharding` to resolve.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Layers shared by the language model and the vision towers.
 
 Every parameter's initialiser is wrapped in `nn.with_logical_partitioning`, so it carries
-logical axis names; `dsvl_jax/sharding.py` maps those names to mesh axes. Compute dtype, parameter dtype and matmul precision come from
+logical axis names; `dsvl_jax/runtime/sharding.py` maps those names to mesh axes. Compute dtype, parameter dtype and matmul precision come from
 `ComputeConfig`; no layer casts behind the caller's back except where the reference
 does (RMSNorm in float32, LayerNorm statistics in float32, softmax in float32).
 """

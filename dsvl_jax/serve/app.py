@@ -30,7 +30,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from dsvl_jax.serve import protocol
-from dsvl_jax.serve.engine import AsyncSink, Delta, Done, EngineClosed, Failed, QueueFull
+from dsvl_jax.infer.engine import AsyncSink, Delta, Done, EngineClosed, Failed, QueueFull
 from dsvl_jax.serve.protocol import RequestError
 from dsvl_jax.serve.service import ChatService
 
@@ -72,17 +72,28 @@ class _Unexpected:
       await JSONResponse(error.body(), status_code=500)(scope, receive, send)
 
 
-async def _read_body(request: Request, cap: int) -> bytes:
-  """The body, refused (413) past `cap` bytes without holding more than that."""
+async def _read_body(request: Request, cap: int) -> bytes | bytearray:
+  """The body, refused (413) past `cap` bytes without holding more than that: into one
+  buffer of the announced Content-Length, or (chunked) as chunks joined at the end."""
   too_large = RequestError(f"the request body is larger than {cap} bytes "
                            f"(serve.max_body_bytes)", status=413, code="body_too_large")
   length = request.headers.get("content-length", "")
   if length.isdigit() and int(length) > cap:
     raise too_large
-  chunks, total = [], 0
+  if length.isdigit():
+    body, view, n = bytearray(int(length)), None, 0
+    view = memoryview(body)
+    async for chunk in request.stream():
+      if n + len(chunk) > len(body):  # more than announced: the server would refuse it
+        raise RequestError("the request body is longer than its Content-Length")
+      view[n:n + len(chunk)] = chunk
+      n += len(chunk)
+    view.release()
+    return body if n == len(body) else body[:n]
+  chunks, n = [], 0
   async for chunk in request.stream():
-    total += len(chunk)
-    if total > cap:
+    n += len(chunk)
+    if n > cap:
       raise too_large
     chunks.append(chunk)
   return b"".join(chunks)
@@ -101,8 +112,8 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
   app = FastAPI(title="dsvl_jax", docs_url=None, redoc_url=None)
   app.add_middleware(_Unexpected)
   engine = service.engine
-  # Decoding images and tokenising are CPU work, done in threads: at most this many at
-  # once, so a burst of large images cannot take every core from the engine.
+  # Parsing, decoding images and tokenising are CPU work, done in threads: at most this
+  # many at once, so a burst of large requests cannot take every core from the engine.
   preparing = asyncio.Semaphore(service.max_preparing)
 
   @app.exception_handler(RequestError)
@@ -133,9 +144,10 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
   async def chat_completions(request: Request):
     authorize(request)
     _require_json(request)
-    body = protocol.parse_body(await _read_body(request, service.max_body_bytes))
-    async with preparing:  # off the event loop
-      prepared = await run_in_threadpool(service.prepare, body)
+    raw = await _read_body(request, service.max_body_bytes)
+    async with preparing:  # parsing, decoding and tokenising: off the event loop
+      prepared = await run_in_threadpool(lambda: service.prepare(protocol.parse_body(raw)))
+    del raw
     sink = AsyncSink()
     try:
       handle = engine.submit(prepared.prompt, prepared.sampling, sink)

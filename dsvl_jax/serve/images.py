@@ -19,7 +19,7 @@ import urllib.parse
 
 from PIL import Image
 
-from dsvl_jax.data.image_processor import load_image
+from dsvl_jax.processor.image_processor import load_image
 from dsvl_jax.serve.protocol import RequestError
 
 

@@ -12,7 +12,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from dsvl_jax.config_schema import build_dataclass, check
+from dsvl_jax.config.schema import build_dataclass, check
 
 
 @dataclasses.dataclass(frozen=True)

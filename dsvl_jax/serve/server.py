@@ -20,7 +20,7 @@ from dsvl_jax.serve.serve_config import ServeConfig, default_config
 
 def build(config: ml_collections.ConfigDict):
   """(ChatService with a started engine, API key or None) from config.serve."""
-  from dsvl_jax.serve.engine import Engine  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.infer.engine import Engine  # pylint: disable=g-import-not-at-top
   from dsvl_jax.serve.service import ChatService, model_name_of  # pylint: disable=g-import-not-at-top
   serve = ServeConfig.from_dict(config.serve if "serve" in config else default_config())
   if not serve.checkpoint:  # a random init: the context is known before any weights load
@@ -55,3 +55,9 @@ def serve_app(config: ml_collections.ConfigDict, web: bool) -> None:
 def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
   del workdir
   serve_app(config, web=False)
+
+
+def run_web(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
+  """`--config.mode=web`: the API and the chat page at / (serve/web.py)."""
+  del workdir
+  serve_app(config, web=True)

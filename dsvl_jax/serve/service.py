@@ -13,13 +13,13 @@ from typing import Sequence
 
 from PIL import Image
 
-from dsvl_jax.data.conversation import Message, encode_conversation, template_for
-from dsvl_jax.data.image_processor import ImageProcessorConfig, process_batch
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, process_batch
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.sampling import SamplingConfig
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.serve.engine import Engine, EngineError, Prompt, RequestTooLong
+from dsvl_jax.infer.engine import Engine, EngineError, Prompt, RequestTooLong
 from dsvl_jax.serve.images import ImageResolver
 from dsvl_jax.serve.protocol import ChatRequest, Defaults, Limits, RequestError, parse_chat_request
 from dsvl_jax.serve.serve_config import ServeConfig

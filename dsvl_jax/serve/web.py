@@ -7,12 +7,10 @@ answers, and sampling controls. A turn's images go before its text (the CLI's or
 
 from __future__ import annotations
 
-import ml_collections
-
-from dsvl_jax.data.conversation import IMAGE_TOKEN, Message
+from dsvl_jax.processor.conversation import IMAGE_TOKEN, Message
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.sampling import SamplingConfig
-from dsvl_jax.serve.engine import Delta, EngineError, Failed, QueueSink
+from dsvl_jax.infer.engine import Delta, EngineError, Failed, QueueSink
 from dsvl_jax.serve.protocol import RequestError
 from dsvl_jax.serve.service import ChatService
 
@@ -113,9 +111,3 @@ def mount_page(app, service: ChatService, title: str, image_position: str = "fir
   """The page at / of the API's FastAPI app (its /v1 routes stay first)."""
   import gradio as gr  # pylint: disable=g-import-not-at-top
   return gr.mount_gradio_app(app, build_page(service, title, image_position), path="/")
-
-
-def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> None:
-  del workdir
-  from dsvl_jax.serve.server import serve_app  # pylint: disable=g-import-not-at-top
-  serve_app(config, web=True)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dsvl_jax import sharding
+from dsvl_jax.runtime import sharding
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.train import flops as flops_lib
 from dsvl_jax.train import partitioning
@@ -31,7 +31,7 @@ GIB = 1 << 30
 @dataclasses.dataclass(frozen=True)
 class Chip:
   hbm_bytes: int  # per chip
-  peak_flops: float  # dense bf16 FLOP/s per chip (dsvl_jax/perf.py table)
+  peak_flops: float  # dense bf16 FLOP/s per chip (dsvl_jax/runtime/perf.py table)
 
 
 # Published per-chip HBM and bf16 peak (Cloud TPU system architecture pages).

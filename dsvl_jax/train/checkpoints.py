@@ -38,8 +38,8 @@ import orbax.checkpoint as ocp
 from etils import epath
 from jax.experimental import multihost_utils
 
-from dsvl_jax import params_io
-from dsvl_jax.config_schema import ConfigError
+from dsvl_jax.checkpoint import params_io
+from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.data.pipeline import regroup_states
 from dsvl_jax.train.step import TrainState
 

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from dsvl_jax.config_schema import ConfigError, build_dataclass, check, with_defaults
+from dsvl_jax.config.schema import ConfigError, build_dataclass, check, with_defaults
 
 # Parameter groups, by path (freezing.py holds the patterns). A group is trained when
 # named in train.trainable; everything else is frozen and has no optimizer state.

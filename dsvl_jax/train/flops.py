@@ -20,7 +20,7 @@ Elementwise work (norms, softmax, activations) is left out, as is usual for MFU.
 `causal=False` counts the full T x T attention, which is what XLA's cost analysis of
 the compiled step sees (tests/test_train.py compares the two).
 
-MFU = step FLOPs / (step time x devices x per-device peak); see dsvl_jax/perf.py for the
+MFU = step FLOPs / (step time x devices x per-device peak); see dsvl_jax/runtime/perf.py for the
 peak table (TPU, A100, H100/H200) and the CPU peak measured at start-up.
 """
 

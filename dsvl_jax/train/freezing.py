@@ -22,7 +22,7 @@ from typing import Any, Sequence
 import jax
 from flax import traverse_util
 
-from dsvl_jax.config_schema import ConfigError
+from dsvl_jax.config.schema import ConfigError
 
 GROUP_PATTERNS: tuple[tuple[str, str], ...] = (
     ("sam_neck", r"vision/sam/(neck|neck_hd|downsample_\d+|hd_alpha)(/.*)?"),

@@ -20,7 +20,7 @@ import numpy as np
 from flax import linen as nn
 from jax.sharding import Mesh, PartitionSpec
 
-from dsvl_jax import sharding
+from dsvl_jax.runtime import sharding
 
 
 @dataclasses.dataclass(frozen=True)

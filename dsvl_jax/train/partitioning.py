@@ -14,7 +14,7 @@ from typing import Any
 import jax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from dsvl_jax import sharding
+from dsvl_jax.runtime import sharding
 from dsvl_jax.train.step import TrainState
 
 

@@ -28,10 +28,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dsvl_jax import sharding
-from dsvl_jax.config_schema import ConfigError, check
+from dsvl_jax.runtime import sharding
+from dsvl_jax.config.schema import ConfigError, check
 from dsvl_jax.data.config import DataConfig
-from dsvl_jax.data.encoding import TokenLayout, make_tokenizer
+from dsvl_jax.processor.layout import TokenLayout
+from dsvl_jax.processor.tokenizer import make_tokenizer
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.pipeline import TrainDataset
 from dsvl_jax.models.config import VLMConfig
@@ -178,7 +179,7 @@ class Trainer:
 
   def _read(self, path: str, field: str) -> Any:
     """Parameters of a checkpoint whose architecture must be config.model's."""
-    from convert.checkpoint import read_any  # pylint: disable=g-import-not-at-top
+    from dsvl_jax.checkpoint.formats import read_any  # pylint: disable=g-import-not-at-top
     run = self.run_cfg
     shardings = self.state_sharding.params
     loaded_cfg, params = read_any(path, dtype=run.model.compute.param_dtype,
@@ -431,8 +432,8 @@ def _global_counts(local: dict[str, int]) -> dict[str, int]:
 
 
 def _device_peak_flops(compute_dtype: str) -> float | None:
-  """The per-device peak (dsvl_jax/perf.py table; measured once on a CPU), or None."""
-  from dsvl_jax import perf  # pylint: disable=g-import-not-at-top
+  """The per-device peak (dsvl_jax/runtime/perf.py table; measured once on a CPU), or None."""
+  from dsvl_jax.runtime import perf  # pylint: disable=g-import-not-at-top
   return perf.device_peak_flops(jax.devices()[0], compute_dtype)
 
 

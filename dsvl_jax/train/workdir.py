@@ -15,8 +15,8 @@ import pathlib
 import shutil
 from typing import Any, Mapping
 
-from dsvl_jax.config_schema import ConfigError
-from dsvl_jax.params_io import RUN_CONFIG
+from dsvl_jax.config.schema import ConfigError
+from dsvl_jax.checkpoint.params_io import RUN_CONFIG
 
 # Dotted prefixes of the fields a resumed run must keep (shapes, data order, freezing).
 PINNED = (

@@ -26,7 +26,7 @@ from typing import Any, Callable, Sequence
 
 from PIL import Image
 
-from dsvl_jax.data.image_processor import load_image
+from dsvl_jax.processor.image_processor import load_image
 
 LETTERS = string.ascii_uppercase
 

@@ -35,7 +35,7 @@ import re
 import unicodedata
 from typing import Sequence
 
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks.base import LETTERS, option_lines
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 import pyarrow.parquet as pq
 
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
                                            accuracy, image_loader)
 

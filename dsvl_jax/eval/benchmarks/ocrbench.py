@@ -33,7 +33,7 @@ import json
 import pathlib
 from typing import Any, Sequence
 
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy,
                                            image_loader)
 

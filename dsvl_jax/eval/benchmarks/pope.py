@@ -50,7 +50,7 @@ import pathlib
 import re
 from typing import Any, Sequence
 
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks.base import BenchItem, BenchmarkFormatError, image_loader
 
 NAME = "pope"

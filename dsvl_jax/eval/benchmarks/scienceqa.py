@@ -45,7 +45,7 @@ import json
 import pathlib
 from typing import Any, Sequence
 
-from dsvl_jax.data.tokenizer import IMAGE_TOKEN
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
                                            accuracy, image_loader, option_lines)
 from dsvl_jax.eval.benchmarks.choice import INSTRUCTION, extract_choice

@@ -26,9 +26,10 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from dsvl_jax.data import conversation, synthetic
-from dsvl_jax.data.tokenizer import EOS_TOKEN, IMAGE_TOKEN
-from dsvl_jax.params_io import latest_params_dir
+from dsvl_jax.processor import conversation
+from dsvl_jax.data import synthetic
+from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN
+from dsvl_jax.checkpoint.params_io import latest_params_dir
 
 DEFAULT_WORKDIR = "workdir/demo"
 
@@ -215,7 +216,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
 def evaluate_heldout(config: ml_collections.ConfigDict, root: pathlib.Path,
                      final: pathlib.Path, tok: pathlib.Path) -> dict[str, Any]:
   import dsvl_jax  # pylint: disable=g-import-not-at-top
-  from dsvl_jax.data.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.processor.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   from dsvl_jax.eval.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
   demo = config.demo
   model = dsvl_jax.load(str(final))

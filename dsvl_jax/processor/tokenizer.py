@@ -259,3 +259,14 @@ class Tokenizer:
   def decode(self, ids: Sequence[int], skip_special_tokens: bool = True) -> str:
     """Text of `ids`; special tokens (BOS, EOS/pad, image) dropped when asked."""
     return self._backend.decode([int(i) for i in ids], skip_special_tokens)
+
+
+def make_tokenizer(spec: str, layout: SpecialIds) -> Tokenizer:
+  """'builtin:bytes', a tokenizer.json / .model file, or a checkpoint directory."""
+  if spec == "builtin:bytes":
+    return Tokenizer.builtin_bytes(layout)
+  if spec.endswith(".model"):
+    return Tokenizer.from_sentencepiece(spec, layout)
+  if spec.endswith(".json"):
+    return Tokenizer.from_file(spec, layout)
+  return Tokenizer.from_pretrained_dir(spec, layout)

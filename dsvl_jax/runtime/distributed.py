@@ -32,7 +32,7 @@ import os
 import re
 from typing import Any, Mapping, MutableMapping
 
-from dsvl_jax.config_schema import build_dataclass, check
+from dsvl_jax.config.schema import build_dataclass, check
 
 MODES = ("auto", "initialize", "none")
 

@@ -14,7 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from dsvl_jax import sharding
+from dsvl_jax.runtime import sharding
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import abstract_params, logical_axes
 from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
@@ -52,7 +52,7 @@ class LoadedModel:
 def load(path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None,
          progress: bool = False) -> LoadedModel:
   """Loads a checkpoint directory of any supported kind (see module docstring)."""
-  from convert.checkpoint import read_any  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.checkpoint.formats import read_any  # pylint: disable=g-import-not-at-top
 
   def shardings_fn(cfg):
     return sharding.logical_to_mesh(logical_axes(cfg), mesh, shapes=abstract_params(cfg))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from convert.mapping import ConversionError
+from dsvl_jax.checkpoint.mapping import ConversionError
 from dsvl_jax.models.config import (CLIP_MEAN, SIGLIP_MEAN, SIGLIP_STD, AlignerConfig,
                                     LLMConfig, SamConfig, SiglipConfig, VLMConfig)
 

@@ -18,9 +18,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from convert.mapping import (HF_SIGLIP_PREFIXES, LAYOUTS, ConversionError, ParamSpec, _get,
+from dsvl_jax.checkpoint.mapping import (HF_SIGLIP_PREFIXES, LAYOUTS, ConversionError, ParamSpec, _get,
                              _set, param_specs, unused_patterns)
-from convert.safetensors_io import DictSource, TensorSource
+from dsvl_jax.checkpoint.safetensors_io import DictSource, TensorSource
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import abstract_params
 

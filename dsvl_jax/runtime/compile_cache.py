@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
-from dsvl_jax.config_schema import build_dataclass, check
+from dsvl_jax.config.schema import build_dataclass, check
 
 
 @dataclasses.dataclass(frozen=True)

@@ -8,7 +8,7 @@ Scanned blocks are stacked: a spec lists one key tuple per layer.
 
 Layouts: 'hf' (transformers / deepseek-community) and 'original' (the DeepSeek release);
 each is a `Layout` of key names over the same transforms. Reading and writing files is
-in convert/safetensors_io.py; the streaming conversion itself in convert/convert.py.
+in dsvl_jax/checkpoint/safetensors_io.py; the streaming conversion itself in dsvl_jax/checkpoint/convert.py.
 """
 
 from __future__ import annotations

@@ -17,11 +17,11 @@ from typing import Any, Iterator
 
 import jax.numpy as jnp
 
-from convert.configs import from_json, to_hf, to_original
-from convert.convert import ImportReport, detect_layout, from_params, to_params
-from convert.mapping import ConversionError
-from convert.safetensors_io import SafetensorsSource, parse_size, write_safetensors
-from dsvl_jax import params_io
+from dsvl_jax.checkpoint.configs import from_json, to_hf, to_original
+from dsvl_jax.checkpoint.convert import ImportReport, detect_layout, from_params, to_params
+from dsvl_jax.checkpoint.mapping import ConversionError
+from dsvl_jax.checkpoint.safetensors_io import SafetensorsSource, parse_size, write_safetensors
+from dsvl_jax.checkpoint import params_io
 from dsvl_jax.models.config import VLMConfig
 
 # Files that travel with the weights (tokenizer, processor, generation settings).

@@ -33,11 +33,11 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from absl import logging
 
-from dsvl_jax.data.tokenizer import Tokenizer
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.sampling import SamplingConfig
 from dsvl_jax.infer.streaming import TextStream
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.serve.slots import SlotModel
+from dsvl_jax.infer.slots import SlotModel
 
 
 class EngineError(Exception):

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from dsvl_jax.data.conversation import EncodedSample
+from dsvl_jax.processor.conversation import EncodedSample
 
 if TYPE_CHECKING:  # annotation only: keeps this module free of JAX imports
   from dsvl_jax.models import VLMConfig

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from dsvl_jax.data.tokenizer import EOS_TOKEN, IMAGE_TOKEN, Tokenizer
+from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN, Tokenizer
 
 if TYPE_CHECKING:  # annotation only: keeps this module free of JAX imports
   from dsvl_jax.models import VLMConfig
