@@ -12,9 +12,10 @@ WORKDIR ?= workdir/demo
 
 .PHONY: run test bench clean
 
-$(VENV)/.runtime: requirements.txt
+$(VENV)/.runtime: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q -e . --no-deps  # experiments/*.py import dsvl_jax from anywhere
 	touch $@
 
 $(VENV)/.test: requirements.txt requirements-serve.txt requirements-test.txt $(VENV)/.runtime

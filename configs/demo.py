@@ -15,81 +15,15 @@ Every stage resumes from its workdir; a finished stage is skipped on a rerun.
 
 import ml_collections
 
-from dsvl_jax.runtime import compile_cache, distributed
+from dsvl_jax.config import presets
+from dsvl_jax.config.args import parse_arg
 from dsvl_jax.data.config import default_config as default_data_config, default_source
-from dsvl_jax.eval.eval_config import default_config as eval_config
-from dsvl_jax.infer.chat_config import default_config as chat_config
-from dsvl_jax.serve.serve_config import default_config as serve_config
+from dsvl_jax.train import recipe
 from dsvl_jax.train.config import (default_mesh_config, default_optimizer_config,
                                    default_train_config)
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SPM_VOCAB = 640  # sentencepiece pieces (ids 0..639: unk, bos, eos, 256 bytes, merges)
-ARGS = (None, "accurate")  # every valid arg (tests render each)
-
-
-def model_config() -> ml_collections.ConfigDict:
-  m = ml_collections.ConfigDict()
-  m.llm = ml_collections.ConfigDict(dict(
-      vocab_size=648,  # the tokenizer's 640 pieces + the image token, padded to 8
-      hidden_size=128,  # width
-      num_layers=4,  # decoder blocks
-      num_heads=8,  # query heads: 8 x 16 learns which image token a place names
-      num_kv_heads=4,  # grouped key/value heads (4 x 32 mostly did not; BUILD.md)
-      head_dim=16,  # per head
-      intermediate_size=384,  # SwiGLU width
-      rms_norm_eps=1e-6,  # as the real model
-      rope_theta=10000.0,  # as the real model
-      max_position_embeddings=1024,  # longest chat the demo's chat mode may build
-      tie_embeddings=False,  # as the real model
-  ))
-  m.siglip = ml_collections.ConfigDict(dict(
-      image_size=48,  # the low-resolution view: 3 x 3 = 9 image tokens
-      patch_size=16,  # pixels per patch side
-      width=64,  # ViT width
-      depth=2,  # blocks
-      num_heads=2,  # attention heads
-      mlp_dim=128,  # MLP width
-      layer_norm_eps=1e-6,  # as the real model
-      select_layer=-1,  # all blocks, then the final norm
-      pixel_mean=(0.5, 0.5, 0.5),  # SigLIP normalisation
-      pixel_std=(0.5, 0.5, 0.5),
-  ))
-  m.sam = ml_collections.ConfigDict(dict(
-      image_size=144,  # the high-resolution input (what the processor produces)
-      patch_size=16,  # 9 x 9 grid
-      width=64,  # ViT width
-      depth=3,  # window, window, global
-      num_heads=2,  # attention heads
-      mlp_dim=128,  # MLP width
-      layer_norm_eps=1e-6,  # as the real model
-      window_size=3,  # 3 x 3 windows over the 9 x 9 grid
-      global_attn_indexes=(2,),  # the global block (also feeds the HD branch)
-      neck_channels=32,  # neck output channels
-      resize_to=12,  # 9 -> 12 bilinear, then two stride-2 convs -> 3 x 3 (SigLIP's grid)
-      downsample_channels=(64, 128),  # stride-2 conv widths
-      hd_branch=True,  # DeepSeek's HD branch
-      pixel_mean=CLIP_MEAN,  # SAM's CLIP normalisation
-      pixel_std=CLIP_STD,
-  ))
-  m.aligner = ml_collections.ConfigDict(dict(type="low_high_hybrid_split_mlp_gelu", depth=2))
-  m.compute = ml_collections.ConfigDict(dict(
-      dtype="float32",  # float32 compute: a 2-core CPU has no fast bfloat16 everywhere
-      param_dtype="float32",  # master weights
-      precision="default",  # CPU matmuls are float32 anyway
-      remat_policy="none",  # tiny activations
-      attention_impl="xla",  # portable reference attention
-      attention_block=512,  # keys per block of the 'chunked' backend
-      scan_layers=True,  # stacked layer parameters, as every training config
-      scan_unroll=4,  # all 4 layers in one loop body: ~12% faster steps on a CPU
-      llm_kernels_out_major=False,  # LLM kernels stored [*in, *out] (the CPU generators flip them)
-  ))
-  m.image_token_id = SPM_VOCAB  # first id after the tokenizer's pieces
-  m.bos_token_id = 1  # sentencepiece's <s> (a control piece)
-  m.eos_token_id = 2  # sentencepiece's </s>
-  m.pad_token_id = 2  # pad = EOS, as released
-  return m
+VARIANTS = {None: None, "accurate": "accurate"}  # arg -> the run's variant
+ARGS = tuple(VARIANTS)  # every valid arg (tests render each)
 
 
 def synthetic(seed: int, kinds, modality: str, weight: float = 1.0) -> dict:
@@ -101,51 +35,26 @@ def get_config(arg=None):
   """No argument: the demo as `make run` runs it. 'accurate': 1200 vision steps (the
   towers learn to read the printed words) and 3000 stage-3 steps (the place binding
   forms with them): held-out 0.992 instead of 0.813, in about 1.3x the time (BUILD.md)."""
-  if (arg or None) not in ARGS:
-    raise ValueError(f"{__file__}: unknown argument {arg!r}; use none or 'accurate'")
-  c = ml_collections.ConfigDict()
-  c.mode = "demo"  # dsvl_jax/recipes/demo.py: tokenizer, stages, held-out evaluation
-  c.seed = 0  # parameter initialisation
-  c.model = model_config()
+  variant = parse_arg(arg, VARIANTS, __file__)
+  c = recipe.base_config(presets.model("demo"), mode="demo")  # dsvl_jax/recipes/demo.py runs it
   c.mesh = default_mesh_config(shape=(1, -1, 1))  # (data, fsdp, tensor)
-  c.distributed = distributed.default_config()  # multi-host start-up (dsvl_jax/runtime/distributed.py)
-  c.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
 
   # Shared by every stage; each stage below overrides what it changes.
   c.data = default_data_config(
-      stage=2,  # loss masks (stage 3: answers only)
       pack=False,  # one sample per row unless a stage packs
       seq_len=96,  # tokens per row (16 image tokens per image)
       global_batch_size=8,  # rows per step: many small steps (the image-reading circuit
                             # forms after a number of updates, not of samples)
       max_images_per_row=2,  # image slots per multimodal row
-      seed=0,  # shuffling and modality choice
-      shuffle=True,
-      schedule="constant",  # modality schedule
       multimodal_share=1.0,  # share of multimodal steps
-      warmup_steps=0,  # modality warm-up length
       tokenizer="",  # set by the demo: WORKDIR/tokenizer.model
-      append_eos=True,  # documents end with EOS
       system_prompt="",  # no system prompt: ~40 tokens that every short chat would repeat
       strict=True,  # the built-in data has no bad samples: any would be a bug
-      max_consecutive_skips=1000,
       num_workers=0,  # PIL drawing in the main process (2 cores: the step uses both)
-      worker_buffer_size=2,
       prefetch_batches=2,  # drawn by a thread while the step runs
-      process_index=-1,
-      process_count=-1,
-      sources={},  # per stage
   )
-  c.train = default_train_config(
-      steps=100, trainable=("llm", "aligner"), init_from="", grad_accum_steps=1,
-      loss_chunk_tokens=0, nonfinite="skip", log_every=25, checkpoint_every=1000,
-      keep_checkpoints=1, async_checkpoints=True, eval_every=0, tensorboard=True,
-      progress=False, peak_flops=0.0)
-  c.optimizer = default_optimizer_config(
-      lr=2e-3, schedule="cosine", warmup_steps=10, final_lr_fraction=0.1,
-      step_boundaries=(0.8, 0.9), step_factors=(0.316, 0.1), b1=0.9, b2=0.95, eps=1e-8,
-      weight_decay=0.0, grad_clip=1.0,
-      lr_scales=dict(llm=1.0, aligner=1.0, siglip=1.0, sam=1.0, sam_neck=1.0))
+  c.train = default_train_config(steps=100, log_every=25, keep_checkpoints=1, progress=False)
+  c.optimizer = default_optimizer_config(lr=2e-3, warmup_steps=10, final_lr_fraction=0.1)
 
   # The recipe, in order. Each entry overrides train / optimizer / data fields.
   c.demo = ml_collections.ConfigDict()
@@ -197,18 +106,18 @@ def get_config(arg=None):
                              text=synthetic(1, ("text_chat", "text_qa"), "text"))),
   ))
 
-  if arg == "accurate":
+  if variant == "accurate":
     c.demo.vision.train.steps = 1200
     c.demo.stage3.train.steps = 3000
 
-  c.eval = eval_config()  # scoring settings of the held-out evaluation (sets are built)
+  # Scoring settings of the held-out evaluation (the demo builds its sets).
   c.eval.system_prompt = ""  # as trained
   c.eval.max_new_tokens = 8  # answers are a few tokens
   c.eval.batch_size = 32
   c.eval.length_bucket = 16
   c.eval.share_prefixes = False  # a scene's 2-3 questions share little: one prefill program
-  c.chat = chat_config()  # --config.mode=chat --config.chat.checkpoint=WORKDIR/stage3
-  c.serve = serve_config()  # --config.mode=serve|web --config.serve.checkpoint=WORKDIR/stage3
+  # --config.mode=chat --config.chat.checkpoint=WORKDIR/stage3, or mode=serve|web with
+  # --config.serve.checkpoint=WORKDIR/stage3
   c.serve.update(dict(max_len=1024, max_tokens=256, default_max_tokens=64,  # the demo's context
                       system_prompt="", web_image_position="last"))  # as its chats were trained
   c.chat.temperature = 0.0

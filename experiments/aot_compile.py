@@ -16,12 +16,8 @@ from __future__ import annotations
 import os
 import sys
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile for TPU; run nothing anywhere
-os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # beside tests or other compiles
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from absl import app, flags  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
+from absl import app, flags
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<file>.py[:arg]")
 _TOPOLOGY = flags.DEFINE_string("topology", "v5p:2x2x2", "TPU slice, e.g. v5p:4x4x4, v5e:16x16")
@@ -55,5 +51,9 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Before the flags load the config file, which may import JAX (absl and ml_collections
+  # do not).
+  os.environ.setdefault("JAX_PLATFORMS", "cpu")  # compile for TPU; run nothing anywhere
+  os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # beside tests or other compiles
   flags.mark_flags_as_required(["config"])
   app.run(main)

@@ -11,17 +11,13 @@ compile time to the 2-layer one.
 from __future__ import annotations
 
 import argparse
-import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax
 
-import jax  # noqa: E402
-
-from dsvl_jax.config.files import load_config  # noqa: E402
-from dsvl_jax.models import VLMConfig  # noqa: E402
-from dsvl_jax.models.init import lower_llm  # noqa: E402
+from dsvl_jax.config.files import load_config
+from dsvl_jax.models import VLMConfig
+from dsvl_jax.models.init import lower_llm
 
 
 def measure(cfg: VLMConfig, num_layers: int, grad: bool, batch: int, seq: int):

@@ -21,18 +21,16 @@ import subprocess
 import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import numpy as np
+from flax import traverse_util
 
-import numpy as np  # noqa: E402
-from flax import traverse_util  # noqa: E402
-
-from dsvl_jax.checkpoint.configs import to_hf  # noqa: E402
-from dsvl_jax.checkpoint.convert import _torch_shapes  # noqa: E402
-from dsvl_jax.checkpoint.mapping import param_specs  # noqa: E402
-from dsvl_jax.checkpoint.safetensors_io import write_safetensors  # noqa: E402
-from dsvl_jax.config.files import load_config  # noqa: E402
-from dsvl_jax.models import VLMConfig  # noqa: E402
-from dsvl_jax.models.init import abstract_params, count_params  # noqa: E402
+from dsvl_jax.checkpoint.configs import to_hf
+from dsvl_jax.checkpoint.convert import _torch_shapes
+from dsvl_jax.checkpoint.mapping import param_specs
+from dsvl_jax.checkpoint.safetensors_io import write_safetensors
+from dsvl_jax.config.files import load_config
+from dsvl_jax.models import VLMConfig
+from dsvl_jax.models.init import abstract_params, count_params
 
 
 def random_tensors(cfg: VLMConfig, dtype: np.dtype, seed: int = 0):

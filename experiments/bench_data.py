@@ -18,20 +18,17 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import sys
 import tempfile
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import numpy as np
+from PIL import Image
 
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
-
-from dsvl_jax.data.config import DataConfig  # noqa: E402
-from dsvl_jax.processor.layout import TokenLayout  # noqa: E402
-from dsvl_jax.processor.image_processor import ImageProcessorConfig  # noqa: E402
-from dsvl_jax.data.pipeline import TrainDataset  # noqa: E402
-from dsvl_jax.processor.tokenizer import IMAGE_TOKEN  # noqa: E402
+from dsvl_jax.data.config import DataConfig
+from dsvl_jax.processor.layout import TokenLayout
+from dsvl_jax.processor.image_processor import ImageProcessorConfig
+from dsvl_jax.data.pipeline import TrainDataset
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 BATCH = 8
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

@@ -25,36 +25,34 @@ from __future__ import annotations
 
 import argparse
 import os
-import pathlib
-import sys
 import tempfile
 import time
 import types
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax
+import torch
+import transformers
+from PIL import Image, ImageDraw
 
-import jax  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from dsvl_jax.processor.conversation import template_for  # noqa: E402
-from dsvl_jax.processor.layout import TokenLayout  # noqa: E402
+from dsvl_jax.processor.conversation import template_for
+from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.processor.tokenizer import make_tokenizer
-from dsvl_jax.processor.image_processor import ImageProcessorConfig  # noqa: E402
-from dsvl_jax.eval.benchmarks.base import BenchItem  # noqa: E402
-from dsvl_jax.eval.generation import AnswerGenerator  # noqa: E402
-from dsvl_jax.eval.harness import build_sample, run_benchmark  # noqa: E402
-from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
-from dsvl_jax.runtime.perf import host_limits  # noqa: E402
-from experiments.bench_generate import model_config, prefill_flops  # noqa: E402
-from experiments.hf_reference import paired_models  # noqa: E402
+from dsvl_jax.processor.image_processor import ImageProcessorConfig
+from dsvl_jax.eval.benchmarks.base import BenchItem, exact_match
+from dsvl_jax.eval.generation import AnswerGenerator
+from dsvl_jax.eval.harness import build_sample, run_benchmark
+from dsvl_jax.infer.sampling import SamplingConfig
+from dsvl_jax.runtime.perf import host_limits
+
+# Siblings: python puts the script's folder, experiments/, first on sys.path.
+from bench_generate import model_config, prefill_flops
+from hf_reference import paired_models
 
 COLOURS = ("red", "blue", "green", "orange", "purple", "black")
 
 
 def yes_no_set(n: int, per_image: int = 1) -> types.SimpleNamespace:
-  """A POPE-like benchmark of n items (benchmark module interface, eval/benchmarks),
+  """A POPE-like benchmark of n items (eval/benchmarks/base.py's Benchmark protocol),
   `per_image` consecutive items asking about the same image."""
   items = []
   for i in range(n):
@@ -71,7 +69,7 @@ def yes_no_set(n: int, per_image: int = 1) -> types.SimpleNamespace:
   return types.SimpleNamespace(
       NAME="yesno", load=lambda path: items,
       prompt=lambda it: "<image_placeholder>" + it.question + " Please answer yes or no.",
-      parse=lambda it, out: out or None,
+      parse=lambda it, out: out or None, is_correct=exact_match,
       score=lambda its, parsed: {"num_items": len(its), "unparsed": sum(p is None for p in parsed)})
 
 

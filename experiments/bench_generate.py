@@ -16,24 +16,22 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import pathlib
-import sys
 import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax
+import numpy as np
+import torch
+import transformers
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
+from dsvl_jax.config.files import load_config
+from dsvl_jax.infer.generate import Generator
+from dsvl_jax.infer.sampling import SamplingConfig
+from dsvl_jax.models import VLMConfig
+from dsvl_jax.models.init import count_params
+from dsvl_jax.runtime.perf import host_limits
 
-from dsvl_jax.config.files import load_config  # noqa: E402
-from dsvl_jax.infer.generate import Generator  # noqa: E402
-from dsvl_jax.infer.sampling import SamplingConfig  # noqa: E402
-from dsvl_jax.models import VLMConfig  # noqa: E402
-from experiments.hf_reference import paired_models  # noqa: E402
-from dsvl_jax.models.init import count_params  # noqa: E402
-from dsvl_jax.runtime.perf import host_limits  # noqa: E402
+# Siblings: python puts the script's folder, experiments/, first on sys.path.
+from hf_reference import paired_models
 
 
 def model_config(name: str) -> VLMConfig:

@@ -43,6 +43,7 @@ import io
 import json
 import os
 import pathlib
+import runpy
 import socket
 import subprocess
 import sys
@@ -50,22 +51,21 @@ import tempfile
 import threading
 import time
 
+import httpx
+import jax
+import numpy as np
+import uvicorn
+from PIL import Image, ImageDraw
+
+from dsvl_jax.processor.tokenizer import Tokenizer
+from dsvl_jax.models.init import init_params
+from dsvl_jax.runtime.perf import host_limits, processor_name
+from dsvl_jax.serve.app import create_app
+from dsvl_jax.infer.engine import Engine
+from dsvl_jax.serve.serve_config import ServeConfig
+from dsvl_jax.serve.service import ChatService
+
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-import httpx  # noqa: E402
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-import uvicorn  # noqa: E402
-from PIL import Image, ImageDraw  # noqa: E402
-
-from dsvl_jax.processor.tokenizer import Tokenizer  # noqa: E402
-from dsvl_jax.models.init import init_params  # noqa: E402
-from dsvl_jax.runtime.perf import host_limits, processor_name  # noqa: E402
-from dsvl_jax.serve.app import create_app  # noqa: E402
-from dsvl_jax.infer.engine import Engine  # noqa: E402
-from dsvl_jax.serve.serve_config import ServeConfig  # noqa: E402
-from dsvl_jax.serve.service import ChatService  # noqa: E402
 
 WORDS = ("the quick brown fox jumps over a lazy dog while seven small red birds sing "
          "about colours shapes and printed words").split()
@@ -161,9 +161,8 @@ def tokenizer_for(cfg, name: str) -> Tokenizer:
   model's tokens decode to text and the client sees every one of them."""
   if name == "tiny":
     return Tokenizer.builtin_bytes(cfg)
-  sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "tests"))
-  import tempfile  # pylint: disable=g-import-not-at-top
-  from tokenizer_files import write_vl_layout  # pylint: disable=g-import-not-at-top
+  # A test helper, not a package module: run from its file, sys.path left alone.
+  write_vl_layout = runpy.run_path(str(ROOT / "tests" / "tokenizer_files.py"))["write_vl_layout"]
   return Tokenizer.from_file(write_vl_layout(pathlib.Path(tempfile.mkdtemp())), cfg)
 
 

@@ -20,28 +20,25 @@ import argparse
 import dataclasses
 import gc
 import os
-import pathlib
-import sys
-import time
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent))
+import jax
+import numpy as np
+import torch
+import transformers
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import transformers  # noqa: E402
+from convert import state_dict_to_params
+from dsvl_jax.config.files import load_config
+from dsvl_jax.models import DeepseekVL, VLMConfig
+from dsvl_jax.runtime.perf import host_limits
+from dsvl_jax.train import flops as flops_lib
+from dsvl_jax.train import freezing
+from dsvl_jax.train.config import optimizer_config
+from dsvl_jax.train.optimizer import make_optimizer
+from dsvl_jax.train.step import init_state, make_train_step
 
-from convert import state_dict_to_params  # noqa: E402
-from dsvl_jax.config.files import load_config  # noqa: E402
-from dsvl_jax.models import DeepseekVL, VLMConfig  # noqa: E402
-from experiments.hf_reference import hf_model  # noqa: E402
-from dsvl_jax.runtime.perf import host_limits  # noqa: E402
-from dsvl_jax.train import flops as flops_lib  # noqa: E402
-from dsvl_jax.train import freezing  # noqa: E402
-from dsvl_jax.train.config import optimizer_config  # noqa: E402
-from dsvl_jax.train.optimizer import make_optimizer  # noqa: E402
-from dsvl_jax.train.step import init_state, make_train_step  # noqa: E402
+# Siblings: python puts the script's folder, experiments/, first on sys.path.
+from bench_generate import best_of
+from hf_reference import hf_model
 
 TRAINABLE = {2: ("llm", "aligner"), 3: ("llm", "aligner", "siglip")}
 
@@ -78,15 +75,14 @@ def time_ours(cfg, params, batch, trainable, steps) -> float:
   state = init_state(params, tx, mask, 0)
   step = jax.jit(make_train_step(DeepseekVL(cfg), tx, mask), donate_argnums=(0,))
   batch = jax.device_put(batch)
-  state, m = step(state, batch)  # compile + warm up
-  jax.block_until_ready(m)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
+
+  def run():
+    nonlocal state
     state, m = step(state, batch)
     jax.block_until_ready((state, m))
-    times.append(time.perf_counter() - t0)
-  return min(times)
+
+  run()  # compile + warm up
+  return best_of(run, steps)
 
 
 def time_theirs(cfg, hf, batch, trainable, steps) -> float:
@@ -107,12 +103,7 @@ def time_theirs(cfg, hf, batch, trainable, steps) -> float:
     opt.step()
 
   step()  # warm up (allocates the optimizer state)
-  times = []
-  for _ in range(steps):
-    t0 = time.perf_counter()
-    step()
-    times.append(time.perf_counter() - t0)
-  return min(times)
+  return best_of(step, steps)
 
 
 def main():

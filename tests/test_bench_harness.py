@@ -11,7 +11,7 @@ from PIL import Image
 from benchmark_fixtures import NAMES, build_all
 from dsvl_jax.config.files import load_config
 from dsvl_jax.eval import run as eval_run
-from dsvl_jax.eval.benchmarks.base import BenchItem
+from dsvl_jax.eval.benchmarks.base import BenchItem, exact_match
 from dsvl_jax.eval.generation import AnswerGenerator
 
 
@@ -103,6 +103,8 @@ class _Mixed(types.ModuleType):
 
   def parse(self, item, output):
     return output or None
+
+  is_correct = staticmethod(exact_match)
 
   def score(self, items, parsed):
     return {"num_items": len(items), "unparsed": sum(p is None for p in parsed)}

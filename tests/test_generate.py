@@ -11,8 +11,9 @@ import torch
 import hf_reference as ref
 from conftest import tiny_config
 from convert import state_dict_to_params
-from dsvl_jax.infer.generate import Generator, cut_at_stop
+from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.sampling import SamplingConfig, process_logits, top_k_filter, top_p_filter
+from dsvl_jax.infer.streaming import cut_at_stop
 
 NEW = 16
 

@@ -11,7 +11,7 @@ import pathlib
 
 import ml_collections
 
-REPO_ROOT = pathlib.Path(__file__).resolve().parent.parent
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]  # dsvl_jax/config/files.py -> the repo
 
 
 def load_config(spec: str) -> ml_collections.ConfigDict:

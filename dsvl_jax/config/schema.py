@@ -3,12 +3,17 @@
 `build_dataclass(cls, mapping, "data")` checks every field against the dataclass: unknown
 names, wrong types and missing nesting fail at start-up with the dotted field name
 (`config field 'data.sources.ocr.weight': expected a number`), never at step 9000.
+A field typed `Literal[...]` (or a tuple of one) takes only those values; that check is
+here, once, for every section, and the choices are read from the type (`choices(T)`), so
+no list of names is kept beside it by hand.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import functools
+import typing
+from typing import Any, Literal, Mapping
 
 
 class ConfigError(ValueError):
@@ -42,6 +47,35 @@ def _typed(default: Any, value: Any, path: str) -> Any:
   return value
 
 
+def choices(literal: Any) -> tuple[Any, ...]:
+  """The values a `Literal[...]` type allows, in order (`choices(AttentionImpl)`)."""
+  if typing.get_origin(literal) is not Literal:
+    raise TypeError(f"{literal!r} is not a Literal type")
+  return typing.get_args(literal)
+
+
+@functools.cache
+def _literal_fields(cls) -> dict[str, tuple[tuple[Any, ...], bool]]:
+  """name -> (allowed values, whether the field is a tuple of them) for `cls`'s Literal
+  fields (string annotations resolved against the defining module)."""
+  out = {}
+  for name, hint in typing.get_type_hints(cls).items():
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is Literal:
+      out[name] = (args, False)
+    elif (typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis and
+          typing.get_origin(args[0]) is Literal):
+      out[name] = (typing.get_args(args[0]), True)
+  return out
+
+
+def _check_choice(allowed: tuple[Any, ...], many: bool, value: Any, path: str) -> None:
+  for v in (value if many else (value,)):
+    # `type(v)` too: True == 1 would otherwise pass as a choice of 1
+    if not any(v == a and type(v) is type(a) for a in allowed):
+      raise ConfigError(f"config field '{path}': {v!r} not in {allowed}")
+
+
 def build_dataclass(cls, d: Mapping[str, Any], prefix: str,
                     nested: Mapping[tuple[type, str], type] | None = None):
   """cls(**d) with every field checked; `nested[(cls, name)]` builds sub-configs."""
@@ -51,6 +85,7 @@ def build_dataclass(cls, d: Mapping[str, Any], prefix: str,
   if not isinstance(d, Mapping):
     raise ConfigError(f"config field '{prefix}': expected a mapping, got {type(d).__name__}")
   fields = {f.name: f for f in dataclasses.fields(cls)}
+  literals = _literal_fields(cls)
   unknown = sorted(set(d) - set(fields))
   if unknown:
     raise ConfigError(f"config field '{prefix}': unknown field(s) {unknown}; "
@@ -66,6 +101,8 @@ def build_dataclass(cls, d: Mapping[str, Any], prefix: str,
     if default is dataclasses.MISSING and fields[name].default_factory is not dataclasses.MISSING:
       default = fields[name].default_factory()
     kwargs[name] = _typed(default, value, path)
+    if name in literals:
+      _check_choice(*literals[name], kwargs[name], path)
   return cls(**kwargs)
 
 

@@ -21,7 +21,7 @@ strict.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +29,8 @@ from dsvl_jax.processor import conversation, image_processor
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.skip_log import SkipLog
-from dsvl_jax.data.sources import Record, RecordError, open_image, parse_record
+from dsvl_jax.data.sources import (InMemorySource, Record, RecordError, Source, open_image,
+                                   parse_record)
 from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer, make_tokenizer
 
@@ -81,9 +82,13 @@ class SampleEncoder:
   config on first use rather than receiving it pickled, and logs its own skips.
   """
 
-  def __init__(self, cfg: DataConfig, layout: TokenLayout, sources: Mapping[str, Any],
-               modality: str, tokenizer: Tokenizer | None = None):
-    self.cfg, self.layout, self.sources, self.modality = cfg, layout, dict(sources), modality
+  def __init__(self, cfg: DataConfig, layout: TokenLayout,
+               sources: Mapping[str, Source | Sequence[dict[str, Any]]], modality: str,
+               tokenizer: Tokenizer | None = None):
+    """sources: name -> a Source, or a plain list of record dicts (an InMemorySource)."""
+    self.cfg, self.layout, self.modality = cfg, layout, modality
+    self.sources = {n: s if isinstance(s, Source) else InMemorySource(s)
+                    for n, s in sources.items()}
     self._tokenizer = tokenizer
     self._skip_log = SkipLog()
     self.template = conversation.template_for(cfg.system_prompt)
@@ -100,11 +105,10 @@ class SampleEncoder:
   def __call__(self, tagged: tuple[str, int]) -> TrainSample | Skipped:
     source, index = tagged
     src = self.sources[source]
-    name = f"{source}[{index}]"
-    if hasattr(src, "describe"):  # the file and line, for log lines
-      name += f" ({src.describe(index)})"
+    where = src.describe(index)  # the file and line, for log lines
+    name = f"{source}[{index}]" + (f" ({where})" if where else "")
     try:
-      record = parse_record(src[index], getattr(src, "base_dir", None))
+      record = parse_record(src[index], src.base_dir)
       return self._encode(record, source, name)
     except _Skip as s:
       return self._skip(source, name, s.reason, s.detail)

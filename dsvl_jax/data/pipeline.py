@@ -57,12 +57,12 @@ def _seed(*parts) -> int:
   return int(np.random.SeedSequence(words).generate_state(1)[0])
 
 
-def open_source(src: SourceConfig, image_size: int):
+def open_source(src: SourceConfig, image_size: int) -> sources_lib.Source:
   """A random-access source for one configured source."""
   if src.type == "jsonl":
     return sources_lib.JsonlSource(src.paths[0])
   if src.type == "array_record":
-    return sources_lib.array_record_source(list(src.paths))
+    return sources_lib.ArrayRecordSource(list(src.paths))
   return sources_lib.SyntheticSource(src.synthetic_seed, src.synthetic_size, image_size,
                                      src.synthetic_kinds)
 

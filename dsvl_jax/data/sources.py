@@ -7,15 +7,17 @@ A record is one training sample before tokenisation:
    "messages": [{"role": "user" | "assistant", "content": str}, ...]  a chat,
    "images": [image, ...]}        the k-th `<image_placeholder>` is the k-th image
 
-Three kinds of source give random access to records (grain's `RandomAccessDataSource`
-protocol: `__len__` and `__getitem__`), returning them *raw*; `parse_record` turns a
-raw payload into a `Record` inside the grain worker, where a malformed one is counted
-and skipped like any other bad sample instead of stopping the job:
+Every source is a `Source`: random access to records (grain's `RandomAccessDataSource`
+protocol: `__len__` and `__getitem__`) returning them *raw*, plus where a record comes
+from. `parse_record` turns a raw payload into a `Record` inside the grain worker, where
+a malformed one is counted and skipped like any other bad sample instead of stopping
+the job:
 
   JsonlSource        a manifest, one JSON object per line; image paths relative to it
-  array_record_source  records framed by `frame_record` (image file bytes inside), for
+  ArrayRecordSource  records framed by `frame_record` (image file bytes inside), for
                      large data and cheap global shuffling
   SyntheticSource    the built-in generator (`synthetic.py`), no files at all
+  InMemorySource     a list of record dicts (tests, notebooks)
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import os
 import pathlib
 import struct
-from typing import Any, Sequence, Union
+from typing import Any, Protocol, Sequence, Union, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -50,6 +52,21 @@ class Record:
 
 class RecordError(ValueError):
   """A record that does not follow the schema."""
+
+
+@runtime_checkable
+class Source(Protocol):
+  """What the encoder reads records from (picklable: grain workers receive it)."""
+  base_dir: str | None  # relative image paths in its records resolve against it
+
+  def __len__(self) -> int:
+    """The number of records."""
+
+  def __getitem__(self, index: int) -> Any:
+    """Record `index`, raw: a dict, a JSON line or an ArrayRecord frame (`parse_record`)."""
+
+  def describe(self, index: int) -> str:
+    """Where record `index` is, for log lines ("" when the index says it all)."""
 
 
 def _check_string(value: Any, what: str) -> None:
@@ -189,18 +206,32 @@ class JsonlSource:
     return f"{self.path.name} line {int(self._lines[index])}"
 
 
-def array_record_source(paths: str | Sequence[str]):
-  """grain's ArrayRecord reader over one or more files (globs are not expanded)."""
-  import grain  # local import: keeps this module light for the converter tool's users
-  paths = [paths] if isinstance(paths, str) else list(paths)
-  for p in paths:
-    if not pathlib.Path(p).is_file():
-      raise FileNotFoundError(f"ArrayRecord file not found: {p!r}")
-  return grain.sources.ArrayRecordDataSource(paths)
+class ArrayRecordSource:
+  """grain's ArrayRecord reader over one or more files (globs are not expanded); the
+  frames hold their images, so no path needs a base."""
+  base_dir = None
+
+  def __init__(self, paths: str | Sequence[str]):
+    import grain  # local import: keeps this module light for the converter tool's users
+    paths = [paths] if isinstance(paths, str) else list(paths)
+    for p in paths:
+      if not pathlib.Path(p).is_file():
+        raise FileNotFoundError(f"ArrayRecord file not found: {p!r}")
+    self._reader = grain.sources.ArrayRecordDataSource(paths)
+
+  def __len__(self) -> int:
+    return len(self._reader)
+
+  def __getitem__(self, index: int) -> bytes:
+    return self._reader[index]
+
+  def describe(self, index: int) -> str:
+    return ""
 
 
 class SyntheticSource:
   """`size` records of the built-in dataset with `seed`; only `kinds` are drawn."""
+  base_dir = None
 
   def __init__(self, seed: int, size: int, image_size: int, kinds: Sequence[str]):
     unknown = set(kinds) - set(synthetic.KINDS)
@@ -215,6 +246,25 @@ class SyntheticSource:
   def __getitem__(self, index: int) -> dict[str, Any]:
     kind = self.kinds[index % len(self.kinds)]
     return synthetic.sample(self.seed, index, self.image_size, kind)
+
+  def describe(self, index: int) -> str:
+    return ""
+
+
+@dataclasses.dataclass(frozen=True)
+class InMemorySource:
+  """Record dicts held in a list; image paths in them are absolute or the process's."""
+  records: Sequence[dict[str, Any]]
+  base_dir = None
+
+  def __len__(self) -> int:
+    return len(self.records)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    return self.records[index]
+
+  def describe(self, index: int) -> str:
+    return ""
 
 
 def open_image(ref: ImageRef) -> Image.Image:

@@ -1,4 +1,4 @@
-"""`config.eval`: defaults (`default_config`) and the typed, validated `EvalConfig`.
+"""`config.eval`: the typed, validated `EvalConfig` and its defaults (`default_config`).
 
 Light imports only: config files import this module.
 """
@@ -6,63 +6,41 @@ Light imports only: config files import this module.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import ml_collections
 
-from dsvl_jax.config.schema import ConfigError, build_dataclass, check
+from dsvl_jax.config.schema import ConfigError, build_dataclass, check, with_defaults
+from dsvl_jax.infer.chat_config import LoadDtype
 
-NORMALIZE = ("mean", "sum")
-
-
-def default_config() -> ml_collections.ConfigDict:
-  """Every field overridable: --config.eval.sets='{"val": "data/val.jsonl"}'."""
-  return ml_collections.ConfigDict(dict(
-      # name -> an item jsonl (BUILD.md, "Evaluation"), or '<benchmark>:<path>' of a
-      # public benchmark release (mmbench, seedbench, pope, scienceqa, mmmu, ocrbench)
-      sets=ml_collections.ConfigDict(),
-      checkpoint="",  # mode=eval: what dsvl_jax.load reads ("" = random init of config.model)
-      dtype="float32",  # parameter dtype when loading a checkpoint
-      tokenizer="",  # tokenizer.json / .model / 'builtin:bytes' ("" = the checkpoint's own)
-      normalize="mean",  # option score: mean (length-normalised) or sum of token log-probs
-      score_eos=True,  # the option's EOS is part of its scored continuation
-      batch_size=8,  # rows (item x option) per scoring forward; prompts per generation batch
-      length_bucket=64,  # rows and prompts are padded to a multiple of this (fewer compiles)
-      generate=True,  # also greedy-generate answers and report exact match
-      max_new_tokens=32,  # generation length limit per answer
-      system_prompt="default",  # "default" = the released prompt, "" = none, else the text
-      max_items=0,  # first items of each set (0 = all)
-      predictions=True,  # keep per-item predictions in the result (and eval.json)
-      progress=True,  # benchmark sets: a progress bar with items/s and the ETA
-      few_shot=0,  # textmc sets: solved examples in the prompt (the file's first lines)
-      data_parallel=True,  # benchmark sets: split each batch's rows over local devices
-      share_prefixes=True,  # a prompt prefix (image) rows of a batch share: computed once
-  ))
+Normalize = Literal["mean", "sum"]  # option score: mean of token log-probs, or their sum
 
 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
-  """Typed `config.eval`; field meanings in `default_config`."""
+  """Typed `config.eval`; every field overridable (--config.eval.sets='{"val": "v.jsonl"}')."""
+  # name -> an item jsonl (BUILD.md, "Evaluation"), or '<benchmark>:<path>' of a public
+  # benchmark release (mmbench, seedbench, pope, scienceqa, mmmu, ocrbench); a mapping
+  # in config data (`default_config`)
   sets: tuple[tuple[str, str], ...] = ()
-  checkpoint: str = ""
-  dtype: str = "float32"
-  tokenizer: str = ""
-  normalize: str = "mean"
-  score_eos: bool = True
-  batch_size: int = 8
-  length_bucket: int = 64
-  generate: bool = True
-  max_new_tokens: int = 32
-  system_prompt: str = "default"
-  max_items: int = 0
-  predictions: bool = True
-  progress: bool = True
-  few_shot: int = 0
-  data_parallel: bool = True
-  share_prefixes: bool = True
+  checkpoint: str = ""  # mode=eval: what dsvl_jax.load reads ("" = random init of config.model)
+  dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
+  tokenizer: str = ""  # tokenizer.json / .model / 'builtin:bytes' ("" = the checkpoint's own)
+  normalize: Normalize = "mean"  # option score: mean (length-normalised) or sum of log-probs
+  score_eos: bool = True  # the option's EOS is part of its scored continuation
+  batch_size: int = 8  # rows (item x option) per scoring forward; prompts per generation batch
+  length_bucket: int = 64  # rows and prompts are padded to a multiple of this (fewer compiles)
+  generate: bool = True  # also greedy-generate answers and report exact match
+  max_new_tokens: int = 32  # generation length limit per answer
+  system_prompt: str = "default"  # "default" = the released prompt, "" = none, else the text
+  max_items: int = 0  # first items of each set (0 = all)
+  predictions: bool = True  # keep per-item predictions in the result (and eval.json)
+  progress: bool = True  # benchmark sets: a progress bar with items/s and the ETA
+  few_shot: int = 0  # textmc sets: solved examples in the prompt (the file's first lines)
+  data_parallel: bool = True  # benchmark sets: split each batch's rows over local devices
+  share_prefixes: bool = True  # a prompt prefix (image) rows of a batch share: computed once
 
   def validate(self) -> "EvalConfig":
-    check(self.normalize in NORMALIZE, "eval.normalize", f"{self.normalize!r} not in {NORMALIZE}")
     check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
     check(self.length_bucket >= 1, "eval.length_bucket",
           f"must be >= 1, got {self.length_bucket}")
@@ -70,8 +48,6 @@ class EvalConfig:
           f"must be >= 1, got {self.max_new_tokens}")
     check(self.max_items >= 0, "eval.max_items", f"must be >= 0, got {self.max_items}")
     check(self.few_shot >= 0, "eval.few_shot", f"must be >= 0, got {self.few_shot}")
-    check(self.dtype in ("float32", "bfloat16"), "eval.dtype",
-          f"{self.dtype!r} not in ('float32', 'bfloat16')")
     for name, path in self.sets:
       check(bool(path), f"eval.sets.{name}", "empty path")
     return self
@@ -89,3 +65,8 @@ class EvalConfig:
         raise ConfigError(f"config field 'eval.sets.{name}': expected a path string, got {path!r}")
     cfg = build_dataclass(cls, d, "eval")
     return dataclasses.replace(cfg, sets=tuple(sorted(sets.items()))).validate()
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """The defaults as config data (field meanings on EvalConfig); `sets` a mapping."""
+  return ml_collections.ConfigDict(with_defaults(EvalConfig, {"sets": {}}, "eval"))

@@ -23,8 +23,9 @@ import numpy as np
 from dsvl_jax.processor.batching import Sample, collate
 from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
-from dsvl_jax.infer.generate import Generator, cut_at_stop
+from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.sampling import SamplingConfig
+from dsvl_jax.infer.streaming import cut_at_stop
 
 if TYPE_CHECKING:  # annotation only
   from dsvl_jax.models import VLMConfig

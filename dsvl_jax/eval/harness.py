@@ -31,7 +31,7 @@ from dsvl_jax.processor.conversation import Message, encode_conversation, templa
 from dsvl_jax.processor.image_processor import ImageProcessorConfig, process_batch
 from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.eval.benchmarks import registry
-from dsvl_jax.eval.benchmarks.base import BenchItem
+from dsvl_jax.eval.benchmarks.base import BenchItem, Benchmark
 from dsvl_jax.eval.generation import sort_key
 
 
@@ -54,7 +54,7 @@ def read_predictions(outdir: pathlib.Path, name: str) -> dict[str, dict[str, Any
   return done
 
 
-def build_sample(bench, item: BenchItem, tokenizer: Tokenizer, cfg, template,
+def build_sample(bench: Benchmark, item: BenchItem, tokenizer: Tokenizer, cfg, template,
                  processor: ImageProcessorConfig) -> tuple[str, Sample]:
   """(user text, the prompt's ids and processed images)."""
   text = bench.prompt(item)
@@ -66,22 +66,16 @@ def build_sample(bench, item: BenchItem, tokenizer: Tokenizer, cfg, template,
   return text, Sample.from_encoded(encoded, pixels)
 
 
-def is_correct(bench, item: BenchItem, parsed: Any) -> bool:
-  check = getattr(bench, "is_correct", None)
-  if check is not None:
-    return bool(check(item, parsed))
-  return parsed is not None and parsed == item.answer
-
-
-def run_benchmark(name: str, kind: Any, path: str, answerer, tokenizer: Tokenizer, cfg,
+def run_benchmark(name: str, kind: str | Benchmark, path: str, answerer, tokenizer: Tokenizer, cfg,
                   outdir: str | pathlib.Path, *, system_prompt: str = "default",
                   max_items: int = 0, progress: bool = True, process_index: int = 0,
                   process_count: int = 1, barrier=None) -> dict[str, Any]:
   """Evaluates `answerer` (eval.generation.AnswerGenerator with parameters set) on the
-  benchmark `kind` read from `path`; writes OUTDIR/NAME.predictions*.jsonl and
-  OUTDIR/NAME.summary.json; returns the summary."""
-  bench = registry.get(kind) if isinstance(kind, str) else kind  # a name, or a module
-  kind = getattr(bench, "NAME", str(kind))
+  benchmark `kind` (a registry name, or a module or object with the Benchmark members)
+  read from `path`; writes OUTDIR/NAME.predictions*.jsonl and OUTDIR/NAME.summary.json;
+  returns the summary."""
+  bench = registry.get(kind) if isinstance(kind, str) else kind
+  kind = bench.NAME
   outdir = pathlib.Path(outdir)
   outdir.mkdir(parents=True, exist_ok=True)
   items = bench.load(path)[:max_items or None]
@@ -112,7 +106,7 @@ def run_benchmark(name: str, kind: Any, path: str, answerer, tokenizer: Tokenize
   return summary
 
 
-def _answer(bench, items: Sequence[BenchItem], answerer, tokenizer, cfg, template,
+def _answer(bench: Benchmark, items: Sequence[BenchItem], answerer, tokenizer, cfg, template,
             processor, out_file: pathlib.Path, progress: bool, label: str) -> None:
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   prepared = [(it, *build_sample(bench, it, tokenizer, cfg, template, processor))
@@ -137,7 +131,7 @@ def _answer(bench, items: Sequence[BenchItem], answerer, tokenizer, cfg, templat
       for (item, text, _), output in zip(chunk, outputs):
         parsed = bench.parse(item, output)
         f.write(json.dumps({"id": item.id, "prompt": text, "output": output,
-                            "parsed": parsed, "correct": is_correct(bench, item, parsed)},
+                            "parsed": parsed, "correct": bool(bench.is_correct(item, parsed))},
                            ensure_ascii=False) + "\n")
       f.flush()  # an interruption loses at most the batch in flight
       bar.update(len(chunk))

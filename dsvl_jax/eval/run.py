@@ -9,6 +9,7 @@ Prints one line per set and writes workdir/eval.json ({set name: metrics}).
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 import time
@@ -91,7 +92,7 @@ def run_benchmarks(cfg: VLMConfig, params, tokenizer: Tokenizer, eval_cfg: EvalC
   barrier = None
   if jax.process_count() > 1:
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-    barrier = lambda: multihost_utils.sync_global_devices("eval predictions")  # noqa: E731
+    barrier = functools.partial(multihost_utils.sync_global_devices, "eval predictions")
   out = {}
   for name, (kind, path) in sets.items():
     out[name] = run_benchmark(

@@ -23,7 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.llm import check_context
 from dsvl_jax.models.vlm import DeepseekVL
+from dsvl_jax.processor.batching import left_pad, round_up
 
 KEEP_BUCKET = 16  # K (kept logit positions) is a multiple of this
 
@@ -54,10 +56,6 @@ def choose(sums: Sequence[float], counts: Sequence[int], normalize: str) -> int:
   return int(np.argmax(option_scores(sums, counts, normalize)))
 
 
-def _round_up(n: int, bucket: int) -> int:
-  return -(-n // bucket) * bucket
-
-
 def layout(rows: Sequence[Row], cfg: VLMConfig, batch_size: int,
            length_bucket: int) -> dict[str, np.ndarray | None]:
   """Rows -> the bucketed, left-padded batch the scoring function takes.
@@ -69,20 +67,14 @@ def layout(rows: Sequence[Row], cfg: VLMConfig, batch_size: int,
     raise ValueError(f"a scoring batch holds 1..{batch_size} rows, got {len(rows)}")
   seqs = [np.concatenate([r.prompt, r.continuation]).astype(np.int32) for r in rows]
   longest = max(map(len, seqs))
-  if longest > cfg.llm.max_position_embeddings:
-    raise ValueError(f"a prompt + option is {longest} tokens, more than the model's "
-                     f"{cfg.llm.max_position_embeddings} positions")
-  t = _round_up(longest, length_bucket)
-  k = min(t, _round_up(max(len(r.continuation) for r in rows) + 1, KEEP_BUCKET))
-  ids = np.full((batch_size, t), cfg.pad_token_id, np.int32)
-  mask = np.zeros((batch_size, t), np.int32)
-  ids[len(rows):, -1] = cfg.bos_token_id  # dummy rows: one real token, nothing scored
-  mask[len(rows):, -1] = 1
+  check_context(cfg.llm, longest, f"a prompt + option of {longest} tokens")
+  t = round_up(longest, length_bucket)
+  k = min(t, round_up(max(len(r.continuation) for r in rows) + 1, KEEP_BUCKET))
+  dummies = [[cfg.bos_token_id]] * (batch_size - len(rows))  # one real token, nothing scored
+  ids, mask = left_pad(seqs + dummies, t, cfg.pad_token_id)
   targets = np.zeros((batch_size, k), np.int32)
   weights = np.zeros((batch_size, k), np.float32)
-  for b, (seq, row) in enumerate(zip(seqs, rows)):
-    ids[b, t - len(seq):] = seq
-    mask[b, t - len(seq):] = 1
+  for b, row in enumerate(rows):
     c = len(row.continuation)
     # Kept position j is absolute t - k + j and predicts token t - k + j + 1; the option
     # holds the last c tokens, predicted by positions k - 1 - c .. k - 2.

@@ -22,7 +22,8 @@ from dsvl_jax.processor.conversation import (DEEPSEEK, IMAGE_TOKEN, Message, Tem
                                         encode_conversation, template_for)
 from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
 from dsvl_jax.processor.tokenizer import Tokenizer
-from dsvl_jax.infer.chat_config import STOP_STRINGS
+from dsvl_jax.config.schema import choices
+from dsvl_jax.infer.chat_config import STOP_STRINGS, ChatConfig, ImagePosition
 from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.load import load_model, load_tokenizer
 from dsvl_jax.infer.sampling import SamplingConfig
@@ -33,10 +34,10 @@ class ChatSession:
   """Holds the conversation; `reply` streams the next answer."""
 
   def __init__(self, cfg: VLMConfig, params, tokenizer: Tokenizer, sampling: SamplingConfig,
-               template: Template = DEEPSEEK, image_position: str = "first"):
-    if image_position not in ("first", "last"):
-      raise ValueError(f"config field 'chat.image_position': 'first' or 'last', got "
-                       f"{image_position!r}")
+               template: Template = DEEPSEEK, image_position: ImagePosition = "first"):
+    if image_position not in choices(ImagePosition):  # a session built without a config
+      raise ValueError(f"config field 'chat.image_position': {image_position!r} not in "
+                       f"{choices(ImagePosition)}")
     self.image_position = image_position
     self.cfg = cfg
     self.template = template
@@ -74,7 +75,7 @@ class ChatSession:
     return answer
 
 
-def sampling_from(chat: ml_collections.ConfigDict) -> SamplingConfig:
+def sampling_from(chat: ChatConfig) -> SamplingConfig:
   return SamplingConfig(temperature=chat.temperature, top_p=chat.top_p, top_k=chat.top_k,
                         repetition_penalty=chat.repetition_penalty,
                         max_new_tokens=chat.max_new_tokens, stop_strings=STOP_STRINGS,
@@ -83,12 +84,11 @@ def sampling_from(chat: ml_collections.ConfigDict) -> SamplingConfig:
 
 def build_session(config: ml_collections.ConfigDict) -> ChatSession:
   """Model from config.chat.checkpoint (or random init of config.model), tokenizer."""
-  chat = config.chat
+  chat = ChatConfig.from_dict(config.chat)  # checked before any weights load
   cfg, params = load_model(config, chat)
   tokenizer = load_tokenizer(chat, cfg, "chat")
   return ChatSession(cfg, params, tokenizer, sampling_from(chat),
-                     template_for(chat.get("system_prompt", "default")),
-                     chat.get("image_position", "first"))
+                     template_for(chat.system_prompt), chat.image_position)
 
 
 def run_terminal(session: ChatSession, stdin: TextIO = sys.stdin,

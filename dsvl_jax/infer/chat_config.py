@@ -1,22 +1,56 @@
-"""Defaults of `config.chat` (kept free of heavy imports: config files import it)."""
+"""`config.chat`: the typed `ChatConfig` and its defaults as config data.
+
+Kept free of heavy imports: config files import it. Defaults are the reference
+cli_chat.py's; every field is overridable (--config.chat.temperature=0).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Literal, Mapping
 
 import ml_collections
 
+from dsvl_jax.config.schema import build_dataclass, check
+
 STOP_STRINGS = ("User:",)  # reference conversation.py stop_str (EOS stops by id)
+
+# Where a message's image placeholders go: before its text (the reference CLI) or after
+# it (the demo's chats). The web page (serve.web_image_position) takes the same.
+ImagePosition = Literal["first", "last"]
+# Parameter dtype of a loaded checkpoint: chat, eval and serve (which import this type).
+LoadDtype = Literal["float32", "bfloat16"]
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatConfig:
+  checkpoint: str = ""  # our checkpoint, a transformers or original directory ("" = random init)
+  tokenizer: str = ""  # tokenizer.json / tokenizer.model ("" = the checkpoint's own)
+  dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
+  temperature: float = 0.2  # 0 = greedy
+  top_p: float = 0.95  # nucleus filter
+  top_k: int = 0  # 0 = off
+  repetition_penalty: float = 1.1  # HF rule over generated tokens
+  max_new_tokens: int = 512  # per answer
+  seed: int = 0  # sampling seed
+  system_prompt: str = "default"  # "default" = the released prompt, "" = none, else the text
+  image_position: ImagePosition = "first"  # a message's images before or after its text
+
+  def validate(self) -> "ChatConfig":
+    check(self.temperature >= 0, "chat.temperature", f"must be >= 0, got {self.temperature}")
+    check(0 < self.top_p <= 1, "chat.top_p", f"must be in (0, 1], got {self.top_p}")
+    check(self.top_k >= 0, "chat.top_k", f"must be >= 0 (0 = off), got {self.top_k}")
+    check(self.repetition_penalty > 0, "chat.repetition_penalty",
+          f"must be > 0, got {self.repetition_penalty}")
+    check(self.max_new_tokens >= 1, "chat.max_new_tokens",
+          f"must be >= 1, got {self.max_new_tokens}")
+    return self
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "ChatConfig":
+    return build_dataclass(cls, d, "chat").validate()
 
 
 def default_config() -> ml_collections.ConfigDict:
-  """Reference cli_chat.py defaults; every field overridable (--config.chat.temperature=0)."""
-  return ml_collections.ConfigDict(dict(
-      checkpoint="",  # our checkpoint, a transformers or original directory ("" = random init)
-      tokenizer="",  # tokenizer.json / tokenizer.model ("" = the checkpoint's own)
-      dtype="float32",  # parameter dtype when loading a checkpoint
-      temperature=0.2,  # 0 = greedy
-      top_p=0.95,  # nucleus filter
-      top_k=0,  # 0 = off
-      repetition_penalty=1.1,  # HF rule over generated tokens
-      max_new_tokens=512,  # per answer
-      seed=0,  # sampling seed
-      system_prompt="default",  # "default" = the released prompt, "" = none, else the text
-      image_position="first",  # where a message's images go: "first" (reference CLI) | "last"
-  ))
+  """The defaults as config data (field meanings on ChatConfig)."""
+  return ml_collections.ConfigDict(dataclasses.asdict(ChatConfig()))

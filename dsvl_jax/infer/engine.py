@@ -1,6 +1,6 @@
 """Continuous batching: requests join and leave a running batch of decode slots.
 
-One thread owns the device state (serve/slots.py). Each turn of its loop:
+One thread owns the device state (infer/slots.py). Each turn of its loop:
   1. drops cancelled requests: queued ones, and running ones, whose slot frees at once;
   2. admits queued requests into free slots, one prefill each (a prefill also picks the
      request's first token), so a new request joins at the next step;
@@ -33,11 +33,12 @@ from typing import Any, Callable, Iterator
 import numpy as np
 from absl import logging
 
-from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.sampling import SamplingConfig
+from dsvl_jax.infer.slots import SlotModel
 from dsvl_jax.infer.streaming import TextStream
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.infer.slots import SlotModel
+from dsvl_jax.processor.batching import left_pad, round_up
+from dsvl_jax.processor.tokenizer import Tokenizer
 
 
 class EngineError(Exception):
@@ -188,10 +189,6 @@ class _Row:
   cols: np.ndarray
 
 
-def _round_up(n: int, bucket: int) -> int:
-  return -(-n // bucket) * bucket
-
-
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
   n = min(len(a), len(b))
   diff = np.flatnonzero(a[:n] != b[:n])
@@ -254,10 +251,11 @@ class Engine:
   def check(self, prompt: Prompt, sampling: SamplingConfig) -> None:
     """Raises RequestTooLong if the prompt and its token budget cannot fit a slot."""
     t = len(prompt.ids)
-    need = _round_up(t, self.prompt_bucket) + sampling.max_new_tokens
+    padded = round_up(t, self.prompt_bucket)
+    need = padded + sampling.max_new_tokens
     if need > self.max_len:
       raise RequestTooLong(
-          f"the prompt has {t} tokens (padded to {_round_up(t, self.prompt_bucket)}) and "
+          f"the prompt has {t} tokens (padded to {padded}) and "
           f"max_tokens is {sampling.max_new_tokens}: {need} positions, more than the "
           f"{self.max_len} of a slot")
     n_img = int(np.sum(prompt.ids == self.cfg.image_token_id))
@@ -353,7 +351,7 @@ class Engine:
         if c < max(self.min_prefix, 1) or c <= best_c:
           continue
         offset = int(row.cols[c - 1]) + 1
-        if offset + _round_up(len(ids) - c, self.prompt_bucket) + \
+        if offset + round_up(len(ids) - c, self.prompt_bucket) + \
             req.sampling.max_new_tokens > self.max_len:
           continue
         best, best_c = i, c
@@ -368,10 +366,9 @@ class Engine:
     row = self._rows[slot]
     offset = int(row.cols[reuse - 1]) + 1 if reuse else 0
     suffix = ids[reuse:]
-    tb = _round_up(len(suffix), self.prompt_bucket)
+    tb = round_up(len(suffix), self.prompt_bucket)
     pad = tb - len(suffix)
-    x = np.concatenate([np.full(pad, self.cfg.pad_token_id, np.int32), suffix])[None]
-    m = np.concatenate([np.zeros(pad, np.int32), np.ones(len(suffix), np.int32)])[None]
+    x, m = left_pad([suffix], tb, self.cfg.pad_token_id)
     first_image = int(np.sum(ids[:reuse] == self.cfg.image_token_id)) // k
     req.timing["admitted"] = time.perf_counter()
     req.timing["admitted_step"] = self.counters["steps"]

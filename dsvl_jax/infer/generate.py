@@ -4,7 +4,8 @@ Prompts are left-padded (as the reference batches them) to a multiple of
 `prompt_bucket` (small: padding is prefill compute) and the cache to prompt +
 max_new_tokens rounded up to `cache_bucket`, so each (batch, prompt bucket, cache
 bucket, image count) shape compiles once and is reused. RoPE positions come from
-the attention mask (cumsum - 1), so a sample's tokens are the same alone or batched.
+the attention mask (`positions_from_mask`), so a sample's tokens are the same alone or
+batched.
 
 Each step the chosen tokens come back to the host (streaming, EOS and stop strings);
 finished samples keep producing pad tokens that are dropped from the result.
@@ -15,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,12 +24,25 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec
 
 from dsvl_jax.infer.sampling import SamplingConfig, select
-from dsvl_jax.infer.streaming import cut_at_stop  # noqa: F401  (re-exported)
 from dsvl_jax.models.attention import for_inference, placement_platform
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.layers import precision_of
-from dsvl_jax.models.llm import init_cache, unstack_layers
+from dsvl_jax.models.llm import (Cache, check_context, init_cache, positions_from_mask,
+                                 unstack_layers)
 from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
+from dsvl_jax.processor.batching import left_pad, round_up
+
+
+@flax.struct.dataclass
+class DecodeState:
+  """What a decode step carries to the next: a pytree, so jit takes (and donates) it.
+  B rows, S cache columns, V the vocabulary; every row writes column `index` next."""
+  cache: tuple[Cache, ...]  # per layer {"k", "v"} [B, KVH, S, Dh], compute dtype
+  slots: jax.Array  # [B, S] int32: 1 where a real token's keys and values sit
+  next_pos: jax.Array  # [B] int32: the RoPE position of the next token
+  index: jax.Array  # [] int32: the column the next token writes
+  seen: jax.Array  # [B, V] bool: generated tokens (repetition penalty)
+  rng: jax.Array  # [] PRNG key: split once per chosen token
 
 
 @dataclasses.dataclass
@@ -98,10 +113,6 @@ def forward_last(module: DeepseekVL, params: dict, *args, **kwargs):
   return logits.T.astype(jnp.float32), cache
 
 
-def _round_up(n: int, bucket: int) -> int:
-  return -(-n // bucket) * bucket
-
-
 class Generator:
   """Holds the compiled prefill / decode functions for one model and parameter tree."""
 
@@ -139,30 +150,37 @@ class Generator:
     """ids, mask [B, T]; cache sized S >= T. Returns (state, first tokens [B])."""
     b, t = ids.shape
     s = cache[0]["k"].shape[2]  # [B, KVH, S, Dh]
-    positions = jnp.where(mask > 0, jnp.cumsum(mask, -1) - 1, 1)
+    positions = positions_from_mask(mask)
     slots = jnp.zeros((b, s), jnp.int32).at[:, :t].set(mask)
     logits, cache = forward_last(self.module, params, ids, images, attention_mask=slots,
                                  positions=positions, cache=cache, cache_index=0)
+    return self._first_token(logits, cache, slots, positions, t, rng, sampling)
+
+  def _first_token(self, logits, cache, slots, positions, written: int, rng,
+                   sampling: SamplingConfig) -> tuple[DecodeState, jax.Array]:
+    """A prefill's end: its first tokens [B] from the last logits [B, V], and the state
+    the decode steps go on from (`written` columns filled, positions [B, T] the last
+    prompt's)."""
+    b = logits.shape[0]
     seen = jnp.zeros((b, self.cfg.llm.vocab_size), bool)
     rng, key = jax.random.split(rng)
     token = select(logits, seen, sampling, key)
     seen = seen.at[jnp.arange(b), token].set(True)
-    state = {"cache": cache, "slots": slots, "next_pos": positions[:, -1] + 1,
-             "index": jnp.asarray(t, jnp.int32), "seen": seen, "rng": rng}
-    return state, token
+    return DecodeState(cache=cache, slots=slots, next_pos=positions[:, -1] + 1,
+                       index=jnp.asarray(written, jnp.int32), seen=seen, rng=rng), token
 
-  def _step_fn(self, params, state, token, *, sampling: SamplingConfig):
+  def _step_fn(self, params, state: DecodeState, token, *, sampling: SamplingConfig):
     b = token.shape[0]
-    idx = state["index"]
-    slots = jax.lax.dynamic_update_slice(state["slots"], jnp.ones((b, 1), jnp.int32), (0, idx))
+    idx = state.index
+    slots = jax.lax.dynamic_update_slice(state.slots, jnp.ones((b, 1), jnp.int32), (0, idx))
     logits, cache = forward_last(self.module, params, token[:, None], attention_mask=slots,
-                                 positions=state["next_pos"][:, None], cache=state["cache"],
+                                 positions=state.next_pos[:, None], cache=state.cache,
                                  cache_index=idx)
-    rng, key = jax.random.split(state["rng"])
-    new = select(logits, state["seen"], sampling, key)
-    seen = state["seen"].at[jnp.arange(b), new].set(True)
-    state = {"cache": cache, "slots": slots, "next_pos": state["next_pos"] + 1,
-             "index": idx + 1, "seen": seen, "rng": rng}
+    rng, key = jax.random.split(state.rng)
+    new = select(logits, state.seen, sampling, key)
+    seen = state.seen.at[jnp.arange(b), new].set(True)
+    state = DecodeState(cache=cache, slots=slots, next_pos=state.next_pos + 1, index=idx + 1,
+                        seen=seen, rng=rng)
     return state, new
 
   def _prefill_shared_fn(self, params, pids, pmask, images, cache, group, sids, smask, rng,
@@ -173,25 +191,18 @@ class Generator:
     The same attention inputs as `_prefill_fn` on the whole prompt: the padding between
     prefix and suffix is masked. Returns (state, first tokens [B])."""
     g, p = pids.shape
-    b, t = sids.shape
-    s = cache[0]["k"].shape[2]  # [B, KVH, S, Dh]
-    ppos = jnp.where(pmask > 0, jnp.cumsum(pmask, -1) - 1, 1)
+    t = sids.shape[1]
+    s = cache[0]["k"].shape[2]  # [G, KVH, S, Dh]
     pslots = jnp.zeros((g, s), jnp.int32).at[:, :p].set(pmask)
     _, cache = forward_last(self.module, params, pids, images, attention_mask=pslots,
-                            positions=ppos, cache=cache, cache_index=0)
+                            positions=positions_from_mask(pmask), cache=cache, cache_index=0)
     cache = jax.tree.map(lambda x: jnp.take(x, group, axis=0), cache)
     slots = jnp.take(pslots, group, axis=0).at[:, p:p + t].set(smask)
     start = jnp.take(pmask.sum(-1), group)
-    positions = jnp.where(smask > 0, start[:, None] + jnp.cumsum(smask, -1) - 1, 1)
+    positions = positions_from_mask(smask, start[:, None])
     logits, cache = forward_last(self.module, params, sids, attention_mask=slots,
                                  positions=positions, cache=cache, cache_index=p)
-    seen = jnp.zeros((b, self.cfg.llm.vocab_size), bool)
-    rng, key = jax.random.split(rng)
-    token = select(logits, seen, sampling, key)
-    seen = seen.at[jnp.arange(b), token].set(True)
-    state = {"cache": cache, "slots": slots, "next_pos": positions[:, -1] + 1,
-             "index": jnp.asarray(p + t, jnp.int32), "seen": seen, "rng": rng}
-    return state, token
+    return self._first_token(logits, cache, slots, positions, p + t, rng, sampling)
 
   # -- host loop ----------------------------------------------------------------------
 
@@ -212,12 +223,10 @@ class Generator:
     check_image_tokens(ids, n_images, self.cfg)
     if sampling.stop_strings and decode is None:
       raise ValueError("stop_strings need a decode function")
-    tp = _round_up(t, self.prompt_bucket)
-    s = _round_up(tp + sampling.max_new_tokens, self.cache_bucket)
-    if s > self.cfg.llm.max_position_embeddings:
-      raise ValueError(f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens "
-                       f"({sampling.max_new_tokens}) exceeds the model's context of "
-                       f"{self.cfg.llm.max_position_embeddings} positions")
+    tp = round_up(t, self.prompt_bucket)
+    s = round_up(tp + sampling.max_new_tokens, self.cache_bucket)
+    check_context(self.cfg.llm, s, f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens "
+                  f"({sampling.max_new_tokens})")
     pad = tp - t
     ids = np.concatenate([np.full((b, pad), self.cfg.pad_token_id, np.int32), ids], 1)
     mask = np.concatenate([np.zeros((b, pad), np.int32), mask], 1)
@@ -255,16 +264,14 @@ class Generator:
     # that batches with 1, 2, 3 or 4 distinct images share two compiled shapes.
     gp = 1 << (g - 1).bit_length()
     prefixes = list(prefixes) + [prefixes[-1]] * (gp - g)
-    pp = _round_up(max(len(ids) for ids, _ in prefixes), self.prompt_bucket)
-    ts = _round_up(max(len(x) for x in suffixes), SUFFIX_BUCKET)
-    s = _round_up(pp + ts + sampling.max_new_tokens, self.cache_bucket)
-    if s > self.cfg.llm.max_position_embeddings:
-      raise ValueError(f"prefix ({pp}) + suffix ({ts}) tokens, bucketed, + max_new_tokens "
-                       f"({sampling.max_new_tokens}) exceed the model's context of "
-                       f"{self.cfg.llm.max_position_embeddings} positions")
-    pids, pmask = _left_pad([np.asarray(ids, np.int32) for ids, _ in prefixes], pp,
-                            self.cfg.pad_token_id)
-    sids, smask = _left_pad(suffixes, ts, self.cfg.pad_token_id)
+    pp = round_up(max(len(ids) for ids, _ in prefixes), self.prompt_bucket)
+    ts = round_up(max(len(x) for x in suffixes), SUFFIX_BUCKET)
+    s = round_up(pp + ts + sampling.max_new_tokens, self.cache_bucket)
+    check_context(self.cfg.llm, s, f"prefix ({pp}) + suffix ({ts}) tokens, bucketed, + "
+                  f"max_new_tokens ({sampling.max_new_tokens})")
+    pids, pmask = left_pad([np.asarray(ids, np.int32) for ids, _ in prefixes], pp,
+                           self.cfg.pad_token_id)
+    sids, smask = left_pad(suffixes, ts, self.cfg.pad_token_id)
     pixels = [np.asarray(im, np.float32) for _, im in prefixes]
     check_image_tokens(pids, sum(len(x) for x in pixels), self.cfg)
     images = (None if not sum(len(x) for x in pixels)
@@ -276,7 +283,7 @@ class Generator:
                                         sampling=_static(sampling))
     return self._decode(state, token, b, sampling, decode, on_token)
 
-  def _decode(self, state, token, b: int, sampling: SamplingConfig, decode, on_token
+  def _decode(self, state: DecodeState, token, b: int, sampling: SamplingConfig, decode, on_token
               ) -> Generation:
     """The host loop after a prefill: EOS and stop strings per row, one step at a time."""
     static = _static(sampling)
@@ -312,13 +319,3 @@ def _static(sampling: SamplingConfig) -> SamplingConfig:
   strings vary per call without recompiling."""
   return dataclasses.replace(sampling, seed=0, max_new_tokens=1, stop_strings=(),
                              ignore_eos=False)
-
-
-def _left_pad(rows: list[np.ndarray], width: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-  """rows of ids -> (ids, mask) [len(rows), width], each row right-aligned."""
-  ids = np.full((len(rows), width), pad_id, np.int32)
-  mask = np.zeros((len(rows), width), np.int32)
-  for i, row in enumerate(rows):
-    ids[i, width - len(row):] = row
-    mask[i, width - len(row):] = 1
-  return ids, mask

@@ -1,17 +1,8 @@
 """The device side of continuous batching: B decode slots sharing one KV cache.
 
 Every request owns one slot (a row of the cache) from its prefill to its last token;
-one jitted decode step advances all slots at once, each at its own length. The state is
-one pytree whose arrays all lead with the slot axis:
-
-  cache     per layer {"k", "v"} [B, KVH, S, Dh] in the compute dtype, preallocated
-  mask      [B, S] int32   1 where a real token's keys and values sit
-  index     [B] int32      the column the slot writes next
-  next_pos  [B] int32      the RoPE position of the next token
-  token     [B] int32      the last chosen token: the next step's input
-  seen      [B, V] bool    generated tokens (repetition penalty)
-  keys      [B, 2] uint32  per-slot PRNG key data
-  sampling  ROW_FIELDS -> [B] (infer/sampling.py)
+one jitted decode step advances all slots at once, each at its own length. The state
+(`SlotState`) is one pytree whose arrays all lead with the slot axis.
 
 A prefill writes one slot: its prompt left-padded to a bucket, from column `offset`
 (0, or where a kept prefix ends: the prefix cache), and picks its first token. Column
@@ -23,8 +14,7 @@ schedule, so a request's tokens do not depend on what else is running.
 
 from __future__ import annotations
 
-from typing import Any
-
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -32,19 +22,29 @@ import numpy as np
 from dsvl_jax.infer.generate import forward_last, inference_config, inference_params
 from dsvl_jax.infer.sampling import ROW_FIELDS, SamplingConfig, row_values, select_rows
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.models.llm import init_cache
+from dsvl_jax.models.llm import Cache, check_context, init_cache, positions_from_mask
 from dsvl_jax.models.vlm import DeepseekVL
 
-State = dict[str, Any]
+
+@flax.struct.dataclass
+class SlotState:
+  """B slots of S cache columns (V: the vocabulary); a pytree, so jit takes (and donates)
+  it and a step slices its first rows with one tree map."""
+  cache: tuple[Cache, ...]  # per layer {"k", "v"} [B, KVH, S, Dh], compute dtype, preallocated
+  mask: jax.Array  # [B, S] int32: 1 where a real token's keys and values sit
+  index: jax.Array  # [B] int32: the column the slot writes next
+  next_pos: jax.Array  # [B] int32: the RoPE position of the next token
+  token: jax.Array  # [B] int32: the last chosen token, the next step's input
+  seen: jax.Array  # [B, V] bool: generated tokens (repetition penalty)
+  keys: jax.Array  # [B, 2] uint32: per-slot PRNG key data
+  sampling: dict[str, jax.Array]  # ROW_FIELDS -> [B] (infer/sampling.py `row_values`)
 
 
 class SlotModel:
   """Compiled prefill-into-a-slot and decode-every-slot for one model and weights."""
 
   def __init__(self, cfg: VLMConfig, params, num_slots: int, max_len: int):
-    if max_len > cfg.llm.max_position_embeddings:
-      raise ValueError(f"max_len {max_len} exceeds the model's context of "
-                       f"{cfg.llm.max_position_embeddings} positions")
+    check_context(cfg.llm, max_len, f"max_len {max_len}")
     # Per-layer weights and cache, as Generator decodes (generate.py says why).
     self.cfg = inference_config(cfg)
     self.module = DeepseekVL(self.cfg)
@@ -58,23 +58,21 @@ class SlotModel:
     # costs several times a 1-row one).
     self.row_buckets = sorted({min(2 ** i, num_slots) for i in range(num_slots.bit_length() + 1)})
 
-  def init_state(self) -> State:
+  def init_state(self) -> SlotState:
     b, s, v = self.num_slots, self.max_len, self.cfg.llm.vocab_size
     rows = row_values(SamplingConfig())
-    return {
-        "cache": init_cache(self.cfg.llm, b, s, jnp.dtype(self.cfg.compute.dtype),
-                            stacked=False),
-        "mask": jnp.zeros((b, s), jnp.int32), "index": jnp.zeros((b,), jnp.int32),
-        "next_pos": jnp.zeros((b,), jnp.int32), "token": jnp.zeros((b,), jnp.int32),
-        "seen": jnp.zeros((b, v), bool), "keys": jnp.zeros((b, 2), jnp.uint32),
-        "sampling": {f: jnp.full((b,), rows[f]) for f in ROW_FIELDS},
-    }
+    return SlotState(
+        cache=init_cache(self.cfg.llm, b, s, jnp.dtype(self.cfg.compute.dtype), stacked=False),
+        mask=jnp.zeros((b, s), jnp.int32), index=jnp.zeros((b,), jnp.int32),
+        next_pos=jnp.zeros((b,), jnp.int32), token=jnp.zeros((b,), jnp.int32),
+        seen=jnp.zeros((b, v), bool), keys=jnp.zeros((b, 2), jnp.uint32),
+        sampling={f: jnp.full((b,), rows[f]) for f in ROW_FIELDS})
 
   # -- host calls ---------------------------------------------------------------------
 
-  def prefill(self, state: State, slot: int, ids: np.ndarray, mask: np.ndarray,
+  def prefill(self, state: SlotState, slot: int, ids: np.ndarray, mask: np.ndarray,
               images: np.ndarray | None, offset: int, start_pos: int,
-              sampling: SamplingConfig) -> tuple[State, int]:
+              sampling: SamplingConfig) -> tuple[SlotState, int]:
     """Writes a prompt into `slot` and picks its first token.
 
     ids, mask [1, T] (left-padded; T a bucket); images [n, 3, S, S] or None: the images
@@ -88,7 +86,7 @@ class SlotModel:
                                  row_values(sampling), key)
     return state, int(token)
 
-  def decode(self, state: State, active: np.ndarray) -> tuple[State, np.ndarray]:
+  def decode(self, state: SlotState, active: np.ndarray) -> tuple[SlotState, np.ndarray]:
     """One token for every active slot ([B] bool); returns the tokens [B] (host; idle
     slots' entries are meaningless)."""
     active = np.asarray(active, bool)
@@ -102,29 +100,29 @@ class SlotModel:
   # -- jitted -------------------------------------------------------------------------
 
   def _prefill_fn(self, params, state, slot, ids, mask, images, offset, start_pos, row, key):
-    s = state["mask"].shape[1]
+    s = state.mask.shape[1]
     t = ids.shape[1]
     take = lambda x: jax.lax.dynamic_slice_in_dim(x, slot, 1, axis=0)
     put = lambda full, part: jax.lax.dynamic_update_slice_in_dim(full, part, slot, axis=0)
-    cache = jax.tree.map(take, state["cache"])
-    row_mask = jnp.where(jnp.arange(s) < offset, take(state["mask"]), 0)
+    cache = jax.tree.map(take, state.cache)
+    row_mask = jnp.where(jnp.arange(s) < offset, take(state.mask), 0)
     row_mask = jax.lax.dynamic_update_slice(row_mask, mask, (0, offset))
-    positions = jnp.where(mask > 0, start_pos + jnp.cumsum(mask, -1) - 1, 1)
+    positions = positions_from_mask(mask, start_pos)
     logits, cache = forward_last(self.module, params, ids, images, attention_mask=row_mask,
                                  positions=positions, cache=cache, cache_index=offset)
     key, sub = jax.random.split(jax.random.wrap_key_data(key))
     seen = jnp.zeros((1, self.cfg.llm.vocab_size), bool)
     token = select_rows(logits, seen, jax.tree.map(lambda x: x[None], row),
                         sub[None])[0]
-    new = dict(state)
-    new["cache"] = jax.tree.map(put, state["cache"], cache)
-    new["mask"] = put(state["mask"], row_mask)
-    new["index"] = state["index"].at[slot].set(offset + t)
-    new["next_pos"] = state["next_pos"].at[slot].set(positions[0, -1] + 1)
-    new["token"] = state["token"].at[slot].set(token)
-    new["seen"] = put(state["seen"], seen.at[0, token].set(True))
-    new["keys"] = state["keys"].at[slot].set(jax.random.key_data(key))
-    new["sampling"] = {f: state["sampling"][f].at[slot].set(row[f]) for f in ROW_FIELDS}
+    new = SlotState(
+        cache=jax.tree.map(put, state.cache, cache),
+        mask=put(state.mask, row_mask),
+        index=state.index.at[slot].set(offset + t),
+        next_pos=state.next_pos.at[slot].set(positions[0, -1] + 1),
+        token=state.token.at[slot].set(token),
+        seen=put(state.seen, seen.at[0, token].set(True)),
+        keys=state.keys.at[slot].set(jax.random.key_data(key)),
+        sampling={f: state.sampling[f].at[slot].set(row[f]) for f in ROW_FIELDS})
     return new, token
 
   def _decode_fn(self, params, state, active, *, rows: int):
@@ -133,23 +131,20 @@ class SlotModel:
     put = lambda full, new: jax.lax.dynamic_update_slice_in_dim(full, new, 0, axis=0)
     return jax.tree.map(put, state, part), token
 
-  def _step_rows(self, params, state, active):
-    b, s = state["mask"].shape
+  def _step_rows(self, params, state: SlotState, active):
+    b, s = state.mask.shape
     rows = jnp.arange(b)
-    index = jnp.where(active, state["index"], s - 1)  # idle slots write the scratch column
-    mask = state["mask"].at[rows, index].set(active.astype(jnp.int32))
-    logits, cache = forward_last(self.module, params, state["token"][:, None],
-                                 attention_mask=mask, positions=state["next_pos"][:, None],
-                                 cache=state["cache"], cache_index=index)
-    split = jax.vmap(jax.random.split)(jax.random.wrap_key_data(state["keys"]))
-    token = select_rows(logits, state["seen"], state["sampling"], split[:, 1])
+    index = jnp.where(active, state.index, s - 1)  # idle slots write the scratch column
+    mask = state.mask.at[rows, index].set(active.astype(jnp.int32))
+    logits, cache = forward_last(self.module, params, state.token[:, None],
+                                 attention_mask=mask, positions=state.next_pos[:, None],
+                                 cache=state.cache, cache_index=index)
+    split = jax.vmap(jax.random.split)(jax.random.wrap_key_data(state.keys))
+    token = select_rows(logits, state.seen, state.sampling, split[:, 1])
     keep = lambda new, old: jnp.where(active.reshape((b,) + (1,) * (old.ndim - 1)), new, old)
-    new = dict(state)
-    new["cache"] = cache
-    new["mask"] = mask
-    new["index"] = keep(index + 1, state["index"])
-    new["next_pos"] = keep(state["next_pos"] + 1, state["next_pos"])
-    new["token"] = keep(token, state["token"])
-    new["seen"] = keep(state["seen"].at[rows, token].set(True), state["seen"])
-    new["keys"] = keep(jax.random.key_data(split[:, 0]), state["keys"])
+    new = state.replace(
+        cache=cache, mask=mask, index=keep(index + 1, state.index),
+        next_pos=keep(state.next_pos + 1, state.next_pos), token=keep(token, state.token),
+        seen=keep(state.seen.at[rows, token].set(True), state.seen),
+        keys=keep(jax.random.key_data(split[:, 0]), state.keys))
     return new, token

@@ -37,7 +37,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-IMPLS = ("auto", "xla", "blocked", "chunked", "cudnn", "splash")
+from dsvl_jax.models.config import ATTENTION_IMPLS
+
+IMPLS = ATTENTION_IMPLS  # the choices of compute.attention_impl (its AttentionImpl type)
 BLOCKED_MIN_QUERIES = 64  # below this a head's logits are small: 'blocked' runs 'xla'
 HEADS_PER_BLOCK = 2  # key/value heads per lax.map iteration of 'blocked'
 

@@ -9,30 +9,33 @@ typed, and validated once, at start-up, with errors that name the offending fiel
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
-from dsvl_jax.config.schema import build_dataclass, check as _check
+from dsvl_jax.config.presets import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD
+from dsvl_jax.config.schema import build_dataclass, check as _check, choices
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-SIGLIP_MEAN = (0.5, 0.5, 0.5)
-SIGLIP_STD = (0.5, 0.5, 0.5)
+# The choices of the compute fields; schema.build_dataclass refuses any other value.
+Dtype = Literal["float32", "bfloat16", "float16"]
+Precision = Literal["default", "high", "highest"]
+RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]  # models/layers.py policies
+AttentionImpl = Literal["auto", "xla", "blocked", "chunked", "cudnn", "splash"]  # attention.py
+AlignerType = Literal["mlp_gelu", "low_high_hybrid_split_mlp_gelu"]
 
-REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
-ATTENTION_IMPLS = ("auto", "xla", "blocked", "chunked", "cudnn", "splash")  # models/attention.py IMPLS
-DTYPES = ("float32", "bfloat16", "float16")
-PRECISIONS = ("default", "high", "highest")
-ALIGNER_TYPES = ("mlp_gelu", "low_high_hybrid_split_mlp_gelu")
+REMAT_POLICIES = choices(RematPolicy)
+ATTENTION_IMPLS = choices(AttentionImpl)  # models/attention.py IMPLS is this tuple
+DTYPES = choices(Dtype)
+PRECISIONS = choices(Precision)
+ALIGNER_TYPES = choices(AlignerType)
 
 
 @dataclasses.dataclass(frozen=True)
 class ComputeConfig:
   """How the model computes, independent of its architecture."""
-  dtype: str = "float32"  # activation / compute dtype
-  param_dtype: str = "float32"  # storage dtype of parameters
-  precision: str = "default"  # matmul precision ('highest' for exact fp32 on GPU/TPU)
-  remat_policy: str = "none"  # activation checkpointing of repeated blocks
-  attention_impl: str = "xla"  # attention backend, see models/attention.py
+  dtype: Dtype = "float32"  # activation / compute dtype
+  param_dtype: Dtype = "float32"  # storage dtype of parameters
+  precision: Precision = "default"  # matmul precision ('highest' for exact fp32 on GPU/TPU)
+  remat_policy: RematPolicy = "none"  # activation checkpointing of repeated blocks
+  attention_impl: AttentionImpl = "xla"  # attention backend, see models/attention.py
   attention_block: int = 512  # keys per block of the 'chunked' backend
   # LLM layers under nn.scan (training: compile time flat in depth); False runs a
   # Python loop over per-layer weights (decoding; params via llm.unstack_layers).
@@ -47,15 +50,6 @@ class ComputeConfig:
   llm_kernels_out_major: bool = False
 
   def validate(self, prefix: str) -> None:
-    _check(self.dtype in DTYPES, f"{prefix}.dtype", f"{self.dtype!r} not in {DTYPES}")
-    _check(self.param_dtype in DTYPES, f"{prefix}.param_dtype",
-           f"{self.param_dtype!r} not in {DTYPES}")
-    _check(self.precision in PRECISIONS, f"{prefix}.precision",
-           f"{self.precision!r} not in {PRECISIONS}")
-    _check(self.remat_policy in REMAT_POLICIES, f"{prefix}.remat_policy",
-           f"{self.remat_policy!r} not in {REMAT_POLICIES}")
-    _check(self.attention_impl in ATTENTION_IMPLS, f"{prefix}.attention_impl",
-           f"{self.attention_impl!r} not in {ATTENTION_IMPLS}")
     _check(self.attention_block >= 1, f"{prefix}.attention_block", "must be >= 1")
     _check(self.scan_unroll >= 1, f"{prefix}.scan_unroll", "must be >= 1")
 
@@ -178,11 +172,10 @@ class SamConfig:
 @dataclasses.dataclass(frozen=True)
 class AlignerConfig:
   """Vision-language adaptor (reference 1.6)."""
-  type: str = "mlp_gelu"
+  type: AlignerType = "mlp_gelu"
   depth: int = 2
 
   def validate(self, prefix: str) -> None:
-    _check(self.type in ALIGNER_TYPES, f"{prefix}.type", f"{self.type!r} not in {ALIGNER_TYPES}")
     _check(self.depth >= 1, f"{prefix}.depth", "must be >= 1")
     if self.type == "low_high_hybrid_split_mlp_gelu":
       _check(self.depth == 2, f"{prefix}.depth", "the hybrid split aligner is defined for depth 2")

@@ -120,6 +120,17 @@ def conv(compute: ComputeConfig, features: int, kernel: int, *, stride: int = 1,
   )
 
 
+def patch_embed(module: nn.Module, compute: ComputeConfig, pixels: jax.Array, width: int,
+                patch: int, pos_shape: tuple[int, ...], pos_axes: Axes) -> jax.Array:
+  """A ViT's stem inside `module`: the patchify conv `patch_embed` plus the learned
+  position table `pos_embed` [*pos_shape] (held as the checkpoint holds it, added in the
+  grid's row-major order). pixels [B, S, S, 3] -> [B, S/P, S/P, width]."""
+  x = conv(compute, width, patch, stride=patch, name="patch_embed")(pixels)
+  pos = module.param("pos_embed", nn.with_logical_partitioning(
+      nn.initializers.normal(0.02), pos_axes), pos_shape, dtype_of(compute.param_dtype))
+  return x + pos.reshape(x.shape[1:]).astype(x.dtype)
+
+
 def layer_norm(compute: ComputeConfig, eps: float, axis_name: str = "norm",
                name: str | None = None) -> nn.LayerNorm:
   """torch-compatible LayerNorm: two-pass variance (not E[x^2]-E[x]^2), stats in fp32."""

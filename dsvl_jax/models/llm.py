@@ -13,8 +13,9 @@ config spent 270 of its 416 ms there; BUILD.md, evaluation throughput).
 
 A prefill writes T tokens at slots [cache_index, cache_index + T); a decode step writes
 one. cache_index is one slot for the whole batch, or one per row ([B]) when rows sit at
-different lengths (continuous batching, dsvl_jax/serve). `attention_mask` then covers all S slots (1 = a real token has been or is being
-written there), which is how left padding survives decoding.
+different lengths (continuous batching, dsvl_jax/infer/slots.py). `attention_mask` then
+covers all S slots (1 = a real token has been or is being written there), which is how
+left padding survives decoding.
 """
 
 from __future__ import annotations
@@ -33,14 +34,22 @@ from dsvl_jax.models.rope import apply_rope, rope_cos_sin
 Cache = dict[str, jax.Array]
 
 
-def positions_from_mask(attention_mask: jax.Array) -> jax.Array:
+def positions_from_mask(attention_mask: jax.Array, start: jax.Array | int = 0) -> jax.Array:
   """RoPE positions for a left-padded batch, as transformers' generate derives them.
 
-  attention_mask [B, T] -> cumsum - 1 on real tokens (the first real token is 0), 1 on
-  padding (never attended, so the value only has to be finite).
+  attention_mask [B, T] -> start + cumsum - 1 on real tokens (the first real token is
+  `start`), 1 on padding (never attended, so the value only has to be finite). start: a
+  scalar or [B, 1], the count of tokens already cached before these (0 for a prompt).
   """
   mask = attention_mask.astype(jnp.int32)
-  return jnp.where(mask > 0, jnp.cumsum(mask, axis=-1) - 1, 1)
+  return jnp.where(mask > 0, start + jnp.cumsum(mask, axis=-1) - 1, 1)
+
+
+def check_context(cfg: LLMConfig, positions: int, what: str) -> None:
+  """Refuses `positions` beyond the model's context; `what` says how they add up."""
+  if positions > cfg.max_position_embeddings:
+    raise ValueError(f"{what} exceeds the model's context of "
+                     f"{cfg.max_position_embeddings} positions")
 
 
 def init_cache(cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float32,

@@ -150,12 +150,8 @@ class Sam(nn.Module):
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
     cfg, compute = self.cfg, self.compute
-    x = layers.conv(compute, cfg.width, cfg.patch_size, stride=cfg.patch_size,
-                    name="patch_embed")(pixels)
-    pos = self.param("pos_embed", nn.with_logical_partitioning(
-        nn.initializers.normal(0.02), ("vit_h", "vit_w", "vit_embed")),
-        (cfg.grid, cfg.grid, cfg.width), layers.dtype_of(compute.param_dtype))
-    x = x + pos.astype(x.dtype)
+    x = layers.patch_embed(self, compute, pixels, cfg.width, cfg.patch_size,
+                           (cfg.grid, cfg.grid, cfg.width), ("vit_h", "vit_w", "vit_embed"))
 
     p = block_period(cfg)
     windows = tuple(0 if i in cfg.global_attn_indexes else cfg.window_size for i in range(p))

@@ -84,14 +84,10 @@ class Siglip(nn.Module):
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
     cfg, compute = self.cfg, self.compute
-    x = layers.conv(compute, cfg.width, cfg.patch_size, stride=cfg.patch_size,
-                    name="patch_embed")(pixels)
+    x = layers.patch_embed(self, compute, pixels, cfg.width, cfg.patch_size,
+                           (cfg.num_tokens, cfg.width), ("vit_tokens", "vit_embed"))
     b, gh, gw, d = x.shape
     x = x.reshape(b, gh * gw, d)  # row-major over the patch grid, as torch's flatten(2)
-    pos = self.param("pos_embed", nn.with_logical_partitioning(
-        nn.initializers.normal(0.02), ("vit_tokens", "vit_embed")),
-        (cfg.num_tokens, cfg.width), layers.dtype_of(compute.param_dtype))
-    x = x + pos.astype(x.dtype)
     x, _ = layers.scan_blocks(SiglipBlock, cfg.num_blocks, in_axes=(), name="blocks",
                               remat_policy=compute.remat_policy, cfg=cfg, compute=compute)(x)
     return layers.layer_norm(compute, cfg.layer_norm_eps, "vit_embed", name="norm")(x)

@@ -44,6 +44,23 @@ class Sample:
     return cls(encoded.ids, images, encoded.loss_mask)
 
 
+def round_up(n: int, bucket: int) -> int:
+  """n rounded up to a multiple of bucket: padded shapes come from a few buckets, so a
+  jitted function compiles once per bucket, not once per length."""
+  return -(-n // bucket) * bucket
+
+
+def left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int
+             ) -> tuple[np.ndarray, np.ndarray]:
+  """rows of ids -> (ids, mask) [len(rows), width] int32, each row right-aligned."""
+  ids = np.full((len(rows), width), pad_id, np.int32)
+  mask = np.zeros((len(rows), width), np.int32)
+  for i, row in enumerate(rows):
+    ids[i, width - len(row):] = row
+    mask[i, width - len(row):] = 1
+  return ids, mask
+
+
 def _truncate_left(ids: np.ndarray, mask: np.ndarray | None, max_length: int,
                    cfg: VLMConfig, index: int) -> tuple[np.ndarray, np.ndarray | None]:
   """Drops len - max_length tokens after BOS (kept) and before the first image."""
@@ -103,11 +120,7 @@ def collate(samples: Sequence[Sample], cfg: VLMConfig, max_length: int | None = 
     masks.append(mask)
     images.append(img)
   t = max(len(r) for r in rows)
-  input_ids = np.full((len(rows), t), cfg.pad_token_id, np.int32)
-  attention_mask = np.zeros((len(rows), t), np.int32)
-  for b, ids in enumerate(rows):
-    input_ids[b, t - len(ids):] = ids
-    attention_mask[b, t - len(ids):] = 1
+  input_ids, attention_mask = left_pad(rows, t, cfg.pad_token_id)
   batch = {"input_ids": input_ids, "attention_mask": attention_mask,
            "images": np.concatenate(images, axis=0)}
   if all(has_mask):

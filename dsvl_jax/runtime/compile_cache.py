@@ -26,8 +26,9 @@ class CompileCacheConfig:
 
 
 def default_config():
+  """The `config.compile_cache` block of configs/*.py: CompileCacheConfig's defaults."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  return ml_collections.ConfigDict(dict(dir="", min_compile_seconds=1.0, min_entry_bytes=0))
+  return ml_collections.ConfigDict(dataclasses.asdict(CompileCacheConfig()))
 
 
 def setup(block: Mapping[str, Any] | None) -> bool:

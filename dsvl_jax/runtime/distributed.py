@@ -30,16 +30,16 @@ import importlib.util
 import logging
 import os
 import re
-from typing import Any, Mapping, MutableMapping
+from typing import Any, Literal, Mapping, MutableMapping
 
 from dsvl_jax.config.schema import build_dataclass, check
 
-MODES = ("auto", "initialize", "none")
+Mode = Literal["auto", "initialize", "none"]  # the module docstring says what each does
 
 
 @dataclasses.dataclass(frozen=True)
 class DistributedConfig:
-  mode: str = "auto"  # auto | initialize | none (module docstring)
+  mode: Mode = "auto"  # auto | initialize | none (module docstring)
   coordinator_address: str = ""  # host:port of process 0; "" = from the environment
   num_processes: int = 0  # 0 = from the environment
   process_id: int = -1  # -1 = from the environment
@@ -47,7 +47,6 @@ class DistributedConfig:
   initialization_timeout: int = 300  # seconds to wait for every process to join
 
   def validate(self) -> "DistributedConfig":
-    check(self.mode in MODES, "distributed.mode", f"{self.mode!r} not in {MODES}")
     check(self.num_processes >= 0, "distributed.num_processes", "must be >= 0 (0 = env)")
     check(self.process_id >= -1, "distributed.process_id", "must be >= -1 (-1 = env)")
     if self.coordinator_address:
@@ -101,9 +100,7 @@ def initialize(config: Any, env: Mapping[str, str] = os.environ) -> bool:
 def default_config():
   """The `config.distributed` block of configs/*.py (fields: DistributedConfig)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  return ml_collections.ConfigDict(dict(
-      mode="auto", coordinator_address="", num_processes=0, process_id=-1,
-      local_device_ids=(), initialization_timeout=300))
+  return ml_collections.ConfigDict(dataclasses.asdict(DistributedConfig()))
 
 
 # Google's PCI vendor id: every TPU chip a host holds is one such device.

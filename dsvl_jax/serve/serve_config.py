@@ -13,13 +13,14 @@ from typing import Any, Mapping
 import ml_collections
 
 from dsvl_jax.config.schema import build_dataclass, check
+from dsvl_jax.infer.chat_config import ImagePosition, LoadDtype
 
 
 @dataclasses.dataclass(frozen=True)
 class ServeConfig:
   checkpoint: str = ""  # our checkpoint, a transformers or original directory ("" = random init)
   tokenizer: str = ""  # tokenizer.json / .model / builtin:bytes ("" = the checkpoint's own)
-  dtype: str = "float32"  # parameter dtype when loading a checkpoint
+  dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
   model_name: str = ""  # the id /v1/models lists ("" = the checkpoint's folder name)
   host: str = "127.0.0.1"  # listen address (0.0.0.0 serves other machines)
   port: int = 8000  # listen port
@@ -45,14 +46,10 @@ class ServeConfig:
   repetition_penalty: float = 1.1  # likewise; requests may send "repetition_penalty"
   system_prompt: str = "default"  # "default" = the released one, "" = none; a system message overrides
   web_title: str = "DeepSeek-VL (dsvl_jax)"  # the chat page's heading (mode=web)
-  web_image_position: str = "first"  # the page puts a turn's images "first" (the CLI's) or "last"
+  web_image_position: ImagePosition = "first"  # a turn's images "first" (the CLI's) or "last"
 
   def validate(self, max_positions: int | None = None) -> "ServeConfig":
     """max_positions: the model's context, when known."""
-    check(self.dtype in ("float32", "bfloat16"), "serve.dtype",
-          f"{self.dtype!r} not in ('float32', 'bfloat16')")
-    check(self.web_image_position in ("first", "last"), "serve.web_image_position",
-          f"'first' or 'last', got {self.web_image_position!r}")
     check(0 <= self.port < 65536, "serve.port", f"must be in [0, 65535], got {self.port}")
     for name in ("num_slots", "max_len", "prompt_bucket", "max_images", "max_tokens",
                  "default_max_tokens", "max_image_bytes", "max_image_pixels", "max_body_bytes",

@@ -1,8 +1,13 @@
-"""The paper's three-stage recipe as config blocks (paper 3.2, Tables 1, 2 and 4).
+"""The paper's three-stage recipe as config (paper 3.2, Tables 1, 2 and 4), and the
+sections every config holds.
 
-`stage_blocks(size, stage)` returns the `train`, `optimizer` and `data` blocks of
-configs/deepseek_vl_{1_3b,7b}.py:stage{1,2,3}. Table 4's values live in TABLE4; the data
-mixtures of Tables 1 and 2 become source weights. Source paths are placeholders
+`base_config(model)` is a whole config for inference: the mode, the seed, the model and
+every section main.py may read, at their dataclasses' defaults. `with_stage(config,
+size, stage)` turns it into one training stage of configs/deepseek_vl_{1_3b,7b}.py;
+`stage_blocks(size, stage)` gives that stage's `train`, `optimizer` and `data` blocks.
+Table 4's values live in TABLE4; the data mixtures of Tables 1 and 2 become source
+weights. What the recipe does not set is the dataclasses' default (train/config.py,
+data/config.py), stated there once. Source paths are placeholders
 (data/<stage>/<name>.jsonl): point them at your manifests or ArrayRecord files on the
 command line (`--config.data.sources.captions.paths='("/data/sharegpt4v.jsonl",)'`).
 """
@@ -12,11 +17,15 @@ from __future__ import annotations
 import ml_collections
 
 from dsvl_jax.data import config as data_config
+from dsvl_jax.eval import eval_config
+from dsvl_jax.infer import chat_config
+from dsvl_jax.runtime import compile_cache, distributed
+from dsvl_jax.serve import serve_config
 from dsvl_jax.train import config as train_config
 
 # size -> stage -> Table 4 (learning rate, scheduler, warm-up steps, training steps,
 # global batch size, sequence length, sequence packing). All stages: AdamW beta
-# (0.9, 0.95), weight decay 0, gradient clip 1.0.
+# (0.9, 0.95), weight decay 0, gradient clip 1.0: OptimizerConfig's defaults.
 TABLE4 = {
     "1.3b": {
         1: dict(lr=1.0e-3, schedule="cosine", warmup=128, steps=15000, batch=256, seq=512, pack=False),
@@ -57,6 +66,38 @@ MAX_IMAGES = {1: 1, 2: 4, 3: 2}
 MODALITY_WARMUP_STEPS = 8000
 
 
+def base_config(model: ml_collections.ConfigDict, mode: str = "chat"
+                ) -> ml_collections.ConfigDict:
+  """Every config's mode, seed, model (a dsvl_jax/config/presets.py preset) and the
+  sections main.py may read in any mode, each with every field (all overridable)."""
+  config = ml_collections.ConfigDict()
+  config.mode = mode  # what main.py runs: train | eval | chat | serve | web | demo
+  config.seed = 0  # PRNG seed for initialisation and sampling
+  config.model = model  # see dsvl_jax/models/config.py for every field
+  config.chat = chat_config.default_config()  # mode=chat: checkpoint, tokenizer, sampling
+  config.serve = serve_config.default_config()  # mode=serve (OpenAI API) | web (chat page)
+  config.eval = eval_config.default_config()  # mode=eval and train.eval_every (dsvl_jax/eval)
+  # Read by main.py in every mode (serving a pod needs them as much as training).
+  config.distributed = distributed.default_config()  # multi-host start-up
+  config.compile_cache = compile_cache.default_config()  # persistent compilation cache (off)
+  return config
+
+
+def with_stage(config: ml_collections.ConfigDict, size: str, stage: int,
+               grad_accum_steps: int = 1) -> ml_collections.ConfigDict:
+  """`config` (from base_config) as training stage `stage` of model `size`; the
+  micro-batches per step are fitted per size and stage (the config files say how)."""
+  config.mode = "train"
+  config.update(stage_blocks(size, stage))  # train, optimizer, data (Table 4)
+  config.train.grad_accum_steps = grad_accum_steps
+  # Long packed rows: recompute activations in the backward pass (memory for compute).
+  config.model.compute.remat_policy = "none" if stage == 1 else "full"
+  # Each platform's fused kernel (TPU splash, GPU cuDNN), the reference elsewhere.
+  config.model.compute.attention_impl = "auto"
+  config.mesh = train_config.default_mesh_config(shape=(1, -1, 1))  # (data, fsdp, tensor)
+  return config
+
+
 def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
   """{'train', 'optimizer', 'data'} blocks of one stage of one model size: every field of
   their dataclasses, the defaults where the recipe sets nothing."""
@@ -67,32 +108,12 @@ def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
   train = train_config.default_train_config(
       steps=t["steps"],  # Table 4 training steps
       trainable=TRAINABLE[stage],  # groups trained; the rest frozen (no optimizer state)
-      init_from="",  # a converted checkpoint, the previous stage's workdir, or "" (random)
-      grad_accum_steps=1,  # micro-batches per step
       loss_chunk_tokens=1024,  # vocabulary projection in 1024-token chunks (102,400 columns)
-      nonfinite="skip",  # skip | stop
-      log_every=10,  # steps per metric line
-      checkpoint_every=1000,  # steps per checkpoint
-      keep_checkpoints=3,  # checkpoints kept
-      async_checkpoints=True,  # orbax saves in the background
-      eval_every=0,  # steps per evaluation on config.eval.sets (0 = never)
-      tensorboard=True,  # event files in the workdir
-      progress=True,  # console progress bar
-      peak_flops=0.0,  # per-device peak for MFU (0 = table / measured)
   )
   optimizer = train_config.default_optimizer_config(
       lr=t["lr"],  # Table 4 learning rate
       schedule=t["schedule"],  # Table 4 scheduler (step = DeepSeek-LLM multi-step)
       warmup_steps=t["warmup"],  # Table 4 warm-up steps
-      final_lr_fraction=0.0,  # cosine floor (not stated in the paper) [verify]
-      step_boundaries=(0.8, 0.9),  # multi-step: after 80% and 90% of the steps ...
-      step_factors=(0.316, 0.1),  # ... 31.6% and 10% of the peak (DeepSeek-LLM)
-      b1=0.9,  # AdamW beta1 (Table 4)
-      b2=0.95,  # AdamW beta2 (Table 4)
-      eps=1e-8,  # AdamW epsilon
-      weight_decay=0.0,  # Table 4
-      grad_clip=1.0,  # Table 4 gradient clip
-      lr_scales=dict(llm=1.0, aligner=1.0, siglip=1.0, sam=1.0, sam_neck=1.0),  # per group
   )
   data = data_config.default_config(
       stage=stage,  # loss masks: stages 1-2 all text tokens, stage 3 answers only
@@ -100,12 +121,10 @@ def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
       seq_len=t["seq"],  # Table 4 sequence length
       global_batch_size=t["batch"],  # Table 4 batch size (rows per step, all hosts)
       max_images_per_row=MAX_IMAGES[stage],  # image slots per multimodal row
-      seed=0,  # shuffling, mixing, modality choice
       schedule="warmup" if stage == 2 else "constant",  # modality warm-up in stage 2
       multimodal_share=MULTIMODAL_SHARE[stage],  # target share of multimodal steps
       warmup_steps=MODALITY_WARMUP_STEPS if stage == 2 else 0,  # language 1.0 -> 0.7
       tokenizer="",  # "" = the tokenizer files of train.init_from
-      system_prompt="default",  # the released system prompt in chats
       num_workers=8,  # grain worker processes per modality (decoding, resizing)
       sources={name: dict(type="jsonl", modality=modality, weight=weight,
                           paths=(f"data/stage{stage}/{name}.jsonl",))

@@ -1,18 +1,10 @@
-"""What every benchmark module provides, and the item it yields.
+"""What every benchmark module provides (`Benchmark`), and the item it yields.
 
 A benchmark module (mmbench.py, pope.py, ...) reads its public release files as they
 are distributed and defines, beside its code, the prompt wording and the answer
-extraction rule of the reference evaluation it follows:
-
-  NAME                      the benchmark's key in config.eval.benchmarks and reports
-  load(path) -> [BenchItem] every item of the release at `path` (a file or a folder)
-  prompt(item) -> str       the user turn's text, with one <image_placeholder> per image
-                            where the image goes (the model's template wraps it)
-  parse(item, output)       the answer extracted from the model's raw output, or None
-                            when the rule cannot extract one (counted as unparsed and
-                            scored wrong: never silently replaced by a guess)
-  score(items, parsed)      the official metric(s) as a flat dict of floats, plus
-                            "num_items" and "unparsed"
+extraction rule of the reference evaluation it follows. Its top-level names are the
+`Benchmark` protocol's members (a module object satisfies a Protocol structurally), so
+the harness calls them by name and a type checker checks every module against it.
 
 Images are PIL images decoded on demand (`BenchItem.images()`), so a loader never holds
 a whole benchmark's pixels.
@@ -21,12 +13,16 @@ a whole benchmark's pixels.
 from __future__ import annotations
 
 import dataclasses
+import pathlib
 import string
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
 
 from PIL import Image
 
 from dsvl_jax.processor.image_processor import load_image
+
+if TYPE_CHECKING:  # annotation only: the likelihood items live with the scorer
+  from dsvl_jax.eval.items import EvalItem
 
 LETTERS = string.ascii_uppercase
 
@@ -54,6 +50,51 @@ class BenchItem:
 
   def images(self) -> list[Image.Image]:
     return [im.convert("RGB") for im in self.load_images()]
+
+
+@runtime_checkable
+class Benchmark(Protocol):
+  """A benchmark answered by generation (registry.MODULES but LIKELIHOOD)."""
+  NAME: str  # the benchmark's key in config.eval.sets specs and reports
+
+  def load(self, path: str | pathlib.Path) -> list[BenchItem]:
+    """Every item of the release at `path` (a file or a folder)."""
+
+  def prompt(self, item: BenchItem) -> str:
+    """The user turn's text, one <image_placeholder> per image where the image goes
+    (the model's template wraps it)."""
+
+  def parse(self, item: BenchItem, output: str) -> Any:
+    """The answer extracted from the model's raw output, or None when the rule cannot
+    extract one (counted as unparsed and scored wrong: never silently a guess)."""
+
+  def is_correct(self, item: BenchItem, parsed: Any) -> bool:
+    """One item's verdict (`exact_match` unless the benchmark's rule says otherwise);
+    parsed may have come back from JSON (a list, not a tuple)."""
+
+  def score(self, items: Sequence[BenchItem], parsed: Sequence[Any]) -> dict[str, float]:
+    """The official metric(s) as a flat dict of floats, plus "num_items" and
+    "unparsed"; parsed[i] answers items[i]."""
+
+
+@runtime_checkable
+class LikelihoodBenchmark(Protocol):
+  """A benchmark scored by option likelihood (registry.LIKELIHOOD; eval/scoring.py)."""
+  NAME: str
+
+  def load(self, path: str | pathlib.Path, shots: int = 0) -> list[EvalItem]:
+    """The items to score; the first `shots` examples become every prompt's prefix."""
+
+
+def check_answers(items: Sequence[BenchItem], parsed: Sequence[Any]) -> None:
+  """`score`'s precondition: parsed[i] answers items[i], one answer per item."""
+  if len(items) != len(parsed):
+    raise ValueError(f"{len(items)} items but {len(parsed)} parsed answers")
+
+
+def exact_match(item: BenchItem, parsed: Any) -> bool:
+  """The verdict of most benchmarks: an answer was parsed and it is item.answer."""
+  return parsed is not None and parsed == item.answer
 
 
 def image_loader(*sources) -> Callable[[], list[Image.Image]]:

@@ -40,8 +40,8 @@ from typing import Any, Sequence
 from PIL import Image, UnidentifiedImageError
 
 from dsvl_jax.eval.benchmarks import choice
-from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
-                                           accuracy, image_loader)
+from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, LETTERS, accuracy,
+                                           check_answers, exact_match, image_loader)
 
 NAME = "mmbench"
 REQUIRED = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category",
@@ -102,8 +102,7 @@ def decode_image(cell: str, where: str) -> bytes:
   """The image file bytes of a base64 cell, checked to be an image PIL can open."""
   try:
     data = base64.b64decode("".join(cell.split()), validate=True)
-    with Image.open(io.BytesIO(data)) as im:  # reads the header only
-      im.size  # noqa: B018
+    Image.open(io.BytesIO(data)).close()  # reads the header only
   except (binascii.Error, ValueError, UnidentifiedImageError, OSError) as e:
     raise BenchmarkFormatError(f"{where}: image is not a base64 image ({e})") from e
   return data
@@ -184,17 +183,17 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
 
 prompt = choice.item_prompt
 parse = choice.item_answer
+is_correct = exact_match
 
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
   """CircularEval over the rotations in `items` (parsed[i] answers items[i])."""
-  if len(items) != len(parsed):
-    raise ValueError(f"{len(items)} items but {len(parsed)} parsed answers")
+  check_answers(items, parsed)
   right: dict[str, list[bool]] = {}
   category: dict[str, str] = {}
   vanilla = []
   for item, answer in zip(items, parsed):
-    ok = answer is not None and answer == item.answer
+    ok = exact_match(item, answer)
     right.setdefault(item.group, []).append(ok)
     category.setdefault(item.group, item.category)
     if item.extra.get("rotation", 0) == 0:

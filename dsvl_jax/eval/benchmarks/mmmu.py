@@ -45,8 +45,8 @@ from typing import Any, Sequence
 import pyarrow.parquet as pq
 
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
-                                           accuracy, image_loader)
+from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, LETTERS, accuracy,
+                                           check_answers, image_loader)
 
 NAME = "mmmu"
 
@@ -411,8 +411,7 @@ def score(items: Sequence[BenchItem], parsed: Sequence[Any]) -> dict[str, float 
   category/<subject>, domain/<discipline> (disciplines with items only),
   accuracy_multiple_choice, accuracy_open (0.0 for a type without items), num_items,
   unparsed."""
-  if len(items) != len(parsed):
-    raise ValueError(f"{len(items)} items but {len(parsed)} parsed answers")
+  check_answers(items, parsed)
   flags = [is_correct(it, p) for it, p in zip(items, parsed)]
   out = {"accuracy": accuracy(flags)}
   for qtype, key in ((MULTIPLE_CHOICE, "accuracy_multiple_choice"),

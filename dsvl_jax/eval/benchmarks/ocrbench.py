@@ -34,7 +34,7 @@ import pathlib
 from typing import Any, Sequence
 
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy,
+from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy, check_answers,
                                            image_loader)
 
 NAME = "ocrbench"
@@ -139,8 +139,7 @@ def is_correct(item: BenchItem, parsed: str | None) -> bool:
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float | int]:
   """score (right answers: the official number out of 1000), accuracy, category/<type>,
   num_items, unparsed."""
-  if len(items) != len(parsed):
-    raise ValueError(f"{len(items)} items but {len(parsed)} parsed answers")
+  check_answers(items, parsed)
   flags = [is_correct(it, p) for it, p in zip(items, parsed)]
   out: dict[str, float | int] = {"score": sum(flags), "accuracy": accuracy(flags)}
   for kind in sorted({it.category for it in items}):

@@ -51,7 +51,8 @@ import re
 from typing import Any, Sequence
 
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import BenchItem, BenchmarkFormatError, image_loader
+from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, check_answers,
+                                           exact_match, image_loader)
 
 NAME = "pope"
 SPLITS = ("random", "popular", "adversarial")  # the order reports list them in
@@ -168,6 +169,9 @@ def parse(item: BenchItem, output: str) -> str | None:
   return extract(output)
 
 
+is_correct = exact_match
+
+
 def _ratio(num: int, den: int) -> float:
   return float(num / den) if den else 0.0
 
@@ -205,8 +209,7 @@ def metrics(c: dict[str, int]) -> dict[str, float]:
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
   """Overall metrics, and "<split>/<metric>" per split when there are several."""
-  if len(items) != len(parsed):
-    raise ValueError(f"POPE: {len(items)} items but {len(parsed)} answers")
+  check_answers(items, parsed)
   out = metrics(confusion([it.answer for it in items], parsed))
   splits = list(dict.fromkeys(it.category for it in items))
   if len(splits) > 1:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+
+from dsvl_jax.eval.benchmarks.base import Benchmark, LikelihoodBenchmark
 
 MODULES = {
     "mmbench": "dsvl_jax.eval.benchmarks.mmbench",  # MMBench EN/CN dev TSV, CircularEval
@@ -17,10 +18,15 @@ MODULES = {
 LIKELIHOOD = ("textmc",)  # scored by option likelihood, not generation
 
 
-def get(name: str) -> ModuleType:
+def get(name: str) -> Benchmark | LikelihoodBenchmark:
+  """The module of benchmark `name`, checked against its protocol (base.py)."""
   if name not in MODULES:
     raise ValueError(f"unknown benchmark {name!r}; known: {sorted(MODULES)}")
-  return importlib.import_module(MODULES[name])
+  module = importlib.import_module(MODULES[name])
+  protocol = LikelihoodBenchmark if name in LIKELIHOOD else Benchmark
+  if not isinstance(module, protocol):
+    raise TypeError(f"{MODULES[name]} does not provide every member of {protocol.__name__}")
+  return module
 
 
 def split_spec(spec: str) -> tuple[str | None, str]:

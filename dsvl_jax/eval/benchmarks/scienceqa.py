@@ -46,8 +46,8 @@ import pathlib
 from typing import Any, Sequence
 
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import (LETTERS, BenchItem, BenchmarkFormatError,
-                                           accuracy, image_loader, option_lines)
+from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, LETTERS, accuracy,
+                                           check_answers, exact_match, image_loader, option_lines)
 from dsvl_jax.eval.benchmarks.choice import INSTRUCTION, extract_choice
 
 NAME = "scienceqa"
@@ -153,11 +153,13 @@ def parse(item: BenchItem, output: str) -> str | None:
   return extract_choice(output, item.options)
 
 
+is_correct = exact_match
+
+
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
   """accuracy, category/<subject> accuracy, num_items, unparsed (None = wrong)."""
-  if len(items) != len(parsed):
-    raise ValueError(f"ScienceQA: {len(items)} items but {len(parsed)} answers")
-  right = [a is not None and a == it.answer for it, a in zip(items, parsed)]
+  check_answers(items, parsed)
+  right = [exact_match(it, a) for it, a in zip(items, parsed)]
   out = {"accuracy": accuracy(right), "num_items": float(len(items)),
          "unparsed": float(sum(a is None for a in parsed))}
   for subject in sorted({it.category for it in items}):

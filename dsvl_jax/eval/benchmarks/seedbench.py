@@ -31,8 +31,8 @@ import pathlib
 from typing import Any, Sequence
 
 from dsvl_jax.eval.benchmarks import choice
-from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy,
-                                           image_loader)
+from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy, check_answers,
+                                           exact_match, image_loader)
 
 NAME = "seedbench"
 JSON_NAME = "SEED-Bench.json"
@@ -105,13 +105,13 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
 
 prompt = choice.item_prompt
 parse = choice.item_answer
+is_correct = exact_match
 
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
   """Accuracy overall and per dimension (parsed[i] answers items[i])."""
-  if len(items) != len(parsed):
-    raise ValueError(f"{len(items)} items but {len(parsed)} parsed answers")
-  right = [a is not None and a == item.answer for item, a in zip(items, parsed)]
+  check_answers(items, parsed)
+  right = [exact_match(item, a) for item, a in zip(items, parsed)]
   metrics: dict[str, float] = {
       "accuracy": accuracy(right),
       "num_items": len(items),
