@@ -25,13 +25,16 @@ $(VENV)/.test: requirements.txt requirements-serve.txt requirements-test.txt $(V
 run: $(VENV)/.runtime
 	$(PY) -m dsvl_jax.main --config=$(CONFIG) --workdir=$(WORKDIR)
 
-# Two pytest-xdist workers, one file each at a time (module fixtures stay whole).
+# The linter and the formatter (pyproject.toml) first, then two pytest-xdist workers, one
+# file each at a time (module fixtures stay whole).
 # The web-page test drives Debian's chromium; installed here when missing (needs root and
 # the Debian mirror; without it that one test skips and says why).
 test: $(VENV)/.test
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 	  echo "note: chromium could not be installed; tests/test_serve_web.py will skip"
+	$(PY) -m ruff check .
+	$(PY) -m pyink --check --quiet .
 	$(PY) -m pytest tests -n 2 --dist loadfile
 
 bench: $(VENV)/.test

@@ -17,18 +17,28 @@ import ml_collections
 
 from dsvl_jax.config import presets
 from dsvl_jax.config.args import parse_arg
-from dsvl_jax.data.config import default_config as default_data_config, default_source
+from dsvl_jax.data.config import default_config as default_data_config
+from dsvl_jax.data.config import default_source
 from dsvl_jax.train import recipe
-from dsvl_jax.train.config import (default_mesh_config, default_optimizer_config,
-                                   default_train_config)
+from dsvl_jax.train.config import (
+    default_mesh_config,
+    default_optimizer_config,
+    default_train_config,
+)
 
 VARIANTS = {None: None, "accurate": "accurate"}  # arg -> the run's variant
 ARGS = tuple(VARIANTS)  # every valid arg (tests render each)
 
 
 def synthetic(seed: int, kinds, modality: str, weight: float = 1.0) -> dict:
-  return default_source(type="synthetic", modality=modality, weight=weight, synthetic_seed=seed,
-                        synthetic_size=100_000, synthetic_kinds=tuple(kinds))
+  return default_source(
+      type="synthetic",
+      modality=modality,
+      weight=weight,
+      synthetic_seed=seed,
+      synthetic_size=100_000,
+      synthetic_kinds=tuple(kinds),
+  )
 
 
 def get_config(arg=None):
@@ -44,7 +54,7 @@ def get_config(arg=None):
       pack=False,  # one sample per row unless a stage packs
       seq_len=96,  # tokens per row (16 image tokens per image)
       global_batch_size=8,  # rows per step: many small steps (the image-reading circuit
-                            # forms after a number of updates, not of samples)
+      # forms after a number of updates, not of samples)
       max_images_per_row=2,  # image slots per multimodal row
       multimodal_share=1.0,  # share of multimodal steps
       tokenizer="",  # set by the demo: WORKDIR/tokenizer.model
@@ -64,47 +74,92 @@ def get_config(arg=None):
   c.demo.train_seed = 2  # built-in scenes for training
   c.demo.heldout_seed = 1000  # held-out scenes: never trained on
   c.demo.heldout_scenes = 100  # scenes evaluated (one question per type each)
-  c.demo.lm = ml_collections.ConfigDict(dict(
-      train=dict(steps=300, trainable=("llm",)),
-      optimizer=dict(lr=2e-3, warmup_steps=10),
-      data=dict(stage=2, pack=True, seq_len=128, multimodal_share=0.0,
-                sources=dict(text=synthetic(1, ("text", "text_chat", "text_qa"), "text"))),
-  ))
-  c.demo.vision = ml_collections.ConfigDict(dict(
-      train=dict(steps=400, trainable=("llm", "siglip", "sam", "aligner")),
-      optimizer=dict(lr=5e-4, warmup_steps=10),
-      data=dict(stage=1, seq_len=32, max_images_per_row=1, multimodal_share=1.0,  # <= 32 tokens
-                sources=dict(objects=synthetic(5, ("object",), "multimodal"))),
-  ))
-  c.demo.stage1 = ml_collections.ConfigDict(dict(
-      # Assembled like the real model: the text-pretrained LLM, the caption-pretrained
-      # towers, and the adaptor as initialised (random).
-      train=dict(steps=50, trainable=("aligner",), init_from="lm",
-                 init_groups=dict(siglip="vision", sam="vision")),
-      optimizer=dict(lr=2e-3, warmup_steps=10),
-      data=dict(stage=1, seq_len=48, max_images_per_row=1, multimodal_share=1.0,  # <= 46 tokens
-                sources=dict(captions=synthetic(2, ("caption",), "multimodal"))),
-  ))
-  c.demo.stage2 = ml_collections.ConfigDict(dict(
-      train=dict(steps=400, trainable=("llm", "aligner")),
-      optimizer=dict(lr=1e-3, warmup_steps=10),
-      data=dict(stage=2, pack=True, seq_len=128, max_images_per_row=4, schedule="warmup",
-                multimodal_share=0.8, warmup_steps=100,
-                sources=dict(
-                    scenes=synthetic(2, ("caption", "interleaved"), "multimodal", 4.0),
-                    chats=synthetic(3, ("chat",), "multimodal", 1.0),
-                    text=synthetic(1, ("text", "text_chat", "text_qa"), "text"))),
-  ))
-  c.demo.stage3 = ml_collections.ConfigDict(dict(
-      train=dict(steps=2000, trainable=("llm", "aligner", "siglip", "sam_neck")),
-      optimizer=dict(lr=3e-4, warmup_steps=10),
-      # Packed: a chat is 57 tokens on average, so 8 unpacked rows of 128 were 56%
-      # padding. 4 packed rows of 160 hold ~9 chats (8 before) in 2/3 of the step time.
-      data=dict(stage=3, pack=True, global_batch_size=4, seq_len=160, max_images_per_row=5,
-                multimodal_share=0.9,
-                sources=dict(chats=synthetic(4, ("chat",), "multimodal"),
-                             text=synthetic(1, ("text_chat", "text_qa"), "text"))),
-  ))
+  c.demo.lm = ml_collections.ConfigDict(
+      dict(
+          train=dict(steps=300, trainable=("llm",)),
+          optimizer=dict(lr=2e-3, warmup_steps=10),
+          data=dict(
+              stage=2,
+              pack=True,
+              seq_len=128,
+              multimodal_share=0.0,
+              sources=dict(text=synthetic(1, ("text", "text_chat", "text_qa"), "text")),
+          ),
+      )
+  )
+  c.demo.vision = ml_collections.ConfigDict(
+      dict(
+          train=dict(steps=400, trainable=("llm", "siglip", "sam", "aligner")),
+          optimizer=dict(lr=5e-4, warmup_steps=10),
+          data=dict(
+              stage=1,
+              seq_len=32,
+              max_images_per_row=1,
+              multimodal_share=1.0,  # <= 32 tokens
+              sources=dict(objects=synthetic(5, ("object",), "multimodal")),
+          ),
+      )
+  )
+  c.demo.stage1 = ml_collections.ConfigDict(
+      dict(
+          # Assembled like the real model: the text-pretrained LLM, the caption-pretrained
+          # towers, and the adaptor as initialised (random).
+          train=dict(
+              steps=50,
+              trainable=("aligner",),
+              init_from="lm",
+              init_groups=dict(siglip="vision", sam="vision"),
+          ),
+          optimizer=dict(lr=2e-3, warmup_steps=10),
+          data=dict(
+              stage=1,
+              seq_len=48,
+              max_images_per_row=1,
+              multimodal_share=1.0,  # <= 46 tokens
+              sources=dict(captions=synthetic(2, ("caption",), "multimodal")),
+          ),
+      )
+  )
+  c.demo.stage2 = ml_collections.ConfigDict(
+      dict(
+          train=dict(steps=400, trainable=("llm", "aligner")),
+          optimizer=dict(lr=1e-3, warmup_steps=10),
+          data=dict(
+              stage=2,
+              pack=True,
+              seq_len=128,
+              max_images_per_row=4,
+              schedule="warmup",
+              multimodal_share=0.8,
+              warmup_steps=100,
+              sources=dict(
+                  scenes=synthetic(2, ("caption", "interleaved"), "multimodal", 4.0),
+                  chats=synthetic(3, ("chat",), "multimodal", 1.0),
+                  text=synthetic(1, ("text", "text_chat", "text_qa"), "text"),
+              ),
+          ),
+      )
+  )
+  c.demo.stage3 = ml_collections.ConfigDict(
+      dict(
+          train=dict(steps=2000, trainable=("llm", "aligner", "siglip", "sam_neck")),
+          optimizer=dict(lr=3e-4, warmup_steps=10),
+          # Packed: a chat is 57 tokens on average, so 8 unpacked rows of 128 were 56%
+          # padding. 4 packed rows of 160 hold ~9 chats (8 before) in 2/3 of the step time.
+          data=dict(
+              stage=3,
+              pack=True,
+              global_batch_size=4,
+              seq_len=160,
+              max_images_per_row=5,
+              multimodal_share=0.9,
+              sources=dict(
+                  chats=synthetic(4, ("chat",), "multimodal"),
+                  text=synthetic(1, ("text_chat", "text_qa"), "text"),
+              ),
+          ),
+      )
+  )
 
   if variant == "accurate":
     c.demo.vision.train.steps = 1200
@@ -118,8 +173,15 @@ def get_config(arg=None):
   c.eval.share_prefixes = False  # a scene's 2-3 questions share little: one prefill program
   # --config.mode=chat --config.chat.checkpoint=WORKDIR/stage3, or mode=serve|web with
   # --config.serve.checkpoint=WORKDIR/stage3
-  c.serve.update(dict(max_len=1024, max_tokens=256, default_max_tokens=64,  # the demo's context
-                      system_prompt="", web_image_position="last"))  # as its chats were trained
+  c.serve.update(
+      dict(
+          max_len=1024,
+          max_tokens=256,
+          default_max_tokens=64,  # the demo's context
+          system_prompt="",
+          web_image_position="last",
+      )
+  )  # as its chats were trained
   c.chat.temperature = 0.0
   c.chat.max_new_tokens = 32
   c.chat.image_position = "last"  # as the demo's chats: the question, then its image

@@ -27,8 +27,11 @@ from dsvl_jax.checkpoint.mapping import ConversionError
 
 
 def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m convert", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog="python -m convert",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   sub = parser.add_subparsers(dest="command", required=True)
   imp = sub.add_parser("import", help="PyTorch safetensors directory -> dsvl_jax checkpoint")
   imp.add_argument("--src", required=True, help="checkpoint directory (either layout)")
@@ -39,8 +42,9 @@ def main(argv=None) -> int:
   exp.add_argument("--dst", required=True, help="new directory for safetensors + config.json")
   exp.add_argument("--layout", default="hf", choices=("hf", "original"))
   exp.add_argument("--shard-size", default="5GB", help="max bytes per file, e.g. 5GB, 500MB")
-  exp.add_argument("--dtype", default=None, choices=DTYPES,
-                   help="storage dtype (default: as stored in --src)")
+  exp.add_argument(
+      "--dtype", default=None, choices=DTYPES, help="storage dtype (default: as stored in --src)"
+  )
   for p in (imp, exp):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
@@ -49,12 +53,19 @@ def main(argv=None) -> int:
       report = import_checkpoint(args.src, args.dst, dtype=args.dtype, progress=not args.quiet)
       print(f"imported {report.num_tensors} tensors ({report.layout} layout) into {args.dst}")
       if report.unused:
-        print(f"skipped {len(report.unused)} tensors the model never uses: "
-              f"{', '.join(report.unused[:20])}{' ...' if len(report.unused) > 20 else ''}")
+        print(
+            f"skipped {len(report.unused)} tensors the model never uses: "
+            f"{', '.join(report.unused[:20])}{' ...' if len(report.unused) > 20 else ''}"
+        )
     else:
-      files = export_checkpoint(args.src, args.dst, layout=args.layout,
-                                shard_size=args.shard_size, dtype=args.dtype,
-                                progress=not args.quiet)
+      files = export_checkpoint(
+          args.src,
+          args.dst,
+          layout=args.layout,
+          shard_size=args.shard_size,
+          dtype=args.dtype,
+          progress=not args.quiet,
+      )
       print(f"exported {args.layout} layout to {args.dst}: {', '.join(files)}")
   except ConversionError as e:
     print(f"error: {e}", file=sys.stderr)

@@ -46,6 +46,7 @@ def load(path: str, dtype: str = "float32", mesh=None, progress: bool = False):
   attention_mask=None, images=None). See dsvl_jax/checkpoint/loading.py.
   """
   from dsvl_jax.checkpoint.loading import load as _load  # pylint: disable=g-import-not-at-top
+
   return _load(path, dtype=dtype, mesh=mesh, progress=progress)
 
 

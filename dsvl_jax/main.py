@@ -16,14 +16,20 @@ from ml_collections import config_flags
 
 from dsvl_jax.config.schema import ConfigError
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a configs/*.py file[:arg].",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Path to a configs/*.py file[:arg].", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where jobs write checkpoints and logs.")
 
 # mode -> "module:function(config, workdir)"; the module is imported on use.
-MODES = {"demo": "dsvl_jax.recipes.demo:run", "chat": "dsvl_jax.infer.chat:run",
-         "train": "dsvl_jax.train.trainer:run", "eval": "dsvl_jax.eval.run:run",
-         "serve": "dsvl_jax.serve.server:run", "web": "dsvl_jax.serve.server:run_web"}
+MODES = {
+    "demo": "dsvl_jax.recipes.demo:run",
+    "chat": "dsvl_jax.infer.chat:run",
+    "train": "dsvl_jax.train.trainer:run",
+    "eval": "dsvl_jax.eval.run:run",
+    "serve": "dsvl_jax.serve.server:run",
+    "web": "dsvl_jax.serve.server:run_web",
+}
 
 
 def main(argv):
@@ -44,10 +50,12 @@ def main(argv):
     if config.get("mode") not in MODES:
       raise ConfigError(f"config field 'mode': {config.get('mode')!r} not in {sorted(MODES)}")
     from dsvl_jax.runtime import compile_cache, distributed  # pylint: disable=g-import-not-at-top
+
     for setting in distributed.prepare_host():  # before any device is touched
       logging.info("host set-up: %s", setting)
       if setting.startswith("JAX_PLATFORMS="):  # JAX read the variable at import
         import jax  # pylint: disable=g-import-not-at-top
+
         jax.config.update("jax_platforms", setting.split("=", 1)[1])
     distributed.initialize(config)  # before any device is touched (multi-host jobs)
     compile_cache.setup(config.get("compile_cache"))
@@ -71,8 +79,10 @@ def parse_flags(argv: list[str]) -> list[str]:
     inner: Any = e
     while isinstance(inner, BaseException) and inner.args:  # AttributeError(KeyError(str))
       inner = inner.args[0]
-    message = (f"a --config override names a field the config does not have: "
-               f"{' '.join(str(inner).split())}")
+    message = (
+        f"a --config override names a field the config does not have: "
+        f"{' '.join(str(inner).split())}"
+    )
   print(f"error: {message}", file=sys.stderr)
   sys.exit(2)
 

@@ -21,31 +21,36 @@ from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/<file>.py[:arg]")
 _TOPOLOGY = flags.DEFINE_string("topology", "v5p:2x2x2", "TPU slice, e.g. v5p:4x4x4, v5e:16x16")
-_MODALITY = flags.DEFINE_enum("modality", "multimodal", ["multimodal", "text", "both"],
-                              "which step program to compile")
+_MODALITY = flags.DEFINE_enum(
+    "modality", "multimodal", ["multimodal", "text", "both"], "which step program to compile"
+)
 _STEP_TIME = flags.DEFINE_float("step_time", 0.0, "seconds per step to quote an MFU for")
 
 
 def main(argv):
   del argv
   from dsvl_jax.train import aot  # pylint: disable=g-import-not-at-top
+
   config = _CONFIG.value
   if not config.data.get("tokenizer"):
     config.data.tokenizer = "builtin:bytes"  # shapes only: no tokenizer is read
   modalities = ("multimodal", "text") if _MODALITY.value == "both" else (_MODALITY.value,)
   c = config.model.compute
   path = next((a.split("=", 1)[1] for a in sys.argv if a.startswith("--config=")), "")
-  print(f"{path}: compute {c.dtype} (params "
-        f"{c.param_dtype}), attention {c.attention_impl}, remat {c.remat_policy}; global "
-        f"batch {config.data.global_batch_size} x {config.data.seq_len}, "
-        f"{config.train.grad_accum_steps} micro-batches; mesh {tuple(config.mesh.shape)}")
+  print(
+      f"{path}: compute {c.dtype} (params "
+      f"{c.param_dtype}), attention {c.attention_impl}, remat {c.remat_policy}; global "
+      f"batch {config.data.global_batch_size} x {config.data.seq_len}, "
+      f"{config.train.grad_accum_steps} micro-batches; mesh {tuple(config.mesh.shape)}"
+  )
   for i, modality in enumerate(modalities):
     r = aot.compile_step(config, _TOPOLOGY.value, modality)
     if i == 0:
       print(r.report)
     rows = config.data.global_batch_size // (r.mesh["data"] * r.mesh["fsdp"])
-    print(f"per-chip batch: {rows} rows, {rows // config.train.grad_accum_steps} per "
-          f"micro-batch")
+    print(
+        f"per-chip batch: {rows} rows, {rows // config.train.grad_accum_steps} per " f"micro-batch"
+    )
     print(r.table(_STEP_TIME.value or None))
     print()
 

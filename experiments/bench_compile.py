@@ -34,10 +34,14 @@ def main():
   parser.add_argument("--batch", type=int, default=2)
   parser.add_argument("--seq", type=int, default=128)
   args = parser.parse_args()
-  models = [("tiny", "configs/tiny.py", (2, 8, 24)),
-            ("1.3B width", "configs/deepseek_vl_1_3b.py", (2, 24))]
-  print(f"jax {jax.__version__}, {jax.devices()[0].platform}, batch {args.batch}, "
-        f"seq {args.seq}\n")
+  models = [
+      ("tiny", "configs/tiny.py", (2, 8, 24)),
+      ("1.3B width", "configs/deepseek_vl_1_3b.py", (2, 24)),
+  ]
+  print(
+      f"jax {jax.__version__}, {jax.devices()[0].platform}, batch {args.batch}, "
+      f"seq {args.seq}\n"
+  )
   print("| model | pass | layers | lower s | compile s | compile / 2-layer | HLO chars |")
   print("|---|---|---|---|---|---|---|")
   for label, path, depths in models:
@@ -47,8 +51,11 @@ def main():
       for depth in depths:
         lower_s, compile_s, chars = measure(cfg, depth, grad, args.batch, args.seq)
         base = base or compile_s
-        print(f"| {label} | {'grad' if grad else 'forward'} | {depth} | {lower_s:.2f} | "
-              f"{compile_s:.2f} | {compile_s / base:.2f}x | {chars} |", flush=True)
+        print(
+            f"| {label} | {'grad' if grad else 'forward'} | {depth} | {lower_s:.2f} | "
+            f"{compile_s:.2f} | {compile_s / base:.2f}x | {chars} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -52,6 +52,7 @@ def main():
   parser.add_argument("--keep", action="store_true", help="keep the generated checkpoint")
   args = parser.parse_args()
   import ml_dtypes  # pylint: disable=g-import-not-at-top
+
   storage = np.dtype(ml_dtypes.bfloat16) if args.storage == "bfloat16" else np.dtype(np.float32)
 
   cfg = VLMConfig.from_dict(load_config(args.config).model)
@@ -65,19 +66,37 @@ def main():
   gen_s = time.perf_counter() - t0
 
   t0 = time.perf_counter()
-  subprocess.run([sys.executable, "-m", "convert", "import", "--src", str(src), "--dst",
-                  str(dst), "--dtype", args.dtype, "--quiet"], check=True,
-                 cwd=pathlib.Path(__file__).resolve().parent.parent)
+  subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "convert",
+          "import",
+          "--src",
+          str(src),
+          "--dst",
+          str(dst),
+          "--dtype",
+          args.dtype,
+          "--quiet",
+      ],
+      check=True,
+      cwd=pathlib.Path(__file__).resolve().parent.parent,
+  )
   import_s = time.perf_counter() - t0
   peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # KiB on Linux
   n = count_params(abstract_params(cfg))
   param_bytes = n * np.dtype(args.dtype if args.dtype == "float32" else ml_dtypes.bfloat16).itemsize
-  print("\n| model | stored as | imported as | parameters | parameter bytes | peak RSS | "
-        "peak / parameter bytes | import s |")
+  print(
+      "\n| model | stored as | imported as | parameters | parameter bytes | peak RSS | "
+      "peak / parameter bytes | import s |"
+  )
   print("|---|---|---|---|---|---|---|---|")
-  print(f"| {pathlib.Path(args.config).stem} | {args.storage}, {sum(f.endswith('.safetensors') for f in files)} shards | "
-        f"{args.dtype} | {n:,} | {param_bytes / 1e9:.2f} GB | {peak / 1e9:.2f} GB | "
-        f"{peak / param_bytes:.2f}x | {import_s:.0f} |")
+  print(
+      f"| {pathlib.Path(args.config).stem} | {args.storage}, {sum(f.endswith('.safetensors') for f in files)} shards | "
+      f"{args.dtype} | {n:,} | {param_bytes / 1e9:.2f} GB | {peak / 1e9:.2f} GB | "
+      f"{peak / param_bytes:.2f}x | {import_s:.0f} |"
+  )
   print(f"(generating the random checkpoint took {gen_s:.0f}s)")
   if not args.keep:
     shutil.rmtree(work, ignore_errors=True)

@@ -25,9 +25,9 @@ import numpy as np
 from PIL import Image
 
 from dsvl_jax.data.config import DataConfig
-from dsvl_jax.processor.layout import TokenLayout
-from dsvl_jax.processor.image_processor import ImageProcessorConfig
 from dsvl_jax.data.pipeline import TrainDataset
+from dsvl_jax.processor.image_processor import ImageProcessorConfig
+from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 BATCH = 8
@@ -42,8 +42,10 @@ def write_dataset(directory: pathlib.Path, n: int) -> pathlib.Path:
     img = np.asarray(Image.fromarray(coarse).resize((1280, 960), Image.BICUBIC), np.int16)
     img = np.clip(img + rng.integers(-12, 13, img.shape), 0, 255).astype(np.uint8)
     Image.fromarray(img).save(directory / f"{i}.jpg", quality=90)
-    lines.append(f'{{"kind": "caption", "images": ["{i}.jpg"], '
-                 f'"text": "{IMAGE_TOKEN}Photo number {i}, a field of colour."}}')
+    lines.append(
+        f'{{"kind": "caption", "images": ["{i}.jpg"], '
+        f'"text": "{IMAGE_TOKEN}Photo number {i}, a field of colour."}}'
+    )
   path = directory / "manifest.jsonl"
   path.write_text("\n".join(lines) + "\n")
   return path
@@ -55,10 +57,19 @@ def layout(size: int) -> TokenLayout:
 
 
 def pipeline_rate(manifest: pathlib.Path, size: int, workers: int, samples: int) -> float:
-  cfg = DataConfig.from_dict(dict(
-      stage=2, seq_len=1024, global_batch_size=BATCH, max_images_per_row=1,
-      multimodal_share=1.0, num_workers=workers, process_index=0, process_count=1,
-      sources={"photos": dict(type="jsonl", paths=[str(manifest)])}))
+  cfg = DataConfig.from_dict(
+      dict(
+          stage=2,
+          seq_len=1024,
+          global_batch_size=BATCH,
+          max_images_per_row=1,
+          multimodal_share=1.0,
+          num_workers=workers,
+          process_index=0,
+          process_count=1,
+          sources={"photos": dict(type="jsonl", paths=[str(manifest)])},
+      )
+  )
   it = iter(TrainDataset(cfg, layout(size)))
   try:
     # Start-up (worker processes) and the batches workers buffered meanwhile are not
@@ -80,15 +91,28 @@ def transformers_rate(manifest: pathlib.Path, size: int, samples: int) -> float 
   try:
     if size == 384:
       from transformers.models.deepseek_vl.image_processing_pil_deepseek_vl import (
-          DeepseekVLImageProcessorPil as Proc)
-      proc = Proc(image_mean=[0.5] * 3, image_std=[0.5] * 3, do_normalize=False,
-                  size={"height": 384, "width": 384})
+          DeepseekVLImageProcessorPil as Proc,
+      )
+
+      proc = Proc(
+          image_mean=[0.5] * 3,
+          image_std=[0.5] * 3,
+          do_normalize=False,
+          size={"height": 384, "width": 384},
+      )
     else:
       from transformers.models.deepseek_vl_hybrid.image_processing_pil_deepseek_vl_hybrid import (
-          DeepseekVLHybridImageProcessorPil as Proc)
-      proc = Proc(image_mean=[0.5] * 3, image_std=[0.5] * 3, do_normalize=False,
-                  high_res_image_mean=list(CLIP_MEAN), high_res_image_std=[1.0] * 3,
-                  high_res_size={"height": 1024, "width": 1024})
+          DeepseekVLHybridImageProcessorPil as Proc,
+      )
+
+      proc = Proc(
+          image_mean=[0.5] * 3,
+          image_std=[0.5] * 3,
+          do_normalize=False,
+          high_res_image_mean=list(CLIP_MEAN),
+          high_res_image_std=[1.0] * 3,
+          high_res_size={"height": 1024, "width": 1024},
+      )
   except ImportError:
     return None
   files = sorted(manifest.parent.glob("*.jpg"), key=lambda p: int(p.stem))
@@ -100,8 +124,9 @@ def transformers_rate(manifest: pathlib.Path, size: int, samples: int) -> float 
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+  )
   parser.add_argument("--samples", type=int, default=96)
   parser.add_argument("--workers", default="0,1,2")
   parser.add_argument("--sizes", default="384,1024")
@@ -117,8 +142,10 @@ def main():
         rate = pipeline_rate(manifest, size, w, args.samples)
         rows.append((size, w, rate, ref))
   print(f"host: {os.cpu_count()} CPUs; {args.samples} samples per measurement; batch {BATCH}")
-  print("| image | workers | dsvl_jax samples/s | transformers processor, 1 process, "
-        "images/s | ratio |")
+  print(
+      "| image | workers | dsvl_jax samples/s | transformers processor, 1 process, "
+      "images/s | ratio |"
+  )
   print("|---|---|---|---|---|")
   for size, w, rate, ref in rows:
     ref_s = "n/a" if ref is None else f"{ref:.1f}"

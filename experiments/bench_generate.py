@@ -23,6 +23,9 @@ import numpy as np
 import torch
 import transformers
 
+# Siblings: python puts the script's folder, experiments/, first on sys.path.
+from hf_reference import paired_models
+
 from dsvl_jax.config.files import load_config
 from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.sampling import SamplingConfig
@@ -30,16 +33,15 @@ from dsvl_jax.models import VLMConfig
 from dsvl_jax.models.init import count_params
 from dsvl_jax.runtime.perf import host_limits
 
-# Siblings: python puts the script's folder, experiments/, first on sys.path.
-from hf_reference import paired_models
-
 
 def model_config(name: str) -> VLMConfig:
   if name == "tiny":
     return VLMConfig.from_dict(load_config("configs/tiny.py").model)
   cfg = VLMConfig.from_dict(load_config("configs/deepseek_vl_1_3b.py").model)
-  return cfg.replace(llm=dataclasses.replace(cfg.llm, num_layers=8),
-                     compute=dataclasses.replace(cfg.compute, dtype="float32"))
+  return cfg.replace(
+      llm=dataclasses.replace(cfg.llm, num_layers=8),
+      compute=dataclasses.replace(cfg.compute, dtype="float32"),
+  )
 
 
 def best_of(fn, repeats: int) -> float:
@@ -56,8 +58,8 @@ def prefill_flops(cfg: VLMConfig, prompt_len: int, params: dict) -> float:
   vision = count_params(params["vision"]) + count_params(params["aligner"])
   llm_layers = count_params(params["llm"]["layers"])
   s, c = cfg.siglip, cfg.llm
-  attn_vision = 4 * s.num_blocks * s.num_tokens ** 2 * s.width
-  attn_llm = 4 * c.num_layers * prompt_len ** 2 * c.num_heads * c.head_dim
+  attn_vision = 4 * s.num_blocks * s.num_tokens**2 * s.width
+  attn_llm = 4 * c.num_layers * prompt_len**2 * c.num_heads * c.head_dim
   head = 2 * c.hidden_size * c.vocab_size  # last position only
   return 2 * vision * s.num_tokens + 2 * llm_layers * prompt_len + attn_vision + attn_llm + head
 
@@ -77,10 +79,17 @@ def main():
     hf, params = paired_models(cfg)
     gen = Generator(cfg, params)
     k = cfg.num_image_tokens
-    ids = np.array([[cfg.bos_token_id] + [cfg.image_token_id] * k +
-                    list(np.random.default_rng(0).integers(3, 400, 24))], np.int32)
-    images = np.random.default_rng(1).random((1, 3, cfg.image_size, cfg.image_size),
-                                             dtype=np.float32)
+    ids = np.array(
+        [
+            [cfg.bos_token_id]
+            + [cfg.image_token_id] * k
+            + list(np.random.default_rng(0).integers(3, 400, 24))
+        ],
+        np.int32,
+    )
+    images = np.random.default_rng(1).random(
+        (1, 3, cfg.image_size, cfg.image_size), dtype=np.float32
+    )
     hf_pixels = {"pixel_values": (torch.from_numpy(images) - 0.5) / 0.5}
     n = args.new_tokens
 
@@ -90,8 +99,13 @@ def main():
 
     def theirs(new):
       with torch.no_grad():
-        return hf.generate(input_ids=torch.from_numpy(ids).long(), max_new_tokens=new,
-                           min_new_tokens=new, do_sample=False, **hf_pixels)
+        return hf.generate(
+            input_ids=torch.from_numpy(ids).long(),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            **hf_pixels,
+        )
 
     ours(1), ours(n + 1)  # compile both shapes
     theirs(1)
@@ -100,20 +114,42 @@ def main():
     o_dec, t_dec = n / max(on - o1, 1e-9), n / max(tn - t1, 1e-9)
     flops = prefill_flops(cfg, ids.shape[1], params)
     llm_bytes = 4 * (count_params(params["llm"]) - cfg.llm.vocab_size * cfg.llm.hidden_size)
-    rows.append((name, f"prefill ({ids.shape[1]} tokens, 1 image), s", o1, t1,
-                 t1 / o1, flops / peak, (flops / peak) / o1))
-    rows.append((name, "decode, tokens/s", o_dec, t_dec, o_dec / t_dec,
-                 stream / llm_bytes, o_dec / (stream / llm_bytes)))
+    rows.append(
+        (
+            name,
+            f"prefill ({ids.shape[1]} tokens, 1 image), s",
+            o1,
+            t1,
+            t1 / o1,
+            flops / peak,
+            (flops / peak) / o1,
+        )
+    )
+    rows.append(
+        (
+            name,
+            "decode, tokens/s",
+            o_dec,
+            t_dec,
+            o_dec / t_dec,
+            stream / llm_bytes,
+            o_dec / (stream / llm_bytes),
+        )
+    )
     hf = gen = params = None  # free this model before building the next
-  print(f"\njax {jax.__version__}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, {os.cpu_count()} CPU threads, float32")
+  print(
+      f"\njax {jax.__version__}, torch {torch.__version__}, transformers "
+      f"{transformers.__version__}, {os.cpu_count()} CPU threads, float32"
+  )
   print(f"bounds from {limits}\n")
   print("| config | metric | dsvl_jax | transformers | speed-up | bound | dsvl_jax / bound |")
   print("|---|---|---|---|---|---|---|")
   for name, metric, o, t, ratio, bound, frac in rows:
     unit = "s" if "prefill" in metric else "tok/s"
-    print(f"| {name} | {metric} | {o:.3g} | {t:.3g} | {ratio:.2f}x | "
-          f"{bound:.3g} {unit} | {frac:.0%} |")
+    print(
+        f"| {name} | {metric} | {o:.3g} | {t:.3g} | {ratio:.2f}x | "
+        f"{bound:.3g} {unit} | {frac:.0%} |"
+    )
 
 
 if __name__ == "__main__":

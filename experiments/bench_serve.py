@@ -57,18 +57,20 @@ import numpy as np
 import uvicorn
 from PIL import Image, ImageDraw
 
-from dsvl_jax.processor.tokenizer import Tokenizer
+from dsvl_jax.infer.engine import Engine
 from dsvl_jax.models.init import init_params
+from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.runtime.perf import host_limits, processor_name
 from dsvl_jax.serve.app import create_app
-from dsvl_jax.infer.engine import Engine
 from dsvl_jax.serve.serve_config import ServeConfig
 from dsvl_jax.serve.service import ChatService
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
-WORDS = ("the quick brown fox jumps over a lazy dog while seven small red birds sing "
-         "about colours shapes and printed words").split()
+WORDS = (
+    "the quick brown fox jumps over a lazy dog while seven small red birds sing "
+    "about colours shapes and printed words"
+).split()
 
 
 def free_port() -> int:
@@ -81,16 +83,22 @@ class Server:
   """uvicorn in a thread over one engine."""
 
   def __init__(self, cfg, params, tok, **serve):
-    self.serve = ServeConfig(tokenizer="builtin:bytes", system_prompt="", api_key_env="",
-                             **serve)
-    self.engine = Engine(cfg, params, tok, num_slots=self.serve.num_slots,
-                         max_len=self.serve.max_len, prompt_bucket=self.serve.prompt_bucket,
-                         max_queue=self.serve.max_queue,
-                         prefix_cache=self.serve.prefix_cache).start()
+    self.serve = ServeConfig(tokenizer="builtin:bytes", system_prompt="", api_key_env="", **serve)
+    self.engine = Engine(
+        cfg,
+        params,
+        tok,
+        num_slots=self.serve.num_slots,
+        max_len=self.serve.max_len,
+        prompt_bucket=self.serve.prompt_bucket,
+        max_queue=self.serve.max_queue,
+        prefix_cache=self.serve.prefix_cache,
+    ).start()
     app = create_app(ChatService(self.engine, cfg, tok, self.serve, "bench"))
     self.port = free_port()
-    self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port,
-                                                log_level="error"))
+    self.server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="error")
+    )
     self.thread = threading.Thread(target=self.server.run, daemon=True)
     self.thread.start()
     while not self.server.started:
@@ -135,9 +143,13 @@ def load(server: Server, clients: int, per_client: int, new_tokens: int):
 
   def client(c):
     for k in range(per_client):
-      body = {"messages": [{"role": "user", "content": prompt(c * 100 + k)}],
-              "max_tokens": new_tokens, "temperature": 0, "repetition_penalty": 1.0,
-              "ignore_eos": True}  # every request generates exactly new_tokens
+      body = {
+          "messages": [{"role": "user", "content": prompt(c * 100 + k)}],
+          "max_tokens": new_tokens,
+          "temperature": 0,
+          "repetition_penalty": 1.0,
+          "ignore_eos": True,
+      }  # every request generates exactly new_tokens
       f, t, _, _ = stream(server.url, body)
       with lock:
         ttft.append(f)
@@ -176,13 +188,23 @@ class ServerProcess:
 
   def __init__(self, *overrides: str, timeout: float = 180):
     port = free_port()
-    args = [sys.executable, "-m", "dsvl_jax.main", "--config=configs/tiny.py:hybrid",
-            "--config.mode=serve", "--config.serve.tokenizer=builtin:bytes",
-            f"--config.serve.port={port}", "--config.serve.api_key_env=",
-            "--config.serve.num_slots=2", "--config.serve.max_len=256",
-            "--config.serve.prompt_bucket=16", "--config.serve.max_tokens=16",
-            "--config.serve.default_max_tokens=4", "--config.serve.system_prompt=",
-            *overrides]
+    args = [
+        sys.executable,
+        "-m",
+        "dsvl_jax.main",
+        "--config=configs/tiny.py:hybrid",
+        "--config.mode=serve",
+        "--config.serve.tokenizer=builtin:bytes",
+        f"--config.serve.port={port}",
+        "--config.serve.api_key_env=",
+        "--config.serve.num_slots=2",
+        "--config.serve.max_len=256",
+        "--config.serve.prompt_bucket=16",
+        "--config.serve.max_tokens=16",
+        "--config.serve.default_max_tokens=4",
+        "--config.serve.system_prompt=",
+        *overrides,
+    ]
     self.log = tempfile.TemporaryFile()
     self.proc = subprocess.Popen(args, cwd=ROOT, stdout=self.log, stderr=subprocess.STDOUT)
     self.pid = self.proc.pid
@@ -236,9 +258,11 @@ def reset_peak_rss(pid: int) -> None:
     with open(f"/proc/{pid}/clear_refs", "w") as f:
       f.write("5")
   except OSError as e:
-    raise RuntimeError(f"cannot reset the server's peak RSS: writing /proc/{pid}/clear_refs "
-                       f"failed ({e}); the measurement needs Linux and the server's user "
-                       f"or root") from e
+    raise RuntimeError(
+        f"cannot reset the server's peak RSS: writing /proc/{pid}/clear_refs "
+        f"failed ({e}); the measurement needs Linux and the server's user "
+        f"or root"
+    ) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,8 +278,7 @@ def post(url: str, content) -> tuple[int | str, str | None]:
   """(status, error code): content is bytes (sent with Content-Length) or an iterator of
   bytes (sent chunked)."""
   try:
-    r = httpx.post(url, content=content, headers={"Content-Type": "application/json"},
-                   timeout=300)
+    r = httpx.post(url, content=content, headers={"Content-Type": "application/json"}, timeout=300)
   except httpx.TransportError as e:
     return type(e).__name__, None
   try:
@@ -276,8 +299,13 @@ def measure(server: ServerProcess, content) -> Outcome:
 
 
 def chat_body(content, max_tokens: int = 4) -> bytes:
-  return json.dumps({"messages": [{"role": "user", "content": content}],
-                     "max_tokens": max_tokens, "temperature": 0}).encode()
+  return json.dumps(
+      {
+          "messages": [{"role": "user", "content": content}],
+          "max_tokens": max_tokens,
+          "temperature": 0,
+      }
+  ).encode()
 
 
 def png_uri(img: Image.Image) -> str:
@@ -301,13 +329,14 @@ def bomb_uri() -> str:
 def drawn_uri(width: int, height: int) -> str:
   """A flat picture with a rectangle: small as PNG at any size."""
   img = Image.new("RGB", (width, height), (240, 230, 200))
-  ImageDraw.Draw(img).rectangle((width // 4, height // 4, width // 2, height // 2),
-                                fill=(30, 90, 160))
+  ImageDraw.Draw(img).rectangle(
+      (width // 4, height // 4, width // 2, height // 2), fill=(30, 90, 160)
+  )
   return png_uri(img)
 
 
 def chunked(body: bytes, piece: int = 1 << 20):
-  return (body[i:i + piece] for i in range(0, len(body), piece))
+  return (body[i : i + piece] for i in range(0, len(body), piece))
 
 
 def hostile_requests() -> dict[str, tuple]:
@@ -316,8 +345,11 @@ def hostile_requests() -> dict[str, tuple]:
   list of empty objects fits it too: parsed, each 3 bytes would become a dict, so it is
   refused before parsing (protocol.MAX_JSON_VALUES)."""
   bomb, text50, text20 = bomb_uri(), chat_body("a" * 50_000_000), chat_body("a" * 20_000_000)
-  objects = (b'{"messages": [{"role": "user", "content": "hi"}], "stop": [' +
-             b",".join([b"{}"] * (32_000_000 // 3)) + b"]}")
+  objects = (
+      b'{"messages": [{"role": "user", "content": "hi"}], "stop": ['
+      + b",".join([b"{}"] * (32_000_000 // 3))
+      + b"]}"
+  )
   return {
       "12000x12000 PNG": (image_body(bomb), (400, "invalid_image")),
       "4 x 12000x12000 PNG": (image_body(bomb, 4), (400, "invalid_image")),
@@ -337,16 +369,17 @@ def run_hostile(lifted: bool) -> list[tuple[str, str, Outcome, tuple]]:
   """Rows of (server, request, outcome, expected)."""
   requests = hostile_requests()
   small = image_body(drawn_uri(48, 40))
-  controls = {"control: 48x40 PNG (compiles)": (small, (200, None)),
-              "control: 3000x2000 PNG": (image_body(drawn_uri(3000, 2000)), (200, None))}
+  controls = {
+      "control: 48x40 PNG (compiles)": (small, (200, None)),
+      "control: 3000x2000 PNG": (image_body(drawn_uri(3000, 2000)), (200, None)),
+  }
   rows = []
   with ServerProcess() as server:
     for name, (request, expected) in {**controls, **requests}.items():
       rows.append(("caps", name, measure(server, content_of(request)), expected))
       print(rows[-1], flush=True)
   if lifted:
-    caps = ("--config.serve.max_image_pixels=200000000",
-            "--config.serve.max_body_bytes=100000000")
+    caps = ("--config.serve.max_image_pixels=200000000", "--config.serve.max_body_bytes=100000000")
     with ServerProcess(*caps) as server:
       post(server.url, small)  # compiles, as the first control did above
       for name in ("12000x12000 PNG", "50 MB text, Content-Length"):
@@ -357,17 +390,25 @@ def run_hostile(lifted: bool) -> list[tuple[str, str, Outcome, tuple]]:
 
 
 def print_hostile(rows) -> None:
-  print(f"\n{processor_name()}, {os.cpu_count()} CPU threads; the server: configs/tiny.py:"
-        f"hybrid in a child process; caps: serve.max_image_pixels 50,000,000, "
-        f"serve.max_body_bytes 32 MiB; lifted: 200,000,000 and 100,000,000\n")
-  print("| server | request | status | error code | response s | RSS before MB | "
-        "peak growth MB |")
+  print(
+      f"\n{processor_name()}, {os.cpu_count()} CPU threads; the server: configs/tiny.py:"
+      f"hybrid in a child process; caps: serve.max_image_pixels 50,000,000, "
+      f"serve.max_body_bytes 32 MiB; lifted: 200,000,000 and 100,000,000\n"
+  )
+  print(
+      "| server | request | status | error code | response s | RSS before MB | " "peak growth MB |"
+  )
   print("|---|---|---|---|---|---|---|")
   for server, name, o, expected in rows:
-    status = f"{o.status}" if expected in (None, (o.status, o.code)) else \
-        f"{o.status} (expected {expected[0]})"
-    print(f"| {server} | {name} | {status} | {o.code or '-'} | {o.seconds:.2f} | "
-          f"{o.rss_mb:.0f} | {o.growth_mb:.1f} |")
+    status = (
+        f"{o.status}"
+        if expected in (None, (o.status, o.code))
+        else f"{o.status} (expected {expected[0]})"
+    )
+    print(
+        f"| {server} | {name} | {status} | {o.code or '-'} | {o.seconds:.2f} | "
+        f"{o.rss_mb:.0f} | {o.growth_mb:.1f} |"
+    )
 
 
 def main():
@@ -379,8 +420,11 @@ def main():
   parser.add_argument("--slots", type=int, default=16)
   parser.add_argument("--skip-prefix", action="store_true")
   parser.add_argument("--hostile", action="store_true", help="the caps part (see above)")
-  parser.add_argument("--skip-lifted", action="store_true",
-                      help="--hostile without the server whose caps are lifted")
+  parser.add_argument(
+      "--skip-lifted",
+      action="store_true",
+      help="--hostile without the server whose caps are lifted",
+  )
   args = parser.parse_args()
   limits = host_limits()
   clients = [int(c) for c in args.clients.split(",") if c]  # --clients= : prefix part only
@@ -389,14 +433,23 @@ def main():
     print_hostile(hostile_rows)
     return
   from experiments.bench_generate import model_config  # pylint: disable=g-import-not-at-top
+
   cfg = model_config(args.config)
   params = init_params(cfg, jax.random.key(0))
   tok = tokenizer_for(cfg, args.config)
   rows = []
   for mode, slots in (("continuous batching", args.slots), ("one at a time", 1)) * bool(clients):
-    server = Server(cfg, params, tok, num_slots=slots, max_len=256, prompt_bucket=64,
-                    max_queue=256, max_tokens=args.new_tokens,
-                    default_max_tokens=args.new_tokens)
+    server = Server(
+        cfg,
+        params,
+        tok,
+        num_slots=slots,
+        max_len=256,
+        prompt_bucket=64,
+        max_queue=256,
+        max_tokens=args.new_tokens,
+        default_max_tokens=args.new_tokens,
+    )
     load(server, max(clients), args.per_client, 2)  # compile every prompt's programs first
     for c in clients:
       rate, ttft, total = load(server, c, args.per_client, args.new_tokens)
@@ -406,41 +459,54 @@ def main():
 
   prefix_rows = []
   if not args.skip_prefix:
+
     def image_uri(seed):
       arr = np.random.default_rng(seed).random((300, 400, 3)) * 255
       buf = io.BytesIO()
       Image.fromarray(arr.astype(np.uint8)).save(buf, format="PNG")
       return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
     questions = ["describe the picture", "what colours are there", "and in the corners"]
     for cached in (False, True):
-      server = Server(cfg, params, tok, num_slots=2, max_len=1024, prompt_bucket=64,
-                      max_tokens=16, default_max_tokens=16, prefix_cache=cached)
+      server = Server(
+          cfg,
+          params,
+          tok,
+          num_slots=2,
+          max_len=1024,
+          prompt_bucket=64,
+          max_tokens=16,
+          default_max_tokens=16,
+          prefix_cache=cached,
+      )
       for warm in (True, False):  # the first conversation (another image) compiles
         uri = image_uri(int(warm))
         messages, times = [], []
         for q in questions:
-          content = ([{"type": "image_url", "image_url": {"url": uri}}] if not messages else [])
+          content = [{"type": "image_url", "image_url": {"url": uri}}] if not messages else []
           messages.append({"role": "user", "content": content + [{"type": "text", "text": q}]})
-          body = {"messages": messages, "max_tokens": 16, "temperature": 0,
-                  "ignore_eos": True}
+          body = {"messages": messages, "max_tokens": 16, "temperature": 0, "ignore_eos": True}
           f, _, answer, usage = stream(server.url, body)
           messages.append({"role": "assistant", "content": answer})
-          times.append((f, usage["prompt_tokens"],
-                        usage["prompt_tokens_details"]["cached_tokens"]))
+          times.append((f, usage["prompt_tokens"], usage["prompt_tokens_details"]["cached_tokens"]))
         if not warm:
           prefix_rows.append((cached, times))
       server.close()
 
-  print(f"\njax {jax.__version__}; {processor_name()}, {os.cpu_count()} CPU threads; "
-        f"{limits}; config {args.config}, float32, {args.new_tokens} new tokens per request, "
-        f"{args.per_client} requests per client, {args.slots} slots\n")
+  print(
+      f"\njax {jax.__version__}; {processor_name()}, {os.cpu_count()} CPU threads; "
+      f"{limits}; config {args.config}, float32, {args.new_tokens} new tokens per request, "
+      f"{args.per_client} requests per client, {args.slots} slots\n"
+  )
   print("| clients | serving | tokens/s | TTFT p50 s | TTFT p99 s | latency p50 s | requests |")
   print("|---|---|---|---|---|---|---|")
   for c, mode, rate, t50, t99, l50, n in rows:
     print(f"| {c} | {mode} | {rate:.1f} | {t50:.2f} | {t99:.2f} | {l50:.2f} | {n} |")
   if prefix_rows:
-    print("\n| prefix cache | turn 1 TTFT s | turn 2 TTFT s | turn 3 TTFT s | prompt tokens "
-          "(cached) per turn |")
+    print(
+        "\n| prefix cache | turn 1 TTFT s | turn 2 TTFT s | turn 3 TTFT s | prompt tokens "
+        "(cached) per turn |"
+    )
     print("|---|---|---|---|---|")
     for cached, times in prefix_rows:
       cells = " | ".join(f"{f:.2f}" for f, _, _ in times)

@@ -26,6 +26,10 @@ import numpy as np
 import torch
 import transformers
 
+# Siblings: python puts the script's folder, experiments/, first on sys.path.
+from bench_generate import best_of
+from hf_reference import hf_model
+
 from convert import state_dict_to_params
 from dsvl_jax.config.files import load_config
 from dsvl_jax.models import DeepseekVL, VLMConfig
@@ -36,10 +40,6 @@ from dsvl_jax.train.config import optimizer_config
 from dsvl_jax.train.optimizer import make_optimizer
 from dsvl_jax.train.step import init_state, make_train_step
 
-# Siblings: python puts the script's folder, experiments/, first on sys.path.
-from bench_generate import best_of
-from hf_reference import hf_model
-
 TRAINABLE = {2: ("llm", "aligner"), 3: ("llm", "aligner", "siglip")}
 
 
@@ -48,24 +48,36 @@ def model_config(name: str) -> tuple[VLMConfig, int, int]:
   if name == "tiny":
     return VLMConfig.from_dict(load_config("configs/tiny.py").model), 8, 48
   cfg = VLMConfig.from_dict(load_config("configs/deepseek_vl_1_3b.py").model)
-  cfg = cfg.replace(llm=dataclasses.replace(cfg.llm, num_layers=4),
-                    compute=dataclasses.replace(cfg.compute, dtype="float32"))
+  cfg = cfg.replace(
+      llm=dataclasses.replace(cfg.llm, num_layers=4),
+      compute=dataclasses.replace(cfg.compute, dtype="float32"),
+  )
   return cfg, 2, 64
 
 
 def make_batch(cfg: VLMConfig, rows: int, text: int) -> dict[str, np.ndarray]:
   rng = np.random.default_rng(0)
   k = cfg.num_image_tokens
-  ids = np.concatenate([np.full((rows, 1), cfg.bos_token_id),
-                        np.full((rows, k), cfg.image_token_id),
-                        rng.integers(3, 400, (rows, text))], axis=1).astype(np.int32)
+  ids = np.concatenate(
+      [
+          np.full((rows, 1), cfg.bos_token_id),
+          np.full((rows, k), cfg.image_token_id),
+          rng.integers(3, 400, (rows, text)),
+      ],
+      axis=1,
+  ).astype(np.int32)
   t = ids.shape[1]
   weights = (ids != cfg.image_token_id).astype(np.float32)
   weights[:, -1] = 0  # the last position has no next token
   s = cfg.image_size
-  return dict(inputs=ids, targets=np.concatenate([ids[:, 1:], ids[:, :1]], 1), weights=weights,
-              segment_ids=np.ones_like(ids), positions=np.tile(np.arange(t), (rows, 1)),
-              images=rng.random((rows, 1, 3, s, s), dtype=np.float32))
+  return dict(
+      inputs=ids,
+      targets=np.concatenate([ids[:, 1:], ids[:, :1]], 1),
+      weights=weights,
+      segment_ids=np.ones_like(ids),
+      positions=np.tile(np.arange(t), (rows, 1)),
+      images=rng.random((rows, 1, 3, s, s), dtype=np.float32),
+  )
 
 
 def time_ours(cfg, params, batch, trainable, steps) -> float:
@@ -120,8 +132,9 @@ def main():
     cfg, n_rows, text = model_config(name)
     batch = make_batch(cfg, n_rows, text)
     hf = hf_model(cfg, train=True)
-    params, _ = state_dict_to_params({k: v.detach().numpy() for k, v in hf.state_dict().items()},
-                                     cfg)
+    params, _ = state_dict_to_params(
+        {k: v.detach().numpy() for k, v in hf.state_dict().items()}, cfg
+    )
     ours = time_ours(cfg, params, batch, trainable, args.steps)
     params = None
     gc.collect()  # free our state before torch allocates its own
@@ -131,17 +144,23 @@ def main():
     shape = flops_lib.BatchShape.of(batch["segment_ids"], np.ones(n_rows))
     flops = flops_lib.step_flops(cfg, trainable, shape)
     rows.append((name, f"{n_rows} x {batch['inputs'].shape[1]}", flops, ours, theirs))
-  print(f"\njax {jax.__version__}, torch {torch.__version__}, transformers "
-        f"{transformers.__version__}, {os.cpu_count()} CPU threads, float32, stage "
-        f"{args.stage} ({', '.join(trainable)} trained)")
+  print(
+      f"\njax {jax.__version__}, torch {torch.__version__}, transformers "
+      f"{transformers.__version__}, {os.cpu_count()} CPU threads, float32, stage "
+      f"{args.stage} ({', '.join(trainable)} trained)"
+  )
   print(f"peak from {limits}\n")
-  print("| config | batch (rows x tokens) | model GFLOP / step | dsvl_jax s/step | dsvl_jax "
-        "share of peak | transformers s/step | transformers share of peak | speed-up |")
+  print(
+      "| config | batch (rows x tokens) | model GFLOP / step | dsvl_jax s/step | dsvl_jax "
+      "share of peak | transformers s/step | transformers share of peak | speed-up |"
+  )
   print("|---|---|---|---|---|---|---|---|")
   for name, shape, flops, ours, theirs in rows:
-    print(f"| {name} | {shape} | {flops / 1e9:.1f} | {ours:.3g} | "
-          f"{flops / ours / limits.peak_flops:.0%} | {theirs:.3g} | "
-          f"{flops / theirs / limits.peak_flops:.0%} | {theirs / ours:.2f}x |")
+    print(
+        f"| {name} | {shape} | {flops / 1e9:.1f} | {ours:.3g} | "
+        f"{flops / ours / limits.peak_flops:.0%} | {theirs:.3g} | "
+        f"{flops / theirs / limits.peak_flops:.0%} | {theirs / ours:.2f}x |"
+    )
 
 
 if __name__ == "__main__":

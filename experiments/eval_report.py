@@ -25,10 +25,20 @@ COLUMNS = {
     "ScienceQA-IMG": ("scienceqa", "accuracy", 100.0),
 }
 PUBLISHED = {  # paper section 4 (Table 5): chat models
-    "DeepSeek-VL-7B-chat (paper)": {"MMB": 73.2, "SEED": 70.4, "POPE": 88.1, "MMMU": 36.6,
-                                    "OCRBench": 456},
-    "DeepSeek-VL-1.3B-chat (paper)": {"MMB": 64.6, "SEED": 66.7, "POPE": 87.6, "MMMU": 32.2,
-                                      "OCRBench": 409},
+    "DeepSeek-VL-7B-chat (paper)": {
+        "MMB": 73.2,
+        "SEED": 70.4,
+        "POPE": 88.1,
+        "MMMU": 36.6,
+        "OCRBench": 456,
+    },
+    "DeepSeek-VL-1.3B-chat (paper)": {
+        "MMB": 64.6,
+        "SEED": 66.7,
+        "POPE": 87.6,
+        "MMMU": 32.2,
+        "OCRBench": 409,
+    },
 }
 
 
@@ -47,8 +57,10 @@ def table(rows: dict[str, dict[str, float]]) -> str:
   columns = [c for c in COLUMNS if any(c in r for r in rows.values())]
   lines = ["| model | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
   for label, values in rows.items():
-    cells = [("-" if c not in values else
-              f"{values[c]:.0f}" if c == "OCRBench" else f"{values[c]:.1f}") for c in columns]
+    cells = [
+        ("-" if c not in values else f"{values[c]:.0f}" if c == "OCRBench" else f"{values[c]:.1f}")
+        for c in columns
+    ]
     lines.append(f"| {label} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 

@@ -25,8 +25,9 @@ def check_cudnn(b=2, t=256, h=16, kvh=4, d=128, dtype=jnp.bfloat16) -> float:
   v = jnp.asarray(rng.standard_normal((b, t, kvh, d)), dtype)
   slot = jnp.broadcast_to(jnp.arange(t), (b, t))
   valid = jnp.ones((b, t), bool).at[0, :17].set(False)  # left padding in sample 0
-  seg = jnp.concatenate([jnp.ones((b, t // 2), jnp.int32), 2 * jnp.ones((b, t - t // 2),
-                                                                          jnp.int32)], 1)
+  seg = jnp.concatenate(
+      [jnp.ones((b, t // 2), jnp.int32), 2 * jnp.ones((b, t - t // 2), jnp.int32)], 1
+  )
   kw = dict(causal=True, q_slot=slot, k_slot=slot, k_valid=valid, q_segment=seg, k_segment=seg)
   ref = jax.jit(lambda q, k, v: attention(q, k, v, impl="xla", **kw))(q, k, v)
   got = jax.jit(lambda q, k, v: attention(q, k, v, impl="cudnn", **kw))(q, k, v)

@@ -6,19 +6,24 @@ import json
 import pathlib
 
 import numpy as np
+from conftest import tiny_config
 from PIL import Image
 
-from conftest import tiny_config
 from dsvl_jax.data.config import DataConfig
-from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.data.pipeline import TrainDataset
+from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN, Tokenizer
 
 SYNTHETIC = {
-    "shapes": dict(type="synthetic", modality="multimodal", weight=3.0,
-                   synthetic_kinds=["caption", "interleaved", "chat"]),
-    "words": dict(type="synthetic", modality="text", synthetic_seed=1,
-                  synthetic_kinds=["text", "text_chat"]),
+    "shapes": dict(
+        type="synthetic",
+        modality="multimodal",
+        weight=3.0,
+        synthetic_kinds=["caption", "interleaved", "chat"],
+    ),
+    "words": dict(
+        type="synthetic", modality="text", synthetic_seed=1, synthetic_kinds=["text", "text_chat"]
+    ),
 }
 
 
@@ -27,15 +32,30 @@ def layout(family: str = "siglip") -> TokenLayout:
 
 
 def data_config(**overrides) -> DataConfig:
-  d = dict(stage=2, pack=False, seq_len=512, global_batch_size=4, max_images_per_row=2,
-           seed=0, multimodal_share=0.5, process_index=0, process_count=1,
-           sources=SYNTHETIC)
+  d = dict(
+      stage=2,
+      pack=False,
+      seq_len=512,
+      global_batch_size=4,
+      max_images_per_row=2,
+      seed=0,
+      multimodal_share=0.5,
+      process_index=0,
+      process_count=1,
+      sources=SYNTHETIC,
+  )
   d.update(overrides)
   return DataConfig.from_dict(d)
 
 
-def take(cfg: DataConfig, n: int, family: str = "siglip", state=None,
-         process_index: int | None = None, process_count: int | None = None):
+def take(
+    cfg: DataConfig,
+    n: int,
+    family: str = "siglip",
+    state=None,
+    process_index: int | None = None,
+    process_count: int | None = None,
+):
   """n batches (and the iterator's state after them) from a fresh pipeline."""
   it = iter(TrainDataset(cfg, layout(family), process_index, process_count))
   try:
@@ -83,15 +103,33 @@ def good_records(directory: pathlib.Path, n: int = 6) -> list[dict]:
     img = write_image(directory / f"img{i}.png", i)
     if i % 3 == 2:
       img2 = write_image(directory / f"img{i}b.jpg", 100 + i, (25, 50))
-      out.append({"kind": "chat", "images": [img, img2], "messages": [
-          {"role": "user", "content": f"{IMAGE_TOKEN}What is {i}?"},
-          {"role": "assistant", "content": f"It is {i}."},
-          {"role": "user", "content": f"And {IMAGE_TOKEN}this one?"},
-          {"role": "assistant", "content": f"That is {i + 1}."}]})
+      out.append(
+          {
+              "kind": "chat",
+              "images": [img, img2],
+              "messages": [
+                  {"role": "user", "content": f"{IMAGE_TOKEN}What is {i}?"},
+                  {"role": "assistant", "content": f"It is {i}."},
+                  {"role": "user", "content": f"And {IMAGE_TOKEN}this one?"},
+                  {"role": "assistant", "content": f"That is {i + 1}."},
+              ],
+          }
+      )
     else:
       out.append({"kind": "caption", "images": [img], "text": f"{IMAGE_TOKEN}Picture {i}."})
   return out
 
 
-__all__ = ["EOS_TOKEN", "IMAGE_TOKEN", "SYNTHETIC", "assert_same_batches", "byte_tokenizer",
-           "data_config", "good_records", "layout", "take", "write_image", "write_manifest"]
+__all__ = [
+    "EOS_TOKEN",
+    "IMAGE_TOKEN",
+    "SYNTHETIC",
+    "assert_same_batches",
+    "byte_tokenizer",
+    "data_config",
+    "good_records",
+    "layout",
+    "take",
+    "write_image",
+    "write_manifest",
+]

@@ -19,37 +19,70 @@ from dsvl_jax.models import VLMConfig
 
 def hf_config(cfg: VLMConfig):
   c = cfg.llm
-  text = dict(model_type="llama", vocab_size=c.vocab_size, hidden_size=c.hidden_size,
-              intermediate_size=c.intermediate_size, num_hidden_layers=c.num_layers,
-              num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
-              head_dim=c.head_dim, rms_norm_eps=c.rms_norm_eps, hidden_act="silu",
-              max_position_embeddings=c.max_position_embeddings,
-              rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
-              tie_word_embeddings=c.tie_embeddings, bos_token_id=cfg.bos_token_id,
-              eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id)
+  text = dict(
+      model_type="llama",
+      vocab_size=c.vocab_size,
+      hidden_size=c.hidden_size,
+      intermediate_size=c.intermediate_size,
+      num_hidden_layers=c.num_layers,
+      num_attention_heads=c.num_heads,
+      num_key_value_heads=c.num_kv_heads,
+      head_dim=c.head_dim,
+      rms_norm_eps=c.rms_norm_eps,
+      hidden_act="silu",
+      max_position_embeddings=c.max_position_embeddings,
+      rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+      tie_word_embeddings=c.tie_embeddings,
+      bos_token_id=cfg.bos_token_id,
+      eos_token_id=cfg.eos_token_id,
+      pad_token_id=cfg.pad_token_id,
+  )
   s = cfg.siglip
-  vision = dict(model_type="siglip_vision_model", hidden_size=s.width,
-                intermediate_size=s.mlp_dim, num_hidden_layers=s.depth,
-                num_attention_heads=s.num_heads, image_size=s.image_size,
-                patch_size=s.patch_size, hidden_act="gelu", layer_norm_eps=s.layer_norm_eps,
-                vision_use_head=False)
-  common = dict(text_config=text, vision_config=vision, image_token_id=cfg.image_token_id,
-                tie_word_embeddings=c.tie_embeddings)
+  vision = dict(
+      model_type="siglip_vision_model",
+      hidden_size=s.width,
+      intermediate_size=s.mlp_dim,
+      num_hidden_layers=s.depth,
+      num_attention_heads=s.num_heads,
+      image_size=s.image_size,
+      patch_size=s.patch_size,
+      hidden_act="gelu",
+      layer_norm_eps=s.layer_norm_eps,
+      vision_use_head=False,
+  )
+  common = dict(
+      text_config=text,
+      vision_config=vision,
+      image_token_id=cfg.image_token_id,
+      tie_word_embeddings=c.tie_embeddings,
+  )
   if not cfg.hybrid:
     return transformers.DeepseekVLConfig(**common)
   m = cfg.sam
   assert m.downsample_channels == (2 * m.neck_channels, 4 * m.neck_channels)
-  sam = dict(model_type="sam_vision_model", hidden_size=m.width, output_channels=m.neck_channels,
-             num_hidden_layers=m.depth, num_attention_heads=m.num_heads,
-             image_size=m.image_size, patch_size=m.patch_size, mlp_dim=m.mlp_dim,
-             global_attn_indexes=list(m.global_attn_indexes), window_size=m.window_size,
-             layer_norm_eps=m.layer_norm_eps, hidden_act="gelu")
+  sam = dict(
+      model_type="sam_vision_model",
+      hidden_size=m.width,
+      output_channels=m.neck_channels,
+      num_hidden_layers=m.depth,
+      num_attention_heads=m.num_heads,
+      image_size=m.image_size,
+      patch_size=m.patch_size,
+      mlp_dim=m.mlp_dim,
+      global_attn_indexes=list(m.global_attn_indexes),
+      window_size=m.window_size,
+      layer_norm_eps=m.layer_norm_eps,
+      hidden_act="gelu",
+  )
   return transformers.DeepseekVLHybridConfig(high_res_vision_config=sam, **common)
 
 
 def model_class(cfg: VLMConfig):
-  return (transformers.DeepseekVLHybridForConditionalGeneration if cfg.hybrid
-          else transformers.DeepseekVLForConditionalGeneration)
+  return (
+      transformers.DeepseekVLHybridForConditionalGeneration
+      if cfg.hybrid
+      else transformers.DeepseekVLForConditionalGeneration
+  )
 
 
 def randomize(model: torch.nn.Module, seed: int = 0) -> None:

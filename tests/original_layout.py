@@ -14,8 +14,14 @@ import numpy as np
 SAM = "vision_model.vision_tower_high.vision_tower."
 
 _SAM_RULES = [
-    (r"model\.high_res_vision_model\.vision_encoder\.patch_embed\.projection\.", SAM + "patch_embed.proj."),
-    (r"model\.high_res_vision_model\.vision_encoder\.layers\.(\d+)\.layer_norm(\d)\.", SAM + r"blocks.\1.norm\2."),
+    (
+        r"model\.high_res_vision_model\.vision_encoder\.patch_embed\.projection\.",
+        SAM + "patch_embed.proj.",
+    ),
+    (
+        r"model\.high_res_vision_model\.vision_encoder\.layers\.(\d+)\.layer_norm(\d)\.",
+        SAM + r"blocks.\1.norm\2.",
+    ),
     (r"model\.high_res_vision_model\.vision_encoder\.layers\.(\d+)\.", SAM + r"blocks.\1."),
     (r"model\.high_res_vision_model\.vision_encoder\.neck\.conv1\.", SAM + "neck.0."),
     (r"model\.high_res_vision_model\.vision_encoder\.neck\.layer_norm1\.", SAM + "neck.1."),
@@ -35,7 +41,10 @@ _SAM_RULES = [
 def _siglip_rules(v):
   return [
       (r"model\.vision_model\.embeddings\.patch_embedding\.", v + "patch_embed.proj."),
-      (r"model\.vision_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.", v + r"blocks.\1.attn.proj."),
+      (
+          r"model\.vision_model\.encoder\.layers\.(\d+)\.self_attn\.out_proj\.",
+          v + r"blocks.\1.attn.proj.",
+      ),
       (r"model\.vision_model\.encoder\.layers\.(\d+)\.layer_norm(\d)\.", v + r"blocks.\1.norm\2."),
       (r"model\.vision_model\.encoder\.layers\.(\d+)\.mlp\.", v + r"blocks.\1.mlp."),
       (r"model\.vision_model\.post_layernorm\.", v + "norm."),
@@ -44,22 +53,33 @@ def _siglip_rules(v):
 
 def _aligner_rules(hybrid):
   if hybrid:
-    return [(r"model\.aligner\.high_res_vision_proj\.", "aligner.high_up_proj."),
-            (r"model\.aligner\.vision_proj\.", "aligner.low_up_proj."),
-            (r"model\.aligner\.proj\.", "aligner.layers.1.")]
-  return [(r"model\.aligner\.linear1\.", "aligner.layers.0."),
-          (r"model\.aligner\.linear2\.", "aligner.layers.2.")]
+    return [
+        (r"model\.aligner\.high_res_vision_proj\.", "aligner.high_up_proj."),
+        (r"model\.aligner\.vision_proj\.", "aligner.low_up_proj."),
+        (r"model\.aligner\.proj\.", "aligner.layers.1."),
+    ]
+  return [
+      (r"model\.aligner\.linear1\.", "aligner.layers.0."),
+      (r"model\.aligner\.linear2\.", "aligner.layers.2."),
+  ]
 
 
 def hf_to_original(state: dict, hybrid: bool, seed: int = 0) -> dict:
-  v = ("vision_model.vision_tower_low.vision_tower." if hybrid
-       else "vision_model.vision_tower.")
-  rules = _SAM_RULES + _siglip_rules(v) + _aligner_rules(hybrid) + [
-      (r"model\.language_model\.", "language_model.model."),
-      (r"lm_head\.weight", "language_model.lm_head.weight")]
+  v = "vision_model.vision_tower_low.vision_tower." if hybrid else "vision_model.vision_tower."
+  rules = (
+      _SAM_RULES
+      + _siglip_rules(v)
+      + _aligner_rules(hybrid)
+      + [
+          (r"model\.language_model\.", "language_model.model."),
+          (r"lm_head\.weight", "language_model.lm_head.weight"),
+      ]
+  )
   out, qkv = {}, {}
   for key, value in state.items():
-    m = re.fullmatch(r"model\.vision_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key)
+    m = re.fullmatch(
+        r"model\.vision_model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.(weight|bias)", key
+    )
     if m:
       qkv.setdefault((m.group(1), m.group(3)), {})[m.group(2)] = value
       continue
@@ -79,11 +99,21 @@ def hf_to_original(state: dict, hybrid: bool, seed: int = 0) -> dict:
   rng = np.random.default_rng(seed)
   d = out[v + "norm.weight"].shape[0]
   mlp = out[v + "blocks.0.mlp.fc1.weight"].shape[0]
-  for name, shape in {"latent": (1, 1, d), "q.weight": (d, d), "q.bias": (d,),
-                      "kv.weight": (2 * d, d), "kv.bias": (2 * d,), "proj.weight": (d, d),
-                      "proj.bias": (d,), "norm.weight": (d,), "norm.bias": (d,),
-                      "mlp.fc1.weight": (mlp, d), "mlp.fc1.bias": (mlp,),
-                      "mlp.fc2.weight": (d, mlp), "mlp.fc2.bias": (d,)}.items():
+  for name, shape in {
+      "latent": (1, 1, d),
+      "q.weight": (d, d),
+      "q.bias": (d,),
+      "kv.weight": (2 * d, d),
+      "kv.bias": (2 * d,),
+      "proj.weight": (d, d),
+      "proj.bias": (d,),
+      "norm.weight": (d,),
+      "norm.bias": (d,),
+      "mlp.fc1.weight": (mlp, d),
+      "mlp.fc1.bias": (mlp,),
+      "mlp.fc2.weight": (d, mlp),
+      "mlp.fc2.bias": (d,),
+  }.items():
     out[f"{v}attn_pool.{name}"] = rng.standard_normal(shape).astype(np.float32)
   if hybrid:
     width = out["aligner.low_up_proj.weight"].shape[1]

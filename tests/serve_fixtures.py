@@ -26,8 +26,16 @@ def free_port() -> int:
 
 def serve_config(**serve):
   config = load_config("configs/tiny.py:hybrid")
-  config.serve.update(dict(tokenizer="builtin:bytes", num_slots=4, max_len=256,
-                           prompt_bucket=16, max_tokens=64, default_max_tokens=16))
+  config.serve.update(
+      dict(
+          tokenizer="builtin:bytes",
+          num_slots=4,
+          max_len=256,
+          prompt_bucket=16,
+          max_tokens=64,
+          default_max_tokens=16,
+      )
+  )
   config.serve.update(serve)
   return config
 
@@ -39,6 +47,7 @@ def running_server(config, web: bool = False):
   app = create_app(service, api_key)
   if web:
     from dsvl_jax.serve.web import mount_page
+
     app = mount_page(app, service, config.serve.web_title, config.serve.web_image_position)
   port = free_port()
   server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
@@ -61,7 +70,7 @@ def drawn_image(seed: int, size=(48, 40)) -> Image.Image:
   rng = np.random.default_rng(seed)
   arr = np.full((size[1], size[0], 3), 255, np.uint8)
   x, y = rng.integers(0, size[0] // 2), rng.integers(0, size[1] // 2)
-  arr[y:y + size[1] // 2, x:x + size[0] // 2] = rng.integers(0, 255, 3)
+  arr[y : y + size[1] // 2, x : x + size[0] // 2] = rng.integers(0, 255, 3)
   return Image.fromarray(arr)
 
 

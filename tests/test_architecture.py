@@ -45,10 +45,11 @@ def imports(root: pathlib.Path = ROOT) -> dict[str, set[str]]:
       elif isinstance(node, ast.ImportFrom):
         base = node.module or ""
         if node.level:  # relative: from the module's package
-          up = package.split(".")[:len(package.split(".")) - node.level + 1]
+          up = package.split(".")[: len(package.split(".")) - node.level + 1]
           base = ".".join(up + ([base] if base else []))
-        targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base
-                   for a in node.names]
+        targets = [
+            f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base for a in node.names
+        ]
       else:
         continue
       for t in targets:
@@ -101,7 +102,8 @@ def package_graph(graph):
   out = {}
   for a, targets in graph.items():
     out.setdefault(package_of(a), set()).update(
-        package_of(b) for b in targets if package_of(b) != package_of(a))
+        package_of(b) for b in targets if package_of(b) != package_of(a)
+    )
   return out
 
 
@@ -110,9 +112,11 @@ def violations(graph: dict[str, set[str]]) -> list[str]:
   allowed_for_models = ("dsvl_jax.models", "dsvl_jax.config", "dsvl_jax.runtime.sharding")
   training = ("dsvl_jax.data", "dsvl_jax.train")
   rules = [  # (importer prefix, forbidden target prefixes, the rule)
-      ("dsvl_jax.processor", ("dsvl_jax.data", "dsvl_jax.train", "dsvl_jax.infer",
-                              "dsvl_jax.serve", "dsvl_jax.eval"),
-       "input processing imports no pipeline, training, inference or front end"),
+      (
+          "dsvl_jax.processor",
+          ("dsvl_jax.data", "dsvl_jax.train", "dsvl_jax.infer", "dsvl_jax.serve", "dsvl_jax.eval"),
+          "input processing imports no pipeline, training, inference or front end",
+      ),
       ("dsvl_jax.infer", training, "inference imports nothing of training"),
       ("dsvl_jax.serve", training, "serving imports nothing of training"),
       ("dsvl_jax.eval", training, "evaluation imports nothing of training"),
@@ -140,22 +144,29 @@ def test_the_tree_keeps_every_rule():
 
 
 def test_the_top_of_the_library_holds_only_the_entry_points():
-  top = sorted(p.name for p in (ROOT / LIBRARY).iterdir()
-               if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists()))
-  loose = [n for n in top if n.endswith(".py") and n not in
-           ("__init__.py", "__main__.py", "main.py")]
+  top = sorted(
+      p.name
+      for p in (ROOT / LIBRARY).iterdir()
+      if p.suffix == ".py" or (p.is_dir() and (p / "__init__.py").exists())
+  )
+  loose = [
+      n for n in top if n.endswith(".py") and n not in ("__init__.py", "__main__.py", "main.py")
+  ]
   assert loose == [], f"modules loose at the top of dsvl_jax/: {loose}"
 
 
-@pytest.mark.parametrize("module,target,says", [
-    ("dsvl_jax.models.llm", "dsvl_jax.data.pipeline", "models import only"),
-    ("dsvl_jax.processor.tokenizer", "dsvl_jax.train.trainer", "input processing"),
-    ("dsvl_jax.serve.app", "dsvl_jax.data.encoding", "serving imports nothing"),
-    ("dsvl_jax.eval.harness", "dsvl_jax.train.step", "evaluation imports nothing"),
-    ("dsvl_jax.checkpoint.loading", "convert", "conversion CLI"),
-    ("dsvl_jax.runtime.perf", "dsvl_jax.train.flops", "package cycle"),
-    ("dsvl_jax.processor.image_processor", "dsvl_jax.processor.batching", "import cycle"),
-])
+@pytest.mark.parametrize(
+    "module,target,says",
+    [
+        ("dsvl_jax.models.llm", "dsvl_jax.data.pipeline", "models import only"),
+        ("dsvl_jax.processor.tokenizer", "dsvl_jax.train.trainer", "input processing"),
+        ("dsvl_jax.serve.app", "dsvl_jax.data.encoding", "serving imports nothing"),
+        ("dsvl_jax.eval.harness", "dsvl_jax.train.step", "evaluation imports nothing"),
+        ("dsvl_jax.checkpoint.loading", "convert", "conversion CLI"),
+        ("dsvl_jax.runtime.perf", "dsvl_jax.train.flops", "package cycle"),
+        ("dsvl_jax.processor.image_processor", "dsvl_jax.processor.batching", "import cycle"),
+    ],
+)
 def test_a_broken_rule_is_named(module, target, says):
   """The checker itself: one planted import breaks exactly the rule it should."""
   graph = imports()
@@ -172,17 +183,23 @@ def test_a_broken_rule_is_named(module, target, says):
 def test_the_public_surface_resolves_and_stays_light():
   """Every public name is the object its module defines; importing the package alone
   starts no JAX (config files import it)."""
+  import importlib  # pylint: disable=g-import-not-at-top
   import subprocess  # pylint: disable=g-import-not-at-top
   import sys  # pylint: disable=g-import-not-at-top
+
   import dsvl_jax  # pylint: disable=g-import-not-at-top
-  import importlib  # pylint: disable=g-import-not-at-top
+
   for name, where in dsvl_jax._PUBLIC.items():
     module, attr = where.split(":")
     assert getattr(dsvl_jax, name) is getattr(importlib.import_module(module), attr), name
   assert set(dsvl_jax.__all__) == {"load", *dsvl_jax._PUBLIC}
   with pytest.raises(AttributeError, match="no attribute 'nope'"):
-    dsvl_jax.nope  # pylint: disable=pointless-statement
-  out = subprocess.run([sys.executable, "-c", "import sys, dsvl_jax; "
-                        "print('jax' in sys.modules)"], cwd=ROOT, capture_output=True,
-                       text=True, check=True)
+    _ = dsvl_jax.nope
+  out = subprocess.run(
+      [sys.executable, "-c", "import sys, dsvl_jax; " "print('jax' in sys.modules)"],
+      cwd=ROOT,
+      capture_output=True,
+      text=True,
+      check=True,
+  )
   assert out.stdout.strip() == "False"

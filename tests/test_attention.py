@@ -24,10 +24,10 @@ def batch():
   v = jnp.asarray(rng.normal(size=(B, T, KVH, D)), jnp.float32)
   slot = jnp.broadcast_to(jnp.arange(T), (B, T))
   valid = jnp.asarray(np.arange(T)[None] >= np.array([[0], [5]]))
-  seg = jnp.asarray(np.stack([np.repeat([1, 2, 3], [15, 15, 10]),
-                              np.repeat([0, 1, 2], [5, 20, 15])]))
-  masks = dict(causal=True, q_slot=slot, k_slot=slot, k_valid=valid, q_segment=seg,
-               k_segment=seg)
+  seg = jnp.asarray(
+      np.stack([np.repeat([1, 2, 3], [15, 15, 10]), np.repeat([0, 1, 2], [5, 20, 15])])
+  )
+  masks = dict(causal=True, q_slot=slot, k_slot=slot, k_valid=valid, q_segment=seg, k_segment=seg)
   return (q, k, v), masks, valid
 
 
@@ -39,8 +39,7 @@ def _value_and_grads(batch, impl, **extra):
     out = attn.attention(q, k, v, impl=impl, **masks, **extra)
     return jnp.sum(jnp.sin(out) * w), out * w
 
-  (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(
-      q, k, v)
+  (_, out), grads = jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
   return out, grads
 
 
@@ -103,10 +102,15 @@ def test_cudnn_path_passes_gqa_natively_and_the_mask(batch):
   """The 'cudnn' backend's call (jax.nn.dot_product_attention with k/v at 2 heads and
   the dense mask), run by jax's XLA implementation: this CPU has no cuDNN."""
   (q, k, v), masks, valid = batch
-  mask = attn.make_mask(masks["q_slot"], masks["k_slot"], causal=True,
-                        k_valid=masks["k_valid"], q_segment=masks["q_segment"],
-                        k_segment=masks["k_segment"])
-  out = attn.dot_product_attention(q, k, v, mask, D ** -0.5, "xla")
+  mask = attn.make_mask(
+      masks["q_slot"],
+      masks["k_slot"],
+      causal=True,
+      k_valid=masks["k_valid"],
+      q_segment=masks["q_segment"],
+      k_segment=masks["k_segment"],
+  )
+  out = attn.dot_product_attention(q, k, v, mask, D**-0.5, "xla")
   ref = attn.attention(q, k, v, impl="xla", **masks)
   w = valid[..., None, None]
   np.testing.assert_allclose(out * w, ref * w, atol=2e-6)
@@ -126,8 +130,16 @@ def test_a_bias_is_refused_not_dropped(batch, impl):
 def test_splash_refuses_a_kv_cache(batch):
   (q, k, v), masks, _ = batch
   with pytest.raises(NotImplementedError, match="KV cache"):
-    attn.attention(q[:, :1], k, v, impl="splash", causal=True, q_slot=masks["q_slot"][:, :1],
-                   k_slot=masks["k_slot"], interpret=True)
+    attn.attention(
+        q[:, :1],
+        k,
+        v,
+        impl="splash",
+        causal=True,
+        q_slot=masks["q_slot"][:, :1],
+        k_slot=masks["k_slot"],
+        interpret=True,
+    )
 
 
 def test_unknown_backend_is_named(batch):
@@ -144,9 +156,19 @@ def _temp_bytes(impl: str, t: int) -> int:
   s = jax.ShapeDtypeStruct((1, t), jnp.int32)
 
   def f(q, k, v, slot, seg):
-    out = attn.attention(q, k, v, impl=impl, causal=True, q_slot=slot, k_slot=slot,
-                         q_segment=seg, k_segment=seg, chunk=128)
-    return jnp.sum(out ** 2)
+    out = attn.attention(
+        q,
+        k,
+        v,
+        impl=impl,
+        causal=True,
+        q_slot=slot,
+        k_slot=slot,
+        q_segment=seg,
+        k_segment=seg,
+        chunk=128,
+    )
+    return jnp.sum(out**2)
 
   compiled = jax.jit(jax.grad(f, argnums=(0, 1, 2))).lower(q, k, k, s, s).compile()
   return compiled.memory_analysis().temp_size_in_bytes
@@ -163,12 +185,15 @@ def test_chunked_memory_grows_linearly_where_the_reference_grows_quadratically()
   assert _temp_bytes("chunked", 2048) < _temp_bytes("xla", 2048) / 8
 
 
-@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 devices (conftest simulates "
-                    "8 on CPU; a single-accelerator run has 1)")
+@pytest.mark.skipif(
+    len(jax.devices()) < 8,
+    reason="needs 8 devices (conftest simulates " "8 on CPU; a single-accelerator run has 1)",
+)
 def test_splash_on_a_mesh_runs_per_shard_and_matches(batch):
   """On a (data 2, fsdp 2, tensor 2) mesh the kernel runs inside shard_map with rows
   over data x fsdp and heads over tensor (4 rows: the batch twice)."""
   from dsvl_jax.runtime import sharding
+
   (q, k, v), masks, valid = batch
   two = lambda x: jnp.concatenate([x, x])  # noqa: E731
   q, k, v, valid = two(q), two(k), two(v), two(valid)
@@ -176,8 +201,9 @@ def test_splash_on_a_mesh_runs_per_shard_and_matches(batch):
   ref = attn.attention(q, k, v, impl="xla", **masks)
   mesh = sharding.make_mesh((2, 2, 2))
   arrays = {n: m for n, m in masks.items() if n != "causal"}
-  f = jax.jit(lambda q, k, v, m: attn.attention(q, k, v, impl="splash", interpret=True,
-                                                causal=True, **m))
+  f = jax.jit(
+      lambda q, k, v, m: attn.attention(q, k, v, impl="splash", interpret=True, causal=True, **m)
+  )
   with jax.set_mesh(mesh), sharding.activation_rules():
     out = f(q, k, v, arrays)
     text = f.lower(q, k, v, arrays).as_text()
@@ -189,9 +215,12 @@ def test_splash_on_a_mesh_runs_per_shard_and_matches(batch):
 def test_chunked_llm_equals_the_reference_llm():
   """The tiny LLM on a packed batch: loss and gradients with 'chunked' equal 'xla'."""
   import dataclasses
+
   from conftest import tiny_config
+
   from dsvl_jax.models import DeepseekVL
   from dsvl_jax.models.init import init_params
+
   cfg = tiny_config("siglip")
   params = {"llm": init_params(cfg, jax.random.key(0))["llm"]}
   ids = np.random.default_rng(1).integers(3, 100, (2, 24))
@@ -199,8 +228,9 @@ def test_chunked_llm_equals_the_reference_llm():
   pos = np.concatenate([np.arange(8)] * 3)[None].repeat(2, 0)
 
   def run(impl):
-    c = cfg.replace(compute=dataclasses.replace(cfg.compute, attention_impl=impl,
-                                                attention_block=5))
+    c = cfg.replace(
+        compute=dataclasses.replace(cfg.compute, attention_impl=impl, attention_block=5)
+    )
 
     def loss(p):
       out = DeepseekVL(c).apply({"params": p}, ids, positions=pos, segment_ids=seg)
@@ -242,6 +272,7 @@ def test_chunked_without_segment_ids_hides_the_keys_that_pad_its_last_block():
     def loss(q, k, v):
       out = attn.attention(q, k, v, impl=impl, **masks, **extra)
       return jnp.sum(jnp.sin(out)), out
+
     return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2), has_aux=True))(q, k, v)
 
   for k_valid in (jnp.asarray(written), None):

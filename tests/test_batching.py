@@ -2,11 +2,11 @@
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
+from dsvl_jax.models.vlm import check_image_tokens
 from dsvl_jax.processor.batching import Sample, collate
 from dsvl_jax.processor.conversation import EncodedSample
-from dsvl_jax.models.vlm import check_image_tokens
 
 CFG = tiny_config("siglip")  # bos 1, pad = eos 2, image 500, 16 tokens per image, 32 px
 BOS, PAD, IMG, K, S = 1, 2, 500, 16, 32
@@ -34,8 +34,8 @@ def test_left_padding_and_attention_mask():
   assert ids.shape == mask.shape == (3, t) and ids.dtype == mask.dtype == np.int32
   for row, sample in enumerate([a, b, c]):
     n = len(sample.ids)
-    np.testing.assert_array_equal(ids[row, t - n:], sample.ids)  # right-aligned
-    assert (ids[row, :t - n] == PAD).all()
+    np.testing.assert_array_equal(ids[row, t - n :], sample.ids)  # right-aligned
+    assert (ids[row, : t - n] == PAD).all()
     np.testing.assert_array_equal(mask[row], [0] * (t - n) + [1] * n)
   assert "loss_mask" not in batch
 
@@ -82,8 +82,7 @@ def test_truncate_left_keeps_bos_and_image_blocks():
   loss = np.r_[np.zeros(11 + K, bool), [True, True]]
   sample = Sample(ids, _images(0.5), loss)
   batch = collate([sample], CFG, max_length=22, overflow="truncate_left")
-  np.testing.assert_array_equal(batch["input_ids"][0],
-                                [BOS] + text[7:] + [IMG] * K + [40, 41])
+  np.testing.assert_array_equal(batch["input_ids"][0], [BOS] + text[7:] + [IMG] * K + [40, 41])
   np.testing.assert_array_equal(batch["loss_mask"][0], [False] * (4 + K) + [True, True])
   # 29 -> 19 would need 10 dropped tokens but only 10 precede the image: that is fine ...
   out = collate([sample], CFG, max_length=19, overflow="truncate_left")["input_ids"][0]
@@ -104,7 +103,12 @@ def test_sample_validation():
   with pytest.raises(ValueError, match=r"sample 0: 16 image tokens but 0 image"):
     collate([Sample(np.array([BOS] + [IMG] * K), _images())], CFG)
   with pytest.raises(ValueError, match=r"sample 1: images must be \[n, 3, 32, 32\]"):
-    collate([Sample(np.array([BOS]), _images()),
-             Sample(np.array([BOS] + [IMG] * K), np.zeros((1, 3, 16, 16), np.float32))], CFG)
+    collate(
+        [
+            Sample(np.array([BOS]), _images()),
+            Sample(np.array([BOS] + [IMG] * K), np.zeros((1, 3, 16, 16), np.float32)),
+        ],
+        CFG,
+    )
   with pytest.raises(ValueError, match="at least one sample"):
     collate([], CFG)

@@ -6,9 +6,9 @@ import pathlib
 import types
 
 import pytest
+from benchmark_fixtures import NAMES, build_all
 from PIL import Image
 
-from benchmark_fixtures import NAMES, build_all
 from dsvl_jax.config.files import load_config
 from dsvl_jax.eval import run as eval_run
 from dsvl_jax.eval.benchmarks.base import BenchItem, exact_match
@@ -21,8 +21,18 @@ def _config(sets, **eval_fields):
   c.eval.tokenizer = "builtin:bytes"
   c.eval.sets = {name: spec for name, spec in sets.items()}
   # textmc is scored by likelihood alone (generate=False), as the paper scores MMLU
-  c.eval.update(dict(max_new_tokens=6, batch_size=4, length_bucket=64, progress=False,
-                     few_shot=1, system_prompt="", generate=False, **eval_fields))
+  c.eval.update(
+      dict(
+          max_new_tokens=6,
+          batch_size=4,
+          length_bucket=64,
+          progress=False,
+          few_shot=1,
+          system_prompt="",
+          generate=False,
+          **eval_fields,
+      )
+  )
   return c
 
 
@@ -72,12 +82,14 @@ def test_every_fixture_runs_and_resumes_without_recomputing(fixtures, tmp_path, 
   for name in NAMES:
     if name != "textmc":
       drop = ("generated_now", "seconds")
-      assert {k: v for k, v in again[name].items() if k not in drop} == \
-          {k: v for k, v in first[name].items() if k not in drop}, name
+      assert {k: v for k, v in again[name].items() if k not in drop} == {
+          k: v for k, v in first[name].items() if k not in drop
+      }, name
 
 
 class _Mixed(types.ModuleType):
   """A benchmark whose items hold 0, 1 and 2 images and questions of unequal length."""
+
   NAME = "mixed"
 
   def __init__(self):
@@ -87,13 +99,28 @@ class _Mixed(types.ModuleType):
     for i, colour in enumerate(colours):
       n = i % 3
       imgs = [Image.new("RGB", (32 + 8 * k, 40), colour) for k in range(n)]
-      self.items.append(BenchItem(id=f"q{i}", question="Describe " + "this " * (i * 3) + "?",
-                                  options=(), answer="", load_images=lambda imgs=imgs: imgs,
-                                  num_images=n))
+      self.items.append(
+          BenchItem(
+              id=f"q{i}",
+              question="Describe " + "this " * (i * 3) + "?",
+              options=(),
+              answer="",
+              load_images=lambda imgs=imgs: imgs,
+              num_images=n,
+          )
+      )
       if n:  # POPE-like: more questions about the same image(s), a shared prefix
         for j, q in enumerate(("Is it red?", "What colour is the background, exactly?")):
-          self.items.append(BenchItem(id=f"q{i}-{j}", question=q, options=(), answer="",
-                                      load_images=lambda imgs=imgs: imgs, num_images=n))
+          self.items.append(
+              BenchItem(
+                  id=f"q{i}-{j}",
+                  question=q,
+                  options=(),
+                  answer="",
+                  load_images=lambda imgs=imgs: imgs,
+                  num_images=n,
+              )
+          )
 
   def load(self, path):
     return list(self.items)
@@ -112,11 +139,13 @@ class _Mixed(types.ModuleType):
 
 def test_batched_equals_one_at_a_time(tmp_path):
   import jax
-  from dsvl_jax.processor.layout import TokenLayout
-  from dsvl_jax.processor.tokenizer import make_tokenizer
+
   from dsvl_jax.eval.harness import run_benchmark
   from dsvl_jax.models import VLMConfig
   from dsvl_jax.models.init import init_params
+  from dsvl_jax.processor.layout import TokenLayout
+  from dsvl_jax.processor.tokenizer import make_tokenizer
+
   cfg = VLMConfig.from_dict(load_config("configs/tiny.py:hybrid").model)
   tok = make_tokenizer("builtin:bytes", TokenLayout.of(cfg))
   params = init_params(cfg, jax.random.key(3))
@@ -126,9 +155,19 @@ def test_batched_equals_one_at_a_time(tmp_path):
     gen.set_params(params)
     original = gen.generator.generate_shared
     gen.generator.generate_shared = lambda p, s, g, *a, **k: (  # noqa: E731
-        shared_rows.append(len(s)) or original(p, s, g, *a, **k))
-    run_benchmark("mixed", _Mixed(), "", gen, tok, cfg, tmp_path / str(batch),
-                  system_prompt="", progress=False)
+        shared_rows.append(len(s)) or original(p, s, g, *a, **k)
+    )
+    run_benchmark(
+        "mixed",
+        _Mixed(),
+        "",
+        gen,
+        tok,
+        cfg,
+        tmp_path / str(batch),
+        system_prompt="",
+        progress=False,
+    )
     rows = [json.loads(x) for x in (tmp_path / str(batch) / "mixed.predictions.jsonl").open()]
     outputs[batch] = {r["id"]: r["output"] for r in rows}
   assert len(outputs[1]) == 7 + 2 * 4 and outputs[1] == outputs[4]
@@ -142,16 +181,29 @@ def test_the_command_line_runs_every_fixture(fixtures, tmp_path):
   import os
   import subprocess
   import sys
+
   root = pathlib.Path(__file__).resolve().parents[1]
   sets = json.dumps({name: f"{name}:{path}" for name, path in fixtures.items()})
   out = subprocess.run(
-      [sys.executable, "-m", "dsvl_jax.main", "--config=configs/tiny.py",
-       "--config.mode=eval", "--config.eval.tokenizer=builtin:bytes",
-       "--config.eval.max_new_tokens=4", "--config.eval.progress=False",
-       "--config.eval.generate=False", f"--config.eval.sets={sets}",
-       f"--workdir={tmp_path}"],
-      cwd=root, env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)},
-      capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          "-m",
+          "dsvl_jax.main",
+          "--config=configs/tiny.py",
+          "--config.mode=eval",
+          "--config.eval.tokenizer=builtin:bytes",
+          "--config.eval.max_new_tokens=4",
+          "--config.eval.progress=False",
+          "--config.eval.generate=False",
+          f"--config.eval.sets={sets}",
+          f"--workdir={tmp_path}",
+      ],
+      cwd=root,
+      env={**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(root)},
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   results = json.loads((tmp_path / "eval.json").read_text())
   assert set(results) == set(NAMES)
@@ -166,26 +218,37 @@ def test_rows_split_over_devices_give_the_same_answers(tmp_path):
   one device."""
   import jax
   import numpy as np
-  from dsvl_jax.processor.layout import TokenLayout
-  from dsvl_jax.processor.tokenizer import make_tokenizer
+
   from dsvl_jax.eval.harness import run_benchmark
   from dsvl_jax.models import VLMConfig
   from dsvl_jax.models.init import init_params
+  from dsvl_jax.processor.layout import TokenLayout
+  from dsvl_jax.processor.tokenizer import make_tokenizer
+
   if len(jax.devices()) < 8:
     pytest.skip("needs 8 devices (conftest simulates 8 on CPU)")
   cfg = VLMConfig.from_dict(load_config("configs/tiny.py").model)
   tok = make_tokenizer("builtin:bytes", TokenLayout.of(cfg))
   params = init_params(cfg, jax.random.key(5))
   outputs = {}
-  for name, mesh in (("one", None), ("eight", jax.sharding.Mesh(np.asarray(jax.devices()),
-                                                               ("rows",)))):
-    gen = AnswerGenerator(cfg, tok, batch_size=8, max_new_tokens=6, prompt_bucket=16,
-                          mesh=mesh)
+  for name, mesh in (
+      ("one", None),
+      ("eight", jax.sharding.Mesh(np.asarray(jax.devices()), ("rows",))),
+  ):
+    gen = AnswerGenerator(cfg, tok, batch_size=8, max_new_tokens=6, prompt_bucket=16, mesh=mesh)
     gen.set_params(params)
     if mesh is not None:
-      assert len(jax.tree.leaves(gen.generator.params["model"]["llm"]["embed_tokens"])[0].sharding.device_set) == 8
-    run_benchmark("mixed", _Mixed(), "", gen, tok, cfg, tmp_path / name, system_prompt="",
-                  progress=False)
+      assert (
+          len(
+              jax.tree.leaves(gen.generator.params["model"]["llm"]["embed_tokens"])[
+                  0
+              ].sharding.device_set
+          )
+          == 8
+      )
+    run_benchmark(
+        "mixed", _Mixed(), "", gen, tok, cfg, tmp_path / name, system_prompt="", progress=False
+    )
     rows = [json.loads(x) for x in (tmp_path / name / "mixed.predictions.jsonl").open()]
     outputs[name] = {r["id"]: r["output"] for r in rows}
   assert outputs["one"] == outputs["eight"]

@@ -9,9 +9,9 @@ import pathlib
 
 import numpy as np
 import pytest
-
 from benchmark_fixtures import mmbench as mmb_fixture
 from benchmark_fixtures import seedbench as seed_fixture
+
 from dsvl_jax.eval.benchmarks import choice, mmbench, seedbench
 from dsvl_jax.eval.benchmarks.base import BenchmarkFormatError
 
@@ -32,11 +32,14 @@ def groups(items):
 
 def all_rotations(options):
   """Every cyclic shift of `options` (a set, so the shift direction does not matter)."""
-  return {tuple(options[(j + k) % len(options)] for j in range(len(options)))
-          for k in range(len(options))}
+  return {
+      tuple(options[(j + k) % len(options)] for j in range(len(options)))
+      for k in range(len(options))
+  }
 
 
 # ---- MMBench: loading ----------------------------------------------------------------
+
 
 @pytest.mark.parametrize("circular", [False, True])
 def test_mmbench_loads_every_rotation(tmp_path, circular):
@@ -46,13 +49,13 @@ def test_mmbench_loads_every_rotation(tmp_path, circular):
   assert set(by_group) == {str(q["index"]) for q in mmb_fixture.QUESTIONS}
   # questions in file order, each with its rotations in order right after it
   assert [(m.group, m.extra["rotation"]) for m in items] == [
-      (str(q["index"]), k) for q in mmb_fixture.QUESTIONS for k in range(len(q["options"]))]
+      (str(q["index"]), k) for q in mmb_fixture.QUESTIONS for k in range(len(q["options"]))
+  ]
   for q in mmb_fixture.QUESTIONS:
     members = by_group[str(q["index"])]
     n = len(q["options"])
     # rotation k of question i has id i + k * 1e6, whether read or generated
-    assert sorted(int(m.id) for m in members) == [q["index"] + k * 1_000_000
-                                                  for k in range(n)]
+    assert sorted(int(m.id) for m in members) == [q["index"] + k * 1_000_000 for k in range(n)]
     first = next(m for m in members if m.id == str(q["index"]))
     assert first.options == q["options"] and first.answer == q["answer"]
     assert first.extra["rotation"] == 0
@@ -85,19 +88,23 @@ def test_mmbench_prompt(tmp_path):
   assert mmbench.prompt(items["27"]) == (
       "<image_placeholder>Hint: Count only the filled shapes.\n"
       "Question: How many squares are in the image?\n"
-      "Options:\nA. 1\nB. 2\nC. 3\n" + INSTRUCTION)
+      "Options:\nA. 1\nB. 2\nC. 3\n" + INSTRUCTION
+  )
   assert mmbench.prompt(items["15"]) == (
       "<image_placeholder>Question: What color is the circle?\n"
-      "Options:\nA. red\nB. green\nC. blue\nD. yellow\n" + INSTRUCTION)
+      "Options:\nA. red\nB. green\nC. blue\nD. yellow\n" + INSTRUCTION
+  )
   # the hint keeps its quotes and newline through the TSV's quoting
   assert mmbench.prompt(items["113"]).startswith(
       '<image_placeholder>Hint: The sign reads one "word".\nIt is in upper case.\n'
-      "Question: Which word is written in the image?\n")
+      "Question: Which word is written in the image?\n"
+  )
   cn = mmbench.prompt(items["240"])
   assert "Question: 图中的三角形是什么颜色？\n" in cn and "C. 蓝色\n" in cn
 
 
 # ---- MMBench: CircularEval -----------------------------------------------------------
+
 
 def right_letter(item, questions):
   """The letter of the fixture's correct text in this rotation (not item.answer)."""
@@ -164,36 +171,39 @@ def test_mmbench_one_wrong_rotation_fails_the_question(tmp_path):
 OPTIONS = ("green", "red", "blue", "yellow")
 
 
-@pytest.mark.parametrize("output, expected", [
-    ("B", "B"),
-    ("B.", "B"),
-    ("B)", "B"),
-    ("(B) red", "B"),
-    ("C: blue", "C"),
-    ("  **D**  ", "D"),
-    ("Ｂ", "B"),  # full-width letter
-    ("Answer: C", "C"),
-    ("answer: (c)", None),  # the letter must be upper case
-    ("The answer is B", "B"),
-    ("The answer is (D).", "D"),
-    ("答案：A", "A"),
-    ("答案是C", "C"),
-    ("blue", "C"),
-    ("Blue.", "C"),
-    ("  Yellow  ", "D"),
-    ("B. red", "B"),
-    ("B\nThe answer is B.", "B"),  # two rules, one letter
-    ("A or B", None),
-    ("", None),
-    ("   ", None),
-    ("B. The answer is C", None),  # two letters plausible
-    ("red or blue", None),
-    ("I think it is red", None),
-    ("A cat sits on the mat", None),  # the article is not a letter
-    ("The answer is a red one", None),
-    ("E", None),  # past the last option
-    ("Answer: Cat", None),
-])
+@pytest.mark.parametrize(
+    "output, expected",
+    [
+        ("B", "B"),
+        ("B.", "B"),
+        ("B)", "B"),
+        ("(B) red", "B"),
+        ("C: blue", "C"),
+        ("  **D**  ", "D"),
+        ("Ｂ", "B"),  # full-width letter
+        ("Answer: C", "C"),
+        ("answer: (c)", None),  # the letter must be upper case
+        ("The answer is B", "B"),
+        ("The answer is (D).", "D"),
+        ("答案：A", "A"),
+        ("答案是C", "C"),
+        ("blue", "C"),
+        ("Blue.", "C"),
+        ("  Yellow  ", "D"),
+        ("B. red", "B"),
+        ("B\nThe answer is B.", "B"),  # two rules, one letter
+        ("A or B", None),
+        ("", None),
+        ("   ", None),
+        ("B. The answer is C", None),  # two letters plausible
+        ("red or blue", None),
+        ("I think it is red", None),
+        ("A cat sits on the mat", None),  # the article is not a letter
+        ("The answer is a red one", None),
+        ("E", None),  # past the last option
+        ("Answer: Cat", None),
+    ],
+)
 def test_extract_choice(output, expected):
   assert choice.extract_choice(output, OPTIONS) == expected
 
@@ -206,6 +216,7 @@ def test_extract_choice_respects_option_count_and_duplicates():
 
 
 # ---- MMBench: format errors ----------------------------------------------------------
+
 
 def rewrite_tsv(path: pathlib.Path, edit) -> None:
   with open(path, encoding="utf-8", newline="") as f:
@@ -221,7 +232,7 @@ def test_mmbench_missing_column(tmp_path, column):
 
   def drop(rows):
     j = rows[0].index(column)
-    return [r[:j] + r[j + 1:] for r in rows]
+    return [r[:j] + r[j + 1 :] for r in rows]
 
   rewrite_tsv(path, drop)
   with pytest.raises(BenchmarkFormatError, match=column) as e:
@@ -289,6 +300,7 @@ def test_mmbench_short_row(tmp_path):
 
 # ---- SEED-Bench ----------------------------------------------------------------------
 
+
 def test_seed_loads_image_questions(tmp_path):
   json_path = seed_fixture.build(tmp_path)
   items = seedbench.load(json_path)
@@ -308,13 +320,19 @@ def test_seed_prompt(tmp_path):
   item = seedbench.load(seed_fixture.build(tmp_path))[0]
   assert seedbench.prompt(item) == (
       "<image_placeholder>Question: How many circles are in the image?\n"
-      "Options:\nA. One\nB. Two\nC. Three\nD. Four\n" + INSTRUCTION)
+      "Options:\nA. One\nB. Two\nC. Three\nD. Four\n" + INSTRUCTION
+  )
 
 
 def test_seed_scores(tmp_path):
   items = seedbench.load(seed_fixture.build(tmp_path))
-  outputs = {"101669": "C", "101670": "Light blue.", "101671": "A",
-             "101672": "A or B", "101673": "Answer: A"}
+  outputs = {
+      "101669": "C",
+      "101670": "Light blue.",
+      "101671": "A",
+      "101672": "A or B",
+      "101673": "Answer: A",
+  }
   parsed = [seedbench.parse(m, outputs[m.id]) for m in items]
   assert parsed == ["C", "B", "A", None, "A"]
   assert seedbench.score(items, parsed) == {

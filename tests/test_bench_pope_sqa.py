@@ -7,9 +7,9 @@ import json
 import shutil
 
 import pytest
-
 from benchmark_fixtures import pope as pope_fixture
 from benchmark_fixtures import scienceqa as sqa_fixture
+
 from dsvl_jax.eval.benchmarks import pope, registry, scienceqa
 from dsvl_jax.eval.benchmarks.base import BenchItem, BenchmarkFormatError
 
@@ -31,14 +31,21 @@ def test_registered_under_their_names():
 
 # ----------------------------------------------------------------------------- POPE
 
+
 def test_pope_loads_the_three_splits(pope_dir):
   items = pope.load(pope_dir)
-  assert [it.id for it in items] == ["random/0", "random/1", "random/2", "random/3",
-                                     "popular/0", "popular/1", "adversarial/0",
-                                     "adversarial/1"]
+  assert [it.id for it in items] == [
+      "random/0",
+      "random/1",
+      "random/2",
+      "random/3",
+      "popular/0",
+      "popular/1",
+      "adversarial/0",
+      "adversarial/1",
+  ]
   assert [it.answer for it in items] == ["yes", "no"] * 4
-  assert [it.category for it in items] == ["random"] * 4 + ["popular"] * 2 + [
-      "adversarial"] * 2
+  assert [it.category for it in items] == ["random"] * 4 + ["popular"] * 2 + ["adversarial"] * 2
   assert items[2].question == "Is there a sports ball in the image?"
   assert items[2].extra == {"question_id": 2, "image": "COCO_val2014_000000000285.jpg"}
   assert items[0].num_images == 1 and items[0].options == ()
@@ -47,13 +54,16 @@ def test_pope_loads_the_three_splits(pope_dir):
   r, g, b = im.getpixel((32, 22))  # the red ball of image 285
   assert r > 150 and g < 100 and b < 100
   assert pope.prompt(items[2]) == (
-      "<image_placeholder>Is there a sports ball in the image? Please answer yes or no.")
+      "<image_placeholder>Is there a sports ball in the image? Please answer yes or no."
+  )
 
 
 def test_pope_single_file_and_image_dir(pope_dir, tmp_path):
   items = pope.load(pope_dir / "coco_pope_popular.json")
   assert [(it.id, it.category, it.answer) for it in items] == [
-      ("popular/0", "popular", "yes"), ("popular/1", "popular", "no")]
+      ("popular/0", "popular", "yes"),
+      ("popular/1", "popular", "no"),
+  ]
   # images elsewhere: found through image_dir, and a missing folder is reported
   moved = tmp_path / "elsewhere" / "coco_images"
   shutil.move(str(pope_dir.parent / "val2014"), str(moved))
@@ -117,9 +127,15 @@ def _metrics(tp, fp, tn, fn, unparsed_yes, unparsed_no):
   precision = tp / (tp + fp) if tp + fp else 0.0
   recall = tp / (tp + fn + unparsed_yes) if tp + fn + unparsed_yes else 0.0
   f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-  return {"accuracy": (tp + tn) / n, "precision": precision, "recall": recall,
-          "f1": f1, "yes_ratio": (tp + fp) / (tp + fp + tn + fn),
-          "num_items": n, "unparsed": unparsed_yes + unparsed_no}
+  return {
+      "accuracy": (tp + tn) / n,
+      "precision": precision,
+      "recall": recall,
+      "f1": f1,
+      "yes_ratio": (tp + fp) / (tp + fp + tn + fn),
+      "num_items": n,
+      "unparsed": unparsed_yes + unparsed_no,
+  }
 
 
 def _check(got, want, prefix=""):
@@ -130,10 +146,16 @@ def _check(got, want, prefix=""):
 def test_pope_metrics_from_planted_answers(pope_dir):
   items = pope.load(pope_dir)
   # labels: yes, no, yes, no | yes, no | yes, no
-  outputs = ["Yes", "Yes.",  # TP, FP
-             "Yes, there is.", "No",  # TP, TN
-             "yes", "There is not.",  # TP, TN
-             "No.", "I cannot tell"]  # FN, unparsed (label no)
+  outputs = [
+      "Yes",
+      "Yes.",  # TP, FP
+      "Yes, there is.",
+      "No",  # TP, TN
+      "yes",
+      "There is not.",  # TP, TN
+      "No.",
+      "I cannot tell",
+  ]  # FN, unparsed (label no)
   parsed = [pope.parse(it, o) for it, o in zip(items, outputs)]
   assert parsed == ["yes", "yes", "yes", "no", "yes", "no", "no", None]
   got = pope.score(items, parsed)
@@ -142,15 +164,19 @@ def test_pope_metrics_from_planted_answers(pope_dir):
   assert want["recall"] == 3 / 4 and want["yes_ratio"] == 4 / 7
   _check(got, want)
   assert got["f1"] == pytest.approx(0.75)
-  _check(got, _metrics(tp=2, fp=1, tn=1, fn=0, unparsed_yes=0, unparsed_no=0),
-         "random/")
+  _check(got, _metrics(tp=2, fp=1, tn=1, fn=0, unparsed_yes=0, unparsed_no=0), "random/")
   assert got["random/f1"] == pytest.approx(0.8)
-  _check(got, _metrics(tp=1, fp=0, tn=1, fn=0, unparsed_yes=0, unparsed_no=0),
-         "popular/")
+  _check(got, _metrics(tp=1, fp=0, tn=1, fn=0, unparsed_yes=0, unparsed_no=0), "popular/")
   # adversarial: one miss and one unparsed: nothing right, no precision (0/0 -> 0)
   assert {k: got[f"adversarial/{k}"] for k in want} == {
-      "accuracy": 0.0, "precision": 0.0, "recall": 0.0, "f1": 0.0, "yes_ratio": 0.0,
-      "num_items": 2.0, "unparsed": 1.0}
+      "accuracy": 0.0,
+      "precision": 0.0,
+      "recall": 0.0,
+      "f1": 0.0,
+      "yes_ratio": 0.0,
+      "num_items": 2.0,
+      "unparsed": 1.0,
+  }
 
 
 def test_pope_unparsed_yes_item_is_a_miss(pope_dir):
@@ -178,17 +204,24 @@ def test_pope_one_split_has_no_split_keys(pope_dir):
     pope.score(items, ["yes"])
 
 
-@pytest.mark.parametrize("bad,message", [
-    ('{"question_id": 9, "image": "x.jpg", "text": "Is there a cat?"', "not a JSON"),
-    ('{"question_id": 9, "image": "x.jpg", "text": "Is there a cat?"}', "'label'"),
-    ('{"question_id": 9, "image": "x.jpg", "text": "Is there a cat?", "label": "Yes"}',
-     "label"),
-    ('{"question_id": 9, "image": 5, "text": "Is there a cat?", "label": "no"}',
-     "'image'"),
-    ('["not", "an", "object"]', "not a JSON object"),
-    ('{"question_id": 0, "image": "COCO_val2014_000000000139.jpg", "text": "Is there a '
-     'cat?", "label": "no"}', "repeats"),
-])
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        ('{"question_id": 9, "image": "x.jpg", "text": "Is there a cat?"', "not a JSON"),
+        ('{"question_id": 9, "image": "x.jpg", "text": "Is there a cat?"}', "'label'"),
+        (
+            '{"question_id": 9, "image": "x.jpg", "text": "Is there a cat?", "label": "Yes"}',
+            "label",
+        ),
+        ('{"question_id": 9, "image": 5, "text": "Is there a cat?", "label": "no"}', "'image'"),
+        ('["not", "an", "object"]', "not a JSON object"),
+        (
+            '{"question_id": 0, "image": "COCO_val2014_000000000139.jpg", "text": "Is there a '
+            'cat?", "label": "no"}',
+            "repeats",
+        ),
+    ],
+)
 def test_pope_malformed_line(pope_dir, bad, message):
   file = pope_dir / "coco_pope_popular.json"
   lines = file.read_text().splitlines()
@@ -200,17 +233,21 @@ def test_pope_malformed_line(pope_dir, bad, message):
 
 # ------------------------------------------------------------------------ ScienceQA
 
+
 def test_sqa_loads_the_img_test_split(sqa_dir):
   items = scienceqa.load(sqa_dir)
   assert [it.id for it in items] == ["1", "2", "3", "4"]  # 5: no image; 6, 7: not test
   assert [it.answer for it in items] == ["B", "A", "D", "C"]
-  assert [it.category for it in items] == ["natural science", "natural science",
-                                           "social science", "language science"]
+  assert [it.category for it in items] == [
+      "natural science",
+      "natural science",
+      "social science",
+      "language science",
+  ]
   assert items[1].options == ("ostrich", "tortoise")
   assert items[1].hint == "Ostriches live in grasslands." and items[0].hint == ""
   assert items[2].extra == {"grade": "grade7", "split": "test"}
-  assert [it.images()[0].size for it in items] == [(48, 32), (56, 32), (64, 32),
-                                                    (72, 32)]
+  assert [it.images()[0].size for it in items] == [(48, 32), (56, 32), (64, 32), (72, 32)]
   assert scienceqa.load(sqa_dir / "problems.json") == items
 
 
@@ -234,11 +271,13 @@ def test_sqa_prompt(sqa_dir):
   items = scienceqa.load(sqa_dir)
   assert scienceqa.prompt(items[0]) == (
       "<image_placeholder>Which color is the shape?\nA. blue\nB. red\nC. green\n"
-      "Answer with the option's letter from the given choices directly.")
+      "Answer with the option's letter from the given choices directly."
+  )
   assert scienceqa.prompt(items[1]) == (
       "<image_placeholder>Context: Ostriches live in grasslands.\n"
       "Which animal's legs are adapted for running?\nA. ostrich\nB. tortoise\n"
-      "Answer with the option's letter from the given choices directly.")
+      "Answer with the option's letter from the given choices directly."
+  )
 
 
 SQA_OPTIONS = ("salt water", "salt", "same")
@@ -278,9 +317,13 @@ def test_sqa_metrics_from_planted_answers(sqa_dir):
   parsed = [scienceqa.parse(it, o) for it, o in zip(items, outputs)]
   assert parsed == ["B", "B", None, "C"]
   assert scienceqa.score(items, parsed) == {
-      "accuracy": 0.5, "num_items": 4.0, "unparsed": 1.0,
-      "category/natural science": 0.5, "category/social science": 0.0,
-      "category/language science": 1.0}
+      "accuracy": 0.5,
+      "num_items": 4.0,
+      "unparsed": 1.0,
+      "category/natural science": 0.5,
+      "category/social science": 0.0,
+      "category/language science": 1.0,
+  }
 
 
 def _rewrite(sqa_dir, pid, **changes):
@@ -294,13 +337,16 @@ def _rewrite(sqa_dir, pid, **changes):
   return file
 
 
-@pytest.mark.parametrize("changes,message", [
-    (dict(answer=3), "answer 3 outside"),
-    (dict(choices="red"), "'choices'"),
-    (dict(choices=["only"]), "1 choices"),
-    (dict(question=...), "missing 'question'"),
-    (dict(image=7), "'image'"),
-])
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(answer=3), "answer 3 outside"),
+        (dict(choices="red"), "'choices'"),
+        (dict(choices=["only"]), "1 choices"),
+        (dict(question=...), "missing 'question'"),
+        (dict(image=7), "'image'"),
+    ],
+)
 def test_sqa_malformed_problem(sqa_dir, changes, message):
   file = _rewrite(sqa_dir, "2", **changes)
   with pytest.raises(BenchmarkFormatError, match=message) as e:

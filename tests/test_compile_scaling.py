@@ -6,8 +6,8 @@ for its gradient. experiments/bench_compile.py measures the compile times themse
 """
 
 import pytest
-
 from conftest import tiny_config
+
 from dsvl_jax.models.init import lower_llm
 
 

@@ -17,21 +17,27 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from dsvl_jax.runtime.compile_cache import CompileCacheConfig
 from dsvl_jax.config.files import REPO_ROOT
 from dsvl_jax.data.config import DataConfig
-from dsvl_jax.runtime.distributed import DistributedConfig
 from dsvl_jax.eval.eval_config import EvalConfig
 from dsvl_jax.infer import chat_config
 from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.runtime.compile_cache import CompileCacheConfig
+from dsvl_jax.runtime.distributed import DistributedConfig
 from dsvl_jax.serve.serve_config import ServeConfig
 from dsvl_jax.train.config import MeshConfig, OptimizerConfig, TrainConfig, optimizer_config
 
 # section -> the dataclass its block is parsed into (trainer RunConfig.of, main.py, the modes)
 SECTIONS = {
-    "model": VLMConfig, "data": DataConfig, "train": TrainConfig,
-    "optimizer": OptimizerConfig, "mesh": MeshConfig, "serve": ServeConfig,
-    "eval": EvalConfig, "distributed": DistributedConfig, "compile_cache": CompileCacheConfig,
+    "model": VLMConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "optimizer": OptimizerConfig,
+    "mesh": MeshConfig,
+    "serve": ServeConfig,
+    "eval": EvalConfig,
+    "distributed": DistributedConfig,
+    "compile_cache": CompileCacheConfig,
     "chat": chat_config.ChatConfig,
 }
 # Read by main.py or reachable with --config.mode=... in every mode, so in every config.
@@ -110,7 +116,8 @@ def problems(cls, block, path):
 
 def test_every_config_file_lists_its_args():
   assert {spec.partition(":")[0] for spec, _ in SHIPPED} == {
-      f"configs/{p.name}" for p in (REPO_ROOT / "configs").glob("*.py")}
+      f"configs/{p.name}" for p in (REPO_ROOT / "configs").glob("*.py")
+  }
   assert "configs/deepseek_vl_1_3b.py:stage3" in {spec for spec, _ in SHIPPED}
 
 
@@ -121,28 +128,41 @@ def test_every_dataclass_field_is_a_key(spec, module):
   assert not unknown, f"{spec}: sections without a schema in this test: {sorted(unknown)}"
   want = EVERY_CONFIG + (TRAINING if "data" in config or config.mode == "train" else ())
   assert not set(want) - set(config), f"{spec}: missing sections {set(want) - set(config)}"
-  found = [p for name, cls in SECTIONS.items() if name in config
-           for p in problems(cls, config[name], name)]
+  found = [
+      p
+      for name, cls in SECTIONS.items()
+      if name in config
+      for p in problems(cls, config[name], name)
+  ]
   assert not found, f"{spec}:\n  " + "\n  ".join(found)
 
 
 def test_data_fields_override_from_the_command_line(monkeypatch):
   """The issue's command line, parsed by ml_collections as main.py parses it."""
-  argv = ["prog", f"--config={REPO_ROOT}/configs/deepseek_vl_1_3b.py:stage3",
-          "--config.data.strict=True", "--config.data.shuffle=False",
-          "--config.data.max_consecutive_skips=5", "--config.data.prefetch_batches=0",
-          "--config.data.sources.text_sft.synthetic_size=7",
-          '--config.train.init_groups={"siglip": "ckpt/siglip"}',
-          "--config.optimizer.lr_scales.siglip=0.1", "--config.mesh.num_devices=4",
-          "--config.model.compute.scan_unroll=2"]
+  argv = [
+      "prog",
+      f"--config={REPO_ROOT}/configs/deepseek_vl_1_3b.py:stage3",
+      "--config.data.strict=True",
+      "--config.data.shuffle=False",
+      "--config.data.max_consecutive_skips=5",
+      "--config.data.prefetch_batches=0",
+      "--config.data.sources.text_sft.synthetic_size=7",
+      '--config.train.init_groups={"siglip": "ckpt/siglip"}',
+      "--config.optimizer.lr_scales.siglip=0.1",
+      "--config.mesh.num_devices=4",
+      "--config.model.compute.scan_unroll=2",
+  ]
   monkeypatch.setattr(sys, "argv", argv)  # config_flags reads the overrides from sys.argv
   values = flags.FlagValues()
-  flag = config_flags.DEFINE_config_file("config", None, "", flag_values=values,
-                                         lock_config=True)
+  flag = config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True)
   values(argv)
   data = DataConfig.from_dict(flag.value.data)
   assert (data.strict, data.shuffle, data.max_consecutive_skips, data.prefetch_batches) == (
-      True, False, 5, 0)
+      True,
+      False,
+      5,
+      0,
+  )
   assert dict(data.sources)["text_sft"].synthetic_size == 7
   assert dict(flag.value.train.init_groups) == {"siglip": "ckpt/siglip"}
   assert optimizer_config(flag.value.optimizer).lr_scales.siglip == 0.1
@@ -152,9 +172,19 @@ def test_data_fields_override_from_the_command_line(monkeypatch):
 def test_an_override_of_a_documented_field_reaches_the_config_check():
   """End to end: the override parses, and a bad value elsewhere is one line, exit 2."""
   out = subprocess.run(
-      [sys.executable, "-m", "dsvl_jax.main", "--config=configs/deepseek_vl_1_3b.py:stage3",
-       "--config.data.strict=True", "--config.mode=none"],
-      cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+      [
+          sys.executable,
+          "-m",
+          "dsvl_jax.main",
+          "--config=configs/deepseek_vl_1_3b.py:stage3",
+          "--config.data.strict=True",
+          "--config.mode=none",
+      ],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   lines = [line for line in out.stderr.splitlines() if line.strip()]
   assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
   assert len(lines) == 1 and "config field 'mode'" in lines[0], out.stderr
@@ -164,9 +194,11 @@ def test_a_workdir_written_before_a_field_was_shipped_still_resumes(tmp_path):
   """A config.json without the data fields the configs gained (the run used their
   defaults) resumes under the current config; a changed pinned field is still refused."""
   import json  # pylint: disable=g-import-not-at-top
+
   from dsvl_jax.config.files import load_config  # pylint: disable=g-import-not-at-top
   from dsvl_jax.config.schema import ConfigError  # pylint: disable=g-import-not-at-top
   from dsvl_jax.train import workdir  # pylint: disable=g-import-not-at-top
+
   config = load_config("configs/tiny.py")
   old = workdir.config_dict(config)
   for key in ("shuffle", "append_eos", "strict", "prefetch_batches"):  # absent before
@@ -180,16 +212,26 @@ def test_a_workdir_written_before_a_field_was_shipped_still_resumes(tmp_path):
     workdir.prepare(tmp_path, config, resuming=True, write=False)
 
 
-@pytest.mark.parametrize("args,says", [
-    (["--config=configs/tiny.py", "--config.data.strictt=True"],
-     "names a field the config does not have: 'strictt' Did you mean \"strict\""),
-    (["--config=configs/tiny.py", "--config.train.steps=1.5"], "--config.train.steps=1.5"),
-    (["--config=configs/tiny.py:bogus"], "unknown family 'bogus'"),
-    (["--config=configs/nope.py"], "No such file or directory: 'configs/nope.py'"),
-])
+@pytest.mark.parametrize(
+    "args,says",
+    [
+        (
+            ["--config=configs/tiny.py", "--config.data.strictt=True"],
+            "names a field the config does not have: 'strictt' Did you mean \"strict\"",
+        ),
+        (["--config=configs/tiny.py", "--config.train.steps=1.5"], "--config.train.steps=1.5"),
+        (["--config=configs/tiny.py:bogus"], "unknown family 'bogus'"),
+        (["--config=configs/nope.py"], "No such file or directory: 'configs/nope.py'"),
+    ],
+)
 def test_a_command_line_mistake_is_one_line_and_exit_2(args, says):
-  out = subprocess.run([sys.executable, "-m", "dsvl_jax.main", *args], cwd=REPO_ROOT,
-                       capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+      [sys.executable, "-m", "dsvl_jax.main", *args],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert out.returncode == 2, out.stderr[-2000:]
   lines = out.stderr.strip().splitlines()
   assert lines[-1].startswith("error: ") and says in lines[-1], out.stderr[-2000:]

@@ -20,7 +20,8 @@ from dsvl_jax.config import presets
 from dsvl_jax.config.args import parse_arg
 from dsvl_jax.config.files import REPO_ROOT, load_config
 from dsvl_jax.config.schema import ConfigError, build_dataclass, choices
-from dsvl_jax.infer.chat_config import ChatConfig, ImagePosition, default_config as chat_default
+from dsvl_jax.infer.chat_config import ChatConfig, ImagePosition
+from dsvl_jax.infer.chat_config import default_config as chat_default
 
 FIXTURE = pathlib.Path(__file__).parent / "config_fixtures" / "rendered_configs.json"
 RENDERED = json.loads(FIXTURE.read_text())
@@ -50,8 +51,11 @@ def test_the_differences_name_the_dotted_keys():
   got = {"a": {"b": 1, "c": [1, 2.0]}, "d": 0}
   want = {"a": {"b": 1.0, "c": [1, 3.0]}, "e": 0}
   assert differences(got, want) == [
-      "a.b: 1 (int), was 1.0 (float)", "a.c[1]: 2.0 (float), was 3.0 (float)",
-      "d: added (0)", "e: missing (was 0)"]
+      "a.b: 1 (int), was 1.0 (float)",
+      "a.c[1]: 2.0 (float), was 3.0 (float)",
+      "d: added (0)",
+      "e: missing (was 0)",
+  ]
 
 
 @pytest.mark.parametrize("spec", sorted(RENDERED))
@@ -80,6 +84,7 @@ def test_presets_are_complete_models():
   """Each preset builds and validates as a VLMConfig, and the 7B differs from the 1.3B
   only where the releases do."""
   from dsvl_jax.models.config import VLMConfig  # pylint: disable=g-import-not-at-top
+
   cfgs = {name: VLMConfig.from_dict(presets.model(name)) for name in presets.PRESETS}
   assert not cfgs["1.3b"].hybrid and cfgs["7b"].hybrid and cfgs["demo"].hybrid
   assert cfgs["tiny_hybrid"].hybrid and not cfgs["tiny"].hybrid
@@ -92,17 +97,28 @@ def test_presets_are_complete_models():
 def test_a_preset_takes_overrides_section_by_section():
   m = presets.model("7b", compute=dict(remat_policy="full"), llm=dict(num_layers=2))
   assert (m.compute.remat_policy, m.compute.dtype, m.llm.num_layers, m.llm.hidden_size) == (
-      "full", "bfloat16", 2, 4096)
+      "full",
+      "bfloat16",
+      2,
+      4096,
+  )
   assert presets.model("7b").compute.remat_policy == "none"  # presets are not mutated
   with pytest.raises(ValueError, match="unknown model preset '13b'"):
     presets.model("13b")
 
 
 def test_config_files_stay_free_of_jax():
-  code = ("import sys; from dsvl_jax.config.files import load_config; "
-          "[load_config(s) for s in sys.argv[1:]]; print('jax' in sys.modules)")
-  out = subprocess.run([sys.executable, "-c", code, *sorted(RENDERED)], cwd=REPO_ROOT,
-                       capture_output=True, text=True, check=True)
+  code = (
+      "import sys; from dsvl_jax.config.files import load_config; "
+      "[load_config(s) for s in sys.argv[1:]]; print('jax' in sys.modules)"
+  )
+  out = subprocess.run(
+      [sys.executable, "-c", code, *sorted(RENDERED)],
+      cwd=REPO_ROOT,
+      capture_output=True,
+      text=True,
+      check=True,
+  )
   assert out.stdout.strip() == "False"
 
 
@@ -114,17 +130,22 @@ def test_parse_arg():
   assert parse_arg(None, stages, "configs/x.py") is None
   assert parse_arg("", stages, "configs/x.py") is None
   assert parse_arg("stage2", stages, "configs/x.py") == 2
-  with pytest.raises(ValueError, match=r"^configs/x\.py: unknown stage 'stage9'; use one of: "
-                                       r"'stage1', 'stage2', none$"):
+  with pytest.raises(
+      ValueError,
+      match=r"^configs/x\.py: unknown stage 'stage9'; use one of: " r"'stage1', 'stage2', none$",
+  ):
     parse_arg("stage9", stages, "/repo/configs/x.py", what="stage")
 
 
-@pytest.mark.parametrize("spec,says", [
-    ("configs/deepseek_vl_7b.py:stage4", "unknown stage 'stage4'"),
-    ("configs/deepseek_vl_1_3b.py:chat", "unknown stage 'chat'"),
-    ("configs/tiny.py:bogus", "unknown family 'bogus'"),
-    ("configs/demo.py:fast", "unknown argument 'fast'"),
-])
+@pytest.mark.parametrize(
+    "spec,says",
+    [
+        ("configs/deepseek_vl_7b.py:stage4", "unknown stage 'stage4'"),
+        ("configs/deepseek_vl_1_3b.py:chat", "unknown stage 'chat'"),
+        ("configs/tiny.py:bogus", "unknown family 'bogus'"),
+        ("configs/demo.py:fast", "unknown argument 'fast'"),
+    ],
+)
 def test_every_config_file_refuses_an_unknown_arg(spec, says):
   with pytest.raises(ValueError, match=says):
     load_config(spec)
@@ -144,23 +165,30 @@ def _set(d, dotted, value):
   d[leaf] = value
 
 
-@pytest.mark.parametrize("section,field,allowed", [
-    ("model", "compute.attention_impl", "('auto', 'xla', 'blocked', 'chunked', 'cudnn', 'splash')"),
-    ("model", "compute.remat_policy", "('none', 'full', 'dots', 'dots_no_batch')"),
-    ("model", "compute.param_dtype", "('float32', 'bfloat16', 'float16')"),
-    ("model", "aligner.type", "('mlp_gelu', 'low_high_hybrid_split_mlp_gelu')"),
-    ("optimizer", "schedule", "('cosine', 'step', 'constant')"),
-    ("train", "nonfinite", "('skip', 'stop')"),
-    ("train", "trainable", "('llm', 'aligner', 'siglip', 'sam', 'sam_neck')"),
-    ("data", "schedule", "('constant', 'warmup')"),
-    ("data", "sources.shapes.modality", "('text', 'multimodal')"),
-    ("data", "sources.shapes.type", "('jsonl', 'array_record', 'synthetic')"),
-    ("chat", "image_position", "('first', 'last')"),
-    ("chat", "dtype", "('float32', 'bfloat16')"),
-    ("serve", "web_image_position", "('first', 'last')"),
-    ("eval", "normalize", "('mean', 'sum')"),
-    ("distributed", "mode", "('auto', 'initialize', 'none')"),
-])
+@pytest.mark.parametrize(
+    "section,field,allowed",
+    [
+        (
+            "model",
+            "compute.attention_impl",
+            "('auto', 'xla', 'blocked', 'chunked', 'cudnn', 'splash')",
+        ),
+        ("model", "compute.remat_policy", "('none', 'full', 'dots', 'dots_no_batch')"),
+        ("model", "compute.param_dtype", "('float32', 'bfloat16', 'float16')"),
+        ("model", "aligner.type", "('mlp_gelu', 'low_high_hybrid_split_mlp_gelu')"),
+        ("optimizer", "schedule", "('cosine', 'step', 'constant')"),
+        ("train", "nonfinite", "('skip', 'stop')"),
+        ("train", "trainable", "('llm', 'aligner', 'siglip', 'sam', 'sam_neck')"),
+        ("data", "schedule", "('constant', 'warmup')"),
+        ("data", "sources.shapes.modality", "('text', 'multimodal')"),
+        ("data", "sources.shapes.type", "('jsonl', 'array_record', 'synthetic')"),
+        ("chat", "image_position", "('first', 'last')"),
+        ("chat", "dtype", "('float32', 'bfloat16')"),
+        ("serve", "web_image_position", "('first', 'last')"),
+        ("eval", "normalize", "('mean', 'sum')"),
+        ("distributed", "mode", "('auto', 'initialize', 'none')"),
+    ],
+)
 def test_a_bad_choice_is_one_line_naming_the_field_and_the_choices(section, field, allowed):
   # pylint: disable=g-import-not-at-top
   from dsvl_jax.data.config import DataConfig
@@ -169,10 +197,17 @@ def test_a_bad_choice_is_one_line_naming_the_field_and_the_choices(section, fiel
   from dsvl_jax.runtime.distributed import distributed_config
   from dsvl_jax.serve.serve_config import ServeConfig
   from dsvl_jax.train import config as train
-  parse = {"model": VLMConfig.from_dict, "optimizer": train.optimizer_config,
-           "train": train.train_config, "data": DataConfig.from_dict,
-           "chat": ChatConfig.from_dict, "serve": ServeConfig.from_dict,
-           "eval": EvalConfig.from_dict, "distributed": distributed_config}[section]
+
+  parse = {
+      "model": VLMConfig.from_dict,
+      "optimizer": train.optimizer_config,
+      "train": train.train_config,
+      "data": DataConfig.from_dict,
+      "chat": ChatConfig.from_dict,
+      "serve": ServeConfig.from_dict,
+      "eval": EvalConfig.from_dict,
+      "distributed": distributed_config,
+  }[section]
   block = load_config("configs/tiny.py:hybrid")[section].to_dict()
   value = ("bogus",) if field == "trainable" else "bogus"
   _set(block, field, value)
@@ -183,6 +218,7 @@ def test_a_bad_choice_is_one_line_naming_the_field_and_the_choices(section, fiel
 
 def test_a_choice_is_not_passed_by_an_equal_value_of_another_type():
   from dsvl_jax.data.config import DataConfig  # pylint: disable=g-import-not-at-top
+
   d = load_config("configs/tiny.py").data.to_dict()
   d["stage"] = 4
   with pytest.raises(ConfigError, match=r"'data\.stage': 4 not in \(1, 2, 3\)"):
@@ -200,6 +236,7 @@ def test_lists_of_choices_come_from_one_place():
   from dsvl_jax.models.config import ATTENTION_IMPLS, REMAT_POLICIES, AttentionImpl
   from dsvl_jax.train import freezing
   from dsvl_jax.train.config import GROUPS, LRScales, OptimizerConfig
+
   assert attention.IMPLS == ATTENTION_IMPLS == choices(AttentionImpl)
   assert tuple(f.name for f in dataclasses.fields(LRScales)) == GROUPS
   assert {g for g, _ in freezing.GROUP_PATTERNS} == set(GROUPS)

@@ -2,30 +2,50 @@
 
 import numpy as np
 import pytest
-
-from dsvl_jax.processor.conversation import (DEEPSEEK, Message, Template, encode_conversation,
-                                        encode_prompt, render)
 from tokenizer_files import hf_tokenizer, real_config
 
+from dsvl_jax.processor.conversation import (
+    DEEPSEEK,
+    Message,
+    Template,
+    encode_conversation,
+    encode_prompt,
+    render,
+)
+
 # Written out from reference 4.3 (not from our code).
-SYS = ("You are a helpful language and vision assistant. You are able to understand the "
-       "visual content that the user provides, and assist the user with a variety of tasks "
-       "using natural language.")
+SYS = (
+    "You are a helpful language and vision assistant. You are able to understand the "
+    "visual content that the user provides, and assist the user with a variety of tasks "
+    "using natural language."
+)
 EOS = "<｜end▁of▁sentence｜>"
 IMG = "<image_placeholder>"
 K = 576
 
 SINGLE = [Message("User", f"{IMG}Describe each stage of this image.")]
-MULTI_TURN = [Message("User", f"{IMG}What is this?"), Message("Assistant", "A dog."),
-              Message("User", "What colour?")]
-MULTI_IMAGE = [Message("User", f"{IMG}A dog wearing nothing, {IMG}a dog wearing a santa "
-                               f"hat, and {IMG}what's the dog wearing?")]
+MULTI_TURN = [
+    Message("User", f"{IMG}What is this?"),
+    Message("Assistant", "A dog."),
+    Message("User", "What colour?"),
+]
+MULTI_IMAGE = [
+    Message(
+        "User",
+        f"{IMG}A dog wearing nothing, {IMG}a dog wearing a santa "
+        f"hat, and {IMG}what's the dog wearing?",
+    )
+]
 EXPECTED = {
     "single": f"{SYS}\n\nUser: {IMG}Describe each stage of this image.\n\nAssistant:",
-    "multi_turn": (f"{SYS}\n\nUser: {IMG}What is this?\n\nAssistant: A dog.{EOS}"
-                   f"User: What colour?\n\nAssistant:"),
-    "multi_image": (f"{SYS}\n\nUser: {IMG}A dog wearing nothing, {IMG}a dog wearing a "
-                    f"santa hat, and {IMG}what's the dog wearing?\n\nAssistant:"),
+    "multi_turn": (
+        f"{SYS}\n\nUser: {IMG}What is this?\n\nAssistant: A dog.{EOS}"
+        f"User: What colour?\n\nAssistant:"
+    ),
+    "multi_image": (
+        f"{SYS}\n\nUser: {IMG}A dog wearing nothing, {IMG}a dog wearing a "
+        f"santa hat, and {IMG}what's the dog wearing?\n\nAssistant:"
+    ),
 }
 CASES = {"single": SINGLE, "multi_turn": MULTI_TURN, "multi_image": MULTI_IMAGE}
 
@@ -39,9 +59,12 @@ CASES = {"single": SINGLE, "multi_turn": MULTI_TURN, "multi_image": MULTI_IMAGE}
 def hf_processor(vl_json):
   from transformers import DeepseekVLProcessor
   from transformers.models.deepseek_vl.image_processing_pil_deepseek_vl import (
-      DeepseekVLImageProcessorPil)
-  return DeepseekVLProcessor(DeepseekVLImageProcessorPil(), hf_tokenizer(vl_json),
-                             num_image_tokens=K)
+      DeepseekVLImageProcessorPil,
+  )
+
+  return DeepseekVLProcessor(
+      DeepseekVLImageProcessorPil(), hf_tokenizer(vl_json), num_image_tokens=K
+  )
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -56,15 +79,18 @@ def test_rendering_rules():
   # per-message strip, and the whole prompt is stripped (no trailing "\n\n")
   assert render([Message("user", "  hi \n")]) == f"{SYS}\n\nUser: hi"
   # empty content renders "Role:" with no space and no separator
-  assert render([Message("user", "a"), Message("assistant", " "), Message("user", "b")],
-                add_generation_prompt=True) == (
-      f"{SYS}\n\nUser: a\n\nAssistant:User: b\n\nAssistant:")
+  assert render(
+      [Message("user", "a"), Message("assistant", " "), Message("user", "b")],
+      add_generation_prompt=True,
+  ) == (f"{SYS}\n\nUser: a\n\nAssistant:User: b\n\nAssistant:")
   # separators alternate by message index, not role
   assert render([Message("user", "a"), Message("user", "b")], True) == (
-      f"{SYS}\n\nUser: a\n\nUser: b{EOS}Assistant:")
+      f"{SYS}\n\nUser: a\n\nUser: b{EOS}Assistant:"
+  )
   # an empty system prompt emits nothing, not even the separator
   assert render(SINGLE, True, Template(system="")) == (
-      f"User: {IMG}Describe each stage of this image.\n\nAssistant:")
+      f"User: {IMG}Describe each stage of this image.\n\nAssistant:"
+  )
   assert DEEPSEEK.sep2 == EOS
   with pytest.raises(ValueError, match="role"):
     Message("system", "x")
@@ -72,6 +98,7 @@ def test_rendering_rules():
 
 def test_ids_match_transformers_processor(tok, hf_processor):
   from PIL import Image
+
   images = [Image.new("RGB", (64 + 16 * i, 48), (40 * i, 90, 200)) for i in range(3)]
   for case, messages in CASES.items():
     enc = encode_conversation(messages, tok, real_config(), add_generation_prompt=True)
@@ -82,12 +109,26 @@ def test_ids_match_transformers_processor(tok, hf_processor):
     assert not enc.loss_mask.any() or case == "multi_turn"
 
 
-@pytest.mark.parametrize("answer", [
-    "A dog.", "42 is the answer.", "(a) red; (b) blue", "这是一只狗。", "- item\n- item 2",
-    "`code` and **bold**", "'quoted' answer", "\u00e9t\u00e9 \U0001F642"])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "A dog.",
+        "42 is the answer.",
+        "(a) red; (b) blue",
+        "这是一只狗。",
+        "- item\n- item 2",
+        "`code` and **bold**",
+        "'quoted' answer",
+        "\u00e9t\u00e9 \U0001F642",
+    ],
+)
 def test_segment_ids_equal_whole_string_ids(tok, answer):
-  messages = [Message("user", f"{IMG}Q?"), Message("assistant", answer),
-              Message("user", f"Again {IMG}"), Message("assistant", answer)]
+  messages = [
+      Message("user", f"{IMG}Q?"),
+      Message("assistant", answer),
+      Message("user", f"Again {IMG}"),
+      Message("assistant", answer),
+  ]
   enc = encode_conversation(messages, tok, real_config())
   whole = np.asarray(tok.encode(render(messages)))
   whole = np.repeat(whole, np.where(whole == 100015, K, 1))
@@ -101,10 +142,12 @@ def _runs(mask):
 
 
 def test_sft_mask_two_turns_two_images(tok):
-  messages = [Message("user", f"{IMG}What is in this picture?"),
-              Message("assistant", "A brown dog on grass."),
-              Message("user", f"And here? {IMG}"),
-              Message("assistant", "The same dog, now wearing a santa hat.")]
+  messages = [
+      Message("user", f"{IMG}What is in this picture?"),
+      Message("assistant", "A brown dog on grass."),
+      Message("user", f"And here? {IMG}"),
+      Message("assistant", "The same dog, now wearing a santa hat."),
+  ]
   enc = encode_conversation(messages, tok, real_config())
   ids, mask = enc.ids, enc.loss_mask
   assert enc.num_images == 2 and (ids == 100015).sum() == 2 * K
@@ -112,21 +155,26 @@ def test_sft_mask_two_turns_two_images(tok):
   assert not mask[ids == 100015].any()
   runs = _runs(mask)
   assert [tok.decode(ids[a:b], skip_special_tokens=False) for a, b in runs] == [
-      f" A brown dog on grass.{EOS}", f" The same dog, now wearing a santa hat.{EOS}"]
+      f" A brown dog on grass.{EOS}",
+      f" The same dog, now wearing a santa hat.{EOS}",
+  ]
   for a, b in runs:
     assert ids[b - 1] == 100001
-    assert tok.decode(ids[a:a + 1]).startswith(" ")  # the leading space is supervised
+    assert tok.decode(ids[a : a + 1]).startswith(" ")  # the leading space is supervised
     assert tok.decode(ids[:a], skip_special_tokens=False).endswith("\n\nAssistant:")
   # everything unsupervised is BOS, system prompt, user turns, images, "Assistant:"
   unsup = tok.decode(ids[~mask], skip_special_tokens=False)
-  assert unsup == (f"<｜begin▁of▁sentence｜>{SYS}\n\nUser: {IMG * K}What is in this "
-                   f"picture?\n\nAssistant:User: And here? {IMG * K}\n\nAssistant:")
+  assert unsup == (
+      f"<｜begin▁of▁sentence｜>{SYS}\n\nUser: {IMG * K}What is in this "
+      f"picture?\n\nAssistant:User: And here? {IMG * K}\n\nAssistant:"
+  )
 
 
 def test_generation_prompt_masks_history_answers_only(tok):
   enc = encode_conversation(MULTI_TURN, tok, real_config(), add_generation_prompt=True)
-  assert [tok.decode(enc.ids[a:b], skip_special_tokens=False)
-          for a, b in _runs(enc.loss_mask)] == [f" A dog.{EOS}"]
+  assert [tok.decode(enc.ids[a:b], skip_special_tokens=False) for a, b in _runs(enc.loss_mask)] == [
+      f" A dog.{EOS}"
+  ]
   assert tok.decode(enc.ids[-2:]) == "Assistant:"
 
 
@@ -141,7 +189,11 @@ def test_encode_errors(tok):
   with pytest.raises(ValueError, match="alternate"):
     encode_conversation([Message("assistant", "hi")], tok, real_config())
   with pytest.raises(ValueError, match="last message to be a user"):
-    encode_conversation([Message("user", "a"), Message("assistant", "b")], tok,
-                        real_config(), add_generation_prompt=True)
+    encode_conversation(
+        [Message("user", "a"), Message("assistant", "b")],
+        tok,
+        real_config(),
+        add_generation_prompt=True,
+    )
   with pytest.raises(ValueError, match="image_token_id"):
     encode_conversation(SINGLE, tok, real_config().replace(image_token_id=100016))

@@ -11,20 +11,29 @@ import grain
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_config
-from data_fixtures import (EOS_TOKEN, IMAGE_TOKEN, assert_same_batches, byte_tokenizer,
-                           data_config, good_records, take, write_image, write_manifest)
+from data_fixtures import (
+    EOS_TOKEN,
+    IMAGE_TOKEN,
+    assert_same_batches,
+    byte_tokenizer,
+    data_config,
+    good_records,
+    take,
+    write_image,
+    write_manifest,
+)
+
 from dsvl_jax.config.schema import ConfigError
-from dsvl_jax.processor import conversation, image_processor
 from dsvl_jax.data.encoding import BadSampleError, SampleEncoder
-from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
 from dsvl_jax.data.pipeline import TrainDataset, valid_images
 from dsvl_jax.data.to_array_record import convert
 from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.attention import make_mask
 from dsvl_jax.models.init import init_params
+from dsvl_jax.processor import conversation, image_processor
+from dsvl_jax.processor.layout import TokenLayout
 
 CFG = tiny_config("siglip")
 ARRAYS = ("inputs", "targets", "weights", "segment_ids", "positions", "images", "num_images")
@@ -36,8 +45,14 @@ def _segments(row_seg):
 
 @pytest.mark.parametrize("pack,seed", [(False, 0), (True, 0), (True, 12345)])
 def test_every_step_is_one_modality_chosen_by_the_schedule(pack, seed):
-  cfg = data_config(schedule="warmup", multimodal_share=0.6, warmup_steps=12, pack=pack,
-                    global_batch_size=3, seed=seed)
+  cfg = data_config(
+      schedule="warmup",
+      multimodal_share=0.6,
+      warmup_steps=12,
+      pack=pack,
+      global_batch_size=3,
+      seed=seed,
+  )
   batches, _, metrics = take(cfg, 30)
   k = CFG.num_image_tokens
   for b in batches:
@@ -65,11 +80,18 @@ def test_10k_steps_follow_the_warmup_and_the_source_weights():
   """The realised multimodal share per 1,000-step window matches the schedule within
   4.5 sigma; two multimodal sources weighted 3:1 give 3/4 and 1/4 of the samples."""
   cfg = data_config(
-      schedule="warmup", multimodal_share=0.3, warmup_steps=6_000, global_batch_size=1,
-      seq_len=256, seed=7, sources={
+      schedule="warmup",
+      multimodal_share=0.3,
+      warmup_steps=6_000,
+      global_batch_size=1,
+      seq_len=256,
+      seed=7,
+      sources={
           "big": dict(type="synthetic", weight=3.0, synthetic_kinds=["caption"]),
           "small": dict(type="synthetic", synthetic_seed=5, synthetic_kinds=["caption"]),
-          "words": dict(type="synthetic", modality="text", synthetic_kinds=["text"])})
+          "words": dict(type="synthetic", modality="text", synthetic_kinds=["text"]),
+      },
+  )
   it = iter(TrainDataset(cfg, TokenLayout.of(CFG)))
   try:
     mm = np.array([next(it)["modality"] == MULTIMODAL for _ in range(10_000)])
@@ -80,7 +102,7 @@ def test_10k_steps_follow_the_warmup_and_the_source_weights():
   for start in range(0, 10_000, 1_000):
     want = np.mean([schedule.share_at(s) for s in range(start, start + 1_000)])
     sigma = np.sqrt(max(want * (1 - want), 1e-4) / 1_000)
-    assert abs(mm[start:start + 1_000].mean() - want) < 4.5 * sigma, start
+    assert abs(mm[start : start + 1_000].mean() - want) < 4.5 * sigma, start
   assert metrics["data/multimodal_share"] == mm.mean()
   assert metrics["data/samples/big"] + metrics["data/samples/small"] == mm.sum()
   assert abs(metrics["data/source_share/big"] - 0.75) < 0.01
@@ -93,13 +115,21 @@ def test_every_packed_row_mixes_the_sources_by_their_weights(tmp_path):
   would push B's global share far above 1/4. Each row must see 3:1 by itself."""
   rng = np.random.default_rng(0)
   for name, letter, lengths in (("long", "a", (20, 60)), ("short", "b", (3, 8))):
-    write_manifest(tmp_path, [{"text": letter * int(n)} for n in rng.integers(*lengths, 50)],
-                   f"{name}.jsonl")
-  cfg = data_config(pack=True, global_batch_size=4, seq_len=128, multimodal_share=0.0,
-                    sources={"long": dict(type="jsonl", modality="text", weight=3.0,
-                                          paths=[str(tmp_path / "long.jsonl")]),
-                             "short": dict(type="jsonl", modality="text",
-                                           paths=[str(tmp_path / "short.jsonl")])})
+    write_manifest(
+        tmp_path, [{"text": letter * int(n)} for n in rng.integers(*lengths, 50)], f"{name}.jsonl"
+    )
+  cfg = data_config(
+      pack=True,
+      global_batch_size=4,
+      seq_len=128,
+      multimodal_share=0.0,
+      sources={
+          "long": dict(
+              type="jsonl", modality="text", weight=3.0, paths=[str(tmp_path / "long.jsonl")]
+          ),
+          "short": dict(type="jsonl", modality="text", paths=[str(tmp_path / "short.jsonl")]),
+      },
+  )
   batches, _, metrics = take(cfg, 30)
   tok = byte_tokenizer()
   long_short = np.zeros((4, 2), int)  # samples per row
@@ -125,8 +155,9 @@ def test_each_host_holds_its_slice_of_the_same_global_batch(pack):
     assert whole["modality"] == a["modality"] == b["modality"]
     for key in ARRAYS:
       assert a[key].shape[0] == 2
-      np.testing.assert_array_equal(whole[key], np.concatenate([a[key], b[key]]),
-                                    err_msg=f"step {step} {key}")
+      np.testing.assert_array_equal(
+          whole[key], np.concatenate([a[key], b[key]]), err_msg=f"step {step} {key}"
+      )
   with pytest.raises(ValueError, match="not divisible"):
     take(data_config(global_batch_size=3), 1, process_index=0, process_count=2)
 
@@ -152,8 +183,9 @@ def test_prefetch_thread_changes_no_batch_and_no_state():
   assert_same_batches(inline, threaded)
   assert state == inline_state and metrics == inline_metrics
   later, _, _ = take(data_config(pack=True, prefetch_batches=0), 9)
-  resumed, _, _ = take(data_config(pack=True, prefetch_batches=3), 2,
-                       state=json.loads(json.dumps(state)))
+  resumed, _, _ = take(
+      data_config(pack=True, prefetch_batches=3), 2, state=json.loads(json.dumps(state))
+  )
   assert_same_batches(later[7:], resumed)
 
 
@@ -170,8 +202,13 @@ def test_an_iterator_alive_at_exit_closes_quietly():
       it.close()
       print("done")
   """).format(tests=str(pathlib.Path(__file__).parent))
-  out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                       timeout=300, cwd=pathlib.Path(__file__).parent.parent)
+  out = subprocess.run(
+      [sys.executable, "-c", script],
+      capture_output=True,
+      text=True,
+      timeout=300,
+      cwd=pathlib.Path(__file__).parent.parent,
+  )
   assert out.returncode == 0 and "done" in out.stdout, out.stderr[-2000:]
   assert "Exception ignored" not in out.stderr, out.stderr[-2000:]
 
@@ -199,8 +236,11 @@ def test_workers_resume_through_grains_orbax_handler(tmp_path):
   finally:
     fresh.close()
   with pytest.raises(ValueError, match="num_workers="):
-    take(data_config(num_workers=0, **base), 1, state=json.loads(
-        next(tmp_path.glob("*.json")).read_text()))
+    take(
+        data_config(num_workers=0, **base),
+        1,
+        state=json.loads(next(tmp_path.glob("*.json")).read_text()),
+    )
 
 
 def test_stage3_masks_cover_exactly_the_answers_and_their_eos(tmp_path):
@@ -209,8 +249,9 @@ def test_stage3_masks_cover_exactly_the_answers_and_their_eos(tmp_path):
   src = {"chats": dict(type="jsonl", paths=[str(manifest)])}
   tok = byte_tokenizer()
   for stage in (3, 2, 1):
-    cfg = data_config(stage=stage, sources=src, multimodal_share=1.0, shuffle=False,
-                      global_batch_size=1)
+    cfg = data_config(
+        stage=stage, sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1
+    )
     batches, _, _ = take(cfg, 6)
     for i, (record, b) in enumerate(zip(records, batches)):
       seg = b["segment_ids"][0] > 0
@@ -236,23 +277,26 @@ def test_stage3_masks_cover_exactly_the_answers_and_their_eos(tmp_path):
 def test_system_prompt_is_configurable(system_prompt):
   """Chats are BOS + the template rendered with data.system_prompt: the released one,
   none, or the given text; documents are untouched."""
-  chat = [{"role": "user", "content": "Name a colour."},
-          {"role": "assistant", "content": "Red."}]
+  chat = [{"role": "user", "content": "Name a colour."}, {"role": "assistant", "content": "Red."}]
   cfg = data_config(stage=3, system_prompt=system_prompt)
-  encoder = SampleEncoder(cfg, TokenLayout.of(CFG), {"s": [{"messages": chat}]}, TEXT,
-                          byte_tokenizer())
+  encoder = SampleEncoder(
+      cfg, TokenLayout.of(CFG), {"s": [{"messages": chat}]}, TEXT, byte_tokenizer()
+  )
   sample = encoder(("s", 0))
   system = conversation.SYSTEM_PROMPT if system_prompt == "default" else system_prompt
-  text = conversation.render([conversation.Message(**m) for m in chat],
-                             template=conversation.Template(system=system))
+  text = conversation.render(
+      [conversation.Message(**m) for m in chat], template=conversation.Template(system=system)
+  )
   assert text.startswith(system + "\n\nUser: " if system else "User: ")
   tok = byte_tokenizer()
   np.testing.assert_array_equal(sample.ids, tok.encode(text))  # BOS + the rendering
   assert tok.decode(sample.ids[sample.loss_mask], skip_special_tokens=False) == (
-      f" Red.{EOS_TOKEN}")
+      f" Red.{EOS_TOKEN}"
+  )
   if system_prompt == "default":  # what training always used
     want = conversation.encode_conversation(
-        [conversation.Message(**m) for m in chat], tok, TokenLayout.of(CFG))
+        [conversation.Message(**m) for m in chat], tok, TokenLayout.of(CFG)
+    )
     np.testing.assert_array_equal(sample.ids, want.ids)
   assert data_config(system_prompt=system_prompt).fingerprint()["system_prompt"] == system_prompt
   with pytest.raises(ConfigError, match="data.system_prompt"):
@@ -287,19 +331,31 @@ def test_bad_samples_are_counted_logged_and_skipped_or_raise(tmp_path, caplog):
     batches, _, metrics = take(cfg, n_good)
   assert metrics["data/samples/files"] == n_good
   assert {k: v for k, v in metrics.items() if k.startswith("data/skipped/")} == {
-      "data/skipped/bad_image": 3, "data/skipped/too_long": 1,
-      "data/skipped/malformed": 2, "data/skipped/too_many_images": 1,
-      "data/skipped/modality": 1, "data/skipped/empty": 1}
+      "data/skipped/bad_image": 3,
+      "data/skipped/too_long": 1,
+      "data/skipped/malformed": 2,
+      "data/skipped/too_many_images": 1,
+      "data/skipped/modality": 1,
+      "data/skipped/empty": 1,
+  }
   assert metrics["data/skipped"] == 9
   log = caplog.text
-  for needle in ("data.jsonl line 1", "missing.png", "corrupt.png", "truncated.png",
-                 "line 7", "too_long", "not valid JSON"):
+  for needle in (
+      "data.jsonl line 1",
+      "missing.png",
+      "corrupt.png",
+      "truncated.png",
+      "line 7",
+      "too_long",
+      "not valid JSON",
+  ):
     assert needle in log, needle
   for b in batches:  # nothing bad became a zero image
     assert b["num_images"][0] >= 1
     assert valid_images(b).reshape(len(valid_images(b)), -1).std(1).min() > 0
-  strict = data_config(sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1,
-                       strict=True)
+  strict = data_config(
+      sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1, strict=True
+  )
   with pytest.raises(BadSampleError, match=r"data.jsonl line 1.*missing.png"):
     take(strict, 1)
 
@@ -308,10 +364,14 @@ def test_skip_warnings_are_rate_limited_over_a_long_run(tmp_path, caplog):
   """Bad records come round every epoch: per reason the first 5 skips are named (file
   line), then only counts at 10, 100, ...; the metrics still count every skip."""
   write_image(tmp_path / "ok.png", 0)
-  manifest = write_manifest(tmp_path, [
-      good_records(tmp_path, 1)[0],
-      {"images": ["missing.png"], "text": f"{IMAGE_TOKEN}gone"},  # bad_image
-      '{"images": ["ok.png"], "text": '])  # malformed
+  manifest = write_manifest(
+      tmp_path,
+      [
+          good_records(tmp_path, 1)[0],
+          {"images": ["missing.png"], "text": f"{IMAGE_TOKEN}gone"},  # bad_image
+          '{"images": ["ok.png"], "text": ',
+      ],
+  )  # malformed
   src = {"f": dict(type="jsonl", paths=[str(manifest)])}
   cfg = data_config(sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1)
   with caplog.at_level(logging.WARNING):
@@ -328,9 +388,12 @@ def test_skip_warnings_are_rate_limited_over_a_long_run(tmp_path, caplog):
 def test_a_state_is_refused_under_another_data_layout():
   cfg = data_config(pack=True)
   _, state, _ = take(cfg, 3)
-  for change, field in ((dict(global_batch_size=8), "data.global_batch_size"),
-                        (dict(seed=5), "data.seed"), (dict(pack=False), "data.pack"),
-                        (dict(seq_len=500), "data.seq_len")):
+  for change, field in (
+      (dict(global_batch_size=8), "data.global_batch_size"),
+      (dict(seed=5), "data.seed"),
+      (dict(pack=False), "data.pack"),
+      (dict(seq_len=500), "data.seq_len"),
+  ):
     with pytest.raises(ValueError, match=field):
       take(data_config(**{"pack": True, **change}), 1, state=state)
   with pytest.raises(ValueError, match="host layout"):
@@ -338,21 +401,28 @@ def test_a_state_is_refused_under_another_data_layout():
   take(data_config(pack=True, multimodal_share=0.9), 1, state=state)  # schedules may change
 
 
-@pytest.mark.parametrize("reason,record", [
-    ("too_long", {"images": ["ok.png"], "text": IMAGE_TOKEN + "x" * 600}),
-    ("bad_image", {"images": ["corrupt.png"], "text": IMAGE_TOKEN + "x"}),
-    ("malformed", '{"text": 3}'),
-    ("malformed", '{"images": ["ok.png"], "messages": [{"role": 5, "content": "<image_placeholder>"}]}'),
-    ("malformed", '{"images": ["ok.png"], "text": "<image_placeholder>\\ud800"}'),
-])
+@pytest.mark.parametrize(
+    "reason,record",
+    [
+        ("too_long", {"images": ["ok.png"], "text": IMAGE_TOKEN + "x" * 600}),
+        ("bad_image", {"images": ["corrupt.png"], "text": IMAGE_TOKEN + "x"}),
+        ("malformed", '{"text": 3}'),
+        (
+            "malformed",
+            '{"images": ["ok.png"], "messages": [{"role": 5, "content": "<image_placeholder>"}]}',
+        ),
+        ("malformed", '{"images": ["ok.png"], "text": "<image_placeholder>\\ud800"}'),
+    ],
+)
 def test_strict_mode_raises_on_the_first_bad_sample(tmp_path, reason, record):
   write_image(tmp_path / "ok.png", 0)
   (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(64))
   manifest = write_manifest(tmp_path, [good_records(tmp_path, 1)[0], record])
   src = {"f": dict(type="jsonl", paths=[str(manifest)])}
   for strict in (False, True):
-    cfg = data_config(sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1,
-                      strict=strict)
+    cfg = data_config(
+        sources=src, multimodal_share=1.0, shuffle=False, global_batch_size=1, strict=strict
+    )
     if strict:
       with pytest.raises(BadSampleError, match=rf"f\[1\] \(data.jsonl line 2\): {reason}"):
         take(cfg, 2)
@@ -368,16 +438,25 @@ def test_all_bad_data_fails_loudly_instead_of_spinning():
 
 
 def test_array_record_gives_the_jsonl_batches(tmp_path):
-  manifest = write_manifest(tmp_path, good_records(tmp_path, 6) + [
-      {"images": ["nowhere.png"], "text": f"{IMAGE_TOKEN}x"}])
+  manifest = write_manifest(
+      tmp_path, good_records(tmp_path, 6) + [{"images": ["nowhere.png"], "text": f"{IMAGE_TOKEN}x"}]
+  )
   out = tmp_path / "ar" / "data.array_record"
   assert convert(manifest, out) == {"written": 6, "skipped": 1}
   with pytest.raises(ValueError, match="nowhere.png"):
     convert(manifest, tmp_path / "strict.array_record", strict=True)
-  from_jsonl = data_config(sources={"d": dict(type="jsonl", paths=[str(manifest)])},
-                           multimodal_share=1.0, shuffle=False, stage=3)
-  from_ar = data_config(sources={"d": dict(type="array_record", paths=[str(out)])},
-                        multimodal_share=1.0, shuffle=False, stage=3)
+  from_jsonl = data_config(
+      sources={"d": dict(type="jsonl", paths=[str(manifest)])},
+      multimodal_share=1.0,
+      shuffle=False,
+      stage=3,
+  )
+  from_ar = data_config(
+      sources={"d": dict(type="array_record", paths=[str(out)])},
+      multimodal_share=1.0,
+      shuffle=False,
+      stage=3,
+  )
   # the manifest's 7th record is skipped, so compare within the first epoch
   assert_same_batches(take(from_jsonl, 1)[0], take(from_ar, 1)[0])
   sharded = convert(manifest, tmp_path / "sh" / "d.array_record", shards=2)
@@ -386,9 +465,14 @@ def test_array_record_gives_the_jsonl_batches(tmp_path):
 
 
 def test_packed_rows_never_attend_across_samples_and_match_unpacked_logits():
-  cfg = data_config(pack=True, seq_len=320, max_images_per_row=4, multimodal_share=1.0,
-                    global_batch_size=2,
-                    sources={"s": dict(type="synthetic", synthetic_kinds=["caption"])})
+  cfg = data_config(
+      pack=True,
+      seq_len=320,
+      max_images_per_row=4,
+      multimodal_share=1.0,
+      global_batch_size=2,
+      sources={"s": dict(type="synthetic", synthetic_kinds=["caption"])},
+  )
   batches, _, _ = take(cfg, 3)
   batch = next(b for b in batches if (b["segment_ids"].max(1) >= 2).all())
   seg, pos = batch["segment_ids"], batch["positions"]
@@ -403,18 +487,22 @@ def test_packed_rows_never_attend_across_samples_and_match_unpacked_logits():
   params = init_params(CFG, jax.random.key(0))
   model = DeepseekVL(CFG)
   images = valid_images(batch)
-  out = np.asarray(model.apply({"params": params}, batch["inputs"], images,
-                               segment_ids=seg, positions=pos)["logits"])
+  out = np.asarray(
+      model.apply({"params": params}, batch["inputs"], images, segment_ids=seg, positions=pos)[
+          "logits"
+      ]
+  )
   k, at = CFG.num_image_tokens, 0
   for r in range(seg.shape[0]):
     for s in _segments(seg[r]):
       where = seg[r] == s
       ids = batch["inputs"][r][where]
       n = int((ids == CFG.image_token_id).sum()) // k
-      alone = model.apply({"params": params}, ids[None], images[at:at + n] if n else None)
+      alone = model.apply({"params": params}, ids[None], images[at : at + n] if n else None)
       at += n
-      np.testing.assert_allclose(out[r][where], np.asarray(alone["logits"])[0],
-                                 atol=2e-5, rtol=1e-5)
+      np.testing.assert_allclose(
+          out[r][where], np.asarray(alone["logits"])[0], atol=2e-5, rtol=1e-5
+      )
       np.testing.assert_array_equal(pos[r][where], np.arange(where.sum()))
   assert at == len(images)
 
@@ -423,19 +511,33 @@ def test_config_errors_name_the_field():
   with pytest.raises(ConfigError, match="'data': unknown field"):
     data_config(sequence_length=3)
   with pytest.raises(ConfigError, match="data.sources.words.weight"):
-    data_config(sources={"words": dict(type="synthetic", modality="text", weight=0,
-                                       synthetic_kinds=["text"])}, multimodal_share=0.0)
+    data_config(
+        sources={
+            "words": dict(type="synthetic", modality="text", weight=0, synthetic_kinds=["text"])
+        },
+        multimodal_share=0.0,
+    )
   with pytest.raises(ConfigError, match="data.sources.x.synthetic_kinds"):
-    data_config(sources={"x": dict(type="synthetic", modality="text",
-                                   synthetic_kinds=["caption"])}, multimodal_share=0.0)
+    data_config(
+        sources={"x": dict(type="synthetic", modality="text", synthetic_kinds=["caption"])},
+        multimodal_share=0.0,
+    )
   with pytest.raises(ConfigError, match="no source has modality 'text'"):
-    data_config(sources={"x": dict(type="synthetic", synthetic_kinds=["caption"])},
-                schedule="warmup", warmup_steps=10, multimodal_share=1.0)
+    data_config(
+        sources={"x": dict(type="synthetic", synthetic_kinds=["caption"])},
+        schedule="warmup",
+        warmup_steps=10,
+        multimodal_share=1.0,
+    )
   with pytest.raises(ConfigError, match="data.stage"):
     data_config(stage=4)
   with pytest.raises(FileNotFoundError, match="absent.jsonl"):
-    take(data_config(sources={"f": dict(type="jsonl", paths=["absent.jsonl"])},
-                     multimodal_share=1.0), 1)
+    take(
+        data_config(
+            sources={"f": dict(type="jsonl", paths=["absent.jsonl"])}, multimodal_share=1.0
+        ),
+        1,
+    )
 
 
 def test_builtin_byte_tokenizer_round_trips():
@@ -451,6 +553,7 @@ def test_builtin_byte_tokenizer_round_trips():
 def test_the_tiny_configs_data_block_runs():
   from dsvl_jax.config.files import load_config
   from dsvl_jax.data.config import DataConfig
+
   for family in ("siglip", "hybrid"):
     config = load_config(f"configs/tiny.py:{family}")
     cfg = DataConfig.from_dict(config.data).validate()

@@ -13,14 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-
 from conftest import tiny_config
+
 from dsvl_jax.config.files import load_config
 from dsvl_jax.data import synthetic
-from dsvl_jax.processor.conversation import (SYSTEM_PROMPT, Message, Template, encode_conversation,
-                                        template_for)
-from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process
-from dsvl_jax.processor.tokenizer import IMAGE_TOKEN, Tokenizer
 from dsvl_jax.eval.eval_config import EvalConfig, default_config
 from dsvl_jax.eval.evaluator import Evaluator, evaluate, flat_metrics
 from dsvl_jax.eval.items import ItemError, load_items
@@ -30,6 +26,15 @@ from dsvl_jax.eval.run import run
 from dsvl_jax.eval.scoring import choose, score_rows
 from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.init import init_params
+from dsvl_jax.processor.conversation import (
+    SYSTEM_PROMPT,
+    Message,
+    Template,
+    encode_conversation,
+    template_for,
+)
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN, Tokenizer
 
 PAD_T = 128  # right padding of the test's own forward passes
 
@@ -58,8 +63,18 @@ def _write_set(root, items=ITEMS, name="set.jsonl"):
       paths.append(rel)
     # the answer as text or as an index: both forms are accepted
     answer = options[planted] if k % 2 else planted
-    lines.append(json.dumps(dict(id=f"q{k}", question=question, images=paths,
-                                 options=options, answer=answer, type=kind)))
+    lines.append(
+        json.dumps(
+            dict(
+                id=f"q{k}",
+                question=question,
+                images=paths,
+                options=options,
+                answer=answer,
+                type=kind,
+            )
+        )
+    )
   path = root / name
   path.write_text("\n".join(lines) + "\n")
   return path
@@ -76,8 +91,9 @@ def setup(tmp_path_factory):
 def _prompt(cfg, tok, question, image_paths):
   """Prompt ids and processed images, built here without dsvl_jax.eval."""
   content = question if IMAGE_TOKEN in question else IMAGE_TOKEN * len(image_paths) + question
-  enc = encode_conversation([Message("user", content)], tok, cfg, add_generation_prompt=True,
-                            template=Template(system=""))
+  enc = encode_conversation(
+      [Message("user", content)], tok, cfg, add_generation_prompt=True, template=Template(system="")
+  )
   proc = ImageProcessorConfig.for_model(cfg)
   images = np.stack([process(load_image(p), proc) for p in image_paths]) if image_paths else None
   return enc.ids, images
@@ -100,7 +116,7 @@ def _rows(cfg, tok, path):
 def _right_pad(seqs):
   ids = np.zeros((len(seqs), PAD_T), np.int32)
   for b, s in enumerate(seqs):
-    ids[b, :len(s)] = s
+    ids[b, : len(s)] = s
   return ids
 
 
@@ -130,7 +146,7 @@ def trained(setup):
   for b, ((prompt, imgs, answers), item) in enumerate(zip(rows, ITEMS)):
     answer = answers[item[3]]
     seqs.append(np.concatenate([prompt, answer]))
-    weights[b, len(prompt) - 1:len(prompt) - 1 + len(answer)] = 1.0  # predicting positions
+    weights[b, len(prompt) - 1 : len(prompt) - 1 + len(answer)] = 1.0  # predicting positions
     if imgs is not None:
       images.append(imgs)
   ids, images = _right_pad(seqs), np.concatenate(images)
@@ -212,8 +228,9 @@ def test_batched_scores_equal_one_row_at_a_time(setup, trained, evaluator):
   for (prompt, images, answers), pred in zip(_rows(cfg, tok, path), batched):
     ref = [_token_logps(cfg, params, prompt, images, ans) for ans in answers]
     assert pred["num_tokens"] == [len(r) for r in ref]
-    np.testing.assert_allclose(pred["log_likelihoods"], [r.sum() for r in ref], rtol=1e-6,
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        pred["log_likelihoods"], [r.sum() for r in ref], rtol=1e-6, atol=1e-5
+    )
     np.testing.assert_allclose(pred["scores"], [r.mean() for r in ref], rtol=1e-6, atol=1e-5)
 
 
@@ -227,38 +244,52 @@ def test_length_normalisation_end_to_end(setup, trained, tmp_path):
   # sums fall with length while means need not; take a pair where the two rules differ.
   candidates = ["x", "qz", "kvw", "jqxzv", "wvkqjzx", "zzqxjvkwqz", "vjqkxzwqjvkzx"]
   ll = {c: _token_logps(cfg, params, prompt, None, _answer_ids(tok, c)) for c in candidates}
-  pair = next((short, long) for short in candidates for long in candidates
-              if len(long) > len(short) and ll[long].mean() > ll[short].mean()
-              and ll[long].sum() < ll[short].sum())
+  pair = next(
+      (short, long)
+      for short in candidates
+      for long in candidates
+      if len(long) > len(short)
+      and ll[long].mean() > ll[short].mean()
+      and ll[long].sum() < ll[short].sum()
+  )
   short, long = pair
   print(f"mean prefers {long!r}, sum prefers {short!r}")
   path = tmp_path / "len.jsonl"
   path.write_text(json.dumps(dict(question=question, options=[long, short], answer=long)))
   for normalize, winner in (("mean", long), ("sum", short)):
-    res = evaluate(cfg, params, tok, _eval_cfg(generate=False, normalize=normalize),
-                   {"s": path})["s"]
+    res = evaluate(cfg, params, tok, _eval_cfg(generate=False, normalize=normalize), {"s": path})[
+        "s"
+    ]
     pred = res["predictions"][0]
     assert pred["choice"] == winner
-    np.testing.assert_allclose(pred["log_likelihoods"], [ll[long].sum(), ll[short].sum()],
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        pred["log_likelihoods"], [ll[long].sum(), ll[short].sum()], atol=1e-5
+    )
     assert pred["num_tokens"] == [len(long) + 2, len(short) + 2]  # space, bytes, EOS
   assert res["mc_accuracy"] == 0.0  # under "sum" the short option wins
   # score_eos=False scores the same tokens without the final EOS.
   res = evaluate(cfg, params, tok, _eval_cfg(generate=False, score_eos=False), {"s": path})
   pred = res["s"]["predictions"][0]
   assert pred["num_tokens"] == [len(long) + 1, len(short) + 1]
-  np.testing.assert_allclose(pred["log_likelihoods"],
-                             [ll[long][:-1].sum(), ll[short][:-1].sum()], atol=1e-5)
+  np.testing.assert_allclose(
+      pred["log_likelihoods"], [ll[long][:-1].sum(), ll[short][:-1].sum()], atol=1e-5
+  )
 
 
 def test_evaluator_reuses_compiled_functions_across_parameters(trained, evaluator):
   init, params = trained
   evaluator(init)
-  sizes = (score_rows._cache_size(), evaluator.answerer.generator._prefill._cache_size(),
-           evaluator.answerer.generator._step._cache_size())
+  sizes = (
+      score_rows._cache_size(),
+      evaluator.answerer.generator._prefill._cache_size(),
+      evaluator.answerer.generator._step._cache_size(),
+  )
   second = evaluator(params)["toy"]
-  assert (score_rows._cache_size(), evaluator.answerer.generator._prefill._cache_size(),
-          evaluator.answerer.generator._step._cache_size()) == sizes
+  assert (
+      score_rows._cache_size(),
+      evaluator.answerer.generator._prefill._cache_size(),
+      evaluator.answerer.generator._step._cache_size(),
+  ) == sizes
   assert second["mc_accuracy"] == second["exact_match"] == 1.0  # the new weights are used
   flat = flat_metrics({"toy": second})
   assert flat["eval/toy/mc_accuracy"] == 1.0 and flat["eval/toy/exact_match_by_type/word"] == 1.0
@@ -266,10 +297,19 @@ def test_evaluator_reuses_compiled_functions_across_parameters(trained, evaluato
   assert not any("predictions" in k for k in flat)
 
 
-@pytest.mark.parametrize("text, answer, same", [
-    ("Red.", "red", True), ("  red  ", "Red", True), ("RED!", "red.", True),
-    ("dark   blue", "Dark blue", True), ("Ｒｅｄ", "red", True), ("Red car", "Red", False),
-    ("A.", "A) red", False), ("red.", "re", False)])
+@pytest.mark.parametrize(
+    "text, answer, same",
+    [
+        ("Red.", "red", True),
+        ("  red  ", "Red", True),
+        ("RED!", "red.", True),
+        ("dark   blue", "Dark blue", True),
+        ("Ｒｅｄ", "red", True),
+        ("Red car", "Red", False),
+        ("A.", "A) red", False),
+        ("red.", "re", False),
+    ],
+)
 def test_exact_match_normalisation(text, answer, same):
   assert exact_match(text, answer) is same
   assert normalize_answer("Straße.") == normalize_answer("STRASSE")
@@ -278,27 +318,34 @@ def test_exact_match_normalisation(text, answer, same):
 GOOD = {"question": "q?", "options": ["a", "b"], "answer": "a"}
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("{not json", "not valid JSON"),
-    ({"options": ["a", "b"], "answer": "a"}, "missing field 'question'"),
-    ({"question": "q", "answer": "a"}, "missing field 'options'"),
-    ({"question": "q", "options": ["a", "b"]}, "missing field 'answer'"),
-    ({**GOOD, "answer": "c"}, "not one of the options"),
-    ({**GOOD, "answer": 2}, "out of range"),
-    ({**GOOD, "answer": True}, "'answer' must be"),
-    ({**GOOD, "options": ["a"]}, "at least two"),
-    ({**GOOD, "options": ["a", " a "]}, "not distinct"),
-    ({**GOOD, "images": ["missing.png"]}, "image file not found"),
-    ({**GOOD, "question": f"{IMAGE_TOKEN}{IMAGE_TOKEN}", "images": ["ok.png"]}, "1 image(s)"),
-    ({**GOOD, "choices": []}, "unknown field"),
-    ({**GOOD, "id": "first"}, "already used"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ("{not json", "not valid JSON"),
+        ({"options": ["a", "b"], "answer": "a"}, "missing field 'question'"),
+        ({"question": "q", "answer": "a"}, "missing field 'options'"),
+        ({"question": "q", "options": ["a", "b"]}, "missing field 'answer'"),
+        ({**GOOD, "answer": "c"}, "not one of the options"),
+        ({**GOOD, "answer": 2}, "out of range"),
+        ({**GOOD, "answer": True}, "'answer' must be"),
+        ({**GOOD, "options": ["a"]}, "at least two"),
+        ({**GOOD, "options": ["a", " a "]}, "not distinct"),
+        ({**GOOD, "images": ["missing.png"]}, "image file not found"),
+        ({**GOOD, "question": f"{IMAGE_TOKEN}{IMAGE_TOKEN}", "images": ["ok.png"]}, "1 image(s)"),
+        ({**GOOD, "choices": []}, "unknown field"),
+        ({**GOOD, "id": "first"}, "already used"),
+    ],
+)
 def test_bad_items_name_file_and_line(tmp_path, bad, message):
   synthetic.draw(synthetic.make_scene(np.random.default_rng(0)), 16).save(tmp_path / "ok.png")
   path = tmp_path / "bad.jsonl"
   line = bad if isinstance(bad, str) else json.dumps(bad)
-  path.write_text(json.dumps({**GOOD, "id": "first", "images": ["ok.png"],
-                              "question": "q?"}) + "\n\n" + line + "\n")
+  path.write_text(
+      json.dumps({**GOOD, "id": "first", "images": ["ok.png"], "question": "q?"})
+      + "\n\n"
+      + line
+      + "\n"
+  )
   with pytest.raises(ItemError) as e:
     load_items(path)
   assert f"{path}:3" in str(e.value) and message in str(e.value)
@@ -326,14 +373,28 @@ def test_run_writes_eval_json(setup, tmp_path):
   _, _, path = setup
   config = load_config("configs/tiny.py")
   config.eval = default_config()
-  config.eval.update(sets={"toy": str(path)}, tokenizer="builtin:bytes", max_new_tokens=4,
-                     batch_size=4, system_prompt="", length_bucket=PAD_T)  # shapes as above
+  config.eval.update(
+      sets={"toy": str(path)},
+      tokenizer="builtin:bytes",
+      max_new_tokens=4,
+      batch_size=4,
+      system_prompt="",
+      length_bucket=PAD_T,
+  )  # shapes as above
   results = run(config, str(tmp_path / "work"))
   saved = json.loads((tmp_path / "work" / "eval.json").read_text())
   assert saved == results
   toy = saved["toy"]
-  assert set(toy) == {"num_items", "chance_accuracy", "mc_accuracy", "mc_accuracy_by_type",
-                      "num_items_by_type", "exact_match", "exact_match_by_type", "predictions"}
+  assert set(toy) == {
+      "num_items",
+      "chance_accuracy",
+      "mc_accuracy",
+      "mc_accuracy_by_type",
+      "num_items_by_type",
+      "exact_match",
+      "exact_match_by_type",
+      "predictions",
+  }
   assert toy["num_items"] == len(ITEMS) == len(toy["predictions"])
   assert 0.0 <= toy["mc_accuracy"] <= 1.0 and 0.0 <= toy["exact_match"] <= 1.0
   assert toy["chance_accuracy"] == pytest.approx(np.mean([1 / len(i[2]) for i in ITEMS]))

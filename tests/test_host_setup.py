@@ -24,9 +24,11 @@ def test_simulated_devices_get_threads_and_collective_timeouts():
 
 
 def test_what_the_user_set_is_kept():
-  flags = ("--xla_force_host_platform_device_count=4 "
-           "--xla_cpu_collective_call_terminate_timeout_seconds=30 "
-           "--xla_cpu_collective_timeout_seconds=30")
+  flags = (
+      "--xla_force_host_platform_device_count=4 "
+      "--xla_cpu_collective_call_terminate_timeout_seconds=30 "
+      "--xla_cpu_collective_timeout_seconds=30"
+  )
   env = {"XLA_FLAGS": flags, "PJRT_NPROC": "6", "JAX_PLATFORMS": "cpu,tpu"}
   assert distributed.prepare_host(env) == []
   assert env == {"XLA_FLAGS": flags, "PJRT_NPROC": "6", "JAX_PLATFORMS": "cpu,tpu"}
@@ -42,17 +44,31 @@ def test_libtpu_without_a_tpu_runs_on_the_cpu_backend():
   assert env == {"JAX_PLATFORMS": "cpu"}
 
 
-def test_a_user_run_on_8_simulated_devices_needs_no_settings_and_prints_no_tpu_error(
-    tmp_path):
+def test_a_user_run_on_8_simulated_devices_needs_no_settings_and_prints_no_tpu_error(tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ("PJRT_NPROC", "JAX_PLATFORMS")}
-  env["XLA_FLAGS"] = ("--xla_force_host_platform_device_count=8 "
-                      "--xla_backend_optimization_level=0")
+  env["XLA_FLAGS"] = (
+      "--xla_force_host_platform_device_count=8 " "--xla_backend_optimization_level=0"
+  )
   out = subprocess.run(
-      [sys.executable, "-m", "dsvl_jax.main", "--config=configs/tiny.py",
-       "--config.mode=train", f"--workdir={tmp_path / 'run'}", "--verbosity=0",
-       "--config.train.steps=2", "--config.train.progress=False",
-       "--config.data.global_batch_size=8", "--config.mesh.shape=(1,8,1)"],
-      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+      [
+          sys.executable,
+          "-m",
+          "dsvl_jax.main",
+          "--config=configs/tiny.py",
+          "--config.mode=train",
+          f"--workdir={tmp_path / 'run'}",
+          "--verbosity=0",
+          "--config.train.steps=2",
+          "--config.train.progress=False",
+          "--config.data.global_batch_size=8",
+          "--config.mesh.shape=(1,8,1)",
+      ],
+      cwd=ROOT,
+      env=env,
+      capture_output=True,
+      text=True,
+      timeout=600,
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert "host set-up: PJRT_NPROC=32" in out.stderr
   assert "host set-up: JAX_PLATFORMS=cpu" in out.stderr

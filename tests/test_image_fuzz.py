@@ -13,23 +13,37 @@ import zlib
 import httpx
 import numpy as np
 import pytest
-from PIL import Image
-
 from data_fixtures import IMAGE_TOKEN, byte_tokenizer, data_config, layout, write_manifest
-from dsvl_jax.processor.image_processor import load_image, process_uint8
-from dsvl_jax.data.pipeline import TrainDataset, valid_images
+from PIL import Image
 from serve_fixtures import data_uri, drawn_image, running_server, serve_config
+
+from dsvl_jax.data.pipeline import TrainDataset, valid_images
+from dsvl_jax.processor.image_processor import load_image, process_uint8
 
 SEED = 23
 PER_FORMAT = 52  # 208 mutants of the four required formats, 260 with BMP
 # Pillow format -> (MIME subtype, file suffix)
-FORMATS = {"PNG": ("png", "png"), "JPEG": ("jpeg", "jpg"), "WEBP": ("webp", "webp"),
-           "GIF": ("gif", "gif"), "BMP": ("bmp", "bmp")}
+FORMATS = {
+    "PNG": ("png", "png"),
+    "JPEG": ("jpeg", "jpg"),
+    "WEBP": ("webp", "webp"),
+    "GIF": ("gif", "gif"),
+    "BMP": ("bmp", "bmp"),
+}
 # Mutation kinds, dealt in turn: flip 1-8 bits or truncate, anywhere or in a byte range
 # of `_regions`. "+crc" (PNG) recomputes the chunk CRCs, so the flip reaches the decoder
 # instead of stopping at the checksum. Truncations inside the data keep a valid header.
-KINDS = {"PNG": ("flip", "flip-header", "flip-ihdr+crc", "flip-data", "flip-data+crc",
-                 "truncate", "truncate-data")}
+KINDS = {
+    "PNG": (
+        "flip",
+        "flip-header",
+        "flip-ihdr+crc",
+        "flip-data",
+        "flip-data+crc",
+        "truncate",
+        "truncate-data",
+    )
+}
 OTHER_KINDS = ("flip", "flip", "flip-header", "flip-data", "truncate", "truncate-data")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -48,15 +62,16 @@ def _png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
   assert data.startswith(PNG_SIGNATURE)
   pos, chunks = len(PNG_SIGNATURE), []
   while pos < len(data):
-    (n,) = struct.unpack(">I", data[pos:pos + 4])
-    chunks.append((data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n]))
+    (n,) = struct.unpack(">I", data[pos : pos + 4])
+    chunks.append((data[pos + 4 : pos + 8], data[pos + 8 : pos + 8 + n]))
     pos += 12 + n
   return chunks
 
 
 def _png(chunks: list[tuple[bytes, bytes]]) -> bytes:
-  return PNG_SIGNATURE + b"".join(struct.pack(">I", len(d)) + t + d +
-                                  struct.pack(">I", zlib.crc32(t + d)) for t, d in chunks)
+  return PNG_SIGNATURE + b"".join(
+      struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d)) for t, d in chunks
+  )
 
 
 def _encode(fmt: str) -> bytes:
@@ -70,8 +85,15 @@ def _encode(fmt: str) -> bytes:
     idat = b"".join(d for t, d in chunks if t == b"IDAT")
     cut = len(idat) // 3
     rest = [c for c in chunks if c[0] not in (b"IDAT", b"IEND")]
-    data = _png(rest + [(b"IDAT", idat[:cut]), (b"IDAT", idat[cut:2 * cut]),
-                        (b"IDAT", idat[2 * cut:]), (b"IEND", b"")])
+    data = _png(
+        rest
+        + [
+            (b"IDAT", idat[:cut]),
+            (b"IDAT", idat[cut : 2 * cut]),
+            (b"IDAT", idat[2 * cut :]),
+            (b"IEND", b""),
+        ]
+    )
   return data
 
 
@@ -87,11 +109,14 @@ def _regions(fmt: str, data: bytes) -> dict[str, range]:
       start += 12 + len(d)
     assert idats == 2, "the PNG seed has one IDAT"
     # signature + IHDR (length, type, 13 bytes, CRC)
-    return {"header": range(0, 33), "ihdr": range(16, 29),
-            "data": range(start + 8, start + 8 + len(d))}
+    return {
+        "header": range(0, 33),
+        "ihdr": range(16, 29),
+        "data": range(start + 8, start + 8 + len(d)),
+    }
   if fmt == "JPEG":  # everything up to the scan (SOI, APP0, DQT, SOF, DHT, SOS)
     sos = data.index(b"\xff\xda")
-    scan = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    scan = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
     return {"header": range(0, scan), "data": range(scan, len(data) - 2)}
   if fmt == "WEBP":  # RIFF, the VP8 chunk header and the frame header with the sizes
     return {"header": range(0, 30), "data": range(30, len(data))}
@@ -110,7 +135,7 @@ def _mutate(fmt: str, kind: str, data: bytes, rng: np.random.Generator) -> bytes
   op, _, where = kind.removesuffix("+crc").partition("-")
   span = regions[where]
   if op == "truncate":
-    return data[:int(rng.integers(span.start, span.stop))]
+    return data[: int(rng.integers(span.start, span.stop))]
   out = np.frombuffer(data, np.uint8).copy()
   bits = rng.choice(len(span) * 8, size=int(rng.integers(1, 9)), replace=False)
   np.bitwise_xor.at(out, span.start + bits // 8, (1 << (bits % 8)).astype(np.uint8))
@@ -147,8 +172,7 @@ def test_the_seeds_are_valid_files_and_every_mutant_differs():
     with Image.open(io.BytesIO(data)) as img:
       assert img.format == fmt and img.size == (48, 40)
       if fmt == "PNG":
-        np.testing.assert_array_equal(np.asarray(img.convert("RGB")),
-                                      np.asarray(_seed_image()))
+        np.testing.assert_array_equal(np.asarray(img.convert("RGB")), np.asarray(_seed_image()))
     regions = _regions(fmt, data)
     assert 0 < len(regions["header"]) and regions["header"].stop <= regions["data"].start
     assert 0 < len(regions["data"]) and regions["data"].stop <= len(data)
@@ -178,8 +202,10 @@ def test_a_mutant_decodes_to_a_usable_image_or_raises_oserror(fmt):
     try:
       pixels = process_uint8(img, cfg)
     except Exception as e:  # pylint: disable=broad-exception-caught
-      wrong.append(f"mutant {i} ({kind}): process_uint8 on a {img.mode} {img.size} image "
-                   f"raised {type(e).__name__}: {e}")
+      wrong.append(
+          f"mutant {i} ({kind}): process_uint8 on a {img.mode} {img.size} image "
+          f"raised {type(e).__name__}: {e}"
+      )
       continue
     assert pixels.dtype == np.uint8 and pixels.shape == (3, cfg.image_size, cfg.image_size)
     decoded += 1
@@ -195,11 +221,23 @@ def test_the_server_answers_or_refuses_every_mutant_and_keeps_serving():
   with running_server(config) as (url, _), httpx.Client(base_url=url, timeout=60) as client:
 
     def post(image_url: str) -> httpx.Response:
-      body = {"messages": [{"role": "user", "content": [
-          {"type": "image_url", "image_url": {"url": image_url}},
-          {"type": "text", "text": "what is this?"}]}], "max_tokens": 1}
-      return client.post("/v1/chat/completions", content=json.dumps(body),
-                         headers={"Content-Type": "application/json"})
+      body = {
+          "messages": [
+              {
+                  "role": "user",
+                  "content": [
+                      {"type": "image_url", "image_url": {"url": image_url}},
+                      {"type": "text", "text": "what is this?"},
+                  ],
+              }
+          ],
+          "max_tokens": 1,
+      }
+      return client.post(
+          "/v1/chat/completions",
+          content=json.dumps(body),
+          headers={"Content-Type": "application/json"},
+      )
 
     for i, (fmt, kind, data) in enumerate(MUTANTS):
       r = post(f"data:image/{FORMATS[fmt][0]};base64," + base64.b64encode(data).decode())
@@ -231,9 +269,15 @@ def test_the_pipeline_uses_or_counts_every_mutant(tmp_path):
   drawn_image(1).save(tmp_path / "sentinel.png")
   records.append({"images": ["sentinel.png"], "text": f"{IMAGE_TOKEN}record {len(MUTANTS)}"})
   manifest = write_manifest(tmp_path, records)
-  cfg = data_config(sources={"fuzz": dict(type="jsonl", paths=[str(manifest)])},
-                    multimodal_share=1.0, shuffle=False, pack=False, global_batch_size=1,
-                    max_images_per_row=1, seq_len=64)
+  cfg = data_config(
+      sources={"fuzz": dict(type="jsonl", paths=[str(manifest)])},
+      multimodal_share=1.0,
+      shuffle=False,
+      pack=False,
+      global_batch_size=1,
+      max_images_per_row=1,
+      seq_len=64,
+  )
   tok = byte_tokenizer()
   used, read = [], 0
   it = iter(TrainDataset(cfg, layout()))

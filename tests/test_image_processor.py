@@ -6,13 +6,18 @@ import zlib
 
 import numpy as np
 import pytest
+from conftest import tiny_config
 from PIL import Image
 
-from conftest import tiny_config
 from dsvl_jax.config.files import load_config
-from dsvl_jax.processor.image_processor import (ImageProcessorConfig, load_image, process,
-                                           process_batch, to_rgb)
 from dsvl_jax.models import VLMConfig
+from dsvl_jax.processor.image_processor import (
+    ImageProcessorConfig,
+    load_image,
+    process,
+    process_batch,
+    to_rgb,
+)
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 
@@ -35,7 +40,8 @@ def reference(img, size, background, min_size=14):
 
 def _config(name):
   return ImageProcessorConfig.for_model(
-      VLMConfig.from_dict(load_config(f"configs/{name}.py").model))
+      VLMConfig.from_dict(load_config(f"configs/{name}.py").model)
+  )
 
 
 CONFIGS = {"1.3b": _config("deepseek_vl_1_3b"), "7b": _config("deepseek_vl_7b")}
@@ -44,11 +50,15 @@ CONFIGS = {"1.3b": _config("deepseek_vl_1_3b"), "7b": _config("deepseek_vl_7b")}
 def _photos():
   """scikit-image's bundled photographs, plus a tall and an odd-sized crop of them."""
   from skimage import data
+
   chelsea, coffee = data.chelsea(), data.coffee()  # 451x300, 600x400
-  return {"astronaut": Image.fromarray(data.astronaut()),  # 512x512
-          "chelsea": Image.fromarray(chelsea), "coffee": Image.fromarray(coffee),
-          "chelsea_tall": Image.fromarray(np.ascontiguousarray(chelsea.transpose(1, 0, 2))),
-          "coffee_odd": Image.fromarray(coffee[:387, :583])}
+  return {
+      "astronaut": Image.fromarray(data.astronaut()),  # 512x512
+      "chelsea": Image.fromarray(chelsea),
+      "coffee": Image.fromarray(coffee),
+      "chelsea_tall": Image.fromarray(np.ascontiguousarray(chelsea.transpose(1, 0, 2))),
+      "coffee_odd": Image.fromarray(coffee[:387, :583]),
+  }
 
 
 def _noise(w, h, seed=0):
@@ -61,8 +71,11 @@ def _synthetic():
   rgba = u8(37, 53, 4)
   rgba[::3, :, 3] = 0  # fully transparent rows keep their colour (no compositing)
   return {
-      "wide": _noise(878, 620), "tall": _noise(333, 1000), "square": _noise(500, 500),
-      "odd": _noise(751, 543), "rgba": Image.fromarray(rgba, "RGBA"),
+      "wide": _noise(878, 620),
+      "tall": _noise(333, 1000),
+      "square": _noise(500, 500),
+      "odd": _noise(751, 543),
+      "rgba": Image.fromarray(rgba, "RGBA"),
       "grey": Image.fromarray(u8(41, 29), "L"),
       "grey_alpha": Image.fromarray(u8(23, 57, 2), "LA"),
       "palette": _noise(45, 31).convert("P", palette=Image.Palette.ADAPTIVE, colors=16),
@@ -70,7 +83,9 @@ def _synthetic():
       "16bit": Image.fromarray(rng.integers(0, 400, (33, 47), np.uint16)),
       "16bit_full": Image.fromarray(rng.integers(0, 65536, (20, 31), np.uint16)),
       "32bit": Image.fromarray(rng.integers(-300, 600, (19, 27), np.int32)),
-      "1x1": _noise(1, 1), "8000x100": _noise(8000, 100), "100x8000": _noise(100, 8000),
+      "1x1": _noise(1, 1),
+      "8000x100": _noise(8000, 100),
+      "100x8000": _noise(100, 8000),
   }
 
 
@@ -78,11 +93,19 @@ def _png16(arr):
   """A 16-bit PNG (grey [H, W] or RGB [H, W, 3]); PIL cannot write 16-bit RGB itself."""
   h, w = arr.shape[:2]
   raw = b"".join(b"\0" + arr[y].astype(">u2").tobytes() for y in range(h))
-  chunk = lambda tag, body: (struct.pack(">I", len(body)) + tag + body +  # noqa: E731
-                             struct.pack(">I", zlib.crc32(tag + body)))
+  chunk = lambda tag, body: (
+      struct.pack(">I", len(body))
+      + tag
+      + body  # noqa: E731
+      + struct.pack(">I", zlib.crc32(tag + body))
+  )
   ihdr = struct.pack(">IIBBBBB", w, h, 16, 2 if arr.ndim == 3 else 0, 0, 0, 0)
-  return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(raw)) +
-          chunk(b"IEND", b""))
+  return (
+      b"\x89PNG\r\n\x1a\n"
+      + chunk(b"IHDR", ihdr)
+      + chunk(b"IDAT", zlib.compress(raw))
+      + chunk(b"IEND", b"")
+  )
 
 
 def test_configs_of_both_families():
@@ -90,9 +113,11 @@ def test_configs_of_both_families():
   assert CONFIGS["1.3b"] == ImageProcessorConfig(384, (127, 127, 127), 14, 1 / 255)
   assert CONFIGS["7b"] == ImageProcessorConfig(1024, (122, 116, 104), 14, 1 / 255)
   assert ImageProcessorConfig.for_model(tiny_config("siglip")) == ImageProcessorConfig(
-      32, (127, 127, 127))
+      32, (127, 127, 127)
+  )
   assert ImageProcessorConfig.for_model(tiny_config("hybrid")) == ImageProcessorConfig(
-      64, (122, 116, 104))
+      64, (122, 116, 104)
+  )
   assert CONFIGS["7b"].background == tuple(int(c * 255) for c in CLIP_MEAN)
 
 
@@ -105,23 +130,25 @@ def test_pixel_for_pixel_with_the_reference_rule(family, tmp_path):
     assert ours.shape == (3, cfg.image_size, cfg.image_size), name
     assert ours.dtype == np.float32, name
     assert 0.0 <= ours.min() and ours.max() <= 1.0, name
-    np.testing.assert_array_equal(ours, reference(img, cfg.image_size, cfg.background),
-                                  err_msg=name)
+    np.testing.assert_array_equal(
+        ours, reference(img, cfg.image_size, cfg.background), err_msg=name
+    )
   # The same through files, in whatever mode PIL opens them.
   for name in ("chelsea", "palette", "16bit", "rgba"):
     path = tmp_path / f"{name}.png"
     images[name].save(path)
     img = load_image(path)
-    np.testing.assert_array_equal(process(img, cfg),
-                                  reference(img, cfg.image_size, cfg.background),
-                                  err_msg=name)
+    np.testing.assert_array_equal(
+        process(img, cfg), reference(img, cfg.image_size, cfg.background), err_msg=name
+    )
 
 
 def test_to_rgb_follows_pil_convert():
   rgba = np.random.default_rng(2).integers(0, 256, (5, 7, 4), np.uint8)
   rgba[..., 3] = 0
-  np.testing.assert_array_equal(np.asarray(to_rgb(Image.fromarray(rgba, "RGBA"))),
-                                rgba[..., :3])  # alpha dropped, nothing composited
+  np.testing.assert_array_equal(
+      np.asarray(to_rgb(Image.fromarray(rgba, "RGBA"))), rgba[..., :3]
+  )  # alpha dropped, nothing composited
   values = np.array([[0, 1, 100, 255, 256, 1000, 40000, 65535]], np.uint16)
   # 16-bit grey (PIL mode I;16, also what a 16-bit grey PNG opens as): clipped, not scaled.
   grey16 = Image.fromarray(values)
@@ -129,13 +156,13 @@ def test_to_rgb_follows_pil_convert():
   np.testing.assert_array_equal(np.asarray(to_rgb(grey16))[..., 0], np.clip(values, 0, 255))
   # A 16-bit RGB PNG is opened by PIL as 8-bit RGB keeping the high byte: scaled.
   import io
+
   rgb16 = Image.open(io.BytesIO(_png16(np.stack([values] * 3, -1))))
   assert rgb16.mode == "RGB"
   np.testing.assert_array_equal(np.asarray(to_rgb(rgb16))[..., 0], values >> 8)
   grey16_png = Image.open(io.BytesIO(_png16(values)))
   assert grey16_png.mode == "I;16"
-  np.testing.assert_array_equal(np.asarray(to_rgb(grey16_png))[..., 0],
-                                np.clip(values, 0, 255))
+  np.testing.assert_array_equal(np.asarray(to_rgb(grey16_png))[..., 0], np.clip(values, 0, 255))
 
 
 @pytest.mark.parametrize("family", sorted(CONFIGS))
@@ -159,19 +186,31 @@ def test_pad_colour_and_placement(family):
 
 def _hf_1_3b():
   from transformers.models.deepseek_vl.image_processing_pil_deepseek_vl import (
-      DeepseekVLImageProcessorPil)
-  hf = DeepseekVLImageProcessorPil(image_mean=[0.5] * 3, image_std=[0.5] * 3,
-                                   size={"height": 384, "width": 384}, do_normalize=False)
+      DeepseekVLImageProcessorPil,
+  )
+
+  hf = DeepseekVLImageProcessorPil(
+      image_mean=[0.5] * 3,
+      image_std=[0.5] * 3,
+      size={"height": 384, "width": 384},
+      do_normalize=False,
+  )
   assert hf.background_color == (127, 127, 127)
   return lambda img: hf(images=[img], return_tensors="np")["pixel_values"][0]
 
 
 def _hf_7b():
   from transformers.models.deepseek_vl_hybrid.image_processing_pil_deepseek_vl_hybrid import (
-      DeepseekVLHybridImageProcessorPil)
+      DeepseekVLHybridImageProcessorPil,
+  )
+
   hf = DeepseekVLHybridImageProcessorPil(
-      image_mean=[0.5] * 3, image_std=[0.5] * 3, high_res_image_mean=list(CLIP_MEAN),
-      high_res_size={"height": 1024, "width": 1024}, do_normalize=False)
+      image_mean=[0.5] * 3,
+      image_std=[0.5] * 3,
+      high_res_image_mean=list(CLIP_MEAN),
+      high_res_size={"height": 1024, "width": 1024},
+      do_normalize=False,
+  )
   assert hf.high_res_background_color == (122, 116, 104)
   return lambda img: hf(images=[img], return_tensors="np")["high_res_pixel_values"][0]
 
@@ -188,8 +227,12 @@ def test_against_transformers_pil_processor(family):
   s = cfg.image_size
   hf = _hf_1_3b() if family == "1.3b" else _hf_7b()
   photos = _photos()
-  same = {"astronaut": photos["astronaut"], "chelsea": photos["chelsea"],
-          "wide": _noise(878, 620), "very_wide": _noise(5014, 2004)}
+  same = {
+      "astronaut": photos["astronaut"],
+      "chelsea": photos["chelsea"],
+      "wide": _noise(878, 620),
+      "very_wide": _noise(5014, 2004),
+  }
   if family == "1.3b":
     same["coffee"] = photos["coffee"]  # at 1024 coffee is 682.67: floor != round
   for name, img in same.items():

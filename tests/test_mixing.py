@@ -25,7 +25,7 @@ def test_warmup_follows_the_schedule():
   for start in range(0, 10_000, 1_000):
     want = np.mean([schedule.share_at(s) for s in range(start, start + 1_000)])
     sigma = np.sqrt(max(want * (1 - want), 1e-4) / 1_000)
-    assert abs(mm[start:start + 1_000].mean() - want) < 4.5 * sigma, start
+    assert abs(mm[start : start + 1_000].mean() - want) < 4.5 * sigma, start
 
 
 def test_same_step_same_modality_everywhere():

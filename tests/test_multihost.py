@@ -13,17 +13,24 @@ import chex
 import jax
 import numpy as np
 import pytest
-
-from dsvl_jax.train.trainer import Trainer
 from train_fixtures import run_config
 
+from dsvl_jax.train.trainer import Trainer
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 devices (conftest "
-                                "simulates 8 on CPU; a single-accelerator run has 1)")
+pytestmark = pytest.mark.skipif(
+    len(jax.devices()) < 8,
+    reason="needs 8 devices (conftest " "simulates 8 on CPU; a single-accelerator run has 1)",
+)
 
 # The run both layouts train: 8 packed rows, every step multimodal, 5 steps.
-FIELDS = {"data.global_batch_size": 8, "data.schedule": "constant",
-          "data.multimodal_share": 1.0, "mesh.shape": (1, -1, 1), "optimizer.eps": 1e-6}
+FIELDS = {
+    "data.global_batch_size": 8,
+    "data.schedule": "constant",
+    "data.multimodal_share": 1.0,
+    "mesh.shape": (1, -1, 1),
+    "optimizer.eps": 1e-6,
+}
 
 
 def _cli(fields):
@@ -49,20 +56,47 @@ def _two_processes(workdir, steps):
   """`python -m dsvl_jax.main` twice, as two hosts of 4 devices each."""
   c = run_config("siglip", **FIELDS)
   fields = {k: v for k, v in FIELDS.items()}
-  fields.update({"data.seq_len": c.data.seq_len, "data.max_images_per_row": 2,
-                 "data.system_prompt": "", "data.warmup_steps": 2, "train.steps": steps,
-                 "train.log_every": 1, "train.progress": False, "train.peak_flops": 1e11,
-                 "train.async_checkpoints": False, "train.checkpoint_every": 100,
-                 "distributed.coordinator_address": f"127.0.0.1:{_free_port()}",
-                 "distributed.num_processes": 2})
-  env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4 "
-         "--xla_cpu_collective_call_terminate_timeout_seconds=600",
-         "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(ROOT)}
-  procs = [subprocess.Popen(
-      [sys.executable, "-m", "dsvl_jax.main", "--config=configs/tiny.py",
-       f"--workdir={workdir}", *_cli({**fields, "distributed.process_id": i})],
-      cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-      for i in range(2)]
+  fields.update(
+      {
+          "data.seq_len": c.data.seq_len,
+          "data.max_images_per_row": 2,
+          "data.system_prompt": "",
+          "data.warmup_steps": 2,
+          "train.steps": steps,
+          "train.log_every": 1,
+          "train.progress": False,
+          "train.peak_flops": 1e11,
+          "train.async_checkpoints": False,
+          "train.checkpoint_every": 100,
+          "distributed.coordinator_address": f"127.0.0.1:{_free_port()}",
+          "distributed.num_processes": 2,
+      }
+  )
+  env = {
+      **os.environ,
+      "XLA_FLAGS": "--xla_force_host_platform_device_count=4 "
+      "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+      "JAX_PLATFORMS": "cpu",
+      "PYTHONPATH": str(ROOT),
+  }
+  procs = [
+      subprocess.Popen(
+          [
+              sys.executable,
+              "-m",
+              "dsvl_jax.main",
+              "--config=configs/tiny.py",
+              f"--workdir={workdir}",
+              *_cli({**fields, "distributed.process_id": i}),
+          ],
+          cwd=ROOT,
+          env=env,
+          stdout=subprocess.PIPE,
+          stderr=subprocess.STDOUT,
+          text=True,
+      )
+      for i in range(2)
+  ]
   outs = [p.communicate(timeout=600)[0] for p in procs]
   for p, out in zip(procs, outs):
     assert p.returncode == 0, out[-3000:]
@@ -76,15 +110,15 @@ def runs(tmp_path_factory):
   outs = _two_processes(multi, steps=5)
   assert "step 5: loss" in outs[0] and "step 5: loss" not in outs[1]  # process 0 logs
   single = tmp_path_factory.mktemp("single")
-  Trainer(run_config("siglip", **{**FIELDS, "train.steps": 5, "mesh.num_devices": 0}),
-          single).run()
+  Trainer(run_config("siglip", **{**FIELDS, "train.steps": 5, "mesh.num_devices": 0}), single).run()
   return multi, single
 
 
 def _data_metrics(workdir):
   rows = [json.loads(line) for line in (pathlib.Path(workdir) / "metrics.jsonl").open()]
-  return {r["step"]: {k: v for k, v in r.items() if k.startswith("data/")}
-          for r in rows if "loss" in r}
+  return {
+      r["step"]: {k: v for k, v in r.items() if k.startswith("data/")} for r in rows if "loss" in r
+  }
 
 
 def test_data_metrics_count_every_host(runs):
@@ -119,8 +153,7 @@ def test_the_two_host_checkpoint_resumes_in_one_process(runs, tmp_path):
     trainer.run()
     continued[name] = (_losses(wd), jax.device_get(trainer.state.params))
   (la, pa), (lb, pb) = continued["multi"], continued["single"]
-  np.testing.assert_allclose([la[s] for s in (6, 7, 8)], [lb[s] for s in (6, 7, 8)],
-                             rtol=2e-6)
+  np.testing.assert_allclose([la[s] for s in (6, 7, 8)], [lb[s] for s in (6, 7, 8)], rtol=2e-6)
   # Adam's update lr g / (|g| + eps) moves by ~1e-6 where |g| is near eps and the two
   # runs summed g in another order (one AMD host: 1.1e-6 in one embedding entry of 32,768,
   # as test_scale.py saw on an Intel host); 1e-5 is 1% of a step, the losses are tight.
@@ -130,14 +163,23 @@ def test_the_two_host_checkpoint_resumes_in_one_process(runs, tmp_path):
 def test_a_checkpoint_restores_onto_other_meshes_with_identical_values(tmp_path):
   """Written on (2, 2, 2); read back on (1, 8, 1) and on one device, value for value."""
   wd = tmp_path / "run"
-  trainer = Trainer(run_config("hybrid", **{
-      **FIELDS, "train.steps": 2, "mesh.shape": (2, 2, 2), "mesh.num_devices": 0}), wd)
+  trainer = Trainer(
+      run_config(
+          "hybrid", **{**FIELDS, "train.steps": 2, "mesh.shape": (2, 2, 2), "mesh.num_devices": 0}
+      ),
+      wd,
+  )
   trainer.run()
   saved = jax.device_get(trainer.state)
   for shape, n in (((1, 8, 1), 0), ((1, 1, 1), 1)):
-    other = Trainer(run_config("hybrid", **{
-        **FIELDS, "train.steps": 2, "mesh.shape": shape, "mesh.num_devices": n}), wd)
+    other = Trainer(
+        run_config(
+            "hybrid", **{**FIELDS, "train.steps": 2, "mesh.shape": shape, "mesh.num_devices": n}
+        ),
+        wd,
+    )
     from dsvl_jax.data.pipeline import TrainDataset
+
     it = iter(TrainDataset(other.run_cfg.data, other.layout))
     state = other.restore_or_init(it)
     it.close()
@@ -151,8 +193,10 @@ def test_data_state_regroups_between_host_counts():
   """Two hosts' iterator states become one host's, and one host's become two hosts':
   each continues with exactly the rows the other layout would produce."""
   from dsvl_jax.data.pipeline import TrainDataset, regroup_states
+
   run = Trainer(run_config("siglip", **FIELDS), "/nonexistent").run_cfg
   from dsvl_jax.processor.layout import TokenLayout
+
   layout = TokenLayout.of(run.model)
 
   def iters(count):
@@ -189,21 +233,26 @@ def test_data_state_regroups_between_host_counts():
 
 
 def test_distributed_start_up_reads_config_and_environment():
-  from dsvl_jax.runtime import distributed
   from dsvl_jax.config.schema import ConfigError
+  from dsvl_jax.runtime import distributed
+
   assert distributed.detected_environment({}) is None
   assert distributed.detected_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "1"}) is None
   assert distributed.detected_environment({"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}) == "SLURM"
   assert distributed.detected_environment({"TPU_WORKER_HOSTNAMES": "a,b,c,d"}) == "Cloud TPU"
   assert distributed.detected_environment({"TPU_WORKER_HOSTNAMES": "localhost"}) is None
-  assert distributed.detected_environment(
-      {"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"}) == "JAX_COORDINATOR_ADDRESS"
+  assert (
+      distributed.detected_environment({"JAX_COORDINATOR_ADDRESS": "10.0.0.1:1234"})
+      == "JAX_COORDINATOR_ADDRESS"
+  )
   # a single process: nothing to join, and 'none' never joins
   assert not distributed.initialize({"distributed": {"mode": "auto"}}, env={})
-  assert not distributed.initialize({"distributed": {"mode": "none"}},
-                                    env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"})
+  assert not distributed.initialize(
+      {"distributed": {"mode": "none"}}, env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "16"}
+  )
   with pytest.raises(ConfigError, match="distributed.process_id"):
-    distributed.initialize({"distributed": {"coordinator_address": "h:1", "num_processes": 2,
-                                            "process_id": 2}}, env={})
+    distributed.initialize(
+        {"distributed": {"coordinator_address": "h:1", "num_processes": 2, "process_id": 2}}, env={}
+    )
   with pytest.raises(ConfigError, match="distributed.mode"):
     distributed.initialize({"distributed": {"mode": "always"}}, env={})

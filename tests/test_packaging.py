@@ -17,11 +17,15 @@ def _lines(name: str) -> list[str]:
 
 def test_every_module_folder_is_a_package():
   """find_packages skips a folder without __init__.py: its modules would not install."""
-  include = tomllib.loads((ROOT / "pyproject.toml").read_text())[
-      "tool"]["setuptools"]["packages"]["find"]["include"]
+  include = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"][
+      "find"
+  ]["include"]
   found = set(setuptools.find_packages(str(ROOT), include=include))
-  folders = {str(p.parent.relative_to(ROOT)).replace("/", ".")
-             for top in ("dsvl_jax", "convert") for p in (ROOT / top).rglob("*.py")}
+  folders = {
+      str(p.parent.relative_to(ROOT)).replace("/", ".")
+      for top in ("dsvl_jax", "convert")
+      for p in (ROOT / top).rglob("*.py")
+  }
   assert found == folders
   assert {"dsvl_jax", "dsvl_jax.data", "dsvl_jax.models", "convert"} <= found
 

@@ -5,8 +5,8 @@ import logging
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_config
+
 from dsvl_jax.data.packing import Packer, pack
 from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.init import init_params
@@ -93,11 +93,19 @@ def test_packed_logits_equal_unpacked(setup):
   packed = [p for s in samples for p in packer.add(*s)] + list(packer.finish())
   assert len(packed) == 1 and packed[0].num_segments == 3
   p = packed[0]
-  out = np.asarray(model.apply({"params": params}, p.inputs[None], p.images,
-                               segment_ids=p.segment_ids[None],
-                               positions=p.positions[None])["logits"])[0]
+  out = np.asarray(
+      model.apply(
+          {"params": params},
+          p.inputs[None],
+          p.images,
+          segment_ids=p.segment_ids[None],
+          positions=p.positions[None],
+      )["logits"]
+  )[0]
   for seg, (ids, _, images) in enumerate(samples, start=1):
-    alone = model.apply({"params": params}, ids[None, :-1],
-                        images if len(images) else None)["logits"]
-    np.testing.assert_allclose(out[p.segment_ids == seg], np.asarray(alone)[0],
-                               atol=1e-5, rtol=1e-5)
+    alone = model.apply({"params": params}, ids[None, :-1], images if len(images) else None)[
+        "logits"
+    ]
+    np.testing.assert_allclose(
+        out[p.segment_ids == seg], np.asarray(alone)[0], atol=1e-5, rtol=1e-5
+    )

@@ -4,17 +4,19 @@ Ours come from jax.eval_shape (nothing allocated); transformers' model is built 
 the same hyper-parameters on the meta device.
 """
 
+import hf_reference as ref
 import pytest
 import torch
 
-import hf_reference as ref
 from dsvl_jax.config.files import load_config
 from dsvl_jax.models import VLMConfig
 from dsvl_jax.models.init import abstract_params, count_params
 
 # Sums of the per-module counts in reference section 1.2 (LLM + towers + aligner).
-REFERENCE_TOTALS = {"deepseek_vl_1_3b": 1.653e9 + 303.7e6 + 6.3e6,
-                    "deepseek_vl_7b": 6.910e9 + 96.4e6 + 303.7e6 + 21.0e6}
+REFERENCE_TOTALS = {
+    "deepseek_vl_1_3b": 1.653e9 + 303.7e6 + 6.3e6,
+    "deepseek_vl_7b": 6.910e9 + 96.4e6 + 303.7e6 + 21.0e6,
+}
 
 
 @pytest.mark.parametrize("name", sorted(REFERENCE_TOTALS))

@@ -9,12 +9,12 @@ real difference such as a vision LayerNorm epsilon 10x off (7e-6 to 1.2e-4) fail
 import functools
 
 import chex
+import hf_reference as ref
 import numpy as np
 import pytest
 import torch
-
-import hf_reference as ref
 from conftest import tiny_config
+
 from convert import state_dict_to_params
 from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.vision import HybridTower, SiglipTower
@@ -33,8 +33,10 @@ def assert_parity(ours, theirs, output, mask=None):
   scale = np.abs(theirs).max()
   err = np.abs(ours - theirs).max()
   assert scale > 1e-3, f"reference output is degenerate (max |ref| = {scale})"
-  print(f"{output}: max |diff| {err:.2e}, scale {scale:.2e}, relative {err / scale:.2e} "
-        f"(bound {rel_tol:g})")  # pytest -s
+  print(
+      f"{output}: max |diff| {err:.2e}, scale {scale:.2e}, relative {err / scale:.2e} "
+      f"(bound {rel_tol:g})"
+  )  # pytest -s
   assert err <= rel_tol * scale, f"max |diff| {err:.3g} > {rel_tol} x scale {scale:.3g}"
 
 
@@ -52,8 +54,9 @@ def setup(request):
 
 
 def _images(cfg, n, seed=0):
-  return np.random.default_rng(seed).random((n, 3, cfg.image_size, cfg.image_size),
-                                            dtype=np.float32)
+  return np.random.default_rng(seed).random(
+      (n, 3, cfg.image_size, cfg.image_size), dtype=np.float32
+  )
 
 
 def test_siglip_output(setup):
@@ -64,7 +67,8 @@ def test_siglip_output(setup):
     theirs = hf.model.vision_model(pixel_values=pixels).last_hidden_state.numpy()
   if cfg.hybrid:
     ours = HybridTower(cfg.siglip, cfg.sam, cfg.compute).apply(
-        {"params": params["vision"]}, images)[1]
+        {"params": params["vision"]}, images
+    )[1]
   else:
     ours = SiglipTower(cfg.siglip, cfg.compute).apply({"params": params["vision"]}, images)
   assert_parity(ours, theirs, "siglip")
@@ -82,8 +86,9 @@ def test_sam_output_with_hd_branch():
     without_hd = hf.model.get_high_res_image_features(high).last_hidden_state.numpy()
     hf.model.high_res_vision_alpha.copy_(alpha)
   assert np.abs(theirs - without_hd).max() > 0.1 * np.abs(theirs).max()
-  ours = HybridTower(cfg.siglip, cfg.sam, cfg.compute).apply(
-      {"params": params["vision"]}, images)[0]
+  ours = HybridTower(cfg.siglip, cfg.sam, cfg.compute).apply({"params": params["vision"]}, images)[
+      0
+  ]
   assert_parity(ours, theirs, "sam")
 
 
@@ -101,8 +106,8 @@ def _left_pad(rows, pad_id):
   ids = np.full((len(rows), t), pad_id, np.int32)
   mask = np.zeros((len(rows), t), np.int32)
   for i, r in enumerate(rows):
-    ids[i, t - len(r):] = r
-    mask[i, t - len(r):] = 1
+    ids[i, t - len(r) :] = r
+    mask[i, t - len(r) :] = 1
   return ids, mask
 
 
@@ -113,16 +118,20 @@ def _positions(mask):
   positions = np.ones_like(mask)  # padding: never attended, any value
   for i, row in enumerate(mask):
     n = int(row.sum())
-    assert not row[:len(row) - n].any()  # left padding
-    positions[i, len(row) - n:] = range(n)
+    assert not row[: len(row) - n].any()  # left padding
+    positions[i, len(row) - n :] = range(n)
   return positions
 
 
 def _hf_logits(hf, ids, mask, **pixels):
   positions = _positions(mask)
   with torch.no_grad():
-    return hf(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask),
-              position_ids=torch.from_numpy(positions).long(), **pixels).logits.numpy()
+    return hf(
+        input_ids=torch.from_numpy(ids).long(),
+        attention_mask=torch.from_numpy(mask),
+        position_ids=torch.from_numpy(positions).long(),
+        **pixels,
+    ).logits.numpy()
 
 
 def test_llm_logits_text_only(setup):
@@ -145,9 +154,9 @@ def test_vlm_logits_mixed_image_counts(setup):
     return list(rng.integers(3, 400, n))
 
   rows = [
-      [bos] + text(9),                                                # no image
-      [bos] + text(2) + [img] * k + text(5),                          # one image
-      [bos] + [img] * k + text(3) + [img] * k + text(4),              # two images
+      [bos] + text(9),  # no image
+      [bos] + text(2) + [img] * k + text(5),  # one image
+      [bos] + [img] * k + text(3) + [img] * k + text(4),  # two images
   ]
   ids, mask = _left_pad(rows, cfg.pad_token_id)
   images = _images(cfg, 3, seed=5)
@@ -156,6 +165,5 @@ def test_vlm_logits_mixed_image_counts(setup):
   assert_parity(ours, theirs, "vlm", mask=mask.astype(bool))
   # Image order matters: swapping the two images of sample 2 must change its logits.
   swapped = images[[0, 2, 1]]
-  changed = DeepseekVL(cfg).apply({"params": params}, ids, swapped,
-                                  attention_mask=mask)["logits"]
+  changed = DeepseekVL(cfg).apply({"params": params}, ids, swapped, attention_mask=mask)["logits"]
   assert np.abs(np.asarray(changed)[2] - np.asarray(ours)[2]).max() > 1e-3

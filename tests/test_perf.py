@@ -16,20 +16,23 @@ class FakeDevice:
   platform: str = "tpu"
 
 
-@pytest.mark.parametrize("kind,peak", [
-    ("TPU v4", 275e12),
-    ("TPU v5 lite", 197e12),
-    ("TPU v5e", 197e12),
-    ("TPU v5", 459e12),
-    ("TPU v5p", 459e12),
-    ("TPU v6 lite", 918e12),
-    ("NVIDIA A100-SXM4-40GB", 312e12),
-    ("NVIDIA A100 80GB PCIe", 312e12),
-    ("NVIDIA H100 80GB HBM3", 989e12),
-    ("NVIDIA H100 PCIe", 756e12),
-    ("NVIDIA H100 NVL", 835e12),
-    ("NVIDIA H200", 989e12),
-])
+@pytest.mark.parametrize(
+    "kind,peak",
+    [
+        ("TPU v4", 275e12),
+        ("TPU v5 lite", 197e12),
+        ("TPU v5e", 197e12),
+        ("TPU v5", 459e12),
+        ("TPU v5p", 459e12),
+        ("TPU v6 lite", 918e12),
+        ("NVIDIA A100-SXM4-40GB", 312e12),
+        ("NVIDIA A100 80GB PCIe", 312e12),
+        ("NVIDIA H100 80GB HBM3", 989e12),
+        ("NVIDIA H100 PCIe", 756e12),
+        ("NVIDIA H100 NVL", 835e12),
+        ("NVIDIA H200", 989e12),
+    ],
+)
 def test_peak_table_matches_device_kinds(kind, peak):
   platform = "tpu" if kind.startswith("TPU") else "gpu"
   assert perf.device_peak_flops(FakeDevice(kind, platform)) == peak

@@ -50,7 +50,7 @@ def test_rms_norm_statistics_are_float32():
   out = norm.apply(norm.init(jax.random.key(0), x), x)  # scale = 1: no rounding of its own
   assert out.dtype == BF16
   x64 = _f64(x)
-  assert_rounded_from(out, x64 / np.sqrt(np.mean(x64 ** 2, -1, keepdims=True) + 1e-6))
+  assert_rounded_from(out, x64 / np.sqrt(np.mean(x64**2, -1, keepdims=True) + 1e-6))
 
 
 def test_layer_norm_statistics_are_float32_and_two_pass():
@@ -58,15 +58,16 @@ def test_layer_norm_statistics_are_float32_and_two_pass():
   6% of the spread here; E[x^2] - E[x]^2 in float32 loses all of a unit variance at 1e4."""
   rng = np.random.default_rng(1)
   norm = layers.layer_norm(COMPUTE, eps=1e-6)
-  for x, atol in ((_bf16(768 + 32 * rng.standard_normal((32, 256))), 0.0),
-                  ((1e4 + rng.standard_normal((32, 256))).astype(np.float32), 3e-3)):
+  for x, atol in (
+      (_bf16(768 + 32 * rng.standard_normal((32, 256))), 0.0),
+      ((1e4 + rng.standard_normal((32, 256))).astype(np.float32), 3e-3),
+  ):
     out = norm.apply(norm.init(jax.random.key(0), x), x)  # scale 1, bias 0
     assert out.dtype == BF16
     x64 = _f64(x)
     centred = x64 - x64.mean(-1, keepdims=True)
     # atol: a float32 mean near 1e4 is itself off by about its ulp there, 1e-3
-    assert_rounded_from(out, centred / np.sqrt(np.mean(centred ** 2, -1, keepdims=True) + 1e-6),
-                        atol)
+    assert_rounded_from(out, centred / np.sqrt(np.mean(centred**2, -1, keepdims=True) + 1e-6), atol)
 
 
 def test_attention_logits_and_softmax_are_float32():

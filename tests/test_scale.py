@@ -8,30 +8,40 @@ import chex
 import jax
 import numpy as np
 import pytest
+from train_fixtures import run_config
 
 from dsvl_jax.data.pipeline import TrainDataset
 from dsvl_jax.train import aot, partitioning
 from dsvl_jax.train import flops as flops_lib
 from dsvl_jax.train.step import BATCH_KEYS
 from dsvl_jax.train.trainer import Trainer
-from train_fixtures import run_config
 
-pytestmark = pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 devices (conftest "
-                                "simulates 8 on CPU; a single-accelerator run has 1)")
+pytestmark = pytest.mark.skipif(
+    len(jax.devices()) < 8,
+    reason="needs 8 devices (conftest " "simulates 8 on CPU; a single-accelerator run has 1)",
+)
 
 MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 2, 4)]
 
 
 def _config(family, shape, **fields):
   """8 packed rows, every step multimodal (images in most rows), all groups trained."""
-  return run_config(family, **{
-      "mesh.shape": shape or (1, 1, 1), "mesh.num_devices": 8 if shape else 1,
-      "data.global_batch_size": 8, "data.schedule": "constant",
-      "data.multimodal_share": 1.0, "train.trainable": ("llm", "aligner", "siglip"),
-      # Adam's first update is g / (|g| + eps): with eps 1e-8 a gradient of 1e-9, whose
-      # float32 sum order differs between meshes, can move by a whole step. eps 1e-6
-      # keeps the comparison about the sharding, not about Adam's conditioning.
-      "optimizer.eps": 1e-6, **fields})
+  return run_config(
+      family,
+      **{
+          "mesh.shape": shape or (1, 1, 1),
+          "mesh.num_devices": 8 if shape else 1,
+          "data.global_batch_size": 8,
+          "data.schedule": "constant",
+          "data.multimodal_share": 1.0,
+          "train.trainable": ("llm", "aligner", "siglip"),
+          # Adam's first update is g / (|g| + eps): with eps 1e-8 a gradient of 1e-9, whose
+          # float32 sum order differs between meshes, can move by a whole step. eps 1e-6
+          # keeps the comparison about the sharding, not about Adam's conditioning.
+          "optimizer.eps": 1e-6,
+          **fields,
+      },
+  )
 
 
 @functools.lru_cache(maxsize=None)
@@ -55,7 +65,8 @@ def _batch(family):
 def _one_step(family, shape):
   trainer = Trainer(_config(family, shape), "/nonexistent")
   state = jax.jit(trainer._init_state, out_shardings=trainer.state_sharding)(  # pylint: disable=protected-access
-      trainer.initial_params())
+      trainer.initial_params()
+  )
   batch = partitioning.put_batch(_batch(family), trainer.mesh)
   new, metrics = trainer.compiled_step(state, "multimodal", batch)(state, batch)
   return trainer, jax.device_get((metrics["loss"], new.params, new.opt_state))
@@ -94,15 +105,23 @@ def test_state_really_is_sharded_and_the_report_says_what_is_not(family):
   assert report.opt_bytes_per_device <= 2 * per + 64
   if family == "hybrid":
     assert report.opt_bytes_per_device < 2 * per
-  from dsvl_jax.train.memory_report import memory_report
   from dsvl_jax.models.init import logical_axes
+  from dsvl_jax.train.memory_report import memory_report
+
   abstract = trainer.state_abstract
-  full = memory_report(abstract.params, s, logical_axes(trainer.run_cfg.model),
-                       abstract.opt_state, trainer.state_sharding.opt_state, trainer.mesh,
-                       min_bytes=0)
+  full = memory_report(
+      abstract.params,
+      s,
+      logical_axes(trainer.run_cfg.model),
+      abstract.opt_state,
+      trainer.state_sharding.opt_state,
+      trainer.mesh,
+      min_bytes=0,
+  )
   whys = {r.path: r.why for r in full.replicated}
   assert whys["llm/layers/k_proj/kernel"] == (
-      "over tensor: 'kv_heads' (2) does not split over tensor (4)")
+      "over tensor: 'kv_heads' (2) does not split over tensor (4)"
+  )
   assert "llm/layers/q_proj/kernel" not in whys  # split over fsdp and tensor
   norm = [w for p, w in whys.items() if p.endswith("input_norm/scale")]
   assert norm and "maps to fsdp" in norm[0] and "maps to tensor" in norm[0]
@@ -117,8 +136,11 @@ def test_logged_mfu_is_the_causal_formula_over_every_devices_peak(tmp_path):
   c = _config("siglip", (1, 8, 1), **{"train.steps": 1})
   trainer = Trainer(c, tmp_path)
   trainer.run()
-  row = next(r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
-             if "mfu" in r)
+  row = next(
+      r
+      for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+      if "mfu" in r
+  )
   host = _host("siglip")
   shape = flops_lib.BatchShape.of(host["segment_ids"], host["num_images"])
   assert shape.images > 0 and shape.segment_sq < shape.tokens * host["segment_ids"].shape[1]
@@ -139,6 +161,7 @@ def test_fsdp_splits_the_activations_over_the_devices_not_only_the_parameters():
   passes) but activations are gathered whole onto every device. XLA's temporaries of
   the compiled step per device, single device 56.8 MB: (1, 8, 1) 7.4 MB (0.13 of it);
   with 'batch' -> 'data' 19.8 MB (0.35) and 3x the all-reduces (jax 0.10.2, CPU)."""
+
   def temp_bytes(shape):
     trainer = Trainer(_config("siglip", shape), "/nonexistent")
     batch = aot.abstract_batch(trainer, "text")  # compiled only; nothing is allocated

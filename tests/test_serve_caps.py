@@ -17,12 +17,16 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # experiments/ is no package under tests/
   sys.path.insert(0, str(ROOT))
 
-from experiments.bench_serve import (  # noqa: E402
-    ServerProcess, content_of, hostile_requests, measure)
+from experiments.bench_serve import ServerProcess, content_of, hostile_requests, measure  # noqa: E402
 
 LIMIT_MB = 100
-CASES = ("12000x12000 PNG", "50 MB text, Content-Length", "50 MB text, chunked", "20 MB text",
-         "32 MB of [{}, {}, ...] in stop")
+CASES = (
+    "12000x12000 PNG",
+    "50 MB text, Content-Length",
+    "50 MB text, chunked",
+    "20 MB text",
+    "32 MB of [{}, {}, ...] in stop",
+)
 
 
 @pytest.fixture(scope="module")

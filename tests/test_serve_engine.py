@@ -7,16 +7,15 @@ import time
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_config
-from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
-from dsvl_jax.processor.tokenizer import Tokenizer
+
 from dsvl_jax.infer.chat_config import STOP_STRINGS
+from dsvl_jax.infer.engine import Delta, Done, Engine, Prompt, QueueFull, QueueSink, RequestTooLong
 from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.sampling import SamplingConfig, row_values, select, select_rows
 from dsvl_jax.models.init import init_params
-from dsvl_jax.infer.engine import (Delta, Done, Engine, Prompt, QueueFull, QueueSink,
-                                   RequestTooLong)
+from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
+from dsvl_jax.processor.tokenizer import Tokenizer
 
 BUCKET = 64
 
@@ -31,18 +30,21 @@ def _model(family="hybrid"):
 
 def _prompt(cfg, tok, text, n_images, seed):
   content = "<image_placeholder>" * n_images + text
-  enc = encode_conversation([Message("user", content)], tok, cfg, add_generation_prompt=True,
-                            template=template_for(""))
-  images = np.random.default_rng(seed).random((n_images, 3, cfg.image_size, cfg.image_size),
-                                              dtype=np.float32)
+  enc = encode_conversation(
+      [Message("user", content)], tok, cfg, add_generation_prompt=True, template=template_for("")
+  )
+  images = np.random.default_rng(seed).random(
+      (n_images, 3, cfg.image_size, cfg.image_size), dtype=np.float32
+  )
   return Prompt.of(enc.ids, images, cfg.image_size)
 
 
 def _alone(gen, tok, prompt, sampling):
   """What Generator.generate gives this prompt as a batch of one."""
   images = prompt.images if len(prompt.images) else None
-  return gen.generate(prompt.ids[None], images=images, sampling=sampling,
-                      decode=tok.decode).tokens[0]
+  return gen.generate(prompt.ids[None], images=images, sampling=sampling, decode=tok.decode).tokens[
+      0
+  ]
 
 
 SAMPLINGS = [
@@ -56,13 +58,18 @@ SAMPLINGS = [
 
 
 def _requests(cfg, tok, n=16):
-  texts = ["hi", "what is in the picture?", "describe both images in detail, please",
-           "a longer question about the shapes, the colours and the word"]
+  texts = [
+      "hi",
+      "what is in the picture?",
+      "describe both images in detail, please",
+      "a longer question about the shapes, the colours and the word",
+  ]
   out = []
   for i in range(n):
     prompt = _prompt(cfg, tok, texts[i % 4] + str(i), n_images=i % 3, seed=i)
-    s = SamplingConfig(**SAMPLINGS[i % len(SAMPLINGS)], max_new_tokens=4 + (i * 5) % 21,
-                       stop_strings=STOP_STRINGS)
+    s = SamplingConfig(
+        **SAMPLINGS[i % len(SAMPLINGS)], max_new_tokens=4 + (i * 5) % 21, stop_strings=STOP_STRINGS
+    )
     out.append((prompt, s))
   return out
 
@@ -77,12 +84,13 @@ def test_select_rows_equals_select_row_by_row():
   pick = jax.jit(select_rows)
   got = np.asarray(pick(logits, seen, rows, keys))
   for b, c in enumerate(cfgs):
-    want = int(select(logits[b:b + 1], seen[b:b + 1], c, keys[b])[0])
+    want = int(select(logits[b : b + 1], seen[b : b + 1], c, keys[b])[0])
     assert got[b] == want, (b, c)
   # many draws: the top-k row (no penalty) only ever picks among its 20 best, and the
   # greedy rows always pick their argmax
-  draws = np.stack([pick(logits, seen, rows, jax.random.split(jax.random.key(k), 6))
-                    for k in range(30)])
+  draws = np.stack(
+      [pick(logits, seen, rows, jax.random.split(jax.random.key(k), 6)) for k in range(30)]
+  )
   assert set(draws[:, 4]) <= set(np.argsort(np.asarray(logits[4]))[-20:])
   assert len(set(draws[:, 4])) > 1 and len(set(draws[:, 0])) == 1
 
@@ -134,8 +142,11 @@ def test_cancelling_frees_the_slot_and_others_are_served():
   cfg, params, tok, _ = _model()
   with Engine(cfg, params, tok, num_slots=1, max_len=512, prompt_bucket=BUCKET) as engine:
     sink = QueueSink()
-    req = engine.submit(_prompt(cfg, tok, "go on forever", 0, 0),
-                        SamplingConfig(max_new_tokens=400, ignore_eos=True), sink)
+    req = engine.submit(
+        _prompt(cfg, tok, "go on forever", 0, 0),
+        SamplingConfig(max_new_tokens=400, ignore_eos=True),
+        sink,
+    )
     waiting = QueueSink()  # queued behind it: one slot only
     engine.submit(_prompt(cfg, tok, "queued", 0, 1), SamplingConfig(max_new_tokens=4), waiting)
     events = sink.events(timeout=120)
@@ -148,10 +159,14 @@ def test_cancelling_frees_the_slot_and_others_are_served():
     assert result.finish_reason in ("stop", "length")
     # a queued request cancelled before it starts never runs
     blocker, never = QueueSink(), QueueSink()
-    engine.submit(_prompt(cfg, tok, "block", 0, 2), SamplingConfig(max_new_tokens=30,
-                                                                 ignore_eos=True), blocker)
-    cancelled = engine.submit(_prompt(cfg, tok, "never", 0, 3), SamplingConfig(max_new_tokens=4),
-                              never)
+    engine.submit(
+        _prompt(cfg, tok, "block", 0, 2),
+        SamplingConfig(max_new_tokens=30, ignore_eos=True),
+        blocker,
+    )
+    cancelled = engine.submit(
+        _prompt(cfg, tok, "never", 0, 3), SamplingConfig(max_new_tokens=4), never
+    )
     cancelled.cancel()
     assert never.result(timeout=120).finish_reason == "cancelled"
     blocker.result(timeout=120)
@@ -160,8 +175,9 @@ def test_cancelling_frees_the_slot_and_others_are_served():
 
 def test_limits_raise_at_submit():
   cfg, params, tok, _ = _model()
-  with Engine(cfg, params, tok, num_slots=1, max_len=128, prompt_bucket=BUCKET,
-              max_queue=1) as engine:
+  with Engine(
+      cfg, params, tok, num_slots=1, max_len=128, prompt_bucket=BUCKET, max_queue=1
+  ) as engine:
     prompt = _prompt(cfg, tok, "hello", 0, 0)  # 24 tokens, padded to one 64 bucket
     with pytest.raises(RequestTooLong, match="padded to 64.*more than the 128"):
       engine.submit(prompt, SamplingConfig(max_new_tokens=65), QueueSink())
@@ -178,19 +194,27 @@ def test_limits_raise_at_submit():
 def test_prefix_cache_reuses_the_previous_turn():
   cfg, params, tok, _ = _model()
   greedy = SamplingConfig(max_new_tokens=12, stop_strings=STOP_STRINGS)
-  image = np.random.default_rng(0).random((1, 3, cfg.image_size, cfg.image_size),
-                                           dtype=np.float32)
+  image = np.random.default_rng(0).random((1, 3, cfg.image_size, cfg.image_size), dtype=np.float32)
 
   def turn(messages):
-    enc = encode_conversation(messages, tok, cfg, add_generation_prompt=True,
-                              template=template_for(""))
+    enc = encode_conversation(
+        messages, tok, cfg, add_generation_prompt=True, template=template_for("")
+    )
     return Prompt.of(enc.ids, image, cfg.image_size)
 
   first = [Message("user", "<image_placeholder>what is this?")]
   answers = {}
   for cached in (False, True):
-    with Engine(cfg, params, tok, num_slots=2, max_len=512, prompt_bucket=BUCKET,
-                prefix_cache=cached, min_prefix=8) as engine:
+    with Engine(
+        cfg,
+        params,
+        tok,
+        num_slots=2,
+        max_len=512,
+        prompt_bucket=BUCKET,
+        prefix_cache=cached,
+        min_prefix=8,
+    ) as engine:
       a1 = engine.generate(turn(first), greedy)
       second = first + [Message("assistant", a1.text), Message("user", "and then?")]
       a2 = engine.generate(turn(second), greedy)
@@ -203,8 +227,16 @@ def test_prefix_cache_reuses_the_previous_turn():
   # same answers as prefilling everything (float rounding aside, the tokens agree here)
   assert (c1.tokens, c2.tokens) == (n1.tokens, n2.tokens)
   # and a different image is never mistaken for the cached one
-  with Engine(cfg, params, tok, num_slots=1, max_len=512, prompt_bucket=BUCKET,
-              prefix_cache=True, min_prefix=8) as engine:
+  with Engine(
+      cfg,
+      params,
+      tok,
+      num_slots=1,
+      max_len=512,
+      prompt_bucket=BUCKET,
+      prefix_cache=True,
+      min_prefix=8,
+  ) as engine:
     engine.generate(turn(first), greedy)
     other = Prompt.of(turn(first).ids, 1 - image, cfg.image_size)
     got = engine.generate(other, greedy)
@@ -224,7 +256,9 @@ def test_content_keys_of_full_size_images_are_distinct_and_negative():
   other = images.copy()
   other[1, 0, 0, 0] += 0.5
   changed = Prompt.of(ids, other).content_keys(7, k)
-  assert (changed[:k + 2] == keys[:k + 2]).all() and not (changed[k + 3:-1] == keys[k + 3:-1]).any()
+  assert (changed[: k + 2] == keys[: k + 2]).all() and not (
+      changed[k + 3 : -1] == keys[k + 3 : -1]
+  ).any()
 
 
 def test_an_engine_bug_fails_the_request_and_the_engine_goes_on(monkeypatch):

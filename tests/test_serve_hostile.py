@@ -14,13 +14,11 @@ import os
 import socket
 import struct
 import urllib.parse
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
-
-from serve_fixtures import data_uri, drawn_image, running_server, serve_config
+from serve_fixtures import drawn_image, running_server, serve_config
 
 BODY_CAP = 1 << 20
 
@@ -35,8 +33,9 @@ def server(tmp_path_factory):
   drawn_image(2).save(root / "images-private" / "secret.png")
   os.symlink("loop_b", images / "loop_a")
   os.symlink("loop_a", images / "loop_b")
-  config = serve_config(image_dir=str(images), api_key_env="", max_images=4,
-                        max_body_bytes=BODY_CAP)
+  config = serve_config(
+      image_dir=str(images), api_key_env="", max_images=4, max_body_bytes=BODY_CAP
+  )
   with running_server(config) as (url, service):
     yield url, service, images
 
@@ -116,81 +115,176 @@ def _cases(images):
   """name -> (request kwargs for Connection.post, status, message fragment, param)."""
   item = "messages[0].content[0]"
   return {
-      "NUL in a path": (dict(body=_user(_image("one.png\x00.png"), TEXT)),
-                        400, "NUL byte", item),
-      "%00 in a file URL": (dict(body=_user(_image(f"file://{images}/one.png%00.jpg"), TEXT)),
-                            400, "NUL byte", item),
+      "NUL in a path": (dict(body=_user(_image("one.png\x00.png"), TEXT)), 400, "NUL byte", item),
+      "%00 in a file URL": (
+          dict(body=_user(_image(f"file://{images}/one.png%00.jpg"), TEXT)),
+          400,
+          "NUL byte",
+          item,
+      ),
       "symlink loop": (dict(body=_user(_image("loop_a"), TEXT)), 400, "cannot be read", item),
-      "5,000-character name": (dict(body=_user(_image("a" * 5000 + ".png"), TEXT)),
-                               400, "cannot be read", item),
-      "sibling directory by ..": (dict(body=_user(_image("../images-private/secret.png"),
-                                                  TEXT)),
-                                  400, "outside the allowed image directory", item),
+      "5,000-character name": (
+          dict(body=_user(_image("a" * 5000 + ".png"), TEXT)),
+          400,
+          "cannot be read",
+          item,
+      ),
+      "sibling directory by ..": (
+          dict(body=_user(_image("../images-private/secret.png"), TEXT)),
+          400,
+          "outside the allowed image directory",
+          item,
+      ),
       "sibling directory by file URL": (
           dict(body=_user(_image(f"file://{images}-private/secret.png"), TEXT)),
-          400, "outside the allowed image directory", item),
-      "QOI payload": (dict(body=_user(_image(_uri(_qoi_fuzzed())), TEXT)),
-                      400, "not an image of an accepted format", item),
-      "BLP payload": (dict(body=_user(_image(_uri(_saved(Image.new("P", (16, 16)),
-                                                         "BLP")[:200])), TEXT)),
-                      400, "not an image of an accepted format", item),
-      "SPIDER payload": (dict(body=_user(_image(_uri(_saved(Image.new("F", (16, 16)),
-                                                            "SPIDER")[:1100])), TEXT)),
-                         400, "not an image of an accepted format", item),
-      "EPS payload": (dict(body=_user(_image(_uri(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: "
-                                                 b"0 0 8 8\nshowpage\n")), TEXT)),
-                      400, "not an image of an accepted format", item),
+          400,
+          "outside the allowed image directory",
+          item,
+      ),
+      "QOI payload": (
+          dict(body=_user(_image(_uri(_qoi_fuzzed())), TEXT)),
+          400,
+          "not an image of an accepted format",
+          item,
+      ),
+      "BLP payload": (
+          dict(body=_user(_image(_uri(_saved(Image.new("P", (16, 16)), "BLP")[:200])), TEXT)),
+          400,
+          "not an image of an accepted format",
+          item,
+      ),
+      "SPIDER payload": (
+          dict(body=_user(_image(_uri(_saved(Image.new("F", (16, 16)), "SPIDER")[:1100])), TEXT)),
+          400,
+          "not an image of an accepted format",
+          item,
+      ),
+      "EPS payload": (
+          dict(
+              body=_user(
+                  _image(_uri(b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: " b"0 0 8 8\nshowpage\n")),
+                  TEXT,
+              )
+          ),
+          400,
+          "not an image of an accepted format",
+          item,
+      ),
       "TIFF (valid, not accepted)": (
           dict(body=_user(_image(_uri(_saved(drawn_image(3), "TIFF"))), TEXT)),
-          400, "not an image of an accepted format", item),
+          400,
+          "not an image of an accepted format",
+          item,
+      ),
       "PNG with a damaged second IDAT": (
           dict(body=_user(_image(_uri(_damaged_second_idat())), TEXT)),
-          400, "cannot be decoded as an image", item),
-      "12000x12000 1-bit PNG": (dict(body=_user(_image(_uri(_huge_bilevel_png())), TEXT)),
-                                400, "more than the 50000000 allowed", item),
+          400,
+          "cannot be decoded as an image",
+          item,
+      ),
+      "12000x12000 1-bit PNG": (
+          dict(body=_user(_image(_uri(_huge_bilevel_png())), TEXT)),
+          400,
+          "more than the 50000000 allowed",
+          item,
+      ),
       "data:text/plain image": (
           dict(body=_user(_image(_uri(_saved(drawn_image(4), "PNG"), "text/plain")), TEXT)),
-          400, "data:image/<type>;base64", item),
+          400,
+          "data:image/<type>;base64",
+          item,
+      ),
       "max_tokens of 401 digits": (
           dict(raw=('{"messages": [%s], "max_tokens": 1%s}' % (MSG, "0" * 400)).encode()),
-          400, "'max_tokens' must be in [1, 64]", "max_tokens"),
-      "5,000-digit seed": (dict(raw=('{"messages": [%s], "seed": %s}'
-                                     % (MSG, "7" * 5000)).encode()),
-                           400, "not valid JSON", None),
-      "seed past 64 bits": (dict(body=_user(TEXT, seed=1 << 70)),
-                            400, "'seed' must be a 64-bit integer", "seed"),
-      "NaN temperature": (dict(raw=('{"messages": [%s], "temperature": NaN}' % MSG).encode()),
-                          400, "NaN is not a JSON number", None),
-      "100,000-deep nesting": (dict(raw=b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000
-                                    + b"}"),
-                               400, "more than 100000 JSON values", None),
-      "20,000-deep nesting": (dict(raw=b'{"messages": ' + b"[" * 20_000 + b"]" * 20_000
-                                   + b"}"),
-                              400, "nests too deeply", None),
+          400,
+          "'max_tokens' must be in [1, 64]",
+          "max_tokens",
+      ),
+      "5,000-digit seed": (
+          dict(raw=('{"messages": [%s], "seed": %s}' % (MSG, "7" * 5000)).encode()),
+          400,
+          "not valid JSON",
+          None,
+      ),
+      "seed past 64 bits": (
+          dict(body=_user(TEXT, seed=1 << 70)),
+          400,
+          "'seed' must be a 64-bit integer",
+          "seed",
+      ),
+      "NaN temperature": (
+          dict(raw=('{"messages": [%s], "temperature": NaN}' % MSG).encode()),
+          400,
+          "NaN is not a JSON number",
+          None,
+      ),
+      "100,000-deep nesting": (
+          dict(raw=b'{"messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"),
+          400,
+          "more than 100000 JSON values",
+          None,
+      ),
+      "20,000-deep nesting": (
+          dict(raw=b'{"messages": ' + b"[" * 20_000 + b"]" * 20_000 + b"}"),
+          400,
+          "nests too deeply",
+          None,
+      ),
       "300,000 JSON values under the body cap": (
           dict(raw=b'{"messages": [%s], "stop": [%s{}]}' % (MSG.encode(), b"{}," * 300_000)),
-          400, "more than 100000 JSON values", None),
+          400,
+          "more than 100000 JSON values",
+          None,
+      ),
       "commas and brackets inside text are not values": (
           dict(body={"messages": [{"role": "user", "content": "{[," * 100_000}]}),
-          400, "300000 characters of text", "messages"),
+          400,
+          "300000 characters of text",
+          "messages",
+      ),
       "lone surrogate in a message": (
           dict(raw=b'{"messages": [{"role": "user", "content": "hi \\ud800"}]}'),
-          400, "lone UTF-16 surrogate", "messages[0].content"),
+          400,
+          "lone UTF-16 surrogate",
+          "messages[0].content",
+      ),
       "lone surrogate in a key": (
           dict(raw=b'{"messages": [{"role": "user", "content": "hi"}], "x\\udfff": 1}'),
-          400, "lone UTF-16 surrogate", "x\\udfff"),
-      "text/plain body": (dict(body=_user(TEXT), content_type="text/plain"),
-                          415, "Content-Type: application/json", None),
-      "form body": (dict(body=_user(TEXT), content_type="application/x-www-form-urlencoded"),
-                    415, "Content-Type: application/json", None),
-      "no content type": (dict(body=_user(TEXT), content_type=None),
-                          415, "Content-Type: application/json", None),
-      "functions": (dict(body=_user(TEXT, functions=[{"name": "f", "parameters": {}}])),
-                    400, "'functions'", "functions"),
-      "function_call": (dict(body=_user(TEXT, function_call="auto")),
-                        400, "'function_call'", "function_call"),
-      "unknown field": (dict(body=_user(TEXT, top_k=5)), 400, "'top_k' is not a field",
-                        "top_k"),
+          400,
+          "lone UTF-16 surrogate",
+          "x\\udfff",
+      ),
+      "text/plain body": (
+          dict(body=_user(TEXT), content_type="text/plain"),
+          415,
+          "Content-Type: application/json",
+          None,
+      ),
+      "form body": (
+          dict(body=_user(TEXT), content_type="application/x-www-form-urlencoded"),
+          415,
+          "Content-Type: application/json",
+          None,
+      ),
+      "no content type": (
+          dict(body=_user(TEXT), content_type=None),
+          415,
+          "Content-Type: application/json",
+          None,
+      ),
+      "functions": (
+          dict(body=_user(TEXT, functions=[{"name": "f", "parameters": {}}])),
+          400,
+          "'functions'",
+          "functions",
+      ),
+      "function_call": (
+          dict(body=_user(TEXT, function_call="auto")),
+          400,
+          "'function_call'",
+          "function_call",
+      ),
+      "unknown field": (dict(body=_user(TEXT, top_k=5)), 400, "'top_k' is not a field", "top_k"),
   }
 
 
@@ -263,8 +357,10 @@ def _status_and_error(answer: bytes):
 
 def test_a_body_over_the_cap_is_refused_from_its_length_without_being_sent(server):
   url, _, _ = server
-  head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-          b"\r\nContent-Length: %d\r\n\r\n" % (50 << 20))
+  head = (
+      b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+      b"\r\nContent-Length: %d\r\n\r\n" % (50 << 20)
+  )
   status, headers, error = _status_and_error(_raw_exchange(url, head))  # no body sent
   assert status == 413 and error["code"] == "body_too_large"
   assert f"larger than {BODY_CAP} bytes" in error["message"]
@@ -273,8 +369,10 @@ def test_a_body_over_the_cap_is_refused_from_its_length_without_being_sent(serve
 
 def test_a_chunked_body_is_refused_once_past_the_cap(server):
   url, service, _ = server
-  head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
-          b"\r\nTransfer-Encoding: chunked\r\n\r\n")
+  head = (
+      b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json"
+      b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+  )
   piece = b"x" * 65536
   chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
   # Far more than the cap; the server answers after ~cap bytes and closes.
@@ -292,8 +390,9 @@ def test_text_that_cannot_fit_is_refused_before_tokenising(server, monkeypatch):
   url, service, _ = server
   calls = []
   encode = service.tokenizer.encode
-  monkeypatch.setattr(service.tokenizer, "encode", lambda *a, **k: calls.append(1) or
-                      encode(*a, **k))
+  monkeypatch.setattr(
+      service.tokenizer, "encode", lambda *a, **k: calls.append(1) or encode(*a, **k)
+  )
   conn = Connection(url)
   try:
     got, body, _ = conn.post({"messages": [{"role": "user", "content": "word " * 100_000}]})
@@ -322,8 +421,7 @@ def test_an_unexpected_error_is_a_500_that_drops_no_connection(server, monkeypat
     assert other.post(_user(TEXT))[0] == 200
     sockets = first.sock, other.sock
     with caplog.at_level(logging.ERROR):
-      got, body, connection = first.post({"messages": [{"role": "user",
-                                                        "content": "explode"}]})
+      got, body, connection = first.post({"messages": [{"role": "user", "content": "explode"}]})
     assert got == 500 and connection != "close"
     assert body["error"]["type"] == "server_error"
     assert "a bug while preparing" not in body["error"]["message"]  # generic to the client

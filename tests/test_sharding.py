@@ -4,17 +4,18 @@ import chex
 import jax
 import numpy as np
 import pytest
-
 from conftest import tiny_config
-from dsvl_jax.runtime import sharding
+
 from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.init import init_params, logical_axes
+from dsvl_jax.runtime import sharding
 
 
 def test_every_parameter_has_logical_axes(family):
   cfg = tiny_config(family)
-  specs = jax.tree.leaves(logical_axes(cfg), is_leaf=lambda x: isinstance(
-      x, jax.sharding.PartitionSpec))
+  specs = jax.tree.leaves(
+      logical_axes(cfg), is_leaf=lambda x: isinstance(x, jax.sharding.PartitionSpec)
+  )
   shapes = jax.tree.leaves(init_params(cfg, jax.random.key(0)))
   assert len(specs) == len(shapes)
   rule_names = {name for name, _ in sharding.RULES}
@@ -23,8 +24,10 @@ def test_every_parameter_has_logical_axes(family):
     assert all(name in rule_names for name in spec), f"{spec} has a name without a rule"
 
 
-@pytest.mark.skipif(len(jax.devices()) < 8, reason="needs 8 devices (conftest simulates "
-                    "8 on CPU; a single-accelerator run has 1)")
+@pytest.mark.skipif(
+    len(jax.devices()) < 8,
+    reason="needs 8 devices (conftest simulates " "8 on CPU; a single-accelerator run has 1)",
+)
 def test_sharded_forward_matches_single_device(family):
   cfg = tiny_config(family)
   params = init_params(cfg, jax.random.key(0))
@@ -38,8 +41,7 @@ def test_sharded_forward_matches_single_device(family):
 
   k = cfg.num_image_tokens
   ids = np.array([[1] + [cfg.image_token_id] * k + [3, 4, 5], [1, 6, 7, 8] + [10] * k])
-  images = np.random.default_rng(0).random((1, 3, cfg.image_size, cfg.image_size),
-                                           dtype=np.float32)
+  images = np.random.default_rng(0).random((1, 3, cfg.image_size, cfg.image_size), dtype=np.float32)
 
   def forward(p):
     return DeepseekVL(cfg).apply({"params": p}, ids, images)["logits"]

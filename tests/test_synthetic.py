@@ -23,8 +23,9 @@ def test_deterministic_from_seed_and_index():
       np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   kinds = {synthetic.sample(3, i, 64)["kind"] for i in range(60)}
   assert kinds == set(synthetic.KINDS)
-  assert _text(synthetic.sample(3, 0, 64)) != _text(synthetic.sample(4, 0, 64)) or \
-      _text(synthetic.sample(3, 1, 64)) != _text(synthetic.sample(4, 1, 64))
+  assert _text(synthetic.sample(3, 0, 64)) != _text(synthetic.sample(4, 0, 64)) or _text(
+      synthetic.sample(3, 1, 64)
+  ) != _text(synthetic.sample(4, 1, 64))
 
 
 @pytest.mark.parametrize("kind", synthetic.KINDS)

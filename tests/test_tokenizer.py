@@ -1,15 +1,22 @@
 """Tokenizer: DeepSeek's real BPE file against transformers, image-id rules, sentencepiece."""
 
 import pytest
-
 from conftest import tiny_config
-from dsvl_jax.processor.tokenizer import (BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN, Tokenizer,
-                                     TokenizerError)
 from tokenizer_files import hf_tokenizer, plain_tokenizer_json, real_config
 
-SYS = ("You are a helpful language and vision assistant. You are able to understand the "
-       "visual content that the user provides, and assist the user with a variety of tasks "
-       "using natural language.")
+from dsvl_jax.processor.tokenizer import (
+    BOS_TOKEN,
+    EOS_TOKEN,
+    IMAGE_TOKEN,
+    Tokenizer,
+    TokenizerError,
+)
+
+SYS = (
+    "You are a helpful language and vision assistant. You are able to understand the "
+    "visual content that the user provides, and assist the user with a variety of tasks "
+    "using natural language."
+)
 TEXTS = [
     "Hello world",
     "  leading spaces, trailing spaces  ",
@@ -24,8 +31,7 @@ TEXTS = [
 
 
 def test_special_ids_come_from_config(tok):
-  assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.image_id) == (100000, 100001, 100001,
-                                                                100015)
+  assert (tok.bos_id, tok.eos_id, tok.pad_id, tok.image_id) == (100000, 100001, 100001, 100015)
   # ... and they are the DeepSeek token strings in the file, not Llama's 1/2.
   assert tok.decode([100000], skip_special_tokens=False) == BOS_TOKEN
   assert tok.decode([100001], skip_special_tokens=False) == EOS_TOKEN
@@ -43,6 +49,7 @@ def test_bos_not_doubled_when_file_post_processor_adds_it(tmp_path, vl_json):
   # transformers writes a BOS-adding TemplateProcessing into tokenizer.json on save.
   hf_tokenizer(vl_json).save_pretrained(tmp_path)
   import tokenizers
+
   raw = tokenizers.Tokenizer.from_file(str(tmp_path / "tokenizer.json"))
   assert raw.encode("Hello", add_special_tokens=True).ids[0] == 100000  # premise
   tok = Tokenizer.from_pretrained_dir(tmp_path, real_config())
@@ -55,8 +62,11 @@ def test_eos_literal_is_one_token(tok):
   assert tok.encode(EOS_TOKEN, add_bos=False) == [100001]
   ids = tok.encode(f"A dog.{EOS_TOKEN}User: What colour?", add_bos=False)
   assert ids.count(100001) == 1
-  assert ids == (tok.encode("A dog.", add_bos=False) + [100001] +
-                 tok.encode("User: What colour?", add_bos=False))
+  assert ids == (
+      tok.encode("A dog.", add_bos=False)
+      + [100001]
+      + tok.encode("User: What colour?", add_bos=False)
+  )
 
 
 def test_image_placeholder_is_atomic(tok):
@@ -101,21 +111,29 @@ def test_config_ids_must_fit_the_file(vl_json):
     Tokenizer.from_file(vl_json, real_config().replace(bos_token_id=200000))
 
 
-LINES = ["the quick brown fox jumps over the lazy dog",
-         "a dog wearing a santa hat and a cat wearing nothing",
-         "describe each stage of this image",
-         "what is the dog wearing? it is a red hat.",
-         "user assistant system image colour shape"] * 4
+LINES = [
+    "the quick brown fox jumps over the lazy dog",
+    "a dog wearing a santa hat and a cat wearing nothing",
+    "describe each stage of this image",
+    "what is the dog wearing? it is a red hat.",
+    "user assistant system image colour shape",
+] * 4
 
 
 @pytest.fixture(scope="module")
 def sp_model(tmp_path_factory):
   import sentencepiece
+
   prefix = tmp_path_factory.mktemp("sp") / "sp"
   sentencepiece.SentencePieceTrainer.train(
-      sentence_iterator=iter(LINES), model_prefix=str(prefix), vocab_size=60,
-      model_type="bpe", character_coverage=1.0, hard_vocab_limit=False,
-      minloglevel=2)
+      sentence_iterator=iter(LINES),
+      model_prefix=str(prefix),
+      vocab_size=60,
+      model_type="bpe",
+      character_coverage=1.0,
+      hard_vocab_limit=False,
+      minloglevel=2,
+  )
   return prefix.with_suffix(".model")
 
 
@@ -147,5 +165,6 @@ def test_from_pretrained_dir(tmp_path, sp_model, vl_json):
   sp = Tokenizer.from_pretrained_dir(tmp_path, tiny_config("siglip"))
   assert sp.decode(sp.encode("the lazy dog")) == "the lazy dog"
   (tmp_path / "tokenizer.json").write_bytes(vl_json.read_bytes())  # preferred over .model
-  assert Tokenizer.from_pretrained_dir(tmp_path, real_config()).encode("hi") == \
-      Tokenizer.from_file(vl_json, real_config()).encode("hi")
+  assert Tokenizer.from_pretrained_dir(tmp_path, real_config()).encode("hi") == Tokenizer.from_file(
+      vl_json, real_config()
+  ).encode("hi")

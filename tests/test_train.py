@@ -13,20 +13,20 @@ import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import traverse_util
-
 from conftest import tiny_config
+from flax import traverse_util
+from train_fixtures import run_config
+
 from dsvl_jax.config.files import load_config
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.models import DeepseekVL, VLMConfig
 from dsvl_jax.models.init import init_params
 from dsvl_jax.train import flops as flops_lib
-from dsvl_jax.train import freezing, workdir as workdir_lib
+from dsvl_jax.train import freezing
 from dsvl_jax.train.config import optimizer_config
 from dsvl_jax.train.optimizer import make_optimizer
 from dsvl_jax.train.step import init_state, make_loss_and_grads, make_train_step
 from dsvl_jax.train.trainer import NonFiniteError, Trainer
-from train_fixtures import run_config
 
 
 def paths_of(tree):
@@ -40,12 +40,17 @@ def fake_batch(cfg, rows=2, length=24, images=1, seed=0):
   ids = rng.integers(3, 400, (rows, length)).astype(np.int32)
   ids[:, 0] = cfg.bos_token_id
   for j in range(images):
-    ids[:, 1 + j * k:1 + (j + 1) * k] = cfg.image_token_id
+    ids[:, 1 + j * k : 1 + (j + 1) * k] = cfg.image_token_id
   s = cfg.image_size
   weights = (ids != cfg.image_token_id).astype(np.float32)
-  return dict(inputs=ids, targets=np.roll(ids, -1, 1), weights=weights,
-              segment_ids=np.ones_like(ids), positions=np.tile(np.arange(length), (rows, 1)),
-              images=rng.random((rows, images, 3, s, s), dtype=np.float32))
+  return dict(
+      inputs=ids,
+      targets=np.roll(ids, -1, 1),
+      weights=weights,
+      segment_ids=np.ones_like(ids),
+      positions=np.tile(np.arange(length), (rows, 1)),
+      images=rng.random((rows, images, 3, s, s), dtype=np.float32),
+  )
 
 
 def count_primitives(jaxpr, name):
@@ -84,7 +89,9 @@ def test_each_stage_trains_exactly_its_groups(stage):
   flat_mask = traverse_util.flatten_dict(mask, sep="/")
   for path, trained in flat_mask.items():
     same = np.array_equal(np.asarray(flat_old[path]), np.asarray(flat_new[path]))
-    assert same != trained, f"{path}: {'unchanged though trained' if same else 'changed though frozen'}"
+    assert (
+        same != trained
+    ), f"{path}: {'unchanged though trained' if same else 'changed though frozen'}"
   if stage == "stage3":  # SAM frozen, neck included; 'sam_neck' trains the neck only
     assert not any(flat_mask[p] for p in flat_mask if p.startswith("vision/sam/"))
   if stage == "stage3_sam_neck":
@@ -109,12 +116,17 @@ def test_each_stage_trains_exactly_its_groups(stage):
   # No backward pass through a frozen tower: the step's program has exactly the
   # forward convolutions plus the weight gradient of each trained conv (the images are
   # not differentiated, so a trained patch embedding needs no input gradient).
-  forward = jax.make_jaxpr(lambda p, b: DeepseekVL(cfg).apply(
-      {"params": p}, b["inputs"], b["images"], method=DeepseekVL.hidden_states))(params, batch)
+  forward = jax.make_jaxpr(
+      lambda p, b: DeepseekVL(cfg).apply(
+          {"params": p}, b["inputs"], b["images"], method=DeepseekVL.hidden_states
+      )
+  )(params, batch)
   train = jax.make_jaxpr(step)(state, batch)
   n_fwd = count_primitives(forward.jaxpr, "conv_general_dilated")
   n_train = count_primitives(train.jaxpr, "conv_general_dilated")
-  assert n_fwd == 1 + 9  # SigLIP patch embedding; SAM patch embedding, 2 necks x 2, 2 x 2 downsamples
+  assert (
+      n_fwd == 1 + 9
+  )  # SigLIP patch embedding; SAM patch embedding, 2 necks x 2, 2 x 2 downsamples
   expected = {"stage1": 0, "stage2": 0, "stage3": 1}.get(stage)
   if expected is not None:
     assert n_train == n_fwd + expected, (n_train, n_fwd)
@@ -148,8 +160,11 @@ def _samples(cfg, seed):
   k, s = cfg.num_image_tokens, cfg.image_size
   out = []
   for n, has_image in ((30, True), (11, False), (22, True)):
-    ids = [cfg.bos_token_id] + ([cfg.image_token_id] * k if has_image else []) + \
-        list(rng.integers(3, 400, n))
+    ids = (
+        [cfg.bos_token_id]
+        + ([cfg.image_token_id] * k if has_image else [])
+        + list(rng.integers(3, 400, n))
+    )
     ids = np.array(ids, np.int32)
     mask = (ids != cfg.image_token_id) & (rng.random(len(ids)) < 0.7)
     mask[0] = False
@@ -161,6 +176,7 @@ def _samples(cfg, seed):
 def _rows(cfg, groups, length, slots):
   """Rows of packed samples: groups = [[sample, ...] per row]."""
   from dsvl_jax.data.packing import RowBuilder
+
   s = cfg.image_size
   rows = []
   for group in groups:
@@ -168,12 +184,14 @@ def _rows(cfg, groups, length, slots):
     for ids, mask, images in group:
       rb.add(ids, mask, images)
     rows.append(rb.build())
-  return dict(inputs=np.stack([r.inputs for r in rows]),
-              targets=np.stack([r.targets for r in rows]),
-              weights=np.stack([r.weights for r in rows]),
-              segment_ids=np.stack([r.segment_ids for r in rows]),
-              positions=np.stack([r.positions for r in rows]),
-              images=np.stack([r.images for r in rows]))
+  return dict(
+      inputs=np.stack([r.inputs for r in rows]),
+      targets=np.stack([r.targets for r in rows]),
+      weights=np.stack([r.weights for r in rows]),
+      segment_ids=np.stack([r.segment_ids for r in rows]),
+      positions=np.stack([r.positions for r in rows]),
+      images=np.stack([r.images for r in rows]),
+  )
 
 
 def test_loss_and_gradients_do_not_depend_on_packing_accumulation_or_chunking():
@@ -192,8 +210,7 @@ def test_loss_and_gradients_do_not_depend_on_packing_accumulation_or_chunking():
     return fn(params, batch)
 
   ref_loss, ref_grads = run(unpacked)
-  for batch, accum, chunk in ((unpacked, 2, 0), (unpacked, 4, 16), (packed, 1, 0),
-                              (packed, 2, 40)):
+  for batch, accum, chunk in ((unpacked, 2, 0), (unpacked, 4, 16), (packed, 1, 0), (packed, 2, 40)):
     loss, grads = run(batch, accum, chunk)
     np.testing.assert_allclose(loss, ref_loss, rtol=2e-6)
     chex.assert_trees_all_close(grads, ref_grads, atol=2e-6, rtol=2e-5)
@@ -218,6 +235,7 @@ TABLE4 = {  # paper Table 4: lr, scheduler, warm-up, steps, batch, sequence, pac
 def test_stage_configs_carry_table_4(size, stage):
   from dsvl_jax.train.schedules import learning_rate
   from dsvl_jax.train.trainer import RunConfig
+
   c = load_config(f"configs/deepseek_vl_{size}.py:stage{stage}")
   c.train.init_from = "ckpt/deepseek-vl"  # a tokenizer source, as a user would give
   run = RunConfig.of(c)
@@ -226,14 +244,17 @@ def test_stage_configs_carry_table_4(size, stage):
   assert (o.lr, o.schedule, o.warmup_steps, t.steps) == (lr, sched, warm, steps)
   assert (d.global_batch_size, d.seq_len, d.pack, d.stage) == (batch, seq, pack, stage)
   assert (o.b1, o.b2, o.weight_decay, o.grad_clip) == (0.9, 0.95, 0.0, 1.0)
-  assert t.trainable == {1: ("aligner",), 2: ("llm", "aligner"),
-                         3: ("llm", "aligner", "siglip")}[stage]
+  assert (
+      t.trainable
+      == {1: ("aligner",), 2: ("llm", "aligner"), 3: ("llm", "aligner", "siglip")}[stage]
+  )
   assert run.model.hybrid == (size == "7b")
   if stage == 2:  # the modality warm-up: language share 1.0 at step 0 down to 0.7
     assert (d.schedule, d.multimodal_share) == ("warmup", 0.3)
     assert d.modality_schedule.share_at(0) == 0.0
-    assert {n for n, s in d.sources if s.modality == "text"} and \
-        "sft" in dict(d.sources)  # the slot for a small share of SFT data
+    assert {n for n, s in d.sources if s.modality == "text"} and "sft" in dict(
+        d.sources
+    )  # the slot for a small share of SFT data
 
   f = learning_rate(o, steps)
   np.testing.assert_allclose(f(0), lr / warm, rtol=1e-6)  # warm-up, first step moves
@@ -243,9 +264,13 @@ def test_stage_configs_carry_table_4(size, stage):
     np.testing.assert_allclose(f(mid), lr * 0.5, rtol=1e-3)
     np.testing.assert_allclose(f(steps), 0.0, atol=lr * 1e-6)
   else:  # DeepSeek-LLM multi-step: peak until 80%, x0.316 until 90%, then x0.1
-    for at, want in ((int(0.8 * steps) - 1, 1.0), (int(0.8 * steps), 0.316),
-                     (int(0.9 * steps) - 1, 0.316), (int(0.9 * steps), 0.1),
-                     (steps - 1, 0.1)):
+    for at, want in (
+        (int(0.8 * steps) - 1, 1.0),
+        (int(0.8 * steps), 0.316),
+        (int(0.9 * steps) - 1, 0.316),
+        (int(0.9 * steps), 0.1),
+        (steps - 1, 0.1),
+    ):
       np.testing.assert_allclose(f(at), lr * want, rtol=1e-5, err_msg=f"step {at}")
 
 
@@ -255,6 +280,7 @@ def test_stage_configs_carry_table_4(size, stage):
 def _final(workdir):
   """Params, optimizer state and data state of a workdir's latest checkpoint."""
   import orbax.checkpoint as ocp
+
   root = pathlib.Path(workdir) / "checkpoints"
   step = max(int(p.name) for p in root.iterdir() if p.name.isdigit())
   with ocp.StandardCheckpointer() as ck:
@@ -294,16 +320,30 @@ def test_resume_continues_exactly(uninterrupted, tmp_path):
 
 
 def test_metrics_are_written(uninterrupted):
-  from dsvl_jax.processor.layout import TokenLayout
   from dsvl_jax.data.pipeline import TrainDataset
+  from dsvl_jax.processor.layout import TokenLayout
   from dsvl_jax.train.schedules import learning_rate
   from dsvl_jax.train.trainer import RunConfig
+
   full, _ = uninterrupted
   rows = [json.loads(l) for l in (full / "metrics.jsonl").read_text().splitlines()]
   keys = set().union(*rows)
-  for k in ("loss", "lr", "grad_norm", "tokens_per_s", "step_time_s", "mfu", "compilations",
-            "params/trainable", "params/frozen", "loss/text", "loss/multimodal",
-            "data/skipped", "data/multimodal_share", "nonfinite_skipped"):
+  for k in (
+      "loss",
+      "lr",
+      "grad_norm",
+      "tokens_per_s",
+      "step_time_s",
+      "mfu",
+      "compilations",
+      "params/trainable",
+      "params/frozen",
+      "loss/text",
+      "loss/multimodal",
+      "data/skipped",
+      "data/multimodal_share",
+      "nonfinite_skipped",
+  ):
     assert k in keys, k
   assert rows[-1]["params/frozen"] > 0 and rows[-1]["params/trainable"] > 0
   # The values, step by step (a line per step): the rate that step's update used (the
@@ -333,6 +373,7 @@ def test_metrics_are_written(uninterrupted):
 
 def test_restart_refuses_fields_that_decide_shapes_or_data_order(uninterrupted, tmp_path):
   import shutil
+
   full = shutil.copytree(uninterrupted[0], tmp_path / "copy")  # the fixture stays at step 6
   with pytest.raises(ConfigError, match=r"data\.seq_len, model\.llm\.num_layers"):
     Trainer(run_config(**{"data.seq_len": 128, "model.llm.num_layers": 3}), full).run()
@@ -356,12 +397,19 @@ def test_nonfinite_updates_are_skipped_or_stop_the_run(tmp_path):
   chex.assert_trees_all_equal(new.opt_state, state.opt_state)
 
   # 'stop': an absurd learning rate overflows the parameters; the run saves and raises.
-  c = run_config(**{"optimizer.lr": 1e30, "optimizer.grad_clip": 0.0,
-                    "train.nonfinite": "stop", "train.steps": 6})
+  c = run_config(
+      **{
+          "optimizer.lr": 1e30,
+          "optimizer.grad_clip": 0.0,
+          "train.nonfinite": "stop",
+          "train.steps": 6,
+      }
+  )
   with pytest.raises(NonFiniteError, match="non-finite"):
     Trainer(c, tmp_path).run()
   assert (tmp_path / "checkpoints").is_dir() and any(
-      p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir())
+      p.name.isdigit() for p in (tmp_path / "checkpoints").iterdir()
+  )
 
 
 def test_a_nonfinite_gradient_with_a_finite_loss_is_skipped():
@@ -399,11 +447,13 @@ def test_skipped_updates_are_summed_over_each_log_window(tmp_path):
   """train.nonfinite='skip' with an absurd learning rate: the first update overflows the
   parameters and every later step is skipped. A line every 3 steps carries the window's
   count (a sum, not a mean), and the lines add up to the state's counter."""
-  c = run_config(**{"optimizer.lr": 1e30, "optimizer.grad_clip": 0.0,
-                    "train.log_every": 3})
+  c = run_config(**{"optimizer.lr": 1e30, "optimizer.grad_clip": 0.0, "train.log_every": 3})
   assert Trainer(c, tmp_path).run()["step"] == 6
-  rows = [r for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
-          if "nonfinite_skipped" in r]
+  rows = [
+      r
+      for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+      if "nonfinite_skipped" in r
+  ]
   assert [r["step"] for r in rows] == [3, 6]
   _, _, train, _ = _final(tmp_path)
   assert [r["nonfinite_skipped"] for r in rows] == [2.0, 3.0]
@@ -417,18 +467,21 @@ def test_sigterm_saves_exits_zero_and_resumes_equal(uninterrupted, tmp_path):
   import subprocess
   import sys
   import time
+
   full, _ = uninterrupted
   repo = pathlib.Path(__file__).parent.parent
   config_file = tmp_path / "config.py"  # the same run_config() as the in-process runs
-  config_file.write_text(f"import sys\nsys.path.insert(0, {str(repo / 'tests')!r})\n"
-                         "from train_fixtures import run_config\n"
-                         "def get_config(arg=None):\n  return run_config()\n")
+  config_file.write_text(
+      f"import sys\nsys.path.insert(0, {str(repo / 'tests')!r})\n"
+      "from train_fixtures import run_config\n"
+      "def get_config(arg=None):\n  return run_config()\n"
+  )
   workdir = tmp_path / "run"
-  args = [sys.executable, "-m", "dsvl_jax.main", f"--config={config_file}",
-          f"--workdir={workdir}"]
+  args = [sys.executable, "-m", "dsvl_jax.main", f"--config={config_file}", f"--workdir={workdir}"]
   env = dict(os.environ, PYTHONPATH=str(repo))
-  proc = subprocess.Popen(args, cwd=repo, env=env, stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True)
+  proc = subprocess.Popen(
+      args, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+  )
   metrics = workdir / "metrics.jsonl"
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -454,10 +507,22 @@ def test_sigterm_saves_exits_zero_and_resumes_equal(uninterrupted, tmp_path):
 def test_a_bad_config_field_is_one_line_and_exit_2(tmp_path):
   import subprocess
   import sys
+
   repo = pathlib.Path(__file__).parent.parent
-  out = subprocess.run([sys.executable, "-m", "dsvl_jax.main", "--config=configs/tiny.py",
-                        "--config.train.trainable=('vision',)", f"--workdir={tmp_path}"],
-                       cwd=repo, capture_output=True, text=True, timeout=120)
+  out = subprocess.run(
+      [
+          sys.executable,
+          "-m",
+          "dsvl_jax.main",
+          "--config=configs/tiny.py",
+          "--config.train.trainable=('vision',)",
+          f"--workdir={tmp_path}",
+      ],
+      cwd=repo,
+      capture_output=True,
+      text=True,
+      timeout=120,
+  )
   assert out.returncode == 2
   lines = [l for l in out.stderr.splitlines() if l.strip()]
   assert len(lines) == 1 and "train.trainable" in lines[0] and "Traceback" not in out.stderr
@@ -466,17 +531,21 @@ def test_a_bad_config_field_is_one_line_and_exit_2(tmp_path):
 # --- model FLOPs (acceptance 6) ---------------------------------------------------------
 
 
-@pytest.mark.parametrize("family,trainable", [
-    ("siglip", ("llm", "aligner", "siglip")),
-    ("hybrid", ("aligner",)),
-    ("hybrid", ("llm", "aligner", "siglip", "sam_neck")),
-])
+@pytest.mark.parametrize(
+    "family,trainable",
+    [
+        ("siglip", ("llm", "aligner", "siglip")),
+        ("hybrid", ("aligner",)),
+        ("hybrid", ("llm", "aligner", "siglip", "sam_neck")),
+    ],
+)
 def test_flops_formula_matches_xla_cost_analysis(family, trainable):
   """One layer per stack (XLA counts a scanned body once), widths where matmuls dominate
   as in real models; the formula's full-attention count against the compiled step."""
   c = load_config(f"configs/tiny.py:{family}").model
-  c.llm.update(num_layers=1, hidden_size=256, intermediate_size=768, num_heads=4,
-               num_kv_heads=4, head_dim=64)
+  c.llm.update(
+      num_layers=1, hidden_size=256, intermediate_size=768, num_heads=4, num_kv_heads=4, head_dim=64
+  )
   c.siglip.update(depth=1, width=128, mlp_dim=512)
   if family == "hybrid":
     c.sam.update(depth=3, global_attn_indexes=(2,), width=128, mlp_dim=512)
@@ -489,7 +558,7 @@ def test_flops_formula_matches_xla_cost_analysis(family, trainable):
   batch = fake_batch(cfg, rows=4, length=64, images=2)
   compiled = jax.jit(make_train_step(DeepseekVL(cfg), tx, mask)).lower(state, batch).compile()
   xla = compiled.cost_analysis()["flops"]
-  shape = flops_lib.BatchShape(tokens=4 * 64, segment_sq=4 * 64 ** 2, images=8)
+  shape = flops_lib.BatchShape(tokens=4 * 64, segment_sq=4 * 64**2, images=8)
   ours = flops_lib.step_flops(cfg, trainable, shape, causal=False)
   print(f"{family} {trainable}: formula {ours:.4g}, XLA {xla:.4g}, ratio {xla / ours:.3f}")
   assert 0.9 < xla / ours < 1.15  # XLA also counts elementwise work (norms, softmax, Adam)
@@ -503,21 +572,23 @@ def test_flops_count_causal_attention_over_half_of_each_segments_square():
   cfg = tiny_config("siglip")
   c = cfg.llm
   shape = flops_lib.BatchShape.of(np.array([[1] * 5 + [2] * 3 + [0] * 2, [3] * 7 + [0] * 3]))
-  assert (shape.tokens, shape.segment_sq) == (15, 5 ** 2 + 3 ** 2 + 7 ** 2)
+  assert (shape.tokens, shape.segment_sq) == (15, 5**2 + 3**2 + 7**2)
   no_pairs = flops_lib.BatchShape(shape.tokens, 0, 0)
   per_pair = c.num_layers * 2 * 2 * c.num_heads * c.head_dim
 
   def attention_term(**causal):
-    return flops_lib.llm_flops(cfg, shape, **causal)["llm"] - flops_lib.llm_flops(
-        cfg, no_pairs)["llm"]
+    return (
+        flops_lib.llm_flops(cfg, shape, **causal)["llm"] - flops_lib.llm_flops(cfg, no_pairs)["llm"]
+    )
 
   assert attention_term(causal=False) == per_pair * 83
   assert attention_term(causal=True) == per_pair * 83 / 2
   assert attention_term() == per_pair * 83 / 2  # causal unless told otherwise
   # A trained LLM costs 3x its forward, the attention term included.
   trained = ("llm", "aligner")
-  assert (flops_lib.step_flops(cfg, trained, shape)
-          - flops_lib.step_flops(cfg, trained, no_pairs)) == 3 * per_pair * 83 / 2
+  assert (
+      flops_lib.step_flops(cfg, trained, shape) - flops_lib.step_flops(cfg, trained, no_pairs)
+  ) == 3 * per_pair * 83 / 2
 
 
 def test_flops_multipliers():
@@ -534,18 +605,28 @@ def test_flops_multipliers():
 
 
 def test_finetune_from_a_transformers_checkpoint_and_export(tmp_path):
+  import hf_reference as ref
   import torch
   import transformers
-  import hf_reference as ref
+
   import dsvl_jax
   from dsvl_jax.checkpoint.formats import export_checkpoint
+
   cfg = tiny_config("siglip")
   hf = ref.build(cfg, seed=3)
   hf.save_pretrained(tmp_path / "hf")
-  c = run_config(**{"train.init_from": str(tmp_path / "hf"), "data.stage": 3,
-                    "data.tokenizer": "builtin:bytes", "train.steps": 2,
-                        "data.schedule": "constant", "data.multimodal_share": 1.0,
-                    "train.trainable": ("llm", "aligner", "siglip"), "optimizer.lr": 1e-3})
+  c = run_config(
+      **{
+          "train.init_from": str(tmp_path / "hf"),
+          "data.stage": 3,
+          "data.tokenizer": "builtin:bytes",
+          "train.steps": 2,
+          "data.schedule": "constant",
+          "data.multimodal_share": 1.0,
+          "train.trainable": ("llm", "aligner", "siglip"),
+          "optimizer.lr": 1e-3,
+      }
+  )
   c.model.compute.precision = "highest"
   Trainer(c, tmp_path / "run").run()
   tuned = dsvl_jax.load(str(tmp_path / "run"))
@@ -556,10 +637,10 @@ def test_finetune_from_a_transformers_checkpoint_and_export(tmp_path):
   export_checkpoint(tmp_path / "run", tmp_path / "out", layout="hf", progress=False)
   back = transformers.DeepseekVLForConditionalGeneration.from_pretrained(tmp_path / "out")
   ids = np.array([[1] + [cfg.image_token_id] * cfg.num_image_tokens + [5, 6, 7]])
-  images = np.random.default_rng(0).random((1, 3, cfg.image_size, cfg.image_size),
-                                           dtype=np.float32)
+  images = np.random.default_rng(0).random((1, 3, cfg.image_size, cfg.image_size), dtype=np.float32)
   with torch.no_grad():
-    theirs = back(input_ids=torch.from_numpy(ids).long(),
-                  **ref.pixel_kwargs(cfg, images)).logits.numpy()
+    theirs = back(
+        input_ids=torch.from_numpy(ids).long(), **ref.pixel_kwargs(cfg, images)
+    ).logits.numpy()
   ours = np.asarray(tuned.logits(ids, images=images))
   np.testing.assert_allclose(ours, theirs, atol=1e-5 * np.abs(theirs).max())

@@ -12,11 +12,11 @@ import time
 
 import chex
 import pytest
+from test_train import _final, _losses
+from train_fixtures import run_config
 
 from dsvl_jax.train.metrics import MetricsWriter
 from dsvl_jax.train.trainer import Trainer
-from test_train import _final, _losses
-from train_fixtures import run_config
 
 REPO = pathlib.Path(__file__).parent.parent
 EVERY_2 = {"train.checkpoint_every": 2, "train.keep_checkpoints": 2}  # keeps steps 2 and 4
@@ -44,7 +44,7 @@ def _copy(src, tmp_path):
 
 
 def _truncate(path):
-  path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+  path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
 
 
 def _damage_params(workdir, step):
@@ -60,15 +60,18 @@ def _main(tmp_path, fields, prelude=""):
   """`python -m dsvl_jax.main` on run_config(**fields) (a config file that builds it);
   `prelude` runs in the child first."""
   config_file = tmp_path / "config.py"
-  config_file.write_text(f"import sys, time\nsys.path.insert(0, {str(REPO / 'tests')!r})\n"
-                         f"from train_fixtures import run_config\n{prelude}\n"
-                         f"def get_config(arg=None):\n  return run_config(**{fields!r})\n")
+  config_file.write_text(
+      f"import sys, time\nsys.path.insert(0, {str(REPO / 'tests')!r})\n"
+      f"from train_fixtures import run_config\n{prelude}\n"
+      f"def get_config(arg=None):\n  return run_config(**{fields!r})\n"
+  )
   return [sys.executable, "-m", "dsvl_jax.main", f"--config={config_file}"]
 
 
 @pytest.mark.parametrize("damage", [_damage_params, _damage_data], ids=["params", "data"])
-def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(damage, full, stopped_at_4,
-                                                                tmp_path, caplog):
+def test_a_damaged_latest_checkpoint_falls_back_to_the_previous(
+    damage, full, stopped_at_4, tmp_path, caplog
+):
   wd = _copy(stopped_at_4, tmp_path)
   damage(wd, 4)
   with caplog.at_level(logging.WARNING):
@@ -91,8 +94,13 @@ def test_no_restorable_checkpoint_is_one_line_and_moves_nothing(stopped_at_4, tm
   wd = _copy(stopped_at_4, tmp_path)
   _damage_params(wd, 4)
   _damage_data(wd, 2)
-  out = subprocess.run(_main(tmp_path, EVERY_2) + [f"--workdir={wd}"], cwd=REPO,
-                       capture_output=True, text=True, timeout=300)
+  out = subprocess.run(
+      _main(tmp_path, EVERY_2) + [f"--workdir={wd}"],
+      cwd=REPO,
+      capture_output=True,
+      text=True,
+      timeout=300,
+  )
   assert out.returncode != 0
   assert "Traceback" not in out.stderr, out.stderr
   last = out.stderr.strip().splitlines()[-1]
@@ -119,8 +127,13 @@ metrics.MetricsWriter.write = _marked
 def test_metrics_hold_each_step_once_after_a_kill(full, tmp_path):
   wd = tmp_path / "run"
   fields = {"train.checkpoint_every": 3}
-  proc = subprocess.Popen(_main(tmp_path, fields, HOLD_AT_5) + [f"--workdir={wd}"], cwd=REPO,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+  proc = subprocess.Popen(
+      _main(tmp_path, fields, HOLD_AT_5) + [f"--workdir={wd}"],
+      cwd=REPO,
+      stdout=subprocess.DEVNULL,
+      stderr=subprocess.PIPE,
+      text=True,
+  )
   metrics = wd / "metrics.jsonl"
   deadline = time.time() + 240
   while time.time() < deadline and proc.poll() is None:
@@ -139,17 +152,23 @@ def test_metrics_hold_each_step_once_after_a_kill(full, tmp_path):
   assert _losses(wd) == _losses(full)
   # TensorBoard: the resumed writer marks a restart at step 4 (TensorBoard then hides
   # the killed run's points from 4 on).
-  starts = [e.step for f in (wd / "tensorboard").glob("events.out.tfevents.*")
-            for e in _events(f) if e.session_log.status == e.session_log.START]
+  starts = [
+      e.step
+      for f in (wd / "tensorboard").glob("events.out.tfevents.*")
+      for e in _events(f)
+      if e.session_log.status == e.session_log.START
+  ]
   assert 4 in starts, starts
 
 
 def test_metrics_writer_drops_later_steps_and_a_torn_line(tmp_path):
   lines = [{"step": s, "loss": 1.0 / s} for s in range(1, 6)] + [{"step": 3, "eval/a": 0.5}]
   (tmp_path / "metrics.jsonl").write_text(
-      "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 6, "lo')  # a kill mid-write
-  writer = MetricsWriter(tmp_path, enabled=True, tensorboard=False, progress=False,
-                         total_steps=9, initial_step=3)
+      "".join(json.dumps(r) + "\n" for r in lines) + '{"step": 6, "lo'
+  )  # a kill mid-write
+  writer = MetricsWriter(
+      tmp_path, enabled=True, tensorboard=False, progress=False, total_steps=9, initial_step=3
+  )
   writer.write(4, {"loss": 0.0})
   writer.close()
   rows = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -160,10 +179,11 @@ def test_metrics_writer_drops_later_steps_and_a_torn_line(tmp_path):
 def _events(path):
   """The Event protos of a TFRecord event file."""
   from tensorboardX.proto import event_pb2
+
   data, pos = path.read_bytes(), 0
   while pos + 12 <= len(data):
-    (n,) = struct.unpack("<Q", data[pos:pos + 8])
+    (n,) = struct.unpack("<Q", data[pos : pos + 8])
     event = event_pb2.Event()
-    event.ParseFromString(data[pos + 12:pos + 12 + n])
+    event.ParseFromString(data[pos + 12 : pos + 12 + n])
     yield event
     pos += 12 + n + 4

@@ -14,8 +14,8 @@ import importlib.util
 import pathlib
 
 from dsvl_jax.config.files import load_config
-from dsvl_jax.processor.tokenizer import BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN
 from dsvl_jax.models import VLMConfig
+from dsvl_jax.processor.tokenizer import BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN
 
 N_VL_ADDED = 13  # ids 100002..100014 in the released VL tokenizer
 
@@ -29,6 +29,7 @@ def plain_tokenizer_json() -> pathlib.Path:
 def write_vl_layout(directory: pathlib.Path) -> pathlib.Path:
   """tokenizer.json with ids 0..100014 taken, as in the VL release; returns its path."""
   import tokenizers
+
   tok = tokenizers.Tokenizer.from_file(str(plain_tokenizer_json()))
   tok.add_tokens([f"<|vl_stand_in_{i}|>" for i in range(N_VL_ADDED)])
   assert tok.get_vocab_size(with_added_tokens=True) == 100015
@@ -49,7 +50,14 @@ def hf_tokenizer(path: pathlib.Path, cls_name: str = "PreTrainedTokenizerFast"):
   default "<unk>" at the next free id (100015), pushing the image token to 100016.
   """
   import transformers
+
   cls = getattr(transformers, cls_name)
-  return cls(tokenizer_file=str(path), bos_token=BOS_TOKEN, eos_token=EOS_TOKEN,
-             pad_token=EOS_TOKEN, unk_token=None, add_bos_token=True,
-             extra_special_tokens={"image_token": IMAGE_TOKEN})
+  return cls(
+      tokenizer_file=str(path),
+      bos_token=BOS_TOKEN,
+      eos_token=EOS_TOKEN,
+      pad_token=EOS_TOKEN,
+      unk_token=None,
+      add_bos_token=True,
+      extra_special_tokens={"image_token": IMAGE_TOKEN},
+  )

@@ -12,8 +12,15 @@ def run_config(family="siglip", **fields):
   c.data.max_images_per_row = 2
   c.data.system_prompt = ""
   c.data.warmup_steps = 2
-  c.train.update(steps=6, log_every=1, checkpoint_every=100, progress=False,
-                 tensorboard=True, peak_flops=1e11, async_checkpoints=False)
+  c.train.update(
+      steps=6,
+      log_every=1,
+      checkpoint_every=100,
+      progress=False,
+      tensorboard=True,
+      peak_flops=1e11,
+      async_checkpoints=False,
+  )
   c.mesh.num_devices = 1
   for key, value in fields.items():
     node = c

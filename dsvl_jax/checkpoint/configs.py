@@ -16,8 +16,16 @@ import dataclasses
 from typing import Any
 
 from dsvl_jax.checkpoint.mapping import ConversionError
-from dsvl_jax.models.config import (CLIP_MEAN, SIGLIP_MEAN, SIGLIP_STD, AlignerConfig,
-                                    LLMConfig, SamConfig, SiglipConfig, VLMConfig)
+from dsvl_jax.models.config import (
+    CLIP_MEAN,
+    SIGLIP_MEAN,
+    SIGLIP_STD,
+    AlignerConfig,
+    LLMConfig,
+    SamConfig,
+    SiglipConfig,
+    VLMConfig,
+)
 
 OUR_CONFIG = "dsvl_jax_config.json"
 DEEPSEEK_BOS, DEEPSEEK_EOS, DEEPSEEK_IMAGE = 100000, 100001, 100015
@@ -28,9 +36,16 @@ ORIGINAL_TOWERS = {
     "sam_b_downsample": SamConfig(),
 }
 
-_LLAMA_DEFAULTS = dict(vocab_size=32000, hidden_size=4096, intermediate_size=11008,
-                       num_hidden_layers=32, num_attention_heads=32, rms_norm_eps=1e-6,
-                       rope_theta=10000.0, max_position_embeddings=2048)
+_LLAMA_DEFAULTS = dict(
+    vocab_size=32000,
+    hidden_size=4096,
+    intermediate_size=11008,
+    num_hidden_layers=32,
+    num_attention_heads=32,
+    rms_norm_eps=1e-6,
+    rope_theta=10000.0,
+    max_position_embeddings=2048,
+)
 
 
 def _llm_from(text: dict) -> LLMConfig:
@@ -39,26 +54,41 @@ def _llm_from(text: dict) -> LLMConfig:
   rope = t.get("rope_parameters") or {}
   theta = rope.get("rope_theta", t["rope_theta"])
   if t.get("rope_scaling") or rope.get("rope_type", "default") != "default":
-    raise ConversionError("rope scaling is not supported (DeepSeek-VL uses plain RoPE): "
-                          f"{t.get('rope_scaling') or rope}")
+    raise ConversionError(
+        "rope scaling is not supported (DeepSeek-VL uses plain RoPE): "
+        f"{t.get('rope_scaling') or rope}"
+    )
   return LLMConfig(
-      vocab_size=t["vocab_size"], hidden_size=t["hidden_size"],
-      num_layers=t["num_hidden_layers"], num_heads=heads,
+      vocab_size=t["vocab_size"],
+      hidden_size=t["hidden_size"],
+      num_layers=t["num_hidden_layers"],
+      num_heads=heads,
       num_kv_heads=t.get("num_key_value_heads") or heads,
       head_dim=t.get("head_dim") or t["hidden_size"] // heads,
-      intermediate_size=t["intermediate_size"], rms_norm_eps=float(t["rms_norm_eps"]),
-      rope_theta=float(theta), max_position_embeddings=t["max_position_embeddings"],
-      tie_embeddings=False)
+      intermediate_size=t["intermediate_size"],
+      rms_norm_eps=float(t["rms_norm_eps"]),
+      rope_theta=float(theta),
+      max_position_embeddings=t["max_position_embeddings"],
+      tie_embeddings=False,
+  )
 
 
 def _token_ids(llm: LLMConfig, text: dict, image_token_id: int) -> dict[str, int]:
   if llm.vocab_size > DEEPSEEK_EOS:
-    return dict(image_token_id=image_token_id, bos_token_id=DEEPSEEK_BOS,
-                eos_token_id=DEEPSEEK_EOS, pad_token_id=DEEPSEEK_EOS)
+    return dict(
+        image_token_id=image_token_id,
+        bos_token_id=DEEPSEEK_BOS,
+        eos_token_id=DEEPSEEK_EOS,
+        pad_token_id=DEEPSEEK_EOS,
+    )
   eos = text.get("eos_token_id", 2)
   eos = eos[0] if isinstance(eos, list) else eos
-  return dict(image_token_id=image_token_id, bos_token_id=text.get("bos_token_id", 1),
-              eos_token_id=eos, pad_token_id=text.get("pad_token_id") or eos)
+  return dict(
+      image_token_id=image_token_id,
+      bos_token_id=text.get("bos_token_id", 1),
+      eos_token_id=eos,
+      pad_token_id=text.get("pad_token_id") or eos,
+  )
 
 
 def from_hf(config: dict, has_lm_head: bool = True) -> VLMConfig:
@@ -66,26 +96,37 @@ def from_hf(config: dict, has_lm_head: bool = True) -> VLMConfig:
   llm = dataclasses.replace(_llm_from(text), tie_embeddings=not has_lm_head)
   v = config.get("vision_config") or {}
   siglip = SiglipConfig(
-      image_size=v.get("image_size", 224), patch_size=v.get("patch_size", 16),
-      width=v.get("hidden_size", 768), depth=v.get("num_hidden_layers", 12),
-      num_heads=v.get("num_attention_heads", 12), mlp_dim=v.get("intermediate_size", 3072),
-      layer_norm_eps=float(v.get("layer_norm_eps", 1e-6)))
+      image_size=v.get("image_size", 224),
+      patch_size=v.get("patch_size", 16),
+      width=v.get("hidden_size", 768),
+      depth=v.get("num_hidden_layers", 12),
+      num_heads=v.get("num_attention_heads", 12),
+      mlp_dim=v.get("intermediate_size", 3072),
+      layer_norm_eps=float(v.get("layer_norm_eps", 1e-6)),
+  )
   if v.get("hidden_act", "gelu") != "gelu":
-    raise ConversionError(f"vision_config.hidden_act={v['hidden_act']!r}: DeepSeek-VL's SigLIP "
-                          "uses exact GELU ('gelu'); refusing to load a different activation")
+    raise ConversionError(
+        f"vision_config.hidden_act={v['hidden_act']!r}: DeepSeek-VL's SigLIP "
+        "uses exact GELU ('gelu'); refusing to load a different activation"
+    )
   sam, aligner = None, AlignerConfig(type="mlp_gelu", depth=2)
   if config.get("model_type") == "deepseek_vl_hybrid" or "high_res_vision_config" in config:
     h = config.get("high_res_vision_config") or {}
     neck = h.get("output_channels", 256)
     sam = SamConfig(
-        image_size=h.get("image_size", 1024), patch_size=h.get("patch_size", 16),
-        width=h.get("hidden_size", 768), depth=h.get("num_hidden_layers", 12),
-        num_heads=h.get("num_attention_heads", 12), mlp_dim=h.get("mlp_dim", 3072),
+        image_size=h.get("image_size", 1024),
+        patch_size=h.get("patch_size", 16),
+        width=h.get("hidden_size", 768),
+        depth=h.get("num_hidden_layers", 12),
+        num_heads=h.get("num_attention_heads", 12),
+        mlp_dim=h.get("mlp_dim", 3072),
         layer_norm_eps=float(h.get("layer_norm_eps", 1e-6)),
         window_size=h.get("window_size", 14),
         global_attn_indexes=tuple(h.get("global_attn_indexes", (2, 5, 8, 11))),
-        neck_channels=neck, resize_to=4 * siglip.grid,
-        downsample_channels=(2 * neck, 4 * neck))
+        neck_channels=neck,
+        resize_to=4 * siglip.grid,
+        downsample_channels=(2 * neck, 4 * neck),
+    )
     aligner = AlignerConfig(type="low_high_hybrid_split_mlp_gelu", depth=2)
   ids = _token_ids(llm, text, config.get("image_token_id", DEEPSEEK_IMAGE))
   return VLMConfig(llm=llm, siglip=siglip, sam=sam, aligner=aligner, **ids).validate()
@@ -94,8 +135,10 @@ def from_hf(config: dict, has_lm_head: bool = True) -> VLMConfig:
 def _tower_from_original(params: dict) -> Any:
   name = params.get("model_name")
   if name not in ORIGINAL_TOWERS:
-    raise ConversionError(f"unknown vision tower model_name {name!r}; known: "
-                          f"{sorted(ORIGINAL_TOWERS)} (a {OUR_CONFIG} can describe others)")
+    raise ConversionError(
+        f"unknown vision tower model_name {name!r}; known: "
+        f"{sorted(ORIGINAL_TOWERS)} (a {OUR_CONFIG} can describe others)"
+    )
   tower = ORIGINAL_TOWERS[name]
   kw = {"image_size": params.get("image_size", tower.image_size)}
   if "pixel_mean" in params:
@@ -126,75 +169,151 @@ def from_original(config: dict, has_lm_head: bool = True) -> VLMConfig:
 def to_hf(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
   """A config.json that transformers' from_pretrained loads."""
   c, s = cfg.llm, cfg.siglip
-  text = dict(model_type="llama", vocab_size=c.vocab_size, hidden_size=c.hidden_size,
-              intermediate_size=c.intermediate_size, num_hidden_layers=c.num_layers,
-              num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
-              head_dim=c.head_dim, hidden_act="silu", rms_norm_eps=c.rms_norm_eps,
-              max_position_embeddings=c.max_position_embeddings,
-              rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
-              attention_bias=False, mlp_bias=False, tie_word_embeddings=c.tie_embeddings,
-              bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-              pad_token_id=cfg.pad_token_id)
-  vision = dict(model_type="siglip_vision_model", hidden_size=s.width,
-                intermediate_size=s.mlp_dim, num_hidden_layers=s.num_blocks,
-                num_attention_heads=s.num_heads, image_size=s.image_size,
-                patch_size=s.patch_size, num_channels=3, hidden_act="gelu",
-                layer_norm_eps=s.layer_norm_eps, vision_use_head=False)
-  out = dict(architectures=["DeepseekVLForConditionalGeneration"], model_type="deepseek_vl",
-             text_config=text, vision_config=vision, image_token_id=cfg.image_token_id,
-             tie_word_embeddings=c.tie_embeddings, torch_dtype=torch_dtype)
+  text = dict(
+      model_type="llama",
+      vocab_size=c.vocab_size,
+      hidden_size=c.hidden_size,
+      intermediate_size=c.intermediate_size,
+      num_hidden_layers=c.num_layers,
+      num_attention_heads=c.num_heads,
+      num_key_value_heads=c.num_kv_heads,
+      head_dim=c.head_dim,
+      hidden_act="silu",
+      rms_norm_eps=c.rms_norm_eps,
+      max_position_embeddings=c.max_position_embeddings,
+      rope_parameters={"rope_type": "default", "rope_theta": c.rope_theta},
+      attention_bias=False,
+      mlp_bias=False,
+      tie_word_embeddings=c.tie_embeddings,
+      bos_token_id=cfg.bos_token_id,
+      eos_token_id=cfg.eos_token_id,
+      pad_token_id=cfg.pad_token_id,
+  )
+  vision = dict(
+      model_type="siglip_vision_model",
+      hidden_size=s.width,
+      intermediate_size=s.mlp_dim,
+      num_hidden_layers=s.num_blocks,
+      num_attention_heads=s.num_heads,
+      image_size=s.image_size,
+      patch_size=s.patch_size,
+      num_channels=3,
+      hidden_act="gelu",
+      layer_norm_eps=s.layer_norm_eps,
+      vision_use_head=False,
+  )
+  out = dict(
+      architectures=["DeepseekVLForConditionalGeneration"],
+      model_type="deepseek_vl",
+      text_config=text,
+      vision_config=vision,
+      image_token_id=cfg.image_token_id,
+      tie_word_embeddings=c.tie_embeddings,
+      torch_dtype=torch_dtype,
+  )
   if cfg.hybrid:
     m = cfg.sam
-    if (m.downsample_channels != (2 * m.neck_channels, 4 * m.neck_channels)
-        or m.resize_to != 4 * s.grid or not m.hd_branch):
-      raise ConversionError("transformers' hybrid model fixes the SAM additions (resize to "
-                            "4x the SigLIP grid, convs to 2x and 4x the neck width, HD branch); "
-                            "this config differs, so the 'hf' layout cannot represent it")
-    out.update(architectures=["DeepseekVLHybridForConditionalGeneration"],
-               model_type="deepseek_vl_hybrid", high_res_vision_config=dict(
-                   model_type="sam_vision_model", hidden_size=m.width,
-                   output_channels=m.neck_channels, num_hidden_layers=m.depth,
-                   num_attention_heads=m.num_heads, image_size=m.image_size,
-                   patch_size=m.patch_size, mlp_dim=m.mlp_dim, num_channels=3,
-                   global_attn_indexes=list(m.global_attn_indexes),
-                   window_size=m.window_size, layer_norm_eps=m.layer_norm_eps,
-                   hidden_act="gelu"))
+    if (
+        m.downsample_channels != (2 * m.neck_channels, 4 * m.neck_channels)
+        or m.resize_to != 4 * s.grid
+        or not m.hd_branch
+    ):
+      raise ConversionError(
+          "transformers' hybrid model fixes the SAM additions (resize to "
+          "4x the SigLIP grid, convs to 2x and 4x the neck width, HD branch); "
+          "this config differs, so the 'hf' layout cannot represent it"
+      )
+    out.update(
+        architectures=["DeepseekVLHybridForConditionalGeneration"],
+        model_type="deepseek_vl_hybrid",
+        high_res_vision_config=dict(
+            model_type="sam_vision_model",
+            hidden_size=m.width,
+            output_channels=m.neck_channels,
+            num_hidden_layers=m.depth,
+            num_attention_heads=m.num_heads,
+            image_size=m.image_size,
+            patch_size=m.patch_size,
+            mlp_dim=m.mlp_dim,
+            num_channels=3,
+            global_attn_indexes=list(m.global_attn_indexes),
+            window_size=m.window_size,
+            layer_norm_eps=m.layer_norm_eps,
+            hidden_act="gelu",
+        ),
+    )
   if cfg.siglip.pixel_mean != SIGLIP_MEAN or (cfg.hybrid and cfg.sam.pixel_mean != CLIP_MEAN):
-    raise ConversionError("transformers' processors fix the normalisation constants; this "
-                          "config uses others")
+    raise ConversionError(
+        "transformers' processors fix the normalisation constants; this " "config uses others"
+    )
   return out
 
 
 def _tower_to_original(tower: Any, name: str) -> dict:
-  return dict(model_name=name, image_size=tower.image_size, select_feature="same",
-              select_layer=getattr(tower, "select_layer", -1), pixel_mean=list(tower.pixel_mean),
-              pixel_std=list(tower.pixel_std))
+  return dict(
+      model_name=name,
+      image_size=tower.image_size,
+      select_feature="same",
+      select_layer=getattr(tower, "select_layer", -1),
+      pixel_mean=list(tower.pixel_mean),
+      pixel_std=list(tower.pixel_std),
+  )
 
 
 def to_original(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
   """A config.json in the original release's structure (multi_modality)."""
   c = cfg.llm
-  language = dict(model_type="llama", vocab_size=c.vocab_size, hidden_size=c.hidden_size,
-                  intermediate_size=c.intermediate_size, num_hidden_layers=c.num_layers,
-                  num_attention_heads=c.num_heads, num_key_value_heads=c.num_kv_heads,
-                  rms_norm_eps=c.rms_norm_eps, rope_theta=c.rope_theta,
-                  max_position_embeddings=c.max_position_embeddings, torch_dtype=torch_dtype)
+  language = dict(
+      model_type="llama",
+      vocab_size=c.vocab_size,
+      hidden_size=c.hidden_size,
+      intermediate_size=c.intermediate_size,
+      num_hidden_layers=c.num_layers,
+      num_attention_heads=c.num_heads,
+      num_key_value_heads=c.num_kv_heads,
+      rms_norm_eps=c.rms_norm_eps,
+      rope_theta=c.rope_theta,
+      max_position_embeddings=c.max_position_embeddings,
+      torch_dtype=torch_dtype,
+  )
   siglip = _tower_to_original(cfg.siglip, "siglip_large_patch16_384")
   if cfg.hybrid:
-    vision = dict(cls="HybridVisionTower", model_type="vision", params=dict(
-        concat_type="tuple", freeze_high=True, freeze_low=True,
-        high_res_cfg={**_tower_to_original(cfg.sam, "sam_b_downsample"),
-                      "output_dim": cfg.sam.output_dim, "ckpt_path": ""},
-        low_res_cfg={**siglip, "output_dim": cfg.siglip.width}))
-    aligner = dict(projector_type=cfg.aligner.type, depth=cfg.aligner.depth,
-                   input_dim=cfg.siglip.width, n_embed=c.hidden_size)
+    vision = dict(
+        cls="HybridVisionTower",
+        model_type="vision",
+        params=dict(
+            concat_type="tuple",
+            freeze_high=True,
+            freeze_low=True,
+            high_res_cfg={
+                **_tower_to_original(cfg.sam, "sam_b_downsample"),
+                "output_dim": cfg.sam.output_dim,
+                "ckpt_path": "",
+            },
+            low_res_cfg={**siglip, "output_dim": cfg.siglip.width},
+        ),
+    )
+    aligner = dict(
+        projector_type=cfg.aligner.type,
+        depth=cfg.aligner.depth,
+        input_dim=cfg.siglip.width,
+        n_embed=c.hidden_size,
+    )
   else:
     vision = dict(cls="CLIPVisionTower", model_type="vision", params=siglip)
-    aligner = dict(projector_type=cfg.aligner.type, depth=cfg.aligner.depth,
-                   input_dim=cfg.siglip.width, n_embed=c.hidden_size)
-  return dict(model_type="multi_modality", vision_config=vision,
-              aligner_config=dict(cls="MlpProjector", model_type="aligner", params=aligner),
-              language_config=language, torch_dtype=torch_dtype)
+    aligner = dict(
+        projector_type=cfg.aligner.type,
+        depth=cfg.aligner.depth,
+        input_dim=cfg.siglip.width,
+        n_embed=c.hidden_size,
+    )
+  return dict(
+      model_type="multi_modality",
+      vision_config=vision,
+      aligner_config=dict(cls="MlpProjector", model_type="aligner", params=aligner),
+      language_config=language,
+      torch_dtype=torch_dtype,
+  )
 
 
 def from_json(config: dict, layout: str, has_lm_head: bool = True) -> VLMConfig:

@@ -18,8 +18,16 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from dsvl_jax.checkpoint.mapping import (HF_SIGLIP_PREFIXES, LAYOUTS, ConversionError, ParamSpec, _get,
-                             _set, param_specs, unused_patterns)
+from dsvl_jax.checkpoint.mapping import (
+    HF_SIGLIP_PREFIXES,
+    LAYOUTS,
+    ConversionError,
+    ParamSpec,
+    _get,
+    _set,
+    param_specs,
+    unused_patterns,
+)
 from dsvl_jax.checkpoint.safetensors_io import DictSource, TensorSource
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import abstract_params
@@ -38,8 +46,10 @@ def detect_layout(keys) -> str:
     return "original"
   if any(k.startswith("model.") or k == "lm_head.weight" for k in keys):
     return "hf"
-  raise ConversionError("cannot tell the checkpoint layout from its keys (neither "
-                        f"'language_model.*' nor 'model.*'); first keys: {sorted(keys)[:5]}")
+  raise ConversionError(
+      "cannot tell the checkpoint layout from its keys (neither "
+      f"'language_model.*' nor 'model.*'); first keys: {sorted(keys)[:5]}"
+  )
 
 
 def _siglip_prefix(cfg: VLMConfig, layout: str, keys) -> str | None:
@@ -53,8 +63,9 @@ def _siglip_prefix(cfg: VLMConfig, layout: str, keys) -> str | None:
 
 def _torch_shapes(spec: ParamSpec, flax_shape: tuple[int, ...]) -> list[tuple[int, ...]]:
   one = flax_shape[1:] if spec.stacked else flax_shape
-  out = jax.eval_shape(lambda a: spec.transform.to_torch(jnp, a),
-                       jax.ShapeDtypeStruct(one, jnp.float32))
+  out = jax.eval_shape(
+      lambda a: spec.transform.to_torch(jnp, a), jax.ShapeDtypeStruct(one, jnp.float32)
+  )
   return [tuple(o.shape) for o in out]
 
 
@@ -64,8 +75,9 @@ def check(source: TensorSource, cfg: VLMConfig, layout: str) -> tuple[list[Param
   specs = param_specs(cfg, layout, siglip_prefix=_siglip_prefix(cfg, layout, keys))
   wanted = {k for s in specs for ks in s.keys for k in ks}
   extra = sorted(set(keys) - wanted)
-  patterns = [re.compile(p) for p in unused_patterns(
-      cfg, layout, _siglip_prefix(cfg, layout, keys))]
+  patterns = [
+      re.compile(p) for p in unused_patterns(cfg, layout, _siglip_prefix(cfg, layout, keys))
+  ]
   unused = [k for k in extra if any(p.fullmatch(k) for p in patterns)]
   unexpected = [k for k in extra if k not in set(unused)]
   missing = sorted(wanted - set(keys))
@@ -75,8 +87,9 @@ def check(source: TensorSource, cfg: VLMConfig, layout: str) -> tuple[list[Param
   if unexpected:
     problems.append(f"{len(unexpected)} unexpected key(s): {unexpected}")
   if not problems:
-    shapes = {k: tuple(v.shape) for k, v in
-              traverse_util.flatten_dict(abstract_params(cfg)).items()}
+    shapes = {
+        k: tuple(v.shape) for k, v in traverse_util.flatten_dict(abstract_params(cfg)).items()
+    }
     for spec in specs:
       expected = _torch_shapes(spec, shapes[spec.path])
       for ks in spec.keys:
@@ -85,14 +98,22 @@ def check(source: TensorSource, cfg: VLMConfig, layout: str) -> tuple[list[Param
           if found != want:
             problems.append(f"shape mismatch for '{k}': expected {want}, found {found}")
   if problems:
-    raise ConversionError(f"checkpoint ({layout} layout) does not match the model config: "
-                          + "; ".join(problems))
+    raise ConversionError(
+        f"checkpoint ({layout} layout) does not match the model config: " + "; ".join(problems)
+    )
   return specs, unused
 
 
-def to_params(source: TensorSource, cfg: VLMConfig, layout: str | None = None, *,
-              dtype: Any = jnp.float32, shardings: Any = None, to_device: bool = True,
-              progress: bool = False) -> tuple[dict, ImportReport]:
+def to_params(
+    source: TensorSource,
+    cfg: VLMConfig,
+    layout: str | None = None,
+    *,
+    dtype: Any = jnp.float32,
+    shardings: Any = None,
+    to_device: bool = True,
+    progress: bool = False,
+) -> tuple[dict, ImportReport]:
   """Reads every tensor once and returns our parameter tree.
 
   to_device=False returns numpy arrays (tests, export); otherwise jax arrays, placed with
@@ -133,8 +154,9 @@ def _place(leaf: np.ndarray, sharding) -> jax.Array:
   return jax.make_array_from_callback(leaf.shape, sharding, lambda idx: leaf[idx])
 
 
-def from_params(params: Mapping, cfg: VLMConfig, layout: str, *, dtype: Any = None,
-                progress: bool = False) -> Iterator[tuple[str, np.ndarray]]:
+def from_params(
+    params: Mapping, cfg: VLMConfig, layout: str, *, dtype: Any = None, progress: bool = False
+) -> Iterator[tuple[str, np.ndarray]]:
   """Yields (PyTorch key, array) one tensor at a time, in the layout's key names."""
   specs = param_specs(cfg, layout)
   bar = _progress(len(specs), "export") if progress else None
@@ -153,23 +175,34 @@ def from_params(params: Mapping, cfg: VLMConfig, layout: str, *, dtype: Any = No
 
 def _progress(total: int, desc: str):
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
+
   return tqdm(total=total, desc=desc, unit="param", leave=False)
 
 
 # Convenience wrappers for in-memory state dicts (tests, notebooks).
 
 
-def state_dict_to_params(state: Mapping[str, Any], cfg: VLMConfig, layout: str | None = None,
-                         dtype: Any = np.float32) -> tuple[dict, list[str]]:
+def state_dict_to_params(
+    state: Mapping[str, Any], cfg: VLMConfig, layout: str | None = None, dtype: Any = np.float32
+) -> tuple[dict, list[str]]:
   """PyTorch-layout dict -> (numpy parameter tree, known-unused keys skipped)."""
   params, report = to_params(DictSource(state), cfg, layout, dtype=dtype, to_device=False)
   return params, report.unused
 
 
-def params_to_state_dict(params: Mapping, cfg: VLMConfig, layout: str = "hf"
-                         ) -> dict[str, np.ndarray]:
+def params_to_state_dict(
+    params: Mapping, cfg: VLMConfig, layout: str = "hf"
+) -> dict[str, np.ndarray]:
   return dict(from_params(params, cfg, layout))
 
 
-__all__ = ["ImportReport", "LAYOUTS", "check", "detect_layout", "from_params",
-           "params_to_state_dict", "state_dict_to_params", "to_params"]
+__all__ = [
+    "ImportReport",
+    "LAYOUTS",
+    "check",
+    "detect_layout",
+    "from_params",
+    "params_to_state_dict",
+    "state_dict_to_params",
+    "to_params",
+]

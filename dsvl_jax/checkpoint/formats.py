@@ -17,18 +17,26 @@ from typing import Any, Iterator
 
 import jax.numpy as jnp
 
+from dsvl_jax.checkpoint import params_io
 from dsvl_jax.checkpoint.configs import from_json, to_hf, to_original
 from dsvl_jax.checkpoint.convert import ImportReport, detect_layout, from_params, to_params
 from dsvl_jax.checkpoint.mapping import ConversionError
 from dsvl_jax.checkpoint.safetensors_io import SafetensorsSource, parse_size, write_safetensors
-from dsvl_jax.checkpoint import params_io
 from dsvl_jax.models.config import VLMConfig
 
 # Files that travel with the weights (tokenizer, processor, generation settings).
-SIDECAR_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                 "tokenizer.model", "added_tokens.json", "preprocessor_config.json",
-                 "processor_config.json", "chat_template.jinja", "chat_template.json",
-                 "generation_config.json")
+SIDECAR_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "chat_template.jinja",
+    "chat_template.json",
+    "generation_config.json",
+)
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -41,9 +49,14 @@ def with_dtype(cfg: VLMConfig, dtype: str) -> VLMConfig:
   if dtype not in DTYPES:
     raise ValueError(f"dtype {dtype!r} not in {DTYPES}")
   exact = dtype == "float32"
-  return cfg.replace(compute=dataclasses.replace(
-      cfg.compute, param_dtype=dtype, dtype="float32" if exact else dtype,
-      precision="highest" if exact else cfg.compute.precision))
+  return cfg.replace(
+      compute=dataclasses.replace(
+          cfg.compute,
+          param_dtype=dtype,
+          dtype="float32" if exact else dtype,
+          precision="highest" if exact else cfg.compute.precision,
+      )
+  )
 
 
 def read_pytorch_dir(src: str | pathlib.Path) -> tuple[SafetensorsSource, str, VLMConfig]:
@@ -67,8 +80,9 @@ def read_pytorch_dir(src: str | pathlib.Path) -> tuple[SafetensorsSource, str, V
   return source, layout, cfg
 
 
-def read_any(src: str | pathlib.Path, dtype: str = "float32", shardings_fn=None,
-             progress: bool = False) -> tuple[VLMConfig, Any]:
+def read_any(
+    src: str | pathlib.Path, dtype: str = "float32", shardings_fn=None, progress: bool = False
+) -> tuple[VLMConfig, Any]:
   """(config, params) from our checkpoint or a PyTorch directory of either layout.
 
   shardings_fn: cfg -> tree of shardings for the params (None: one device).
@@ -83,15 +97,21 @@ def read_any(src: str | pathlib.Path, dtype: str = "float32", shardings_fn=None,
       params_dir, cfg = src / params_io.PARAMS_DIR, params_io.read_config(src)
     cfg = with_dtype(cfg, dtype)
     from dsvl_jax.models.init import abstract_params  # pylint: disable=g-import-not-at-top
+
     shardings = shardings_fn(cfg) if shardings_fn else None
     target = params_io.abstract_like(abstract_params(cfg), jnp.dtype(dtype), shardings)
     return cfg, params_io.restore_params_dir(params_dir, target)
   source, layout, cfg = read_pytorch_dir(src)
   cfg = with_dtype(cfg, dtype)
   try:
-    params, _ = to_params(source, cfg, layout, dtype=jnp.dtype(dtype),
-                          shardings=shardings_fn(cfg) if shardings_fn else None,
-                          progress=progress)
+    params, _ = to_params(
+        source,
+        cfg,
+        layout,
+        dtype=jnp.dtype(dtype),
+        shardings=shardings_fn(cfg) if shardings_fn else None,
+        progress=progress,
+    )
   finally:
     source.close()
   return cfg, params
@@ -122,8 +142,9 @@ def _copy_sidecars(src: pathlib.Path, dst: pathlib.Path) -> list[str]:
   return copied
 
 
-def import_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, dtype: str = "float32",
-                      progress: bool = True) -> ImportReport:
+def import_checkpoint(
+    src: str | pathlib.Path, dst: str | pathlib.Path, dtype: str = "float32", progress: bool = True
+) -> ImportReport:
   """PyTorch directory (either layout, single or sharded) -> our orbax checkpoint."""
   src, dst = pathlib.Path(src), pathlib.Path(dst)
   source, layout, cfg = read_pytorch_dir(src)
@@ -138,9 +159,14 @@ def import_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, dtype: s
   return report
 
 
-def export_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, layout: str = "hf",
-                      shard_size: str = "5GB", dtype: str | None = None,
-                      progress: bool = True) -> list[str]:
+def export_checkpoint(
+    src: str | pathlib.Path,
+    dst: str | pathlib.Path,
+    layout: str = "hf",
+    shard_size: str = "5GB",
+    dtype: str | None = None,
+    progress: bool = True,
+) -> list[str]:
   """Our checkpoint, a training workdir or step (or a PyTorch directory) -> safetensors
   in `layout` + config.json.
 
@@ -155,8 +181,11 @@ def export_checkpoint(src: str | pathlib.Path, dst: str | pathlib.Path, layout: 
     stored = params_io.read_run_model_config(trained[1]).compute.param_dtype
     sidecar_dir = trained[1]
   else:
-    stored = (params_io.read_config(src).compute.param_dtype
-              if params_io.is_checkpoint(src) else "float32")
+    stored = (
+        params_io.read_config(src).compute.param_dtype
+        if params_io.is_checkpoint(src)
+        else "float32"
+    )
     sidecar_dir = src
   dtype = dtype or stored
   cfg, params = read_any(src, dtype=dtype, progress=progress)

@@ -14,10 +14,10 @@ from typing import Any
 import jax
 import numpy as np
 
-from dsvl_jax.runtime import sharding
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import abstract_params, logical_axes
 from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
+from dsvl_jax.runtime import sharding
 
 
 @dataclasses.dataclass
@@ -31,6 +31,7 @@ class LoadedModel:
   def _forward(self):
     def forward(params, ids, mask, images):
       return self.module.apply({"params": params}, ids, images, attention_mask=mask)["logits"]
+
     return jax.jit(forward)
 
   def logits(self, input_ids, attention_mask=None, images=None) -> jax.Array:
@@ -49,13 +50,16 @@ class LoadedModel:
       return self._forward(self.params, input_ids, mask, images)
 
 
-def load(path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None,
-         progress: bool = False) -> LoadedModel:
+def load(
+    path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None, progress: bool = False
+) -> LoadedModel:
   """Loads a checkpoint directory of any supported kind (see module docstring)."""
   from dsvl_jax.checkpoint.formats import read_any  # pylint: disable=g-import-not-at-top
 
   def shardings_fn(cfg):
     return sharding.logical_to_mesh(logical_axes(cfg), mesh, shapes=abstract_params(cfg))
-  cfg, params = read_any(path, dtype=dtype, shardings_fn=shardings_fn if mesh else None,
-                         progress=progress)
+
+  cfg, params = read_any(
+      path, dtype=dtype, shardings_fn=shardings_fn if mesh else None, progress=progress
+  )
   return LoadedModel(cfg, DeepseekVL(cfg), params, mesh)

@@ -52,8 +52,8 @@ def linear(kernel_shape: tuple[int, ...], n_in: int = 1) -> Transform:
   """torch Linear weight [out, in] <-> kernel [*in_dims, *out_dims] (n_in leading dims)."""
   n_in_flat = int(np.prod(kernel_shape[:n_in]))
   return Transform(
-      lambda xp, w: w.T.reshape(kernel_shape),
-      lambda xp, a: (a.reshape(n_in_flat, -1).T,))
+      lambda xp, w: w.T.reshape(kernel_shape), lambda xp, a: (a.reshape(n_in_flat, -1).T,)
+  )
 
 
 def bias(shape: tuple[int, ...]) -> Transform:
@@ -69,13 +69,15 @@ def split_qkv_kernel(d: int, heads: int, head_dim: int) -> Transform:
   """Three torch [H*Dh, D] weights (q, k, v) <-> fused kernel [D, 3, H, Dh]."""
   return Transform(
       lambda xp, q, k, v: xp.stack([w.T.reshape(d, heads, head_dim) for w in (q, k, v)], axis=1),
-      lambda xp, a: tuple(a[:, i].reshape(d, heads * head_dim).T for i in range(3)))
+      lambda xp, a: tuple(a[:, i].reshape(d, heads * head_dim).T for i in range(3)),
+  )
 
 
 def split_qkv_bias(heads: int, head_dim: int) -> Transform:
   return Transform(
       lambda xp, q, k, v: xp.stack([b.reshape(heads, head_dim) for b in (q, k, v)], axis=0),
-      lambda xp, a: tuple(a[i].reshape(-1) for i in range(3)))
+      lambda xp, a: tuple(a[i].reshape(-1) for i in range(3)),
+  )
 
 
 # ---------------------------------------------------------------------------------------
@@ -88,6 +90,7 @@ class ParamSpec:
 
   keys: one tuple of torch keys per stacked layer (a single tuple if not stacked).
   """
+
   path: Path
   keys: tuple[tuple[str, ...], ...]
   transform: Transform
@@ -104,8 +107,11 @@ class _Builder:
     self.specs.append(ParamSpec(tuple(path.split("/")), (keys,), transform))
 
   def stack(self, path: str, layer_keys: Iterable[Iterable[str]], transform: Transform) -> None:
-    self.specs.append(ParamSpec(tuple(path.split("/")), tuple(tuple(k) for k in layer_keys),
-                                transform, stacked=True))
+    self.specs.append(
+        ParamSpec(
+            tuple(path.split("/")), tuple(tuple(k) for k in layer_keys), transform, stacked=True
+        )
+    )
 
   def norm(self, path: str, key: str) -> None:
     self.add(f"{path}/scale", f"{key}.weight", identity())
@@ -115,8 +121,9 @@ class _Builder:
     self.stack(f"{path}/scale", [[f"{k}.weight"] for k in keys], identity())
     self.stack(f"{path}/bias", [[f"{k}.bias"] for k in keys], identity())
 
-  def stacked_linear(self, path: str, keys: list[str], kernel_shape, n_in: int = 1,
-                     with_bias: bool = True) -> None:
+  def stacked_linear(
+      self, path: str, keys: list[str], kernel_shape, n_in: int = 1, with_bias: bool = True
+  ) -> None:
     self.stack(f"{path}/kernel", [[f"{k}.weight"] for k in keys], linear(kernel_shape, n_in))
     if with_bias:
       out_shape = tuple(kernel_shape[n_in:])
@@ -126,6 +133,7 @@ class _Builder:
 @dataclasses.dataclass(frozen=True)
 class Layout:
   """Key names of one checkpoint layout (reference 2.1-2.3)."""
+
   name: str
   llm: str  # prefix of the decoder (embed_tokens, layers.{i}, norm)
   lm_head: str
@@ -144,23 +152,40 @@ class Layout:
 
 HF = Layout(
     name="hf",
-    llm="model.language_model.", lm_head="lm_head.weight",
-    siglip="model.vision_model.", siglip_hybrid="model.vision_model.",
-    siglip_names=dict(patch="embeddings.patch_embedding", pos="embeddings.position_embedding.weight",
-                      block="encoder.layers.{i}.", qkv=("self_attn.q_proj", "self_attn.k_proj",
-                                                        "self_attn.v_proj"),
-                      proj="self_attn.out_proj", norm1="layer_norm1", norm2="layer_norm2",
-                      final="post_layernorm"),
+    llm="model.language_model.",
+    lm_head="lm_head.weight",
+    siglip="model.vision_model.",
+    siglip_hybrid="model.vision_model.",
+    siglip_names=dict(
+        patch="embeddings.patch_embedding",
+        pos="embeddings.position_embedding.weight",
+        block="encoder.layers.{i}.",
+        qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
+        proj="self_attn.out_proj",
+        norm1="layer_norm1",
+        norm2="layer_norm2",
+        final="post_layernorm",
+    ),
     sam="model.high_res_vision_model.vision_encoder.",
-    sam_names=dict(patch="patch_embed.projection", block="layers.{i}.", norm1="layer_norm1",
-                   norm2="layer_norm2"),
+    sam_names=dict(
+        patch="patch_embed.projection",
+        block="layers.{i}.",
+        norm1="layer_norm1",
+        norm2="layer_norm2",
+    ),
     neck=("neck.conv1", "neck.layer_norm1", "neck.conv2", "neck.layer_norm2"),
-    neck_hd=tuple(f"model.high_res_vision_neck.{n}"
-                  for n in ("conv1", "layer_norm1", "conv2", "layer_norm2")),
-    downsample="model.high_res_vision_proj.conv{n1}", hd_alpha="model.high_res_vision_alpha",
-    aligner=dict(linear_0="model.aligner.linear1", linear_1="model.aligner.linear2",
-                 high_up_proj="model.aligner.high_res_vision_proj",
-                 low_up_proj="model.aligner.vision_proj", proj="model.aligner.proj"),
+    neck_hd=tuple(
+        f"model.high_res_vision_neck.{n}" for n in ("conv1", "layer_norm1", "conv2", "layer_norm2")
+    ),
+    downsample="model.high_res_vision_proj.conv{n1}",
+    hd_alpha="model.high_res_vision_alpha",
+    aligner=dict(
+        linear_0="model.aligner.linear1",
+        linear_1="model.aligner.linear2",
+        high_up_proj="model.aligner.high_res_vision_proj",
+        low_up_proj="model.aligner.vision_proj",
+        proj="model.aligner.proj",
+    ),
     # SigLIP's attention-pool head, saved when vision_use_head=True (transformers'
     # SiglipVisionConfig default); DeepSeek-VL reads the last hidden state, like ORIG's
     # attn_pool. Either SigLIP prefix (HF_SIGLIP_PREFIXES), both families.
@@ -170,21 +195,37 @@ HF = Layout(
 _ORIG_SAM = "vision_model.vision_tower_high.vision_tower."
 ORIGINAL = Layout(
     name="original",
-    llm="language_model.model.", lm_head="language_model.lm_head.weight",
+    llm="language_model.model.",
+    lm_head="language_model.lm_head.weight",
     siglip="vision_model.vision_tower.",
     siglip_hybrid="vision_model.vision_tower_low.vision_tower.",
-    siglip_names=dict(patch="patch_embed.proj", pos="pos_embed", block="blocks.{i}.",
-                      qkv=("attn.qkv",), proj="attn.proj", norm1="norm1", norm2="norm2",
-                      final="norm"),
+    siglip_names=dict(
+        patch="patch_embed.proj",
+        pos="pos_embed",
+        block="blocks.{i}.",
+        qkv=("attn.qkv",),
+        proj="attn.proj",
+        norm1="norm1",
+        norm2="norm2",
+        final="norm",
+    ),
     sam=_ORIG_SAM,
     sam_names=dict(patch="patch_embed.proj", block="blocks.{i}.", norm1="norm1", norm2="norm2"),
     neck=("neck.0", "neck.1", "neck.2", "neck.3"),
     neck_hd=tuple(f"{_ORIG_SAM}neck_hd.{n}" for n in range(4)),
-    downsample=_ORIG_SAM + "downsamples.{n}", hd_alpha=_ORIG_SAM + "hd_alpha_downsamples",
-    aligner=dict(linear="aligner.layers.{two_k}", high_up_proj="aligner.high_up_proj",
-                 low_up_proj="aligner.low_up_proj", proj="aligner.layers.1"),
-    unused=(r".*rotary_emb\.inv_freq$", r"vision_model\.(.*\.)?attn_pool\..*",
-            r"vision_model\.(high|low)_layer_norm\..*"),
+    downsample=_ORIG_SAM + "downsamples.{n}",
+    hd_alpha=_ORIG_SAM + "hd_alpha_downsamples",
+    aligner=dict(
+        linear="aligner.layers.{two_k}",
+        high_up_proj="aligner.high_up_proj",
+        low_up_proj="aligner.low_up_proj",
+        proj="aligner.layers.1",
+    ),
+    unused=(
+        r".*rotary_emb\.inv_freq$",
+        r"vision_model\.(.*\.)?attn_pool\..*",
+        r"vision_model\.(high|low)_layer_norm\..*",
+    ),
 )
 
 LAYOUTS = {"hf": HF, "original": ORIGINAL}
@@ -196,17 +237,28 @@ def _llm_specs(b: _Builder, cfg: VLMConfig, lay: Layout) -> None:
   layer = [f"{lay.llm}layers.{i}." for i in range(c.num_layers)]
   b.add("llm/embed_tokens/embedding", f"{lay.llm}embed_tokens.weight", identity())
   for name, shape in (("q_proj", (d, h, hd)), ("k_proj", (d, kvh, hd)), ("v_proj", (d, kvh, hd))):
-    b.stacked_linear(f"llm/layers/{name}", [f"{p}self_attn.{name}" for p in layer], shape,
-                     with_bias=False)
-  b.stacked_linear("llm/layers/o_proj", [f"{p}self_attn.o_proj" for p in layer], (h, hd, d),
-                   n_in=2, with_bias=False)
+    b.stacked_linear(
+        f"llm/layers/{name}", [f"{p}self_attn.{name}" for p in layer], shape, with_bias=False
+    )
+  b.stacked_linear(
+      "llm/layers/o_proj",
+      [f"{p}self_attn.o_proj" for p in layer],
+      (h, hd, d),
+      n_in=2,
+      with_bias=False,
+  )
   for name, shape in (("gate_proj", (d, f)), ("up_proj", (d, f)), ("down_proj", (f, d))):
-    b.stacked_linear(f"llm/layers/{name}", [f"{p}mlp.{name}" for p in layer], shape,
-                     with_bias=False)
-  b.stack("llm/layers/input_norm/scale", [[f"{p}input_layernorm.weight"] for p in layer],
-          identity())
-  b.stack("llm/layers/post_attention_norm/scale",
-          [[f"{p}post_attention_layernorm.weight"] for p in layer], identity())
+    b.stacked_linear(
+        f"llm/layers/{name}", [f"{p}mlp.{name}" for p in layer], shape, with_bias=False
+    )
+  b.stack(
+      "llm/layers/input_norm/scale", [[f"{p}input_layernorm.weight"] for p in layer], identity()
+  )
+  b.stack(
+      "llm/layers/post_attention_norm/scale",
+      [[f"{p}post_attention_layernorm.weight"] for p in layer],
+      identity(),
+  )
   b.add("llm/norm/scale", f"{lay.llm}norm.weight", identity())
   if not c.tie_embeddings:
     b.add("llm/lm_head/kernel", lay.lm_head, linear((d, c.vocab_size)))
@@ -222,10 +274,16 @@ def _siglip_specs(b: _Builder, cfg: VLMConfig, lay: Layout, prefix: str) -> None
   pos_shape = (s.num_tokens, d) if lay is HF else (1, s.num_tokens, d)
   b.add(f"{root}/pos_embed", prefix + n["pos"], reshape((s.num_tokens, d), pos_shape))
   if len(n["qkv"]) == 3:  # transformers splits q, k, v
-    b.stack(f"{root}/blocks/attn/qkv/kernel",
-            [[f"{p}{q}.weight" for q in n["qkv"]] for p in layer], split_qkv_kernel(d, h, hd))
-    b.stack(f"{root}/blocks/attn/qkv/bias",
-            [[f"{p}{q}.bias" for q in n["qkv"]] for p in layer], split_qkv_bias(h, hd))
+    b.stack(
+        f"{root}/blocks/attn/qkv/kernel",
+        [[f"{p}{q}.weight" for q in n["qkv"]] for p in layer],
+        split_qkv_kernel(d, h, hd),
+    )
+    b.stack(
+        f"{root}/blocks/attn/qkv/bias",
+        [[f"{p}{q}.bias" for q in n["qkv"]] for p in layer],
+        split_qkv_bias(h, hd),
+    )
   else:  # fused, rows [q | k | v], head-major within each
     b.stacked_linear(f"{root}/blocks/attn/qkv", [p + n["qkv"][0] for p in layer], (d, 3, h, hd))
   b.stacked_linear(f"{root}/blocks/attn/proj", [p + n["proj"] for p in layer], (h, hd, d), n_in=2)
@@ -242,7 +300,9 @@ def _sam_specs(b: _Builder, cfg: VLMConfig, lay: Layout) -> None:
   root = "vision/sam"
   b.add(f"{root}/patch_embed/kernel", f"{enc}{n['patch']}.weight", conv())
   b.add(f"{root}/patch_embed/bias", f"{enc}{n['patch']}.bias", identity())
-  b.add(f"{root}/pos_embed", f"{enc}pos_embed", reshape((s.grid, s.grid, d), (1, s.grid, s.grid, d)))
+  b.add(
+      f"{root}/pos_embed", f"{enc}pos_embed", reshape((s.grid, s.grid, d), (1, s.grid, s.grid, d))
+  )
   p = block_period(s)
   for sub in range(p):
     blk = f"{root}/blocks/block_{sub}"
@@ -264,8 +324,7 @@ def _sam_specs(b: _Builder, cfg: VLMConfig, lay: Layout) -> None:
     b.norm(f"{root}/{name}/norm1", norm1)
     b.norm(f"{root}/{name}/norm2", norm2)
   for i in range(len(s.downsample_channels)):
-    b.add(f"{root}/downsample_{i}/kernel",
-          lay.downsample.format(n=i, n1=i + 1) + ".weight", conv())
+    b.add(f"{root}/downsample_{i}/kernel", lay.downsample.format(n=i, n1=i + 1) + ".weight", conv())
   if s.hd_branch:
     b.add(f"{root}/hd_alpha", lay.hd_alpha, identity())
 
@@ -283,21 +342,27 @@ def _aligner_specs(b: _Builder, cfg: VLMConfig, lay: Layout) -> None:
     dense("proj", d, d)
     return
   if lay is HF and cfg.aligner.depth != 2:
-    raise ConversionError("the transformers layout has a 2-layer aligner "
-                          f"(linear1, linear2); this model has depth {cfg.aligner.depth}")
+    raise ConversionError(
+        "the transformers layout has a 2-layer aligner "
+        f"(linear1, linear2); this model has depth {cfg.aligner.depth}"
+    )
   for k in range(cfg.aligner.depth):
     # ORIG numbers nn.Sequential slots (GELUs take the odd ones); transformers names them.
     key = lay.aligner[f"linear_{k}"] if lay is HF else lay.aligner["linear"].format(two_k=2 * k)
-    b.add(f"aligner/linear_{k}/kernel", f"{key}.weight",
-          linear((cfg.siglip.width if k == 0 else d, d)))
+    b.add(
+        f"aligner/linear_{k}/kernel",
+        f"{key}.weight",
+        linear((cfg.siglip.width if k == 0 else d, d)),
+    )
     b.add(f"aligner/linear_{k}/bias", f"{key}.bias", identity())
 
 
 HF_SIGLIP_PREFIXES = ("model.vision_model.vision_model.", "model.vision_model.")
 
 
-def param_specs(cfg: VLMConfig, layout: str = "hf", *,
-                siglip_prefix: str | None = None) -> list[ParamSpec]:
+def param_specs(
+    cfg: VLMConfig, layout: str = "hf", *, siglip_prefix: str | None = None
+) -> list[ParamSpec]:
   """All ParamSpecs of `cfg` for a checkpoint layout ('hf' or 'original').
 
   siglip_prefix (hf only): transformers 4.x wrote 'model.vision_model.vision_model.',
@@ -341,5 +406,3 @@ def _get(tree: Mapping, path: Path) -> Any:
   for p in path:
     tree = tree[p]
   return tree
-
-

@@ -41,8 +41,9 @@ def latest_params_dir(workdir: str | pathlib.Path) -> pathlib.Path | None:
   root = pathlib.Path(workdir) / TRAIN_CHECKPOINTS
   if not root.is_dir():
     return None
-  steps = sorted(int(p.name) for p in root.iterdir()
-                 if p.name.isdigit() and (p / PARAMS_DIR).is_dir())
+  steps = sorted(
+      int(p.name) for p in root.iterdir() if p.name.isdigit() and (p / PARAMS_DIR).is_dir()
+  )
   return root / str(steps[-1]) / PARAMS_DIR if steps else None
 
 
@@ -55,8 +56,11 @@ def training_checkpoint(path: str | pathlib.Path) -> tuple[pathlib.Path, pathlib
       raise FileNotFoundError(f"training workdir {path} has no finished checkpoint yet")
     return params, path
   workdir = path.parent.parent
-  if ((path / PARAMS_DIR).is_dir() and path.parent.name == TRAIN_CHECKPOINTS and
-      (workdir / RUN_CONFIG).is_file()):
+  if (
+      (path / PARAMS_DIR).is_dir()
+      and path.parent.name == TRAIN_CHECKPOINTS
+      and (workdir / RUN_CONFIG).is_file()
+  ):
     return path / PARAMS_DIR, workdir
   return None
 
@@ -72,8 +76,9 @@ def is_checkpoint(path: str | pathlib.Path) -> bool:
 
 
 def write_config(path: pathlib.Path, cfg: VLMConfig) -> None:
-  (path / CONFIG_NAME).write_text(json.dumps(
-      {"format_version": FORMAT_VERSION, "model": cfg.to_dict()}, indent=2) + "\n")
+  (path / CONFIG_NAME).write_text(
+      json.dumps({"format_version": FORMAT_VERSION, "model": cfg.to_dict()}, indent=2) + "\n"
+  )
 
 
 def read_config(path: str | pathlib.Path) -> VLMConfig:
@@ -112,7 +117,7 @@ def abstract_like(abstract: Any, dtype: Any, shardings: Any = None) -> Any:
   """ShapeDtypeStructs with a new dtype and (optionally) shardings."""
   if shardings is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype, sharding=device),
-                        abstract)
-  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, dtype, sharding=s),
-                      abstract, shardings)
+    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype, sharding=device), abstract)
+  return jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, dtype, sharding=s), abstract, shardings
+  )

@@ -77,8 +77,9 @@ class SafetensorsSource(TensorSource):
         keys = set(self._open(file).keys())
         listed = {k for k, f in self._files.items() if f == file}
         if listed - keys:
-          raise ConversionError(f"{file} lacks tensors its index lists: "
-                                f"{sorted(listed - keys)[:10]}")
+          raise ConversionError(
+              f"{file} lacks tensors its index lists: " f"{sorted(listed - keys)[:10]}"
+          )
     elif (self.directory / SINGLE_NAME).exists():
       file = self.directory / SINGLE_NAME
       self._files = {k: file for k in self._open(file).keys()}
@@ -91,10 +92,13 @@ class SafetensorsSource(TensorSource):
             "refused: unpickling runs arbitrary code. Convert them to safetensors first, in "
             "an environment you trust, e.g. with transformers: "
             "AutoModel.from_pretrained(dir, trust_remote_code=False).save_pretrained(out, "
-            "safe_serialization=True), or torch.load + safetensors.torch.save_file.")
+            "safe_serialization=True), or torch.load + safetensors.torch.save_file."
+        )
       if len(files) != 1:
-        raise ConversionError(f"{self.directory}: expected {SINGLE_NAME} or {INDEX_NAME}, "
-                              f"found {[f.name for f in files] or 'no safetensors files'}")
+        raise ConversionError(
+            f"{self.directory}: expected {SINGLE_NAME} or {INDEX_NAME}, "
+            f"found {[f.name for f in files] or 'no safetensors files'}"
+        )
       self._files = {k: files[0] for k in self._open(files[0]).keys()}
 
   def _open(self, file: pathlib.Path):
@@ -102,8 +106,9 @@ class SafetensorsSource(TensorSource):
       try:
         self._handles[file] = safe_open(str(file), framework="numpy")
       except Exception as e:  # safetensors raises its own error types for bad headers
-        raise ConversionError(f"cannot read {file}: {e} (truncated or not a safetensors "
-                              "file?)") from e
+        raise ConversionError(
+            f"cannot read {file}: {e} (truncated or not a safetensors " "file?)"
+        ) from e
     return self._handles[file]
 
   def keys(self):
@@ -135,11 +140,15 @@ def parse_size(text: str) -> int:
   unit = (m.group(2) or "B").upper()
   base = 1024 if "I" in unit else 1000
   power = {"B": 0, "K": 1, "M": 2, "G": 3, "T": 4}[unit[0]]
-  return int(float(m.group(1)) * base ** power)
+  return int(float(m.group(1)) * base**power)
 
 
-def write_safetensors(tensors: Iterable[tuple[str, np.ndarray]], directory: pathlib.Path,
-                      shard_size: int, metadata: dict[str, str] | None = None) -> list[str]:
+def write_safetensors(
+    tensors: Iterable[tuple[str, np.ndarray]],
+    directory: pathlib.Path,
+    shard_size: int,
+    metadata: dict[str, str] | None = None,
+) -> list[str]:
   """Writes (key, array) pairs as shards of at most `shard_size` bytes (a tensor larger
   than that gets a shard of its own) plus an index; a single shard is `model.safetensors`.
   Holds at most one shard in memory. Returns the file names written.
@@ -176,9 +185,10 @@ def write_safetensors(tensors: Iterable[tuple[str, np.ndarray]], directory: path
   for tmp, name in zip(names, final):
     (directory / tmp).rename(directory / name)
   if n > 1:
-    index = {"metadata": {"total_size": total},
-             "weight_map": {k: final[i - 1] for k, i in sorted(weight_map.items())}}
+    index = {
+        "metadata": {"total_size": total},
+        "weight_map": {k: final[i - 1] for k, i in sorted(weight_map.items())},
+    }
     (directory / INDEX_NAME).write_text(json.dumps(index, indent=2) + "\n")
     final.append(INDEX_NAME)
   return final
-

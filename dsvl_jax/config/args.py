@@ -20,13 +20,15 @@ from typing import Mapping, TypeVar
 T = TypeVar("T")
 
 
-def parse_arg(arg: str | None, choices: Mapping[str | None, T], file: str,
-              what: str = "argument") -> T:
+def parse_arg(
+    arg: str | None, choices: Mapping[str | None, T], file: str, what: str = "argument"
+) -> T:
   """What `arg` selects in `choices` ("" is no argument); else a ValueError."""
   key = arg or None
   if key in choices:
     return choices[key]
   path = pathlib.Path(file)
   names = [repr(c) for c in choices if c is not None] + (["none"] if None in choices else [])
-  raise ValueError(f"{path.parent.name}/{path.name}: unknown {what} {arg!r}; "
-                   f"use one of: {', '.join(names)}")
+  raise ValueError(
+      f"{path.parent.name}/{path.name}: unknown {what} {arg!r}; " f"use one of: {', '.join(names)}"
+  )

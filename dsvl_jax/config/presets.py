@@ -110,87 +110,128 @@ def merged(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
 
 # DeepSeek-VL 7B (base/chat): hybrid SigLIP-L@384 + SAM-B@1024, hybrid split aligner,
 # DeepSeek-LLM-7B.
-_7B = merged(BASE, dict(
-    llm=dict(hidden_size=4096, num_layers=30, num_heads=32, num_kv_heads=32,  # MHA
-             intermediate_size=11008),
-    sam=SAM_B,
-    aligner=HYBRID_ALIGNER,
-))
+_7B = merged(
+    BASE,
+    dict(
+        llm=dict(
+            hidden_size=4096,
+            num_layers=30,
+            num_heads=32,
+            num_kv_heads=32,  # MHA
+            intermediate_size=11008,
+        ),
+        sam=SAM_B,
+        aligner=HYBRID_ALIGNER,
+    ),
+)
 
 # Tiny random models for tests (seconds, not hours). Shapes keep every structural
 # feature: GQA; in SAM several windows with padding (grid 8, window 3 -> pad to 9),
 # global blocks, the HD branch and the resize.
-_TINY = merged(BASE, dict(
-    llm=dict(
-        vocab_size=512,  # small vocabulary; special ids below sit inside it
-        hidden_size=64, num_layers=2, num_heads=4,
-        num_kv_heads=2,  # grouped key/value heads (exercises GQA)
-        head_dim=16, intermediate_size=128,
-        max_position_embeddings=2048,  # unused by unscaled RoPE
+_TINY = merged(
+    BASE,
+    dict(
+        llm=dict(
+            vocab_size=512,  # small vocabulary; special ids below sit inside it
+            hidden_size=64,
+            num_layers=2,
+            num_heads=4,
+            num_kv_heads=2,  # grouped key/value heads (exercises GQA)
+            head_dim=16,
+            intermediate_size=128,
+            max_position_embeddings=2048,  # unused by unscaled RoPE
+        ),
+        siglip=dict(
+            image_size=32,
+            patch_size=8,  # 4x4 = 16 image tokens
+            width=32,
+            depth=2,
+            num_heads=2,
+            mlp_dim=64,
+        ),
+        compute=dict(dtype="float32", precision="highest"),  # exact fp32 everywhere (parity tests)
+        image_token_id=500,  # plays the role of 100015
+        bos_token_id=1,  # plays the role of 100000
+        eos_token_id=2,  # plays the role of 100001
+        pad_token_id=2,  # pad = EOS, as released
     ),
-    siglip=dict(image_size=32, patch_size=8,  # 4x4 = 16 image tokens
-                width=32, depth=2, num_heads=2, mlp_dim=64),
-    compute=dict(dtype="float32",
-                 precision="highest"),  # exact fp32 everywhere (parity tests)
-    image_token_id=500,  # plays the role of 100015
-    bos_token_id=1,  # plays the role of 100000
-    eos_token_id=2,  # plays the role of 100001
-    pad_token_id=2,  # pad = EOS, as released
-))
-_TINY_HYBRID = merged(_TINY, dict(
-    sam=merged(SAM_B, dict(
-        image_size=64, patch_size=8,  # 8x8 grid
-        width=32,
-        depth=6,  # W W G x 2: the scan runs 2 groups
-        num_heads=2, mlp_dim=64,
-        window_size=3,  # 8 -> pad to 9, 9 windows
-        global_attn_indexes=(2, 5),
-        neck_channels=16,
-        resize_to=16,  # 4 * SigLIP grid, as 96 = 4 * 24
-        downsample_channels=(32, 64),  # 16 -> 8 -> 4
-    )),
-    aligner=HYBRID_ALIGNER,
-))
+)
+_TINY_HYBRID = merged(
+    _TINY,
+    dict(
+        sam=merged(
+            SAM_B,
+            dict(
+                image_size=64,
+                patch_size=8,  # 8x8 grid
+                width=32,
+                depth=6,  # W W G x 2: the scan runs 2 groups
+                num_heads=2,
+                mlp_dim=64,
+                window_size=3,  # 8 -> pad to 9, 9 windows
+                global_attn_indexes=(2, 5),
+                neck_channels=16,
+                resize_to=16,  # 4 * SigLIP grid, as 96 = 4 * 24
+                downsample_channels=(32, 64),  # 16 -> 8 -> 4
+            ),
+        ),
+        aligner=HYBRID_ALIGNER,
+    ),
+)
 
 DEMO_SPM_VOCAB = 640  # the demo's sentencepiece pieces (0..639: unk, bos, eos, bytes, merges)
 # The demo that learns to see (configs/demo.py): the 7B (hybrid) family, small enough
 # to go through the whole recipe on a laptop CPU.
-_DEMO = merged(_7B, dict(
-    llm=dict(
-        vocab_size=648,  # the tokenizer's 640 pieces + the image token, padded to 8
-        hidden_size=128,
-        num_layers=4,
-        num_heads=8,  # query heads: 8 x 16 learns which image token a place names
-        num_kv_heads=4,  # grouped key/value heads (4 x 32 mostly did not; BUILD.md)
-        head_dim=16,
-        intermediate_size=384,
-        max_position_embeddings=1024,  # longest chat the demo's chat mode may build
+_DEMO = merged(
+    _7B,
+    dict(
+        llm=dict(
+            vocab_size=648,  # the tokenizer's 640 pieces + the image token, padded to 8
+            hidden_size=128,
+            num_layers=4,
+            num_heads=8,  # query heads: 8 x 16 learns which image token a place names
+            num_kv_heads=4,  # grouped key/value heads (4 x 32 mostly did not; BUILD.md)
+            head_dim=16,
+            intermediate_size=384,
+            max_position_embeddings=1024,  # longest chat the demo's chat mode may build
+        ),
+        siglip=dict(
+            image_size=48,  # the low-resolution view: 3 x 3 = 9 image tokens
+            width=64,
+            depth=2,
+            num_heads=2,
+            mlp_dim=128,
+        ),
+        sam=dict(
+            image_size=144,  # the high-resolution input (what the processor produces)
+            width=64,  # 9 x 9 grid of 16-pixel patches
+            depth=3,  # window, window, global
+            num_heads=2,
+            mlp_dim=128,
+            window_size=3,  # 3 x 3 windows over the 9 x 9 grid
+            global_attn_indexes=(2,),  # the global block (also feeds the HD branch)
+            neck_channels=32,
+            resize_to=12,  # 9 -> 12 bilinear, then two stride-2 convs -> 3 x 3 (SigLIP's grid)
+            downsample_channels=(64, 128),
+        ),
+        compute=dict(
+            dtype="float32",  # a 2-core CPU has no fast bfloat16 everywhere
+            scan_unroll=4,  # all 4 layers in one loop body: ~12% faster steps on a CPU
+        ),
+        image_token_id=DEMO_SPM_VOCAB,  # first id after the tokenizer's pieces
+        bos_token_id=1,  # sentencepiece's <s> (a control piece)
+        eos_token_id=2,  # sentencepiece's </s>
+        pad_token_id=2,  # pad = EOS, as released
     ),
-    siglip=dict(image_size=48,  # the low-resolution view: 3 x 3 = 9 image tokens
-                width=64, depth=2, num_heads=2, mlp_dim=128),
-    sam=dict(
-        image_size=144,  # the high-resolution input (what the processor produces)
-        width=64,  # 9 x 9 grid of 16-pixel patches
-        depth=3,  # window, window, global
-        num_heads=2, mlp_dim=128,
-        window_size=3,  # 3 x 3 windows over the 9 x 9 grid
-        global_attn_indexes=(2,),  # the global block (also feeds the HD branch)
-        neck_channels=32,
-        resize_to=12,  # 9 -> 12 bilinear, then two stride-2 convs -> 3 x 3 (SigLIP's grid)
-        downsample_channels=(64, 128),
-    ),
-    compute=dict(
-        dtype="float32",  # a 2-core CPU has no fast bfloat16 everywhere
-        scan_unroll=4,  # all 4 layers in one loop body: ~12% faster steps on a CPU
-    ),
-    image_token_id=DEMO_SPM_VOCAB,  # first id after the tokenizer's pieces
-    bos_token_id=1,  # sentencepiece's <s> (a control piece)
-    eos_token_id=2,  # sentencepiece's </s>
-    pad_token_id=2,  # pad = EOS, as released
-))
+)
 
 PRESETS: dict[str, dict[str, Any]] = {
-    "1.3b": BASE, "7b": _7B, "tiny": _TINY, "tiny_hybrid": _TINY_HYBRID, "demo": _DEMO}
+    "1.3b": BASE,
+    "7b": _7B,
+    "tiny": _TINY,
+    "tiny_hybrid": _TINY_HYBRID,
+    "demo": _DEMO,
+}
 
 
 def model(name: str, **overrides: Any) -> ml_collections.ConfigDict:

@@ -63,8 +63,12 @@ def _literal_fields(cls) -> dict[str, tuple[tuple[Any, ...], bool]]:
     args = typing.get_args(hint)
     if typing.get_origin(hint) is Literal:
       out[name] = (args, False)
-    elif (typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis and
-          typing.get_origin(args[0]) is Literal):
+    elif (
+        typing.get_origin(hint) is tuple
+        and len(args) == 2
+        and args[1] is Ellipsis
+        and typing.get_origin(args[0]) is Literal
+    ):
       out[name] = (typing.get_args(args[0]), True)
   return out
 
@@ -76,8 +80,9 @@ def _check_choice(allowed: tuple[Any, ...], many: bool, value: Any, path: str) -
       raise ConfigError(f"config field '{path}': {v!r} not in {allowed}")
 
 
-def build_dataclass(cls, d: Mapping[str, Any], prefix: str,
-                    nested: Mapping[tuple[type, str], type] | None = None):
+def build_dataclass(
+    cls, d: Mapping[str, Any], prefix: str, nested: Mapping[tuple[type, str], type] | None = None
+):
   """cls(**d) with every field checked; `nested[(cls, name)]` builds sub-configs."""
   nested = nested or {}
   if hasattr(d, "to_dict"):
@@ -88,8 +93,9 @@ def build_dataclass(cls, d: Mapping[str, Any], prefix: str,
   literals = _literal_fields(cls)
   unknown = sorted(set(d) - set(fields))
   if unknown:
-    raise ConfigError(f"config field '{prefix}': unknown field(s) {unknown}; "
-                      f"known: {sorted(fields)}")
+    raise ConfigError(
+        f"config field '{prefix}': unknown field(s) {unknown}; " f"known: {sorted(fields)}"
+    )
   kwargs = {}
   for name, value in d.items():
     path = f"{prefix}.{name}"

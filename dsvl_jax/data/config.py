@@ -30,6 +30,7 @@ Stage = Literal[1, 2, 3]  # the paper's training stage (its loss masks)
 @dataclasses.dataclass(frozen=True)
 class SourceConfig:
   """One named source of records (see sources.py for the record schema)."""
+
   type: SourceType = "synthetic"  # jsonl | array_record | synthetic
   modality: Modality = MULTIMODAL  # text | multimodal: which steps draw from it
   weight: float = 1.0  # relative weight among the sources of its modality
@@ -46,19 +47,25 @@ class SourceConfig:
       check(len(self.paths) >= 1, f"{path}.paths", "an array_record source needs files")
     else:
       check(self.synthetic_size > 0, f"{path}.synthetic_size", "must be > 0")
-      check(bool(self.synthetic_kinds), f"{path}.synthetic_kinds",
-            f"a non-empty subset of {synthetic.KINDS}")
+      check(
+          bool(self.synthetic_kinds),
+          f"{path}.synthetic_kinds",
+          f"a non-empty subset of {synthetic.KINDS}",
+      )
       text_kinds = set(synthetic.TEXT_KINDS)
       want_text = self.modality == TEXT
-      check(all((k in text_kinds) == want_text for k in self.synthetic_kinds),
-            f"{path}.synthetic_kinds",
-            f"kinds {list(self.synthetic_kinds)} do not all match modality {self.modality!r}")
+      check(
+          all((k in text_kinds) == want_text for k in self.synthetic_kinds),
+          f"{path}.synthetic_kinds",
+          f"kinds {list(self.synthetic_kinds)} do not all match modality {self.modality!r}",
+      )
     return self
 
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
   """What the training pipeline reads and how it lays batches out."""
+
   stage: Stage = 2  # 1, 2: supervise all text tokens; 3: assistant answers and EOS only
   pack: bool = False  # several samples per row (the paper packs stage 2)
   seq_len: int = 4096  # tokens per row (model inputs; targets are shifted by one)
@@ -89,8 +96,18 @@ class DataConfig:
     """The fields that decide which sample lands where (a restored iterator state is
     only valid under the same values). The schedule may change between runs: it picks
     which pipeline a step reads, not what the pipelines hold."""
-    keep = ("stage", "pack", "seq_len", "global_batch_size", "max_images_per_row", "seed",
-            "shuffle", "tokenizer", "append_eos", "system_prompt")
+    keep = (
+        "stage",
+        "pack",
+        "seq_len",
+        "global_batch_size",
+        "max_images_per_row",
+        "seed",
+        "shuffle",
+        "tokenizer",
+        "append_eos",
+        "system_prompt",
+    )
     out: dict[str, Any] = {k: getattr(self, k) for k in keep}
     out["sources"] = {n: dataclasses.asdict(s) for n, s in self.sources}
     return json.loads(json.dumps(out))  # tuples -> lists, as a stored state has them
@@ -107,27 +124,45 @@ class DataConfig:
     check(self.worker_buffer_size >= 1, "data.worker_buffer_size", "must be >= 1")
     check(self.prefetch_batches >= 0, "data.prefetch_batches", "must be >= 0")
     check(0.0 <= self.multimodal_share <= 1.0, "data.multimodal_share", "must be in [0, 1]")
-    check(self.schedule == "constant" or self.warmup_steps > 0, "data.warmup_steps",
-          "a warmup schedule needs warmup_steps > 0")
+    check(
+        self.schedule == "constant" or self.warmup_steps > 0,
+        "data.warmup_steps",
+        "a warmup schedule needs warmup_steps > 0",
+    )
     check(self.seed >= 0, "data.seed", f"must be >= 0, got {self.seed}")
     for token in (IMAGE_TOKEN, EOS_TOKEN):  # would add an image or end the prompt early
       check(token not in self.system_prompt, "data.system_prompt", f"contains {token}")
-    check(self.process_count == -1 or self.process_count >= 1, "data.process_count",
-          f"-1 (from JAX) or >= 1, got {self.process_count}")
-    check((self.process_index == -1) == (self.process_count == -1), "data.process_index",
-          "set process_index and process_count together (or leave both -1)")
+    check(
+        self.process_count == -1 or self.process_count >= 1,
+        "data.process_count",
+        f"-1 (from JAX) or >= 1, got {self.process_count}",
+    )
+    check(
+        (self.process_index == -1) == (self.process_count == -1),
+        "data.process_index",
+        "set process_index and process_count together (or leave both -1)",
+    )
     if self.process_count > 0:
-      check(0 <= self.process_index < self.process_count, "data.process_index",
-            f"{self.process_index} not in [0, {self.process_count})")
+      check(
+          0 <= self.process_index < self.process_count,
+          "data.process_index",
+          f"{self.process_index} not in [0, {self.process_count})",
+      )
     check(bool(self.sources), "data.sources", "no sources configured")
     share = self.multimodal_share
     if share > 0:
-      check(bool(self.sources_of(MULTIMODAL)), "data.sources",
-            f"multimodal_share={share} but no source has modality 'multimodal'")
+      check(
+          bool(self.sources_of(MULTIMODAL)),
+          "data.sources",
+          f"multimodal_share={share} but no source has modality 'multimodal'",
+      )
     if share < 1 or self.schedule == "warmup":
-      check(bool(self.sources_of(TEXT)), "data.sources",
-            f"the schedule has text steps ({self.schedule}, multimodal_share={share}) but "
-            f"no source has modality 'text'")
+      check(
+          bool(self.sources_of(TEXT)),
+          "data.sources",
+          f"the schedule has text steps ({self.schedule}, multimodal_share={share}) but "
+          f"no source has modality 'text'",
+      )
     return self
 
   @classmethod
@@ -140,9 +175,14 @@ class DataConfig:
       raise ConfigError("config field 'data.sources': expected a mapping name -> source")
     cfg = build_dataclass(cls, d, "data")
     sources = tuple(
-        (str(name), build_dataclass(SourceConfig, src, f"data.sources.{name}").validate(
-            f"data.sources.{name}"))
-        for name, src in sorted(raw_sources.items()))
+        (
+            str(name),
+            build_dataclass(SourceConfig, src, f"data.sources.{name}").validate(
+                f"data.sources.{name}"
+            ),
+        )
+        for name, src in sorted(raw_sources.items())
+    )
     return dataclasses.replace(cfg, sources=sources).validate()
 
 

@@ -25,12 +25,18 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from dsvl_jax.processor import conversation, image_processor
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.skip_log import SkipLog
-from dsvl_jax.data.sources import (InMemorySource, Record, RecordError, Source, open_image,
-                                   parse_record)
+from dsvl_jax.data.sources import (
+    InMemorySource,
+    Record,
+    RecordError,
+    Source,
+    open_image,
+    parse_record,
+)
+from dsvl_jax.processor import conversation, image_processor
 from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer, make_tokenizer
 
@@ -38,6 +44,7 @@ from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer, make_tokenizer
 @dataclasses.dataclass(frozen=True)
 class TrainSample:
   """ids [T] int32; loss_mask [T] bool (on ids); images [n, 3, S, S] uint8."""
+
   ids: np.ndarray
   loss_mask: np.ndarray
   images: np.ndarray
@@ -63,8 +70,10 @@ def check_tokenizer(tok: Tokenizer, layout: TokenLayout) -> None:
   for text, want in ((EOS_TOKEN, layout.eos_token_id), (tok.image_token, layout.image_token_id)):
     got = tok.encode(text, add_bos=False)
     if got != [want]:
-      raise ValueError(f"data.tokenizer: {text!r} encodes to {got}, the model config "
-                       f"needs [{want}]; use the checkpoint's own tokenizer")
+      raise ValueError(
+          f"data.tokenizer: {text!r} encodes to {got}, the model config "
+          f"needs [{want}]; use the checkpoint's own tokenizer"
+      )
 
 
 def pixels_to_unit(pixels: np.ndarray) -> np.ndarray:
@@ -82,13 +91,19 @@ class SampleEncoder:
   config on first use rather than receiving it pickled, and logs its own skips.
   """
 
-  def __init__(self, cfg: DataConfig, layout: TokenLayout,
-               sources: Mapping[str, Source | Sequence[dict[str, Any]]], modality: str,
-               tokenizer: Tokenizer | None = None):
+  def __init__(
+      self,
+      cfg: DataConfig,
+      layout: TokenLayout,
+      sources: Mapping[str, Source | Sequence[dict[str, Any]]],
+      modality: str,
+      tokenizer: Tokenizer | None = None,
+  ):
     """sources: name -> a Source, or a plain list of record dicts (an InMemorySource)."""
     self.cfg, self.layout, self.modality = cfg, layout, modality
-    self.sources = {n: s if isinstance(s, Source) else InMemorySource(s)
-                    for n, s in sources.items()}
+    self.sources = {
+        n: s if isinstance(s, Source) else InMemorySource(s) for n, s in sources.items()
+    }
     self._tokenizer = tokenizer
     self._skip_log = SkipLog()
     self.template = conversation.template_for(cfg.system_prompt)
@@ -130,8 +145,7 @@ class SampleEncoder:
     if self.modality == TEXT and n_img:
       raise _Skip("modality", f"{n_img} image(s) in a record of a text source")
     if n_img > cfg.max_images_per_row:
-      raise _Skip("too_many_images",
-                  f"{n_img} images, a row holds {cfg.max_images_per_row}")
+      raise _Skip("too_many_images", f"{n_img} images, a row holds {cfg.max_images_per_row}")
     ids, mask = self._tokens(record)
     placeholders = int(np.sum(ids == layout.image_token_id)) // max(layout.num_image_tokens, 1)
     if placeholders != n_img:
@@ -139,8 +153,11 @@ class SampleEncoder:
     if not mask.any():
       raise _Skip("empty", "no token to supervise")
     if len(ids) - 1 > cfg.seq_len:
-      raise _Skip("too_long", f"{len(ids)} tokens, a row holds {cfg.seq_len + 1} "
-                              f"(seq_len + 1 for the shifted targets)")
+      raise _Skip(
+          "too_long",
+          f"{len(ids)} tokens, a row holds {cfg.seq_len + 1} "
+          f"(seq_len + 1 for the shifted targets)",
+      )
     pixels = np.zeros((n_img, 3, layout.image.image_size, layout.image.image_size), np.uint8)
     for k, ref in enumerate(record.images):  # decoded last: bad text costs no decoding
       try:
@@ -158,8 +175,8 @@ class SampleEncoder:
       if self.cfg.append_eos:
         ids.append(layout.eos_token_id)
       ids, mask, _ = conversation.expand_image_tokens(
-          ids, [False] + [True] * (len(ids) - 1), layout.image_token_id,
-          layout.num_image_tokens)
+          ids, [False] + [True] * (len(ids) - 1), layout.image_token_id, layout.num_image_tokens
+      )
       return ids, mask
     if not record.messages:
       raise _Skip("empty", "no messages")
@@ -176,6 +193,7 @@ class SampleEncoder:
 
 
 class _Skip(Exception):
+
   def __init__(self, reason: str, detail: str):
     super().__init__(detail)
     self.reason, self.detail = reason, detail

@@ -28,6 +28,7 @@ class Packed:
   """One row of length L: inputs, targets, weights, segment_ids, positions [L]; images
   [N, 3, S, S] of its segments in order (N = num_images, or padded to a fixed number of
   slots with zero images after the first num_images)."""
+
   inputs: np.ndarray
   targets: np.ndarray
   weights: np.ndarray
@@ -49,9 +50,15 @@ class RowBuilder:
   None: no limit, images concatenated. max_segments: samples per row (1 = unpacked).
   """
 
-  def __init__(self, seq_len: int, pad_id: int, image_shape: tuple[int, int, int],
-               max_images: int | None = None, max_segments: int | None = None,
-               image_dtype=np.float32):
+  def __init__(
+      self,
+      seq_len: int,
+      pad_id: int,
+      image_shape: tuple[int, int, int],
+      max_images: int | None = None,
+      max_segments: int | None = None,
+      image_dtype=np.float32,
+  ):
     self.seq_len, self.pad_id, self.image_shape = seq_len, pad_id, image_shape
     self.max_images, self.max_segments, self.image_dtype = max_images, max_segments, image_dtype
     self._parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
@@ -77,9 +84,11 @@ class RowBuilder:
     mask = np.asarray(loss_mask, bool)
     images = np.asarray(images, self.image_dtype).reshape((-1,) + self.image_shape)
     if not self.fits(len(ids), len(images)):
-      raise ValueError(f"a sample of {len(ids)} tokens and {len(images)} image(s) does not "
-                       f"fit ({self.used_tokens}/{self.seq_len} tokens, {self.used_images} "
-                       f"image(s) used)")
+      raise ValueError(
+          f"a sample of {len(ids)} tokens and {len(images)} image(s) does not "
+          f"fit ({self.used_tokens}/{self.seq_len} tokens, {self.used_images} "
+          f"image(s) used)"
+      )
     self._parts.append((ids[:-1], ids[1:], mask[1:].astype(np.float32), images))
     self.used_tokens += len(ids) - 1
     self.used_images += len(images)
@@ -94,15 +103,14 @@ class RowBuilder:
     at = 0
     for k, (inp, tgt, w, _) in enumerate(self._parts, start=1):
       n = len(inp)
-      inputs[at:at + n], targets[at:at + n], weights[at:at + n] = inp, tgt, w
-      segs[at:at + n], pos[at:at + n] = k, np.arange(n)
+      inputs[at : at + n], targets[at : at + n], weights[at : at + n] = inp, tgt, w
+      segs[at : at + n], pos[at : at + n] = k, np.arange(n)
       at += n
     slots = self.used_images if self.max_images is None else self.max_images
     images = np.zeros((slots,) + self.image_shape, self.image_dtype)
     if self.used_images:
-      images[:self.used_images] = np.concatenate([p[3] for p in self._parts])
-    return Packed(inputs, targets, weights, segs, pos, images, len(self._parts),
-                  self.used_images)
+      images[: self.used_images] = np.concatenate([p[3] for p in self._parts])
+    return Packed(inputs, targets, weights, segs, pos, images, len(self._parts), self.used_images)
 
 
 @dataclasses.dataclass
@@ -121,8 +129,14 @@ class PackStats:
 class Packer:
   """Greedy packer over a stream of samples (first fit into the open sequence)."""
 
-  def __init__(self, seq_len: int, pad_id: int, image_shape: tuple[int, int, int],
-               strict: bool = False, max_segments: int | None = None):
+  def __init__(
+      self,
+      seq_len: int,
+      pad_id: int,
+      image_shape: tuple[int, int, int],
+      strict: bool = False,
+      max_segments: int | None = None,
+  ):
     self.seq_len, self.pad_id, self.image_shape = seq_len, pad_id, image_shape
     self.strict, self.max_segments = strict, max_segments
     self.stats = PackStats()
@@ -130,8 +144,7 @@ class Packer:
     self._row = self._new_row()
 
   def _new_row(self) -> RowBuilder:
-    return RowBuilder(self.seq_len, self.pad_id, self.image_shape,
-                      max_segments=self.max_segments)
+    return RowBuilder(self.seq_len, self.pad_id, self.image_shape, max_segments=self.max_segments)
 
   def _flush(self) -> Packed:
     out = self._row.build()
@@ -141,13 +154,16 @@ class Packer:
     self._row = self._new_row()
     return out
 
-  def add(self, ids: Sequence[int], loss_mask: Sequence[bool], images: np.ndarray,
-          name: str = "") -> Iterator[Packed]:
+  def add(
+      self, ids: Sequence[int], loss_mask: Sequence[bool], images: np.ndarray, name: str = ""
+  ) -> Iterator[Packed]:
     """Adds one sample; yields a finished sequence when the open one is full."""
     n = len(ids) - 1
     if n < 1 or n > self.seq_len:
-      msg = (f"sample {name or self.stats.samples + self.stats.skipped} has {len(ids)} "
-             f"tokens; a packed sequence holds 2..{self.seq_len + 1}")
+      msg = (
+          f"sample {name or self.stats.samples + self.stats.skipped} has {len(ids)} "
+          f"tokens; a packed sequence holds 2..{self.seq_len + 1}"
+      )
       self.stats.skipped += 1
       if self.strict:
         raise ValueError(msg)
@@ -163,9 +179,13 @@ class Packer:
       yield self._flush()
 
 
-def pack(samples: Iterable[tuple[Sequence[int], Sequence[bool], np.ndarray]], seq_len: int,
-         pad_id: int, image_shape: tuple[int, int, int], strict: bool = False
-         ) -> tuple[list[Packed], PackStats]:
+def pack(
+    samples: Iterable[tuple[Sequence[int], Sequence[bool], np.ndarray]],
+    seq_len: int,
+    pad_id: int,
+    image_shape: tuple[int, int, int],
+    strict: bool = False,
+) -> tuple[list[Packed], PackStats]:
   """Packs a finite iterable of (ids, loss_mask, images); returns sequences and stats."""
   packer = Packer(seq_len, pad_id, image_shape, strict)
   out = []

@@ -43,10 +43,10 @@ from absl import flags
 from dsvl_jax.data import sources as sources_lib
 from dsvl_jax.data.config import DataConfig, SourceConfig
 from dsvl_jax.data.encoding import SampleEncoder, Skipped, check_tokenizer, pixels_to_unit
-from dsvl_jax.processor.layout import TokenLayout
-from dsvl_jax.processor.tokenizer import make_tokenizer
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
 from dsvl_jax.data.packing import RowBuilder
+from dsvl_jax.processor.layout import TokenLayout
+from dsvl_jax.processor.tokenizer import make_tokenizer
 
 STATE_VERSION = 1
 
@@ -63,21 +63,22 @@ def open_source(src: SourceConfig, image_size: int) -> sources_lib.Source:
     return sources_lib.JsonlSource(src.paths[0])
   if src.type == "array_record":
     return sources_lib.ArrayRecordSource(list(src.paths))
-  return sources_lib.SyntheticSource(src.synthetic_seed, src.synthetic_size, image_size,
-                                     src.synthetic_kinds)
+  return sources_lib.SyntheticSource(
+      src.synthetic_seed, src.synthetic_size, image_size, src.synthetic_kinds
+  )
 
 
 @dataclasses.dataclass(frozen=True)
 class _Tag:
   """index -> (source name, index): what the encoder needs to fetch and name a record."""
+
   name: str
 
   def __call__(self, index: int) -> tuple[str, int]:
     return self.name, int(index)
 
 
-def mixed_stream(cfg: DataConfig, modality: str, lengths: Mapping[str, int]
-                 ) -> grain.MapDataset:
+def mixed_stream(cfg: DataConfig, modality: str, lengths: Mapping[str, int]) -> grain.MapDataset:
   """The infinite, seeded stream of (source, index) for one modality."""
   parts, weights = [], []
   for name, src in sorted(cfg.sources_of(modality).items()):
@@ -103,6 +104,7 @@ class _RowSample:
   would read one source forever whenever B is a multiple of the pattern, and packed rows
   would over-sample the source with the shortest samples.
   """
+
   stream: grain.MapDataset
   row: int
   rows: int
@@ -147,8 +149,9 @@ class _RowsIterator(grain.DatasetIterator):
 
   def __next__(self) -> dict[str, Any]:
     spec = self._spec
-    row = RowBuilder(spec.seq_len, spec.pad_id, spec.image_shape, spec.max_images,
-                     spec.max_segments, np.uint8)
+    row = RowBuilder(
+        spec.seq_len, spec.pad_id, spec.image_shape, spec.max_images, spec.max_segments, np.uint8
+    )
     stats: collections.Counter = collections.Counter()
     run_of_skips = 0
     while not row.full:
@@ -167,9 +170,11 @@ class _RowsIterator(grain.DatasetIterator):
         run_of_skips += 1
         if run_of_skips >= spec.max_consecutive_skips:
           # All-bad data (say every sample longer than seq_len) would otherwise spin here.
-          raise ValueError(f"{run_of_skips} bad samples in a row, the last {item.name}: "
-                           f"{item.reason}: {item.detail}; fix the data or the config "
-                           f"(data.max_consecutive_skips)")
+          raise ValueError(
+              f"{run_of_skips} bad samples in a row, the last {item.name}: "
+              f"{item.reason}: {item.detail}; fix the data or the config "
+              f"(data.max_consecutive_skips)"
+          )
         continue
       run_of_skips = 0
       if not row.fits(len(item.ids), len(item.images)):
@@ -182,14 +187,21 @@ class _RowsIterator(grain.DatasetIterator):
     packed = row.build()
     stats["real_tokens"] += row.used_tokens
     stats["total_tokens"] += spec.seq_len
-    return {"inputs": packed.inputs, "targets": packed.targets, "weights": packed.weights,
-            "segment_ids": packed.segment_ids, "positions": packed.positions,
-            "pixels": packed.images, "num_images": np.int32(packed.num_images),
-            "stats": dict(stats)}
+    return {
+        "inputs": packed.inputs,
+        "targets": packed.targets,
+        "weights": packed.weights,
+        "segment_ids": packed.segment_ids,
+        "positions": packed.positions,
+        "pixels": packed.images,
+        "num_images": np.int32(packed.num_images),
+        "stats": dict(stats),
+    }
 
   def get_state(self) -> dict[str, Any]:
-    return {"parent": self._pending_state if self._pending is not None
-            else self._parent.get_state()}
+    return {
+        "parent": self._pending_state if self._pending is not None else self._parent.get_state()
+    }
 
   def set_state(self, state: dict[str, Any]) -> None:
     self._parent.set_state(state["parent"])
@@ -205,22 +217,35 @@ def _stack_rows(rows: tuple[dict[str, Any], ...]) -> dict[str, Any]:
   return out
 
 
-def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
-                     opened: Mapping[str, Any], process_index: int, process_count: int,
-                     tokenizer=None) -> grain.IterDataset:
+def modality_dataset(
+    cfg: DataConfig,
+    layout: TokenLayout,
+    modality: str,
+    opened: Mapping[str, Any],
+    process_index: int,
+    process_count: int,
+    tokenizer=None,
+) -> grain.IterDataset:
   """This host's batches of one modality (before worker prefetch)."""
   if cfg.global_batch_size % process_count:
-    raise ValueError(f"data.global_batch_size={cfg.global_batch_size} is not divisible by "
-                     f"the {process_count} processes")
+    raise ValueError(
+        f"data.global_batch_size={cfg.global_batch_size} is not divisible by "
+        f"the {process_count} processes"
+    )
   per_host = cfg.global_batch_size // process_count
   names = sorted(cfg.sources_of(modality))
   mine = {n: opened[n] for n in names}
   stream = mixed_stream(cfg, modality, {n: len(s) for n, s in mine.items()})
   encoder = SampleEncoder(cfg, layout, mine, modality, tokenizer)
   s = layout.image.image_size
-  spec = RowSpec(cfg.seq_len, layout.pad_token_id, (3, s, s),
-                 cfg.max_images_per_row if modality == MULTIMODAL else 0,
-                 None if cfg.pack else 1, cfg.max_consecutive_skips)
+  spec = RowSpec(
+      cfg.seq_len,
+      layout.pad_token_id,
+      (3, s, s),
+      cfg.max_images_per_row if modality == MULTIMODAL else 0,
+      None if cfg.pack else 1,
+      cfg.max_consecutive_skips,
+  )
   read = grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)  # workers parallelise
   b = cfg.global_batch_size
   rows = []
@@ -234,14 +259,16 @@ def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
     # tools) they are unparsed, so take their defaults rather than fail in a worker.
     if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
-    ds = ds.mp_prefetch(grain.MultiprocessingOptions(
-        num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size))
+    ds = ds.mp_prefetch(
+        grain.MultiprocessingOptions(
+            num_workers=cfg.num_workers, per_worker_buffer_size=cfg.worker_buffer_size
+        )
+    )
   elif cfg.prefetch_batches:
     # The train step runs asynchronously: a thread prepares the next batches meanwhile,
     # instead of the loop doing so between steps. grain hands out each batch with the
     # state after it, so checkpoints and resume are as without the thread.
-    ds = grain.experimental.ThreadPrefetchIterDataset(
-        ds, prefetch_buffer_size=cfg.prefetch_batches)
+    ds = grain.experimental.ThreadPrefetchIterDataset(ds, prefetch_buffer_size=cfg.prefetch_batches)
   return ds
 
 
@@ -251,8 +278,13 @@ def modality_dataset(cfg: DataConfig, layout: TokenLayout, modality: str,
 class TrainDataset(grain.IterDataset):
   """Modality-grouped global steps over the per-modality pipelines (module docstring)."""
 
-  def __init__(self, cfg: DataConfig, layout: TokenLayout, process_index: int | None = None,
-               process_count: int | None = None):
+  def __init__(
+      self,
+      cfg: DataConfig,
+      layout: TokenLayout,
+      process_index: int | None = None,
+      process_count: int | None = None,
+  ):
     if process_index is None:
       process_index = cfg.process_index if cfg.process_index >= 0 else _jax_process()[0]
     if process_count is None:
@@ -262,7 +294,9 @@ class TrainDataset(grain.IterDataset):
     opened = {n: open_source(s, layout.image.image_size) for n, s in cfg.sources}
     self._by_modality = {
         m: modality_dataset(cfg, layout, m, opened, process_index, process_count, tokenizer)
-        for m in (TEXT, MULTIMODAL) if cfg.sources_of(m)}
+        for m in (TEXT, MULTIMODAL)
+        if cfg.sources_of(m)
+    }
     super().__init__(list(self._by_modality.values()))
     self.cfg, self.layout = cfg, layout
     self.process_index, self.process_count = process_index, process_count
@@ -276,6 +310,7 @@ class TrainDataset(grain.IterDataset):
 
 def _jax_process() -> tuple[int, int]:
   import jax  # only when the config leaves the host layout to JAX
+
   return jax.process_index(), jax.process_count()
 
 
@@ -297,8 +332,10 @@ class TrainIterator(grain.DatasetIterator):
     modality = step_modality(self._ds.cfg.seed, self.step, self._schedule)
     # Plain copies: arrays from worker processes live in shared memory that grain frees
     # only when its array objects are collected.
-    batch = {k: v if k == "stats" else np.array(v, subok=False)
-             for k, v in next(self._iters[modality]).items()}
+    batch = {
+        k: v if k == "stats" else np.array(v, subok=False)
+        for k, v in next(self._iters[modality]).items()
+    }
     stats = dict(batch.pop("stats"))
     for k in ("real_tokens", "total_tokens"):
       self._counts[f"{k}/{modality}"] += stats.pop(k, 0)
@@ -319,8 +356,10 @@ class TrainIterator(grain.DatasetIterator):
     hosts)."""
     c = collections.Counter(self._counts if counts is None else counts)
     steps = c[f"steps/{TEXT}"] + c[f"steps/{MULTIMODAL}"]
-    out = {"data/steps": float(steps),
-           "data/multimodal_share": c[f"steps/{MULTIMODAL}"] / max(steps, 1)}
+    out = {
+        "data/steps": float(steps),
+        "data/multimodal_share": c[f"steps/{MULTIMODAL}"] / max(steps, 1),
+    }
     for m in (TEXT, MULTIMODAL):
       if c[f"total_tokens/{m}"]:
         out[f"data/packing_efficiency/{m}"] = c[f"real_tokens/{m}"] / c[f"total_tokens/{m}"]
@@ -337,30 +376,44 @@ class TrainIterator(grain.DatasetIterator):
     return out
 
   def get_state(self) -> dict[str, Any]:
-    return {"version": STATE_VERSION, "step": self.step, **self._layout(),
-            "counts": dict(self._counts),
-            "pipelines": {m: it.get_state() for m, it in self._iters.items()}}
+    return {
+        "version": STATE_VERSION,
+        "step": self.step,
+        **self._layout(),
+        "counts": dict(self._counts),
+        "pipelines": {m: it.get_state() for m, it in self._iters.items()},
+    }
 
   def _layout(self) -> dict[str, Any]:
     """What a state is only valid under (grain would apply it silently to another)."""
-    return {"process": [self._ds.process_index, self._ds.process_count],
-            "num_workers": self._ds.cfg.num_workers, "config": self._ds.cfg.fingerprint()}
+    return {
+        "process": [self._ds.process_index, self._ds.process_count],
+        "num_workers": self._ds.cfg.num_workers,
+        "config": self._ds.cfg.fingerprint(),
+    }
 
   def set_state(self, state: dict[str, Any]) -> None:
     if state.get("version") != STATE_VERSION:
-      raise ValueError(f"data iterator state version {state.get('version')!r}, this code "
-                       f"reads {STATE_VERSION}")
+      raise ValueError(
+          f"data iterator state version {state.get('version')!r}, this code "
+          f"reads {STATE_VERSION}"
+      )
     for key, value in self._layout().items():
       saved = state.get(key)
       if saved == value:
         continue
       if key == "config" and isinstance(saved, dict):
-        key = ", ".join(f"data.{k}" for k in sorted(set(saved) | set(value))
-                        if saved.get(k) != value.get(k))
-        raise ValueError(f"data iterator state was saved under other values of {key}; "
-                         f"it would resume at the wrong samples")
-      raise ValueError(f"data iterator state has {key}={saved!r} but this pipeline has "
-                       f"{value!r}; restore with the same data.num_workers and host layout")
+        key = ", ".join(
+            f"data.{k}" for k in sorted(set(saved) | set(value)) if saved.get(k) != value.get(k)
+        )
+        raise ValueError(
+            f"data iterator state was saved under other values of {key}; "
+            f"it would resume at the wrong samples"
+        )
+      raise ValueError(
+          f"data iterator state has {key}={saved!r} but this pipeline has "
+          f"{value!r}; restore with the same data.num_workers and host layout"
+      )
     for m, it in self._iters.items():
       it.set_state(state["pipelines"][m])
     self.step = int(state["step"])
@@ -383,8 +436,9 @@ def valid_images(batch: Mapping[str, np.ndarray]) -> np.ndarray:
   return np.concatenate([images[i, :n] for i, n in enumerate(counts)], axis=0)
 
 
-def regroup_states(states: list[dict[str, Any]], process_index: int, process_count: int
-                   ) -> dict[str, Any]:
+def regroup_states(
+    states: list[dict[str, Any]], process_index: int, process_count: int
+) -> dict[str, Any]:
   """The iterator state of host `process_index` of `process_count`, from the states every
   host of another layout saved (a checkpoint restored on more or fewer hosts).
 
@@ -397,22 +451,28 @@ def regroup_states(states: list[dict[str, Any]], process_index: int, process_cou
   first = states[0]
   for s in states:
     if s.get("version") != STATE_VERSION:
-      raise ValueError(f"data iterator state version {s.get('version')!r}, this code "
-                       f"reads {STATE_VERSION}")
+      raise ValueError(
+          f"data iterator state version {s.get('version')!r}, this code " f"reads {STATE_VERSION}"
+      )
     for key in ("step", "config", "num_workers"):
       if s.get(key) != first.get(key):
         raise ValueError(f"the hosts' data iterator states disagree on {key!r}")
   if first["num_workers"]:
-    raise ValueError("a data iterator state saved with data.num_workers > 0 restores only "
-                     "on the same number of hosts (worker pipelines interleave rows)")
+    raise ValueError(
+        "a data iterator state saved with data.num_workers > 0 restores only "
+        "on the same number of hosts (worker pipelines interleave rows)"
+    )
   saved_count = first["process"][1]
   if sorted(s["process"][0] for s in states) != list(range(saved_count)):
-    raise ValueError(f"need the data iterator states of all {saved_count} saving hosts, "
-                     f"got {sorted(s['process'][0] for s in states)}")
+    raise ValueError(
+        f"need the data iterator states of all {saved_count} saving hosts, "
+        f"got {sorted(s['process'][0] for s in states)}"
+    )
   batch = first["config"]["global_batch_size"]
   if batch % process_count:
-    raise ValueError(f"data.global_batch_size={batch} is not divisible by the "
-                     f"{process_count} processes")
+    raise ValueError(
+        f"data.global_batch_size={batch} is not divisible by the " f"{process_count} processes"
+    )
   rows: dict[str, dict[int, Any]] = collections.defaultdict(dict)
   for s in states:
     per = batch // saved_count
@@ -425,5 +485,9 @@ def regroup_states(states: list[dict[str, Any]], process_index: int, process_cou
   if process_index == 0:
     for s in states:
       counts.update(s["counts"])
-  return {**first, "process": [process_index, process_count], "counts": dict(counts),
-          "pipelines": {m: {"parents": [r[i] for i in mine]} for m, r in rows.items()}}
+  return {
+      **first,
+      "process": [process_index, process_count],
+      "counts": dict(counts),
+      "pipelines": {m: {"parents": [r[i] for i in mine]} for m, r in rows.items()},
+  }

@@ -34,9 +34,13 @@ class SkipLog:
     self.counts[reason] += 1
     n = self.counts[reason]
     if n <= self.first_named:
-      tail = (f" (the first {self.first_named} '{reason}' skips are named; later ones "
-              f"are counted)" if n == self.first_named else "")
+      tail = (
+          f" (the first {self.first_named} '{reason}' skips are named; later ones " f"are counted)"
+          if n == self.first_named
+          else ""
+      )
       logging.warning("skipped %s%s", msg, tail)
     elif _is_power_of_ten(n):
-      logging.warning("skipped %d samples for '%s' so far in this process (latest: %s)",
-                      n, reason, msg)
+      logging.warning(
+          "skipped %d samples for '%s' so far in this process (latest: %s)", n, reason, msg
+      )

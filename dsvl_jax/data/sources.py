@@ -44,6 +44,7 @@ _HEADER = struct.Struct("<I")
 @dataclasses.dataclass(frozen=True)
 class Record:
   """A parsed record; exactly one of `text` and `messages` is set."""
+
   kind: str
   text: str | None
   messages: tuple[dict[str, str], ...] | None
@@ -57,6 +58,7 @@ class RecordError(ValueError):
 @runtime_checkable
 class Source(Protocol):
   """What the encoder reads records from (picklable: grain workers receive it)."""
+
   base_dir: str | None  # relative image paths in its records resolve against it
 
   def __len__(self) -> int:
@@ -91,7 +93,8 @@ def _record_from_dict(d: Any, base_dir: pathlib.Path | None) -> Record:
     _check_string(text, "'text'")
   if messages is not None:
     if not isinstance(messages, list) or not all(
-        isinstance(m, dict) and set(m) == {"role", "content"} for m in messages):
+        isinstance(m, dict) and set(m) == {"role", "content"} for m in messages
+    ):
       raise RecordError("'messages' must be a list of {'role', 'content'} objects")
     for i, m in enumerate(messages):
       _check_string(m["role"], f"message {i} 'role'")
@@ -107,8 +110,9 @@ def _record_from_dict(d: Any, base_dir: pathlib.Path | None) -> Record:
     elif isinstance(ref, (bytes, Image.Image)):
       refs.append(ref)
     else:
-      raise RecordError(f"an image must be a path, bytes or a PIL image, got "
-                        f"{type(ref).__name__}")
+      raise RecordError(
+          f"an image must be a path, bytes or a PIL image, got " f"{type(ref).__name__}"
+      )
   kind = d.get("kind", "")
   return Record(str(kind), text, None if messages is None else tuple(messages), tuple(refs))
 
@@ -144,22 +148,24 @@ def unframe_record(payload: bytes) -> Record:
     raise RecordError("truncated ArrayRecord payload")
   (n,) = _HEADER.unpack_from(payload, len(MAGIC))
   try:
-    header = json.loads(payload[start:start + n])
+    header = json.loads(payload[start : start + n])
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise RecordError(f"bad ArrayRecord header: {e}") from e
   if not isinstance(header, dict):
     raise RecordError("bad ArrayRecord header: not a JSON object")
   lengths = header.pop("image_lengths", [])
   if not isinstance(lengths, list) or not all(
-      isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in lengths):
+      isinstance(x, int) and not isinstance(x, bool) and x >= 0 for x in lengths
+  ):
     raise RecordError("bad ArrayRecord header: 'image_lengths' must be byte counts")
   at, images = start + n, []
   for length in lengths:
-    images.append(payload[at:at + length])
+    images.append(payload[at : at + length])
     at += length
   if at != len(payload):
-    raise RecordError(f"ArrayRecord payload holds {len(payload)} bytes, its header "
-                      f"accounts for {at}")
+    raise RecordError(
+        f"ArrayRecord payload holds {len(payload)} bytes, its header " f"accounts for {at}"
+    )
   header["images"] = images
   return _record_from_dict(header, None)
 
@@ -209,10 +215,12 @@ class JsonlSource:
 class ArrayRecordSource:
   """grain's ArrayRecord reader over one or more files (globs are not expanded); the
   frames hold their images, so no path needs a base."""
+
   base_dir = None
 
   def __init__(self, paths: str | Sequence[str]):
     import grain  # local import: keeps this module light for the converter tool's users
+
     paths = [paths] if isinstance(paths, str) else list(paths)
     for p in paths:
       if not pathlib.Path(p).is_file():
@@ -231,13 +239,15 @@ class ArrayRecordSource:
 
 class SyntheticSource:
   """`size` records of the built-in dataset with `seed`; only `kinds` are drawn."""
+
   base_dir = None
 
   def __init__(self, seed: int, size: int, image_size: int, kinds: Sequence[str]):
     unknown = set(kinds) - set(synthetic.KINDS)
     if unknown or not kinds:
-      raise ValueError(f"synthetic kinds must be a non-empty subset of {synthetic.KINDS}, "
-                       f"got {list(kinds)}")
+      raise ValueError(
+          f"synthetic kinds must be a non-empty subset of {synthetic.KINDS}, " f"got {list(kinds)}"
+      )
     self.seed, self.size, self.image_size, self.kinds = seed, size, image_size, tuple(kinds)
 
   def __len__(self) -> int:
@@ -254,6 +264,7 @@ class SyntheticSource:
 @dataclasses.dataclass(frozen=True)
 class InMemorySource:
   """Record dicts held in a list; image paths in them are absolute or the process's."""
+
   records: Sequence[dict[str, Any]]
   base_dir = None
 
@@ -270,4 +281,5 @@ class InMemorySource:
 def open_image(ref: ImageRef) -> Image.Image:
   """Decodes an image reference; errors name the file (image_processor.load_image)."""
   from dsvl_jax.processor.image_processor import load_image
+
   return ref if isinstance(ref, Image.Image) else load_image(ref)

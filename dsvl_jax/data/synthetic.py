@@ -31,15 +31,25 @@ from PIL import Image, ImageDraw, ImageFont
 
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
-COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220),
-           "yellow": (235, 200, 40), "purple": (140, 60, 170), "orange": (240, 130, 30)}
+COLOURS = {
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (40, 80, 220),
+    "yellow": (235, 200, 40),
+    "purple": (140, 60, 170),
+    "orange": (240, 130, 30),
+}
 SHAPES = ("circle", "square", "triangle")
 # A place is one word and one cell of a 3 x 3 grid: shapes sit in the edge cells and
 # the word in the middle one. With a 3 x 3 token grid (the demo's towers) a question
 # about a place names it with one token and reads one image token, and no image token
 # mixes two things.
-PLACES = {"top": (1 / 2, 1 / 6), "left": (1 / 6, 1 / 2), "right": (5 / 6, 1 / 2),
-          "bottom": (1 / 2, 5 / 6)}
+PLACES = {
+    "top": (1 / 2, 1 / 6),
+    "left": (1 / 6, 1 / 2),
+    "right": (5 / 6, 1 / 2),
+    "bottom": (1 / 2, 5 / 6),
+}
 WORDS = ("CAT", "SUN", "BOAT", "TREE", "STOP", "OPEN", "MAP", "KEY")
 KINDS = ("caption", "interleaved", "chat", "text", "text_chat", "object", "text_qa")
 TEXT_KINDS = ("text", "text_chat", "text_qa")  # records without images
@@ -71,9 +81,10 @@ class Scene:
 
 
 def make_scene(rng: np.random.Generator) -> Scene:
-  places = rng.permutation(list(PLACES))[:rng.integers(1, 4)]
-  shapes = tuple(Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(p))
-                 for p in places)
+  places = rng.permutation(list(PLACES))[: rng.integers(1, 4)]
+  shapes = tuple(
+      Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))), str(p)) for p in places
+  )
   return Scene(shapes, str(rng.choice(WORDS)) if rng.random() < 0.5 else None)
 
 
@@ -128,18 +139,25 @@ def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> d
     raise ValueError(f"unknown sample kind {kind!r}; known: {KINDS}")
   if kind == "caption":
     scene = make_scene(rng)
-    return {"kind": kind, "images": [picture(scene)],
-            "text": IMAGE_TOKEN + scene.caption()}
+    return {"kind": kind, "images": [picture(scene)], "text": IMAGE_TOKEN + scene.caption()}
   if kind == "object":
-    scene = Scene((Shape(str(rng.choice(SHAPES)), str(rng.choice(list(COLOURS))),
-                         str(rng.choice(list(PLACES)))),),
-                  str(rng.choice(WORDS)) if rng.random() < 0.5 else None)
-    return {"kind": kind, "images": [picture(scene)],
-            "text": IMAGE_TOKEN + scene.caption()}
+    scene = Scene(
+        (
+            Shape(
+                str(rng.choice(SHAPES)),
+                str(rng.choice(list(COLOURS))),
+                str(rng.choice(list(PLACES))),
+            ),
+        ),
+        str(rng.choice(WORDS)) if rng.random() < 0.5 else None,
+    )
+    return {"kind": kind, "images": [picture(scene)], "text": IMAGE_TOKEN + scene.caption()}
   if kind == "interleaved":
     a, b = make_scene(rng), make_scene(rng)
-    text = (f"Here are two pictures. {IMAGE_TOKEN}{a.caption()} Compare it with the next "
-            f"one. {IMAGE_TOKEN}{b.caption()}")
+    text = (
+        f"Here are two pictures. {IMAGE_TOKEN}{a.caption()} Compare it with the next "
+        f"one. {IMAGE_TOKEN}{b.caption()}"
+    )
     return {"kind": kind, "images": [picture(a), picture(b)], "text": text}
   if kind == "chat":
     # One or two images; up to three turns about the first and two about the second.
@@ -149,31 +167,40 @@ def sample(seed: int, index: int, image_size: int, kind: str | None = None) -> d
     scenes = [make_scene(rng) for _ in range(int(rng.integers(1, 3)))]
     messages = []
     for turn, scene in enumerate(scenes):
-      asked = _questions(scene, rng)[:int(rng.integers(1, 4 - turn))]
+      asked = _questions(scene, rng)[: int(rng.integers(1, 4 - turn))]
       for k, (q, a) in enumerate(asked):
-        messages += [{"role": "user", "content": q + (IMAGE_TOKEN if k == 0 else "")},
-                     {"role": "assistant", "content": a}]
-    return {"kind": kind, "images": [picture(s) for s in scenes],
-            "messages": messages}
+        messages += [
+            {"role": "user", "content": q + (IMAGE_TOKEN if k == 0 else "")},
+            {"role": "assistant", "content": a},
+        ]
+    return {"kind": kind, "images": [picture(s) for s in scenes], "messages": messages}
   if kind == "text_qa":
     # Questions about a scene described in words (after the first question, as images
     # follow theirs in chats): reading facts back by place from the context, the skill a
     # question about an image needs from its image tokens.
     scene = make_scene(rng)
     described = scene.caption().replace("The image shows at", "At", 1)
-    asked = _questions(scene, rng)[:int(rng.integers(1, 3))]
+    asked = _questions(scene, rng)[: int(rng.integers(1, 3))]
     messages = []
     for k, (q, a) in enumerate(asked):
-      messages += [{"role": "user", "content": q + (" " + described if k == 0 else "")},
-                   {"role": "assistant", "content": a}]
+      messages += [
+          {"role": "user", "content": q + (" " + described if k == 0 else "")},
+          {"role": "assistant", "content": a},
+      ]
     return {"kind": kind, "images": [], "messages": messages}
   n = int(rng.integers(2, 6))
   colours = [str(c) for c in rng.choice(list(COLOURS), n)]
   if kind == "text":
-    text = " ".join(f"The {c} {rng.choice(SHAPES)} is next to the {rng.choice(WORDS).lower()}."
-                    for c in colours)
+    text = " ".join(
+        f"The {c} {rng.choice(SHAPES)} is next to the {rng.choice(WORDS).lower()}." for c in colours
+    )
     return {"kind": kind, "images": [], "text": text}
   a, b = int(rng.integers(1, 20)), int(rng.integers(1, 20))
-  return {"kind": kind, "images": [], "messages": [
-      {"role": "user", "content": f"What is {a} plus {b}?"},
-      {"role": "assistant", "content": f"{a} plus {b} is {a + b}."}]}
+  return {
+      "kind": kind,
+      "images": [],
+      "messages": [
+          {"role": "user", "content": f"What is {a} plus {b}?"},
+          {"role": "assistant", "content": f"{a} plus {b} is {a + b}."},
+      ],
+  }

@@ -36,10 +36,12 @@ def shard_paths(output: str | pathlib.Path, shards: int) -> list[pathlib.Path]:
   return [out.with_name(f"{stem}-{i:05d}-of-{shards:05d}{suffix}") for i in range(shards)]
 
 
-def convert(manifest: str | pathlib.Path, output: str | pathlib.Path, shards: int = 1,
-            strict: bool = False) -> dict[str, int]:
+def convert(
+    manifest: str | pathlib.Path, output: str | pathlib.Path, shards: int = 1, strict: bool = False
+) -> dict[str, int]:
   """Writes the ArrayRecord file(s); returns {"written": n, "skipped": m}."""
   from array_record.python.array_record_module import ArrayRecordWriter
+
   if shards < 1:
     raise ValueError(f"shards must be >= 1, got {shards}")
   src = JsonlSource(manifest)
@@ -80,9 +82,11 @@ def convert(manifest: str | pathlib.Path, output: str | pathlib.Path, shards: in
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  parser = argparse.ArgumentParser(prog="python -m dsvl_jax.data.to_array_record",
-                                   description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(
+      prog="python -m dsvl_jax.data.to_array_record",
+      description=__doc__,
+      formatter_class=argparse.RawDescriptionHelpFormatter,
+  )
   parser.add_argument("manifest", help="jsonl manifest (image paths relative to it)")
   parser.add_argument("output", help="output .array_record path")
   parser.add_argument("--shards", type=int, default=1, help="number of output files")

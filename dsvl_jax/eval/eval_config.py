@@ -19,6 +19,7 @@ Normalize = Literal["mean", "sum"]  # option score: mean of token log-probs, or 
 @dataclasses.dataclass(frozen=True)
 class EvalConfig:
   """Typed `config.eval`; every field overridable (--config.eval.sets='{"val": "v.jsonl"}')."""
+
   # name -> an item jsonl (BUILD.md, "Evaluation"), or '<benchmark>:<path>' of a public
   # benchmark release (mmbench, seedbench, pope, scienceqa, mmmu, ocrbench); a mapping
   # in config data (`default_config`)
@@ -42,10 +43,10 @@ class EvalConfig:
 
   def validate(self) -> "EvalConfig":
     check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
-    check(self.length_bucket >= 1, "eval.length_bucket",
-          f"must be >= 1, got {self.length_bucket}")
-    check(self.max_new_tokens >= 1, "eval.max_new_tokens",
-          f"must be >= 1, got {self.max_new_tokens}")
+    check(self.length_bucket >= 1, "eval.length_bucket", f"must be >= 1, got {self.length_bucket}")
+    check(
+        self.max_new_tokens >= 1, "eval.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}"
+    )
     check(self.max_items >= 0, "eval.max_items", f"must be >= 0, got {self.max_items}")
     check(self.few_shot >= 0, "eval.few_shot", f"must be >= 0, got {self.few_shot}")
     for name, path in self.sets:

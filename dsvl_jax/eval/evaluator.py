@@ -25,10 +25,6 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from dsvl_jax.config.schema import ConfigError
-from dsvl_jax.processor.batching import Sample
-from dsvl_jax.processor.conversation import EncodedSample, Template, template_for
-from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
-from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.eval import metrics
 from dsvl_jax.eval.eval_config import EvalConfig
 from dsvl_jax.eval.generation import AnswerGenerator
@@ -36,6 +32,10 @@ from dsvl_jax.eval.items import EvalItem, ItemError, load_items
 from dsvl_jax.eval.prompts import build_prompt, continuation_ids
 from dsvl_jax.eval.scoring import OptionScorer, Row, choose, option_scores
 from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.processor.batching import Sample
+from dsvl_jax.processor.conversation import EncodedSample, Template, template_for
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
+from dsvl_jax.processor.tokenizer import Tokenizer
 
 SetSource = str | os.PathLike | Sequence[EvalItem]
 
@@ -43,6 +43,7 @@ SetSource = str | os.PathLike | Sequence[EvalItem]
 @dataclasses.dataclass(frozen=True)
 class PreparedSet:
   """A set's items with their prompts and option continuations tokenised."""
+
   items: list[EvalItem]
   prompts: list[EncodedSample]
   continuations: list[list[np.ndarray]]  # [item][option] ids [C]
@@ -51,8 +52,13 @@ class PreparedSet:
 class Evaluator:
   """Evaluates parameters of one model config on fixed sets."""
 
-  def __init__(self, cfg: VLMConfig, tokenizer: Tokenizer, eval_cfg: EvalConfig | Any,
-               sets: Mapping[str, SetSource] | None = None):
+  def __init__(
+      self,
+      cfg: VLMConfig,
+      tokenizer: Tokenizer,
+      eval_cfg: EvalConfig | Any,
+      sets: Mapping[str, SetSource] | None = None,
+  ):
     """eval_cfg: an EvalConfig or `config.eval` (ConfigDict); sets: name -> jsonl path
     or items, default eval_cfg.sets."""
     if not isinstance(eval_cfg, EvalConfig):
@@ -65,25 +71,34 @@ class Evaluator:
     self.sets = {name: self._prepare(src, template) for name, src in sets.items()}
     self.processor = ImageProcessorConfig.for_model(cfg)
     self.scorer = OptionScorer(cfg, eval_cfg.batch_size, eval_cfg.length_bucket)
-    self.answerer = (AnswerGenerator(cfg, tokenizer, eval_cfg.batch_size,
-                                     eval_cfg.max_new_tokens, eval_cfg.length_bucket,
-                                     share_prefixes=eval_cfg.share_prefixes)
-                     if eval_cfg.generate else None)
+    self.answerer = (
+        AnswerGenerator(
+            cfg,
+            tokenizer,
+            eval_cfg.batch_size,
+            eval_cfg.max_new_tokens,
+            eval_cfg.length_bucket,
+            share_prefixes=eval_cfg.share_prefixes,
+        )
+        if eval_cfg.generate
+        else None
+    )
 
   def _prepare(self, src: SetSource, template: Template) -> PreparedSet:
     n = self.eval_cfg.max_items
     if isinstance(src, (str, os.PathLike)):
       items = load_items(src, n)
     else:
-      items = list(src)[:n or None]
+      items = list(src)[: n or None]
     prompts, conts = [], []
     for item in items:
       try:
         prompts.append(build_prompt(item, self.tokenizer, self.cfg, template))
       except ValueError as e:  # a tokenizer/config mismatch, named with the item
         raise ItemError(f"{item.source}: cannot build the prompt: {e}") from e
-      conts.append([continuation_ids(o, self.tokenizer, self.eval_cfg.score_eos)
-                    for o in item.options])
+      conts.append(
+          [continuation_ids(o, self.tokenizer, self.eval_cfg.score_eos) for o in item.options]
+      )
     return PreparedSet(items, prompts, conts)
 
   def images(self, item: EvalItem) -> np.ndarray:
@@ -120,15 +135,17 @@ class Evaluator:
 
     order = sorted(range(len(items)), key=lambda i: len(prepared.prompts[i]))
     for start in range(0, len(order), b):
-      chunk = order[start:start + b]
+      chunk = order[start : start + b]
       images = {i: self.images(items[i]) for i in chunk}
       if self.answerer is not None:
         texts = self.answerer([Sample(prepared.prompts[i].ids, images[i]) for i in chunk])
         for i, text in zip(chunk, texts):
           answers[i] = text
       for i in chunk:
-        queue += [(i, j, Row(prepared.prompts[i].ids, cont, images[i]))
-                  for j, cont in enumerate(prepared.continuations[i])]
+        queue += [
+            (i, j, Row(prepared.prompts[i].ids, cont, images[i]))
+            for j, cont in enumerate(prepared.continuations[i])
+        ]
       while len(queue) >= b:
         flush(queue[:b])
         queue = queue[b:]
@@ -157,8 +174,11 @@ class Evaluator:
       out["predictions"] = []
       for k, it in enumerate(items):
         record = {
-            "id": it.id, "type": it.type, "answer": it.answer_text,
-            "choice": it.options[choices[k]], "correct": bool(mc[k]),
+            "id": it.id,
+            "type": it.type,
+            "answer": it.answer_text,
+            "choice": it.options[choices[k]],
+            "correct": bool(mc[k]),
             "scores": [float(x) for x in option_scores(sums[k], counts[k], normalize)],
             "log_likelihoods": [float(x) for x in sums[k]],
             "num_tokens": [int(x) for x in counts[k]],
@@ -169,14 +189,20 @@ class Evaluator:
     return out
 
 
-def evaluate(cfg: VLMConfig, params, tokenizer: Tokenizer, eval_cfg: EvalConfig | Any,
-             sets: Mapping[str, SetSource] | None = None) -> dict[str, dict[str, Any]]:
+def evaluate(
+    cfg: VLMConfig,
+    params,
+    tokenizer: Tokenizer,
+    eval_cfg: EvalConfig | Any,
+    sets: Mapping[str, SetSource] | None = None,
+) -> dict[str, dict[str, Any]]:
   """One-shot: {set name: metrics}; see `Evaluator` (build that to evaluate repeatedly)."""
   return Evaluator(cfg, tokenizer, eval_cfg, sets)(params)
 
 
-def flat_metrics(results: Mapping[str, Mapping[str, Any]],
-                 prefix: str = "eval") -> dict[str, float]:
+def flat_metrics(
+    results: Mapping[str, Mapping[str, Any]], prefix: str = "eval"
+) -> dict[str, float]:
   """Scalars for a metrics logger: {"eval/<set>/<metric>[/<type>]": value}."""
   flat: dict[str, float] = {}
   for name, m in results.items():

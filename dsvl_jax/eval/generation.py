@@ -20,12 +20,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from dsvl_jax.processor.batching import Sample, collate
-from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.generate import Generator
 from dsvl_jax.infer.sampling import SamplingConfig
 from dsvl_jax.infer.streaming import cut_at_stop
+from dsvl_jax.processor.batching import Sample, collate
+from dsvl_jax.processor.tokenizer import Tokenizer
 
 if TYPE_CHECKING:  # annotation only
   from dsvl_jax.models import VLMConfig
@@ -34,22 +34,29 @@ if TYPE_CHECKING:  # annotation only
 class AnswerGenerator:
   """Holds one `Generator` (compiled once); `set_params` before answering."""
 
-  def __init__(self, cfg: VLMConfig, tokenizer: Tokenizer, batch_size: int = 8,
-               max_new_tokens: int = 32, prompt_bucket: int = 64, mesh=None,
-               share_prefixes: bool = True):
+  def __init__(
+      self,
+      cfg: VLMConfig,
+      tokenizer: Tokenizer,
+      batch_size: int = 8,
+      max_new_tokens: int = 32,
+      prompt_bucket: int = 64,
+      mesh=None,
+      share_prefixes: bool = True,
+  ):
     """mesh: split each batch's rows over its devices (Generator). share_prefixes:
     compute a prefix shared by rows of a batch once (off: every row prefills whole)."""
     self.cfg, self.tokenizer, self.batch_size = cfg, tokenizer, batch_size
     self.mesh, self.share_prefixes = mesh, share_prefixes
     self.prompt_bucket = prompt_bucket  # evaluation prompts vary widely: coarse buckets
-    self.sampling = SamplingConfig(temperature=0.0, max_new_tokens=max_new_tokens,
-                                   stop_strings=STOP_STRINGS)
+    self.sampling = SamplingConfig(
+        temperature=0.0, max_new_tokens=max_new_tokens, stop_strings=STOP_STRINGS
+    )
     self.generator: Generator | None = None  # needs parameters: built by set_params
 
   def set_params(self, params) -> None:
     if self.generator is None:
-      self.generator = Generator(self.cfg, params, prompt_bucket=self.prompt_bucket,
-                                 mesh=self.mesh)
+      self.generator = Generator(self.cfg, params, prompt_bucket=self.prompt_bucket, mesh=self.mesh)
     else:
       self.generator.set_params(params)
 
@@ -59,15 +66,19 @@ class AnswerGenerator:
       raise RuntimeError("AnswerGenerator: call set_params(params) first")
     answers: list[str] = []
     for start in range(0, len(prompts), self.batch_size):
-      chunk = list(prompts[start:start + self.batch_size])
+      chunk = list(prompts[start : start + self.batch_size])
       filled = chunk + [chunk[-1]] * (self.batch_size - len(chunk))
       result = self._shared(filled) if self.share_prefixes else None
       if result is None:
         batch = collate(filled, self.cfg)
-        result = self.generator.generate(batch["input_ids"], batch["attention_mask"],
-                                         batch["images"], self.sampling,
-                                         decode=self.tokenizer.decode)
-      answers += [self.decode(tokens) for tokens in result.tokens[:len(chunk)]]
+        result = self.generator.generate(
+            batch["input_ids"],
+            batch["attention_mask"],
+            batch["images"],
+            self.sampling,
+            decode=self.tokenizer.decode,
+        )
+      answers += [self.decode(tokens) for tokens in result.tokens[: len(chunk)]]
     return answers
 
   def _shared(self, rows: Sequence[Sample]):
@@ -79,8 +90,9 @@ class AnswerGenerator:
       return None
     first = {g: i for i, g in reversed(list(enumerate(group)))}
     prefixes = [(splits[first[g]][1], rows[first[g]].images) for g in range(len(keys))]
-    return self.generator.generate_shared(prefixes, [sp[2] for sp in splits], group,
-                                          self.sampling, decode=self.tokenizer.decode)
+    return self.generator.generate_shared(
+        prefixes, [sp[2] for sp in splits], group, self.sampling, decode=self.tokenizer.decode
+    )
 
   def decode(self, tokens: Sequence[int]) -> str:
     return cut_at_stop(self.tokenizer.decode(tokens), STOP_STRINGS).strip()

@@ -26,13 +26,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from dsvl_jax.eval.benchmarks import registry
+from dsvl_jax.eval.benchmarks.base import BenchItem, Benchmark
+from dsvl_jax.eval.generation import sort_key
 from dsvl_jax.processor.batching import Sample
 from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
 from dsvl_jax.processor.image_processor import ImageProcessorConfig, process_batch
 from dsvl_jax.processor.tokenizer import Tokenizer
-from dsvl_jax.eval.benchmarks import registry
-from dsvl_jax.eval.benchmarks.base import BenchItem, Benchmark
-from dsvl_jax.eval.generation import sort_key
 
 
 def predictions_path(outdir: pathlib.Path, name: str, index: int, count: int) -> pathlib.Path:
@@ -54,22 +54,44 @@ def read_predictions(outdir: pathlib.Path, name: str) -> dict[str, dict[str, Any
   return done
 
 
-def build_sample(bench: Benchmark, item: BenchItem, tokenizer: Tokenizer, cfg, template,
-                 processor: ImageProcessorConfig) -> tuple[str, Sample]:
+def build_sample(
+    bench: Benchmark,
+    item: BenchItem,
+    tokenizer: Tokenizer,
+    cfg,
+    template,
+    processor: ImageProcessorConfig,
+) -> tuple[str, Sample]:
   """(user text, the prompt's ids and processed images)."""
   text = bench.prompt(item)
-  encoded = encode_conversation([Message("user", text)], tokenizer, cfg,
-                                add_generation_prompt=True, template=template)
+  encoded = encode_conversation(
+      [Message("user", text)], tokenizer, cfg, add_generation_prompt=True, template=template
+  )
   images = item.images()
-  pixels = (process_batch(images, processor) if images else
-            np.zeros((0, 3, processor.image_size, processor.image_size), np.float32))
+  pixels = (
+      process_batch(images, processor)
+      if images
+      else np.zeros((0, 3, processor.image_size, processor.image_size), np.float32)
+  )
   return text, Sample.from_encoded(encoded, pixels)
 
 
-def run_benchmark(name: str, kind: str | Benchmark, path: str, answerer, tokenizer: Tokenizer, cfg,
-                  outdir: str | pathlib.Path, *, system_prompt: str = "default",
-                  max_items: int = 0, progress: bool = True, process_index: int = 0,
-                  process_count: int = 1, barrier=None) -> dict[str, Any]:
+def run_benchmark(
+    name: str,
+    kind: str | Benchmark,
+    path: str,
+    answerer,
+    tokenizer: Tokenizer,
+    cfg,
+    outdir: str | pathlib.Path,
+    *,
+    system_prompt: str = "default",
+    max_items: int = 0,
+    progress: bool = True,
+    process_index: int = 0,
+    process_count: int = 1,
+    barrier=None,
+) -> dict[str, Any]:
   """Evaluates `answerer` (eval.generation.AnswerGenerator with parameters set) on the
   benchmark `kind` (a registry name, or a module or object with the Benchmark members)
   read from `path`; writes OUTDIR/NAME.predictions*.jsonl and OUTDIR/NAME.summary.json;
@@ -78,7 +100,7 @@ def run_benchmark(name: str, kind: str | Benchmark, path: str, answerer, tokeniz
   kind = bench.NAME
   outdir = pathlib.Path(outdir)
   outdir.mkdir(parents=True, exist_ok=True)
-  items = bench.load(path)[:max_items or None]
+  items = bench.load(path)[: max_items or None]
   ids = [it.id for it in items]
   if len(set(ids)) != len(ids):
     raise ValueError(f"{kind} at {path}: item ids are not unique")
@@ -89,35 +111,61 @@ def run_benchmark(name: str, kind: str | Benchmark, path: str, answerer, tokeniz
   out_file = predictions_path(outdir, name, process_index, process_count)
   t0 = time.perf_counter()
   if pending:
-    _answer(bench, pending, answerer, tokenizer, cfg, template, processor, out_file,
-            progress, f"{name} ({kind})")
+    _answer(
+        bench,
+        pending,
+        answerer,
+        tokenizer,
+        cfg,
+        template,
+        processor,
+        out_file,
+        progress,
+        f"{name} ({kind})",
+    )
   if barrier is not None:
     barrier()
   done = read_predictions(outdir, name)
   missing = [i for i in ids if i not in done]
   if missing:
-    raise RuntimeError(f"{name}: {len(missing)} items have no prediction (first: "
-                       f"{missing[0]}); rerun to finish them")
+    raise RuntimeError(
+        f"{name}: {len(missing)} items have no prediction (first: "
+        f"{missing[0]}); rerun to finish them"
+    )
   parsed = [done[i]["parsed"] for i in ids]
-  summary = {"benchmark": kind, "path": str(path), **bench.score(items, parsed),
-             "generated_now": len(pending), "seconds": time.perf_counter() - t0}
+  summary = {
+      "benchmark": kind,
+      "path": str(path),
+      **bench.score(items, parsed),
+      "generated_now": len(pending),
+      "seconds": time.perf_counter() - t0,
+  }
   if process_index == 0:
     (outdir / f"{name}.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
   return summary
 
 
-def _answer(bench: Benchmark, items: Sequence[BenchItem], answerer, tokenizer, cfg, template,
-            processor, out_file: pathlib.Path, progress: bool, label: str) -> None:
+def _answer(
+    bench: Benchmark,
+    items: Sequence[BenchItem],
+    answerer,
+    tokenizer,
+    cfg,
+    template,
+    processor,
+    out_file: pathlib.Path,
+    progress: bool,
+    label: str,
+) -> None:
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
-  prepared = [(it, *build_sample(bench, it, tokenizer, cfg, template, processor))
-              for it in items]
+
+  prepared = [(it, *build_sample(bench, it, tokenizer, cfg, template, processor)) for it in items]
   # Longest first (the first batch compiles the largest shapes; similar lengths share
   # batches), items asking about the same image next to each other (generation.py).
   prepared.sort(key=lambda p: p[0].id)
   key = sort_key([p[2] for p in prepared], cfg)
   prepared = [prepared[i] for i in sorted(range(len(prepared)), key=key)]
-  bar = tqdm(total=len(prepared), desc=label, unit="item", disable=not progress,
-             dynamic_ncols=True)
+  bar = tqdm(total=len(prepared), desc=label, unit="item", disable=not progress, dynamic_ncols=True)
   batch_size = answerer.batch_size
   # A line cut off by an interruption is ended first, so that the next one stays whole
   # (read_predictions skips the cut one, whose item is among the pending).
@@ -126,13 +174,23 @@ def _answer(bench: Benchmark, items: Sequence[BenchItem], answerer, tokenizer, c
       f.write(b"\n")
   with out_file.open("a") as f:
     for start in range(0, len(prepared), batch_size):
-      chunk = prepared[start:start + batch_size]
+      chunk = prepared[start : start + batch_size]
       outputs = answerer([p[2] for p in chunk])
       for (item, text, _), output in zip(chunk, outputs):
         parsed = bench.parse(item, output)
-        f.write(json.dumps({"id": item.id, "prompt": text, "output": output,
-                            "parsed": parsed, "correct": bool(bench.is_correct(item, parsed))},
-                           ensure_ascii=False) + "\n")
+        f.write(
+            json.dumps(
+                {
+                    "id": item.id,
+                    "prompt": text,
+                    "output": output,
+                    "parsed": parsed,
+                    "correct": bool(bench.is_correct(item, parsed)),
+                },
+                ensure_ascii=False,
+            )
+            + "\n"
+        )
       f.flush()  # an interruption loses at most the batch in flight
       bar.update(len(chunk))
   bar.close()

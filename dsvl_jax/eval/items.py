@@ -33,6 +33,7 @@ class ItemError(ValueError):
 @dataclasses.dataclass(frozen=True)
 class EvalItem:
   """A parsed item; `answer` is an index into `options` (all stripped)."""
+
   id: str
   question: str
   images: tuple[pathlib.Path, ...]
@@ -85,8 +86,9 @@ def parse_item(d: Any, base_dir: pathlib.Path, where: str) -> EvalItem:
     raise ItemError(f"{where}: 'answer' must be an option's text or its index, got {answer!r}")
   if isinstance(answer, int):
     if not 0 <= answer < len(options):
-      raise ItemError(f"{where}: 'answer' index {answer} is out of range for "
-                      f"{len(options)} options")
+      raise ItemError(
+          f"{where}: 'answer' index {answer} is out of range for " f"{len(options)} options"
+      )
   elif answer.strip() in options:
     answer = options.index(answer.strip())
   else:
@@ -101,8 +103,10 @@ def parse_item(d: Any, base_dir: pathlib.Path, where: str) -> EvalItem:
       raise ItemError(f"{where}: image file not found: {str(p)!r}")
   markers = question.count(IMAGE_TOKEN)
   if markers and markers != len(paths):
-    raise ItemError(f"{where}: 'question' has {markers} {IMAGE_TOKEN} marker(s) but "
-                    f"{len(paths)} image(s) are listed")
+    raise ItemError(
+        f"{where}: 'question' has {markers} {IMAGE_TOKEN} marker(s) but "
+        f"{len(paths)} image(s) are listed"
+    )
   return EvalItem(str(item_id), question, paths, options, answer, kind, where)
 
 

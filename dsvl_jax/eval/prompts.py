@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dsvl_jax.processor.conversation import (EncodedSample, Message, Template,
-                                        encode_conversation)
-from dsvl_jax.processor.tokenizer import IMAGE_TOKEN, Tokenizer
 from dsvl_jax.eval.items import EvalItem
+from dsvl_jax.processor.conversation import EncodedSample, Message, Template, encode_conversation
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN, Tokenizer
 
 if TYPE_CHECKING:  # annotation only
   from dsvl_jax.models import VLMConfig
@@ -32,11 +31,17 @@ def user_content(item: EvalItem) -> str:
   return IMAGE_TOKEN * len(item.images) + item.question
 
 
-def build_prompt(item: EvalItem, tokenizer: Tokenizer, cfg: VLMConfig,
-                 template: Template) -> EncodedSample:
+def build_prompt(
+    item: EvalItem, tokenizer: Tokenizer, cfg: VLMConfig, template: Template
+) -> EncodedSample:
   """BOS + one user turn + "Assistant:"; ids [P] with each image expanded."""
-  return encode_conversation([Message("user", user_content(item))], tokenizer, cfg,
-                             add_generation_prompt=True, template=template)
+  return encode_conversation(
+      [Message("user", user_content(item))],
+      tokenizer,
+      cfg,
+      add_generation_prompt=True,
+      template=template,
+  )
 
 
 def continuation_ids(option: str, tokenizer: Tokenizer, score_eos: bool) -> np.ndarray:

@@ -33,6 +33,7 @@ KEEP_BUCKET = 16  # K (kept logit positions) is a multiple of this
 @dataclasses.dataclass(frozen=True)
 class Row:
   """prompt ids [P] (images expanded); continuation ids [C >= 1]; images [n, 3, S, S]."""
+
   prompt: np.ndarray
   continuation: np.ndarray
   images: np.ndarray
@@ -56,8 +57,9 @@ def choose(sums: Sequence[float], counts: Sequence[int], normalize: str) -> int:
   return int(np.argmax(option_scores(sums, counts, normalize)))
 
 
-def layout(rows: Sequence[Row], cfg: VLMConfig, batch_size: int,
-           length_bucket: int) -> dict[str, np.ndarray | None]:
+def layout(
+    rows: Sequence[Row], cfg: VLMConfig, batch_size: int, length_bucket: int
+) -> dict[str, np.ndarray | None]:
   """Rows -> the bucketed, left-padded batch the scoring function takes.
 
   ids, mask [B, T] int32; images [N, 3, S, S] float32 or None; targets [B, K] int32
@@ -78,15 +80,15 @@ def layout(rows: Sequence[Row], cfg: VLMConfig, batch_size: int,
     c = len(row.continuation)
     # Kept position j is absolute t - k + j and predicts token t - k + j + 1; the option
     # holds the last c tokens, predicted by positions k - 1 - c .. k - 2.
-    targets[b, :-1] = ids[b, t - k + 1:]
-    weights[b, k - 1 - c:k - 1] = 1.0
+    targets[b, :-1] = ids[b, t - k + 1 :]
+    weights[b, k - 1 - c : k - 1] = 1.0
   images = [r.images for r in rows if len(r.images)]
   if not images:
     return dict(ids=ids, mask=mask, images=None, targets=targets, weights=weights)
   images = np.concatenate(images).astype(np.float32)
   n = 1 << (len(images) - 1).bit_length()  # next power of two
   padded = np.zeros((n, *images.shape[1:]), np.float32)
-  padded[:len(images)] = images
+  padded[: len(images)] = images
   return dict(ids=ids, mask=mask, images=padded, targets=targets, weights=weights)
 
 
@@ -99,8 +101,9 @@ def score_rows(cfg: VLMConfig, params, ids, mask, images, targets, weights):
   A module-level jit keyed on the (hashable) config: every scorer of a config shares
   its compiled programs.
   """
-  out = DeepseekVL(cfg).apply({"params": params}, ids, images, attention_mask=mask,
-                              logits_to_keep=targets.shape[1])
+  out = DeepseekVL(cfg).apply(
+      {"params": params}, ids, images, attention_mask=mask, logits_to_keep=targets.shape[1]
+  )
   logits = out["logits"]  # [B, K, V] float32
   picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]
   logp = picked - jax.nn.logsumexp(logits, axis=-1)
@@ -117,7 +120,14 @@ class OptionScorer:
   def score_batch(self, params, rows: Sequence[Row]) -> tuple[np.ndarray, np.ndarray]:
     """Up to batch_size rows -> (sums [R] float32, counts [R] int)."""
     batch = layout(rows, self.cfg, self.batch_size, self.length_bucket)
-    sums, counts = score_rows(self.cfg, params, batch["ids"], batch["mask"], batch["images"],
-                              batch["targets"], batch["weights"])
+    sums, counts = score_rows(
+        self.cfg,
+        params,
+        batch["ids"],
+        batch["mask"],
+        batch["images"],
+        batch["targets"],
+        batch["weights"],
+    )
     n = len(rows)
     return np.asarray(sums)[:n], np.asarray(counts)[:n].astype(np.int64)

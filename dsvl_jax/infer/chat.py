@@ -18,10 +18,6 @@ from typing import Callable, Iterable, TextIO
 import ml_collections
 import numpy as np
 
-from dsvl_jax.processor.conversation import (DEEPSEEK, IMAGE_TOKEN, Message, Template,
-                                        encode_conversation, template_for)
-from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
-from dsvl_jax.processor.tokenizer import Tokenizer
 from dsvl_jax.config.schema import choices
 from dsvl_jax.infer.chat_config import STOP_STRINGS, ChatConfig, ImagePosition
 from dsvl_jax.infer.generate import Generator
@@ -29,15 +25,35 @@ from dsvl_jax.infer.load import load_model, load_tokenizer
 from dsvl_jax.infer.sampling import SamplingConfig
 from dsvl_jax.infer.streaming import TextStream
 from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.processor.conversation import (
+    DEEPSEEK,
+    IMAGE_TOKEN,
+    Message,
+    Template,
+    encode_conversation,
+    template_for,
+)
+from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
+from dsvl_jax.processor.tokenizer import Tokenizer
+
 
 class ChatSession:
   """Holds the conversation; `reply` streams the next answer."""
 
-  def __init__(self, cfg: VLMConfig, params, tokenizer: Tokenizer, sampling: SamplingConfig,
-               template: Template = DEEPSEEK, image_position: ImagePosition = "first"):
+  def __init__(
+      self,
+      cfg: VLMConfig,
+      params,
+      tokenizer: Tokenizer,
+      sampling: SamplingConfig,
+      template: Template = DEEPSEEK,
+      image_position: ImagePosition = "first",
+  ):
     if image_position not in choices(ImagePosition):  # a session built without a config
-      raise ValueError(f"config field 'chat.image_position': {image_position!r} not in "
-                       f"{choices(ImagePosition)}")
+      raise ValueError(
+          f"config field 'chat.image_position': {image_position!r} not in "
+          f"{choices(ImagePosition)}"
+      )
     self.image_position = image_position
     self.cfg = cfg
     self.template = template
@@ -51,8 +67,9 @@ class ChatSession:
     self.messages: list[Message] = []
     self.images: list[np.ndarray] = []
 
-  def reply(self, text: str, image_paths: Iterable[str] = (),
-            on_text: Callable[[str], None] | None = None) -> str:
+  def reply(
+      self, text: str, image_paths: Iterable[str] = (), on_text: Callable[[str], None] | None = None
+  ) -> str:
     """Adds a user turn (its images first, as the reference CLI places them, or after the
     text with image_position "last") and answers."""
     paths = list(image_paths)
@@ -60,14 +77,19 @@ class ChatSession:
     marks = IMAGE_TOKEN * len(paths)
     content = text + marks if self.image_position == "last" else marks + text
     messages = self.messages + [Message("user", content)]
-    encoded = encode_conversation(messages, self.tokenizer, self.cfg, add_generation_prompt=True,
-                                  template=self.template)
+    encoded = encode_conversation(
+        messages, self.tokenizer, self.cfg, add_generation_prompt=True, template=self.template
+    )
     images = self.images + list(new_images)
     batch = np.asarray(encoded.ids, np.int32)[None]
     stream = TextStream(self.tokenizer.decode, STOP_STRINGS, on_text)
     self.generator.generate(
-        batch, images=np.stack(images) if images else None, sampling=self.sampling,
-        decode=self.tokenizer.decode, on_token=lambda _, tok: stream.push(tok))
+        batch,
+        images=np.stack(images) if images else None,
+        sampling=self.sampling,
+        decode=self.tokenizer.decode,
+        on_token=lambda _, tok: stream.push(tok),
+    )
     stream.finish()
     answer = stream.text
     self.messages = messages + [Message("assistant", answer)]
@@ -76,10 +98,15 @@ class ChatSession:
 
 
 def sampling_from(chat: ChatConfig) -> SamplingConfig:
-  return SamplingConfig(temperature=chat.temperature, top_p=chat.top_p, top_k=chat.top_k,
-                        repetition_penalty=chat.repetition_penalty,
-                        max_new_tokens=chat.max_new_tokens, stop_strings=STOP_STRINGS,
-                        seed=chat.seed)
+  return SamplingConfig(
+      temperature=chat.temperature,
+      top_p=chat.top_p,
+      top_k=chat.top_k,
+      repetition_penalty=chat.repetition_penalty,
+      max_new_tokens=chat.max_new_tokens,
+      stop_strings=STOP_STRINGS,
+      seed=chat.seed,
+  )
 
 
 def build_session(config: ml_collections.ConfigDict) -> ChatSession:
@@ -87,13 +114,21 @@ def build_session(config: ml_collections.ConfigDict) -> ChatSession:
   chat = ChatConfig.from_dict(config.chat)  # checked before any weights load
   cfg, params = load_model(config, chat)
   tokenizer = load_tokenizer(chat, cfg, "chat")
-  return ChatSession(cfg, params, tokenizer, sampling_from(chat),
-                     template_for(chat.system_prompt), chat.image_position)
+  return ChatSession(
+      cfg,
+      params,
+      tokenizer,
+      sampling_from(chat),
+      template_for(chat.system_prompt),
+      chat.image_position,
+  )
 
 
-def run_terminal(session: ChatSession, stdin: TextIO = sys.stdin,
-                 stdout: TextIO = sys.stdout) -> None:
+def run_terminal(
+    session: ChatSession, stdin: TextIO = sys.stdin, stdout: TextIO = sys.stdout
+) -> None:
   """The interactive loop (reads stdin until EOF or /quit)."""
+
   def say(text):
     stdout.write(text)
     stdout.flush()
@@ -116,7 +151,7 @@ def run_terminal(session: ChatSession, stdin: TextIO = sys.stdin,
       say("(new conversation)\n")
       continue
     if line.startswith("/image "):
-      pending.append(line[len("/image "):].strip())
+      pending.append(line[len("/image ") :].strip())
       say(f"(image {len(pending)} attached)\n")
       continue
     say("Assistant: ")

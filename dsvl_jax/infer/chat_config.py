@@ -40,10 +40,14 @@ class ChatConfig:
     check(self.temperature >= 0, "chat.temperature", f"must be >= 0, got {self.temperature}")
     check(0 < self.top_p <= 1, "chat.top_p", f"must be in (0, 1], got {self.top_p}")
     check(self.top_k >= 0, "chat.top_k", f"must be >= 0 (0 = off), got {self.top_k}")
-    check(self.repetition_penalty > 0, "chat.repetition_penalty",
-          f"must be > 0, got {self.repetition_penalty}")
-    check(self.max_new_tokens >= 1, "chat.max_new_tokens",
-          f"must be >= 1, got {self.max_new_tokens}")
+    check(
+        self.repetition_penalty > 0,
+        "chat.repetition_penalty",
+        f"must be > 0, got {self.repetition_penalty}",
+    )
+    check(
+        self.max_new_tokens >= 1, "chat.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}"
+    )
     return self
 
   @classmethod

@@ -60,6 +60,7 @@ class EngineClosed(EngineError):
 @dataclasses.dataclass(frozen=True)
 class Prompt:
   """ids [T] int32 (images expanded); images [n, 3, S, S] float32 in [0, 1]."""
+
   ids: np.ndarray
   images: np.ndarray
 
@@ -83,7 +84,7 @@ class Prompt:
       # text id among them (576 tokens x a 56-bit digest overflowed int64).
       digest = hashlib.blake2b(self.images[n].tobytes(), digest_size=5).digest()
       base = int.from_bytes(digest, "little") << 16
-      keys[start:start + tokens_per_image] = -1 - (base + np.arange(tokens_per_image))
+      keys[start : start + tokens_per_image] = -1 - (base + np.arange(tokens_per_image))
     return keys
 
 
@@ -163,8 +164,13 @@ _ids = itertools.count(1)
 class Request:
   """A submitted request; `cancel()` from any thread frees its slot at the next turn."""
 
-  def __init__(self, engine: "Engine", prompt: Prompt, sampling: SamplingConfig,
-               sink: Callable[[Event], None]):
+  def __init__(
+      self,
+      engine: "Engine",
+      prompt: Prompt,
+      sampling: SamplingConfig,
+      sink: Callable[[Event], None],
+  ):
     self.id = next(_ids)
     self.prompt, self.sampling, self.sink = prompt, sampling, sink
     self.stream = TextStream(engine.tokenizer.decode, sampling.stop_strings)
@@ -185,6 +191,7 @@ class Request:
 @dataclasses.dataclass
 class _Row:
   """What a slot's cache row holds: content keys of its real tokens and their columns."""
+
   keys: np.ndarray
   cols: np.ndarray
 
@@ -203,12 +210,24 @@ class Engine:
   token budget do not fit a slot.
   """
 
-  def __init__(self, cfg: VLMConfig, params, tokenizer: Tokenizer, *, num_slots: int = 8,
-               max_len: int = 2048, prompt_bucket: int = 64, max_queue: int = 64,
-               prefix_cache: bool = False, min_prefix: int = 16):
+  def __init__(
+      self,
+      cfg: VLMConfig,
+      params,
+      tokenizer: Tokenizer,
+      *,
+      num_slots: int = 8,
+      max_len: int = 2048,
+      prompt_bucket: int = 64,
+      max_queue: int = 64,
+      prefix_cache: bool = False,
+      min_prefix: int = 16,
+  ):
     if num_slots < 1 or max_queue < 0 or prompt_bucket < 1:
-      raise ValueError(f"num_slots {num_slots}, max_queue {max_queue}, prompt_bucket "
-                       f"{prompt_bucket}: need num_slots >= 1, max_queue >= 0, bucket >= 1")
+      raise ValueError(
+          f"num_slots {num_slots}, max_queue {max_queue}, prompt_bucket "
+          f"{prompt_bucket}: need num_slots >= 1, max_queue >= 0, bucket >= 1"
+      )
     self.cfg, self.tokenizer = cfg, tokenizer
     self.model = SlotModel(cfg, params, num_slots, max_len)
     self.num_slots, self.max_len, self.prompt_bucket = num_slots, max_len, prompt_bucket
@@ -257,14 +276,18 @@ class Engine:
       raise RequestTooLong(
           f"the prompt has {t} tokens (padded to {padded}) and "
           f"max_tokens is {sampling.max_new_tokens}: {need} positions, more than the "
-          f"{self.max_len} of a slot")
+          f"{self.max_len} of a slot"
+      )
     n_img = int(np.sum(prompt.ids == self.cfg.image_token_id))
     if n_img != len(prompt.images) * self.cfg.num_image_tokens:
-      raise EngineError(f"{n_img} image tokens for {len(prompt.images)} image(s) of "
-                        f"{self.cfg.num_image_tokens} tokens")
+      raise EngineError(
+          f"{n_img} image tokens for {len(prompt.images)} image(s) of "
+          f"{self.cfg.num_image_tokens} tokens"
+      )
 
-  def submit(self, prompt: Prompt, sampling: SamplingConfig,
-             sink: Callable[[Event], None]) -> Request:
+  def submit(
+      self, prompt: Prompt, sampling: SamplingConfig, sink: Callable[[Event], None]
+  ) -> Request:
     """Queues a request; its events go to `sink` (called on the engine thread). It
     stops as Generator.generate does: EOS, any of sampling.stop_strings in the text
     (the server adds the template's "User:"), or sampling.max_new_tokens tokens."""
@@ -275,8 +298,10 @@ class Engine:
         raise EngineClosed("the engine is shut down")
       waiting = sum(not r.cancelled for r in self._queue)
       if waiting >= self.max_queue:
-        raise QueueFull(f"{waiting} requests are waiting, the queue's limit "
-                        f"(serve.max_queue={self.max_queue}); try again later")
+        raise QueueFull(
+            f"{waiting} requests are waiting, the queue's limit "
+            f"(serve.max_queue={self.max_queue}); try again later"
+        )
       self._queue.append(req)
       self._cond.notify_all()
     return req
@@ -288,8 +313,12 @@ class Engine:
     return sink.result()
 
   def status(self) -> dict[str, Any]:
-    return {"slots": self.num_slots, "busy": sum(r is not None for r in self._slots),
-            "queued": len(self._queue), **self.counters}
+    return {
+        "slots": self.num_slots,
+        "busy": sum(r is not None for r in self._slots),
+        "queued": len(self._queue),
+        **self.counters,
+    }
 
   # -- the loop -----------------------------------------------------------------------
 
@@ -351,8 +380,10 @@ class Engine:
         if c < max(self.min_prefix, 1) or c <= best_c:
           continue
         offset = int(row.cols[c - 1]) + 1
-        if offset + round_up(len(ids) - c, self.prompt_bucket) + \
-            req.sampling.max_new_tokens > self.max_len:
+        if (
+            offset + round_up(len(ids) - c, self.prompt_bucket) + req.sampling.max_new_tokens
+            > self.max_len
+        ):
           continue
         best, best_c = i, c
     if best is not None:
@@ -375,8 +406,8 @@ class Engine:
     self._rows[slot] = None  # overwritten from here on
     try:
       self._state, token = self.model.prefill(
-          self._state, slot, x, m, req.prompt.images[first_image:], offset, reuse,
-          req.sampling)
+          self._state, slot, x, m, req.prompt.images[first_image:], offset, reuse, req.sampling
+      )
     except Exception as e:  # pylint: disable=broad-except
       logging.exception("prefill failed")
       self._slots[slot] = None
@@ -437,10 +468,11 @@ class Engine:
     row = req.row
     if self.prefix_cache and row is not None:
       # Fed to the model: every chosen token but the last (whose step never ran).
-      fed = np.asarray(req.tokens[:req.sampled - 1], np.int64)
+      fed = np.asarray(req.tokens[: req.sampled - 1], np.int64)
       start = req.next_col - len(fed)
-      self._rows[slot] = _Row(np.concatenate([row.keys, fed]),
-                              np.concatenate([row.cols, start + np.arange(len(fed))]))
+      self._rows[slot] = _Row(
+          np.concatenate([row.keys, fed]), np.concatenate([row.cols, start + np.arange(len(fed))])
+      )
     delta = req.stream.finish()
     if delta:
       req.sink(Delta(delta))
@@ -449,12 +481,16 @@ class Engine:
   def _completion(self, req: Request, reason: str) -> Completion:
     now = time.perf_counter()
     t = req.timing
-    timing = {"queued": t.get("admitted", now) - t["submitted"],
-              "first_token": t.get("first_token", now) - t["submitted"],
-              "total": now - t["submitted"], "admitted_step": t.get("admitted_step", -1),
-              "done_step": self.counters["steps"]}
-    return Completion(req.stream.text, list(req.tokens), reason, len(req.prompt.ids),
-                      req.cached_tokens, timing)
+    timing = {
+        "queued": t.get("admitted", now) - t["submitted"],
+        "first_token": t.get("first_token", now) - t["submitted"],
+        "total": now - t["submitted"],
+        "admitted_step": t.get("admitted_step", -1),
+        "done_step": self.counters["steps"],
+    }
+    return Completion(
+        req.stream.text, list(req.tokens), reason, len(req.prompt.ids), req.cached_tokens, timing
+    )
 
   def _fail_running(self, message: str) -> None:
     for slot, req in enumerate(self._slots):

@@ -27,8 +27,13 @@ from dsvl_jax.infer.sampling import SamplingConfig, select
 from dsvl_jax.models.attention import for_inference, placement_platform
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.layers import precision_of
-from dsvl_jax.models.llm import (Cache, check_context, init_cache, positions_from_mask,
-                                 unstack_layers)
+from dsvl_jax.models.llm import (
+    Cache,
+    check_context,
+    init_cache,
+    positions_from_mask,
+    unstack_layers,
+)
 from dsvl_jax.models.vlm import DeepseekVL, check_image_tokens
 from dsvl_jax.processor.batching import left_pad, round_up
 
@@ -37,6 +42,7 @@ from dsvl_jax.processor.batching import left_pad, round_up
 class DecodeState:
   """What a decode step carries to the next: a pytree, so jit takes (and donates) it.
   B rows, S cache columns, V the vocabulary; every row writes column `index` next."""
+
   cache: tuple[Cache, ...]  # per layer {"k", "v"} [B, KVH, S, Dh], compute dtype
   slots: jax.Array  # [B, S] int32: 1 where a real token's keys and values sit
   next_pos: jax.Array  # [B] int32: the RoPE position of the next token
@@ -62,9 +68,14 @@ def inference_config(cfg: VLMConfig) -> VLMConfig:
   reads them 1.6x faster.
   """
   cpu = placement_platform() == "cpu"  # the same test as for_inference
-  return cfg.replace(compute=dataclasses.replace(
-      cfg.compute, scan_layers=False, attention_impl=for_inference(cfg.compute.attention_impl),
-      llm_kernels_out_major=cpu))
+  return cfg.replace(
+      compute=dataclasses.replace(
+          cfg.compute,
+          scan_layers=False,
+          attention_impl=for_inference(cfg.compute.attention_impl),
+          llm_kernels_out_major=cpu,
+      )
+  )
 
 
 def inference_params(params: dict, cfg: VLMConfig) -> dict:
@@ -92,8 +103,15 @@ def inference_params(params: dict, cfg: VLMConfig) -> dict:
 
 
 # LLMBlock's kernels and their input dims (o_proj contracts heads and head_dim).
-LLM_KERNEL_INPUTS = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_proj": 1,
-                     "up_proj": 1, "down_proj": 1}
+LLM_KERNEL_INPUTS = {
+    "q_proj": 1,
+    "k_proj": 1,
+    "v_proj": 1,
+    "o_proj": 2,
+    "gate_proj": 1,
+    "up_proj": 1,
+    "down_proj": 1,
+}
 
 
 def out_major(kernel: jax.Array, n_in: int) -> jax.Array:
@@ -104,20 +122,31 @@ def out_major(kernel: jax.Array, n_in: int) -> jax.Array:
 def forward_last(module: DeepseekVL, params: dict, *args, **kwargs):
   """`module` on `inference_params`: (float32 logits of the last position [B, V], the
   updated cache). The arguments are DeepseekVL.hidden_states'."""
-  hidden, cache = module.apply({"params": params["model"]}, *args,
-                               method=DeepseekVL.hidden_states, **kwargs)
+  hidden, cache = module.apply(
+      {"params": params["model"]}, *args, method=DeepseekVL.hidden_states, **kwargs
+  )
   compute = module.cfg.compute
   dtype = jnp.dtype(compute.dtype)
-  logits = jnp.einsum("vd,bd->vb", params["head"].astype(dtype), hidden[:, -1].astype(dtype),
-                      precision=precision_of(compute.precision))
+  logits = jnp.einsum(
+      "vd,bd->vb",
+      params["head"].astype(dtype),
+      hidden[:, -1].astype(dtype),
+      precision=precision_of(compute.precision),
+  )
   return logits.T.astype(jnp.float32), cache
 
 
 class Generator:
   """Holds the compiled prefill / decode functions for one model and parameter tree."""
 
-  def __init__(self, cfg: VLMConfig, params, prompt_bucket: int = 16, cache_bucket: int = 128,
-               mesh: jax.sharding.Mesh | None = None):
+  def __init__(
+      self,
+      cfg: VLMConfig,
+      params,
+      prompt_bucket: int = 16,
+      cache_bucket: int = 128,
+      mesh: jax.sharding.Mesh | None = None,
+  ):
     """mesh: data parallelism over its devices: the rows of a batch (and the cache) are
     split over all of them, the parameters replicated (a batch whose size the device
     count does not divide runs replicated)."""
@@ -152,12 +181,21 @@ class Generator:
     s = cache[0]["k"].shape[2]  # [B, KVH, S, Dh]
     positions = positions_from_mask(mask)
     slots = jnp.zeros((b, s), jnp.int32).at[:, :t].set(mask)
-    logits, cache = forward_last(self.module, params, ids, images, attention_mask=slots,
-                                 positions=positions, cache=cache, cache_index=0)
+    logits, cache = forward_last(
+        self.module,
+        params,
+        ids,
+        images,
+        attention_mask=slots,
+        positions=positions,
+        cache=cache,
+        cache_index=0,
+    )
     return self._first_token(logits, cache, slots, positions, t, rng, sampling)
 
-  def _first_token(self, logits, cache, slots, positions, written: int, rng,
-                   sampling: SamplingConfig) -> tuple[DecodeState, jax.Array]:
+  def _first_token(
+      self, logits, cache, slots, positions, written: int, rng, sampling: SamplingConfig
+  ) -> tuple[DecodeState, jax.Array]:
     """A prefill's end: its first tokens [B] from the last logits [B, V], and the state
     the decode steps go on from (`written` columns filled, positions [B, T] the last
     prompt's)."""
@@ -166,25 +204,42 @@ class Generator:
     rng, key = jax.random.split(rng)
     token = select(logits, seen, sampling, key)
     seen = seen.at[jnp.arange(b), token].set(True)
-    return DecodeState(cache=cache, slots=slots, next_pos=positions[:, -1] + 1,
-                       index=jnp.asarray(written, jnp.int32), seen=seen, rng=rng), token
+    return (
+        DecodeState(
+            cache=cache,
+            slots=slots,
+            next_pos=positions[:, -1] + 1,
+            index=jnp.asarray(written, jnp.int32),
+            seen=seen,
+            rng=rng,
+        ),
+        token,
+    )
 
   def _step_fn(self, params, state: DecodeState, token, *, sampling: SamplingConfig):
     b = token.shape[0]
     idx = state.index
     slots = jax.lax.dynamic_update_slice(state.slots, jnp.ones((b, 1), jnp.int32), (0, idx))
-    logits, cache = forward_last(self.module, params, token[:, None], attention_mask=slots,
-                                 positions=state.next_pos[:, None], cache=state.cache,
-                                 cache_index=idx)
+    logits, cache = forward_last(
+        self.module,
+        params,
+        token[:, None],
+        attention_mask=slots,
+        positions=state.next_pos[:, None],
+        cache=state.cache,
+        cache_index=idx,
+    )
     rng, key = jax.random.split(state.rng)
     new = select(logits, state.seen, sampling, key)
     seen = state.seen.at[jnp.arange(b), new].set(True)
-    state = DecodeState(cache=cache, slots=slots, next_pos=state.next_pos + 1, index=idx + 1,
-                        seen=seen, rng=rng)
+    state = DecodeState(
+        cache=cache, slots=slots, next_pos=state.next_pos + 1, index=idx + 1, seen=seen, rng=rng
+    )
     return state, new
 
-  def _prefill_shared_fn(self, params, pids, pmask, images, cache, group, sids, smask, rng,
-                         *, sampling: SamplingConfig):
+  def _prefill_shared_fn(
+      self, params, pids, pmask, images, cache, group, sids, smask, rng, *, sampling: SamplingConfig
+  ):
     """Prefixes pids, pmask [G, P] (left-padded, with their images) fill cache rows
     [G, S] once; row r takes prefix group[r]'s rows and prefills its suffix sids, smask
     [B, T] (left-padded) into slots [P, P + T), RoPE positions continuing the prefix's.
@@ -194,22 +249,42 @@ class Generator:
     t = sids.shape[1]
     s = cache[0]["k"].shape[2]  # [G, KVH, S, Dh]
     pslots = jnp.zeros((g, s), jnp.int32).at[:, :p].set(pmask)
-    _, cache = forward_last(self.module, params, pids, images, attention_mask=pslots,
-                            positions=positions_from_mask(pmask), cache=cache, cache_index=0)
+    _, cache = forward_last(
+        self.module,
+        params,
+        pids,
+        images,
+        attention_mask=pslots,
+        positions=positions_from_mask(pmask),
+        cache=cache,
+        cache_index=0,
+    )
     cache = jax.tree.map(lambda x: jnp.take(x, group, axis=0), cache)
-    slots = jnp.take(pslots, group, axis=0).at[:, p:p + t].set(smask)
+    slots = jnp.take(pslots, group, axis=0).at[:, p : p + t].set(smask)
     start = jnp.take(pmask.sum(-1), group)
     positions = positions_from_mask(smask, start[:, None])
-    logits, cache = forward_last(self.module, params, sids, attention_mask=slots,
-                                 positions=positions, cache=cache, cache_index=p)
+    logits, cache = forward_last(
+        self.module,
+        params,
+        sids,
+        attention_mask=slots,
+        positions=positions,
+        cache=cache,
+        cache_index=p,
+    )
     return self._first_token(logits, cache, slots, positions, p + t, rng, sampling)
 
   # -- host loop ----------------------------------------------------------------------
 
-  def generate(self, input_ids, attention_mask=None, images=None,
-               sampling: SamplingConfig = SamplingConfig(),
-               decode: Callable[[list[int]], str] | None = None,
-               on_token: Callable[[int, int], None] | None = None) -> Generation:
+  def generate(
+      self,
+      input_ids,
+      attention_mask=None,
+      images=None,
+      sampling: SamplingConfig = SamplingConfig(),
+      decode: Callable[[list[int]], str] | None = None,
+      on_token: Callable[[int, int], None] | None = None,
+  ) -> Generation:
     """Generates up to sampling.max_new_tokens tokens for a left-padded batch.
 
     input_ids, attention_mask [B, T]; images [N, 3, S, S] in [0, 1] or None.
@@ -225,8 +300,11 @@ class Generator:
       raise ValueError("stop_strings need a decode function")
     tp = round_up(t, self.prompt_bucket)
     s = round_up(tp + sampling.max_new_tokens, self.cache_bucket)
-    check_context(self.cfg.llm, s, f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens "
-                  f"({sampling.max_new_tokens})")
+    check_context(
+        self.cfg.llm,
+        s,
+        f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens " f"({sampling.max_new_tokens})",
+    )
     pad = tp - t
     ids = np.concatenate([np.full((b, pad), self.cfg.pad_token_id, np.int32), ids], 1)
     mask = np.concatenate([np.zeros((b, pad), np.int32), mask], 1)
@@ -235,13 +313,26 @@ class Generator:
     cache = init_cache(self.cfg.llm, b, s, dtype, stacked=False)
     ids, mask, cache = self._rows((ids, mask, cache), b)
 
-    state, token = self._prefill(self.params, ids, mask, images, cache,
-                                 jax.random.key(sampling.seed), sampling=_static(sampling))
+    state, token = self._prefill(
+        self.params,
+        ids,
+        mask,
+        images,
+        cache,
+        jax.random.key(sampling.seed),
+        sampling=_static(sampling),
+    )
     return self._decode(state, token, b, sampling, decode, on_token)
 
-  def generate_shared(self, prefixes, suffixes, group, sampling: SamplingConfig = SamplingConfig(),
-                      decode: Callable[[list[int]], str] | None = None,
-                      on_token: Callable[[int, int], None] | None = None) -> Generation:
+  def generate_shared(
+      self,
+      prefixes,
+      suffixes,
+      group,
+      sampling: SamplingConfig = SamplingConfig(),
+      decode: Callable[[list[int]], str] | None = None,
+      on_token: Callable[[int, int], None] | None = None,
+  ) -> Generation:
     """`generate` for rows whose prompts share prefixes (an image and the text before it:
     POPE's six questions per image, MMBench's option rotations): each prefix, its
     vision tower included, is prefilled once and its KV copied to its rows.
@@ -267,24 +358,42 @@ class Generator:
     pp = round_up(max(len(ids) for ids, _ in prefixes), self.prompt_bucket)
     ts = round_up(max(len(x) for x in suffixes), SUFFIX_BUCKET)
     s = round_up(pp + ts + sampling.max_new_tokens, self.cache_bucket)
-    check_context(self.cfg.llm, s, f"prefix ({pp}) + suffix ({ts}) tokens, bucketed, + "
-                  f"max_new_tokens ({sampling.max_new_tokens})")
-    pids, pmask = left_pad([np.asarray(ids, np.int32) for ids, _ in prefixes], pp,
-                           self.cfg.pad_token_id)
+    check_context(
+        self.cfg.llm,
+        s,
+        f"prefix ({pp}) + suffix ({ts}) tokens, bucketed, + "
+        f"max_new_tokens ({sampling.max_new_tokens})",
+    )
+    pids, pmask = left_pad(
+        [np.asarray(ids, np.int32) for ids, _ in prefixes], pp, self.cfg.pad_token_id
+    )
     sids, smask = left_pad(suffixes, ts, self.cfg.pad_token_id)
     pixels = [np.asarray(im, np.float32) for _, im in prefixes]
     check_image_tokens(pids, sum(len(x) for x in pixels), self.cfg)
-    images = (None if not sum(len(x) for x in pixels)
-              else jnp.asarray(np.concatenate(pixels), jnp.float32))
+    images = (
+        None
+        if not sum(len(x) for x in pixels)
+        else jnp.asarray(np.concatenate(pixels), jnp.float32)
+    )
     cache = init_cache(self.cfg.llm, gp, s, jnp.dtype(self.cfg.compute.dtype), stacked=False)
     group, sids, smask = self._rows((group, sids, smask), b)
-    state, token = self._prefill_shared(self.params, pids, pmask, images, cache, group, sids,
-                                        smask, jax.random.key(sampling.seed),
-                                        sampling=_static(sampling))
+    state, token = self._prefill_shared(
+        self.params,
+        pids,
+        pmask,
+        images,
+        cache,
+        group,
+        sids,
+        smask,
+        jax.random.key(sampling.seed),
+        sampling=_static(sampling),
+    )
     return self._decode(state, token, b, sampling, decode, on_token)
 
-  def _decode(self, state: DecodeState, token, b: int, sampling: SamplingConfig, decode, on_token
-              ) -> Generation:
+  def _decode(
+      self, state: DecodeState, token, b: int, sampling: SamplingConfig, decode, on_token
+  ) -> Generation:
     """The host loop after a prefill: EOS and stop strings per row, one step at a time."""
     static = _static(sampling)
     out = [[] for _ in range(b)]
@@ -317,5 +426,4 @@ SUFFIX_BUCKET = 16  # a shared prefix's suffixes are short (a question): a finer
 def _static(sampling: SamplingConfig) -> SamplingConfig:
   """Only the fields that change the computation are static: seed, length and stop
   strings vary per call without recompiling."""
-  return dataclasses.replace(sampling, seed=0, max_new_tokens=1, stop_strings=(),
-                             ignore_eos=False)
+  return dataclasses.replace(sampling, seed=0, max_new_tokens=1, stop_strings=(), ignore_eos=False)

@@ -13,19 +13,20 @@ from typing import Any
 import jax
 
 from dsvl_jax.config.schema import ConfigError
-from dsvl_jax.processor.layout import TokenLayout
-from dsvl_jax.processor.tokenizer import make_tokenizer
-from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer
 from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.processor.layout import TokenLayout
+from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer, make_tokenizer
 
 
 def load_model(config, section) -> tuple[VLMConfig, Any]:
   """(model config, parameters) from section.checkpoint, else a random init."""
   if section.checkpoint:
     import dsvl_jax  # pylint: disable=g-import-not-at-top
+
     loaded = dsvl_jax.load(section.checkpoint, dtype=section.dtype)
     return loaded.config, loaded.params
   from dsvl_jax.models.init import init_params  # pylint: disable=g-import-not-at-top
+
   cfg = VLMConfig.from_dict(config.model)
   return cfg, init_params(cfg, jax.random.key(config.seed))
 
@@ -36,13 +37,17 @@ def load_tokenizer(section, cfg: VLMConfig, name: str) -> Tokenizer:
   be single config ids (the template and the image blocks rely on both)."""
   spec = section.tokenizer or section.checkpoint
   if not spec:
-    raise ConfigError(f"config field '{name}.tokenizer': a tokenizer.json / .model / "
-                      f"'builtin:bytes' is needed (or a {name}.checkpoint holding one)")
+    raise ConfigError(
+        f"config field '{name}.tokenizer': a tokenizer.json / .model / "
+        f"'builtin:bytes' is needed (or a {name}.checkpoint holding one)"
+    )
   tokenizer = make_tokenizer(spec, TokenLayout.of(cfg))
   for text, want in ((EOS_TOKEN, cfg.eos_token_id), (tokenizer.image_token, cfg.image_token_id)):
     got = tokenizer.encode(text, add_bos=False)
     if got != [want]:
-      raise ConfigError(f"config field '{name}.tokenizer': {spec!r} encodes {text!r} to "
-                        f"{got}, the model config needs [{want}]; use the checkpoint's own "
-                        f"tokenizer")
+      raise ConfigError(
+          f"config field '{name}.tokenizer': {spec!r} encodes {text!r} to "
+          f"{got}, the model config needs [{want}]; use the checkpoint's own "
+          f"tokenizer"
+      )
   return tokenizer

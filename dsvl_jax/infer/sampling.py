@@ -21,6 +21,7 @@ NEG_INF = -jnp.inf
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
   """temperature 0 means greedy; top_k 0 and top_p 1.0 disable those filters."""
+
   temperature: float = 0.0
   top_p: float = 1.0
   top_k: int = 0
@@ -69,8 +70,11 @@ def top_p_filter(logits: jax.Array, p: float) -> jax.Array:
   cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
   remove_sorted = cum <= (1.0 - p)
   remove_sorted = remove_sorted.at[..., -1].set(False)
-  remove = jnp.zeros_like(remove_sorted).at[
-      jnp.arange(logits.shape[0])[:, None], order].set(remove_sorted)
+  remove = (
+      jnp.zeros_like(remove_sorted)
+      .at[jnp.arange(logits.shape[0])[:, None], order]
+      .set(remove_sorted)
+  )
   return jnp.where(remove, NEG_INF, logits)
 
 
@@ -103,15 +107,18 @@ def row_values(cfg: SamplingConfig) -> dict[str, np.ndarray]:
   top_p_cut is 1 - top_p computed in Python (double) and then rounded, as `top_p_filter`
   compares against it, so a row selects exactly what `select` does for that config.
   """
-  return {"temperature": np.float32(cfg.temperature),
-          "top_p_cut": np.float32(1.0 - cfg.top_p),
-          "top_p_on": np.bool_(cfg.temperature > 0 and cfg.top_p < 1.0),
-          "top_k": np.int32(cfg.top_k if cfg.temperature > 0 else 0),
-          "penalty": np.float32(cfg.repetition_penalty)}
+  return {
+      "temperature": np.float32(cfg.temperature),
+      "top_p_cut": np.float32(1.0 - cfg.top_p),
+      "top_p_on": np.bool_(cfg.temperature > 0 and cfg.top_p < 1.0),
+      "top_k": np.int32(cfg.top_k if cfg.temperature > 0 else 0),
+      "penalty": np.float32(cfg.repetition_penalty),
+  }
 
 
-def _filter_rows(logits: jax.Array, top_k: jax.Array, cut: jax.Array,
-                 top_p_on: jax.Array) -> jax.Array:
+def _filter_rows(
+    logits: jax.Array, top_k: jax.Array, cut: jax.Array, top_p_on: jax.Array
+) -> jax.Array:
   """top_k_filter then top_p_filter with a k and p per row, from one ascending sort.
 
   Equal to the static filters: the k-th largest is the sorted array's entry V - k, and
@@ -131,8 +138,9 @@ def _filter_rows(logits: jax.Array, top_k: jax.Array, cut: jax.Array,
   return jnp.where(top_p_on[:, None] & remove, NEG_INF, logits)
 
 
-def select_rows(logits: jax.Array, seen: jax.Array, rows: dict[str, jax.Array],
-                keys: jax.Array) -> jax.Array:
+def select_rows(
+    logits: jax.Array, seen: jax.Array, rows: dict[str, jax.Array], keys: jax.Array
+) -> jax.Array:
   """[B, V] logits -> [B] int32 tokens, each row by its own settings (`row_values`
   stacked to [B]) and key ([B] keys): row b gets what `select` gives a batch of one with
   that row's config and key. Sorting runs only when some row filters; drawing only when
@@ -147,8 +155,15 @@ def select_rows(logits: jax.Array, seen: jax.Array, rows: dict[str, jax.Array],
   def draw(logits):
     scaled = logits / jnp.where(temp > 0, temp, 1.0)[:, None]
     needs_sort = jnp.any(rows["top_p_on"] | (rows["top_k"] > 0))
-    scaled = jax.lax.cond(needs_sort, _filter_rows, lambda x, *_: x, scaled, rows["top_k"],
-                          rows["top_p_cut"], rows["top_p_on"])
+    scaled = jax.lax.cond(
+        needs_sort,
+        _filter_rows,
+        lambda x, *_: x,
+        scaled,
+        rows["top_k"],
+        rows["top_p_cut"],
+        rows["top_p_on"],
+    )
     one = lambda key, row: jax.random.categorical(key, row[None], axis=-1)[0]
     return jax.vmap(one)(keys, scaled).astype(jnp.int32)
 

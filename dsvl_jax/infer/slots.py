@@ -30,6 +30,7 @@ from dsvl_jax.models.vlm import DeepseekVL
 class SlotState:
   """B slots of S cache columns (V: the vocabulary); a pytree, so jit takes (and donates)
   it and a step slices its first rows with one tree map."""
+
   cache: tuple[Cache, ...]  # per layer {"k", "v"} [B, KVH, S, Dh], compute dtype, preallocated
   mask: jax.Array  # [B, S] int32: 1 where a real token's keys and values sit
   index: jax.Array  # [B] int32: the column the slot writes next
@@ -56,23 +57,35 @@ class SlotModel:
     # holds every busy slot: the engine fills the lowest free slots first, so a lightly
     # loaded server does not pay for B rows (on a CPU a 16-row step of the 1.3B width
     # costs several times a 1-row one).
-    self.row_buckets = sorted({min(2 ** i, num_slots) for i in range(num_slots.bit_length() + 1)})
+    self.row_buckets = sorted({min(2**i, num_slots) for i in range(num_slots.bit_length() + 1)})
 
   def init_state(self) -> SlotState:
     b, s, v = self.num_slots, self.max_len, self.cfg.llm.vocab_size
     rows = row_values(SamplingConfig())
     return SlotState(
         cache=init_cache(self.cfg.llm, b, s, jnp.dtype(self.cfg.compute.dtype), stacked=False),
-        mask=jnp.zeros((b, s), jnp.int32), index=jnp.zeros((b,), jnp.int32),
-        next_pos=jnp.zeros((b,), jnp.int32), token=jnp.zeros((b,), jnp.int32),
-        seen=jnp.zeros((b, v), bool), keys=jnp.zeros((b, 2), jnp.uint32),
-        sampling={f: jnp.full((b,), rows[f]) for f in ROW_FIELDS})
+        mask=jnp.zeros((b, s), jnp.int32),
+        index=jnp.zeros((b,), jnp.int32),
+        next_pos=jnp.zeros((b,), jnp.int32),
+        token=jnp.zeros((b,), jnp.int32),
+        seen=jnp.zeros((b, v), bool),
+        keys=jnp.zeros((b, 2), jnp.uint32),
+        sampling={f: jnp.full((b,), rows[f]) for f in ROW_FIELDS},
+    )
 
   # -- host calls ---------------------------------------------------------------------
 
-  def prefill(self, state: SlotState, slot: int, ids: np.ndarray, mask: np.ndarray,
-              images: np.ndarray | None, offset: int, start_pos: int,
-              sampling: SamplingConfig) -> tuple[SlotState, int]:
+  def prefill(
+      self,
+      state: SlotState,
+      slot: int,
+      ids: np.ndarray,
+      mask: np.ndarray,
+      images: np.ndarray | None,
+      offset: int,
+      start_pos: int,
+      sampling: SamplingConfig,
+  ) -> tuple[SlotState, int]:
     """Writes a prompt into `slot` and picks its first token.
 
     ids, mask [1, T] (left-padded; T a bucket); images [n, 3, S, S] or None: the images
@@ -80,10 +93,18 @@ class SlotModel:
     start_pos: the RoPE position of the first real token (the kept tokens' count).
     """
     key = jax.random.key_data(jax.random.key(sampling.seed))
-    state, token = self._prefill(self.params, state, np.int32(slot), ids, mask,
-                                 None if images is None or not len(images) else images,
-                                 np.int32(offset), np.int32(start_pos),
-                                 row_values(sampling), key)
+    state, token = self._prefill(
+        self.params,
+        state,
+        np.int32(slot),
+        ids,
+        mask,
+        None if images is None or not len(images) else images,
+        np.int32(offset),
+        np.int32(start_pos),
+        row_values(sampling),
+        key,
+    )
     return state, int(token)
 
   def decode(self, state: SlotState, active: np.ndarray) -> tuple[SlotState, np.ndarray]:
@@ -108,12 +129,19 @@ class SlotModel:
     row_mask = jnp.where(jnp.arange(s) < offset, take(state.mask), 0)
     row_mask = jax.lax.dynamic_update_slice(row_mask, mask, (0, offset))
     positions = positions_from_mask(mask, start_pos)
-    logits, cache = forward_last(self.module, params, ids, images, attention_mask=row_mask,
-                                 positions=positions, cache=cache, cache_index=offset)
+    logits, cache = forward_last(
+        self.module,
+        params,
+        ids,
+        images,
+        attention_mask=row_mask,
+        positions=positions,
+        cache=cache,
+        cache_index=offset,
+    )
     key, sub = jax.random.split(jax.random.wrap_key_data(key))
     seen = jnp.zeros((1, self.cfg.llm.vocab_size), bool)
-    token = select_rows(logits, seen, jax.tree.map(lambda x: x[None], row),
-                        sub[None])[0]
+    token = select_rows(logits, seen, jax.tree.map(lambda x: x[None], row), sub[None])[0]
     new = SlotState(
         cache=jax.tree.map(put, state.cache, cache),
         mask=put(state.mask, row_mask),
@@ -122,7 +150,8 @@ class SlotModel:
         token=state.token.at[slot].set(token),
         seen=put(state.seen, seen.at[0, token].set(True)),
         keys=state.keys.at[slot].set(jax.random.key_data(key)),
-        sampling={f: state.sampling[f].at[slot].set(row[f]) for f in ROW_FIELDS})
+        sampling={f: state.sampling[f].at[slot].set(row[f]) for f in ROW_FIELDS},
+    )
     return new, token
 
   def _decode_fn(self, params, state, active, *, rows: int):
@@ -136,15 +165,25 @@ class SlotModel:
     rows = jnp.arange(b)
     index = jnp.where(active, state.index, s - 1)  # idle slots write the scratch column
     mask = state.mask.at[rows, index].set(active.astype(jnp.int32))
-    logits, cache = forward_last(self.module, params, state.token[:, None],
-                                 attention_mask=mask, positions=state.next_pos[:, None],
-                                 cache=state.cache, cache_index=index)
+    logits, cache = forward_last(
+        self.module,
+        params,
+        state.token[:, None],
+        attention_mask=mask,
+        positions=state.next_pos[:, None],
+        cache=state.cache,
+        cache_index=index,
+    )
     split = jax.vmap(jax.random.split)(jax.random.wrap_key_data(state.keys))
     token = select_rows(logits, state.seen, state.sampling, split[:, 1])
     keep = lambda new, old: jnp.where(active.reshape((b,) + (1,) * (old.ndim - 1)), new, old)
     new = state.replace(
-        cache=cache, mask=mask, index=keep(index + 1, state.index),
-        next_pos=keep(state.next_pos + 1, state.next_pos), token=keep(token, state.token),
+        cache=cache,
+        mask=mask,
+        index=keep(index + 1, state.index),
+        next_pos=keep(state.next_pos + 1, state.next_pos),
+        token=keep(token, state.token),
         seen=keep(state.seen.at[rows, token].set(True), state.seen),
-        keys=keep(jax.random.key_data(split[:, 0]), state.keys))
+        keys=keep(jax.random.key_data(split[:, 0]), state.keys),
+    )
     return new, token

@@ -25,8 +25,12 @@ def cut_at_stop(text: str, stop_strings: Sequence[str]) -> str:
 class TextStream:
   """push(token) -> newly released text; finish() -> the rest; `text` is the answer."""
 
-  def __init__(self, decode: Callable[[list[int]], str], stop_strings: Sequence[str] = (),
-               on_text: Callable[[str], None] | None = None):
+  def __init__(
+      self,
+      decode: Callable[[list[int]], str],
+      stop_strings: Sequence[str] = (),
+      on_text: Callable[[str], None] | None = None,
+  ):
     self.decode, self.stop_strings, self.on_text = decode, tuple(stop_strings), on_text
     self.tokens: list[int] = []
     self.sent = ""
@@ -44,9 +48,10 @@ class TextStream:
     text = self._full().lstrip()
     if text.endswith("\ufffd"):
       return ""
-    hold = max((k for s in self.stop_strings for k in range(1, len(s))
-                if text.endswith(s[:k])), default=0)
-    return self._release(text[:len(text) - hold].rstrip())
+    hold = max(
+        (k for s in self.stop_strings for k in range(1, len(s)) if text.endswith(s[:k])), default=0
+    )
+    return self._release(text[: len(text) - hold].rstrip())
 
   def finish(self) -> str:
     self.final = self._full().strip()
@@ -60,7 +65,7 @@ class TextStream:
   def _release(self, visible: str) -> str:
     if len(visible) <= len(self.sent) or not visible.startswith(self.sent):
       return ""
-    delta = visible[len(self.sent):]
+    delta = visible[len(self.sent) :]
     self.sent = visible
     if self.on_text is not None:
       self.on_text(delta)

@@ -15,6 +15,7 @@ class MlpGeluAligner(nn.Module):
 
   x [B, N, Din] -> [B, N, D_llm]. Linear k is ORIG `layers.{2k}`.
   """
+
   cfg: AlignerConfig
   compute: ComputeConfig
   out_dim: int
@@ -23,8 +24,9 @@ class MlpGeluAligner(nn.Module):
   def __call__(self, x: jax.Array) -> jax.Array:
     x = layers.dense(self.compute, self.out_dim, ("vit_embed", "embed"), name="linear_0")(x)
     for i in range(1, self.cfg.depth):
-      x = layers.dense(self.compute, self.out_dim, ("mlp", "embed"),
-                       name=f"linear_{i}")(layers.gelu(x))
+      x = layers.dense(self.compute, self.out_dim, ("mlp", "embed"), name=f"linear_{i}")(
+          layers.gelu(x)
+      )
     return x
 
 
@@ -34,6 +36,7 @@ class HybridSplitAligner(nn.Module):
 
   high [B, N, Dh], low [B, N, Dl] -> [B, N, D_llm].
   """
+
   cfg: AlignerConfig
   compute: ComputeConfig
   out_dim: int

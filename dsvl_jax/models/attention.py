@@ -51,8 +51,7 @@ def placement_platform() -> str:
   return getattr(device, "platform", None) or jax.default_backend()
 
 
-def resolve_impl(impl: str, *, self_attention: bool, has_bias: bool,
-                 dtype=jnp.bfloat16) -> str:
+def resolve_impl(impl: str, *, self_attention: bool, has_bias: bool, dtype=jnp.bfloat16) -> str:
   """'auto' -> the backend for the platform the computation is placed on (the mesh's
   when one is set: an ahead-of-time TPU compile on a CPU host resolves to TPU):
   TPU 'splash' for self-attention, GPU 'cudnn' in 16-bit dtypes (cuDNN's fused kernel
@@ -76,9 +75,15 @@ def for_inference(impl: str) -> str:
   return "blocked" if impl in ("auto", "xla") and placement_platform() == "cpu" else impl
 
 
-def make_mask(q_slot: jax.Array | None, k_slot: jax.Array | None, *, causal: bool,
-              k_valid: jax.Array | None = None, q_segment: jax.Array | None = None,
-              k_segment: jax.Array | None = None) -> jax.Array | None:
+def make_mask(
+    q_slot: jax.Array | None,
+    k_slot: jax.Array | None,
+    *,
+    causal: bool,
+    k_valid: jax.Array | None = None,
+    q_segment: jax.Array | None = None,
+    k_segment: jax.Array | None = None,
+) -> jax.Array | None:
   """Dense boolean mask [B, 1, Tq, Tk] (True = attend), or None if nothing is masked."""
   mask = None
 
@@ -94,13 +99,24 @@ def make_mask(q_slot: jax.Array | None, k_slot: jax.Array | None, *, causal: boo
   return mask
 
 
-def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float | None = None,
-              causal: bool = False, q_slot: jax.Array | None = None,
-              k_slot: jax.Array | None = None, k_valid: jax.Array | None = None,
-              q_segment: jax.Array | None = None, k_segment: jax.Array | None = None,
-              bias: jax.Array | None = None, impl: str = "xla",
-              precision: jax.lax.Precision | None = None, chunk: int = 512,
-              interpret: bool = False) -> jax.Array:
+def attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    scale: float | None = None,
+    causal: bool = False,
+    q_slot: jax.Array | None = None,
+    k_slot: jax.Array | None = None,
+    k_valid: jax.Array | None = None,
+    q_segment: jax.Array | None = None,
+    k_segment: jax.Array | None = None,
+    bias: jax.Array | None = None,
+    impl: str = "xla",
+    precision: jax.lax.Precision | None = None,
+    chunk: int = 512,
+    interpret: bool = False,
+) -> jax.Array:
   """Multi-head attention with grouped key/value heads.
 
   q: [B, Tq, H, D]; k, v: [B, Tk, KVH, D] with H % KVH == 0.
@@ -117,25 +133,51 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float | None =
     raise ValueError("causal attention needs q_slot and k_slot")
   if (q_segment is None) != (k_segment is None):
     raise ValueError("q_segment and k_segment must be given together")
-  scale = d ** -0.5 if scale is None else scale
+  scale = d**-0.5 if scale is None else scale
   if impl not in IMPLS:
     raise ValueError(f"unknown attention implementation {impl!r}; known: {IMPLS}")
-  impl = resolve_impl(impl, self_attention=tq == k.shape[1], has_bias=bias is not None,
-                      dtype=q.dtype)
+  impl = resolve_impl(
+      impl, self_attention=tq == k.shape[1], has_bias=bias is not None, dtype=q.dtype
+  )
   if bias is not None and impl not in ("xla", "blocked"):
-    raise NotImplementedError(f"attention_impl={impl!r} takes no additive bias (SAM's "
-                              f"relative positions run on 'xla' or 'blocked')")
+    raise NotImplementedError(
+        f"attention_impl={impl!r} takes no additive bias (SAM's "
+        f"relative positions run on 'xla' or 'blocked')"
+    )
   if impl == "chunked":
     from dsvl_jax.models.attention_chunked import chunked_attention  # pylint: disable=g-import-not-at-top
-    return chunked_attention(q, k, v, scale=scale, causal=causal, q_slot=q_slot,
-                             k_slot=k_slot, k_valid=k_valid, q_segment=q_segment,
-                             k_segment=k_segment, block=chunk, precision=precision)
+
+    return chunked_attention(
+        q,
+        k,
+        v,
+        scale=scale,
+        causal=causal,
+        q_slot=q_slot,
+        k_slot=k_slot,
+        k_valid=k_valid,
+        q_segment=q_segment,
+        k_segment=k_segment,
+        block=chunk,
+        precision=precision,
+    )
   if impl == "splash":
     from dsvl_jax.models.attention_splash import splash_attention  # pylint: disable=g-import-not-at-top
-    return splash_attention(q, k, v, scale=scale, causal=causal, k_valid=k_valid,
-                            q_segment=q_segment, k_segment=k_segment, interpret=interpret)
-  mask = make_mask(q_slot, k_slot, causal=causal, k_valid=k_valid, q_segment=q_segment,
-                   k_segment=k_segment)
+
+    return splash_attention(
+        q,
+        k,
+        v,
+        scale=scale,
+        causal=causal,
+        k_valid=k_valid,
+        q_segment=q_segment,
+        k_segment=k_segment,
+        interpret=interpret,
+    )
+  mask = make_mask(
+      q_slot, k_slot, causal=causal, k_valid=k_valid, q_segment=q_segment, k_segment=k_segment
+  )
   if impl == "xla" or (impl == "blocked" and tq < BLOCKED_MIN_QUERIES):
     return _xla_attention(q, k, v, mask, bias, scale, precision)
   if impl == "blocked":
@@ -146,8 +188,9 @@ def attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float | None =
 def dot_product_attention(q, k, v, mask, scale, implementation):
   """`jax.nn.dot_product_attention` with native GQA: k/v keep their KVH heads (the
   function groups query heads itself), and the dense mask [B, 1, Tq, Tk]."""
-  return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale,
-                                      implementation=implementation)
+  return jax.nn.dot_product_attention(
+      q, k, v, mask=mask, scale=scale, implementation=implementation
+  )
 
 
 def _xla_attention(q, k, v, mask, bias, scale, precision):
@@ -161,8 +204,9 @@ def _xla_attention(q, k, v, mask, bias, scale, precision):
   # streams it as it lies instead of transposing every layer's keys first.
   spec = "bskd,bqkgd->bkgqs" if tq == 1 else "bqkgd,bskd->bkgqs"
   operands = (k, qg) if tq == 1 else (qg, k)
-  logits = jnp.einsum(spec, *operands, precision=precision,
-                      preferred_element_type=jnp.float32) * scale
+  logits = (
+      jnp.einsum(spec, *operands, precision=precision, preferred_element_type=jnp.float32) * scale
+  )
   if bias is not None:
     logits = logits + bias.reshape(b, kvh, g, tq, -1).astype(jnp.float32)
   if mask is not None:
@@ -179,15 +223,20 @@ def _blocked_attention(q, k, v, mask, bias, scale, precision):
   b, tq, h, d = q.shape
   tk, kvh = k.shape[1], k.shape[2]
   g = h // kvh
-  rows = (jnp.transpose(q.reshape(b, tq, kvh, g, d), (0, 2, 3, 1, 4)),  # [B, KVH, g, Tq, D]
-          jnp.swapaxes(k, 1, 2), jnp.swapaxes(v, 1, 2),  # [B, KVH, Tk, D]
-          None if mask is None else mask[:, 0],  # [B, Tq, Tk]
-          None if bias is None else bias.reshape(b, kvh, g, tq, tk))
+  rows = (
+      jnp.transpose(q.reshape(b, tq, kvh, g, d), (0, 2, 3, 1, 4)),  # [B, KVH, g, Tq, D]
+      jnp.swapaxes(k, 1, 2),
+      jnp.swapaxes(v, 1, 2),  # [B, KVH, Tk, D]
+      None if mask is None else mask[:, 0],  # [B, Tq, Tk]
+      None if bias is None else bias.reshape(b, kvh, g, tq, tk),
+  )
 
   def head(xs, m):
     qh, kh, vh, bh = xs  # [g, Tq, D], [Tk, D], [Tk, D], [g, Tq, Tk]
-    logits = jnp.einsum("gqd,sd->gqs", qh, kh, precision=precision,
-                        preferred_element_type=jnp.float32) * scale
+    logits = (
+        jnp.einsum("gqd,sd->gqs", qh, kh, precision=precision, preferred_element_type=jnp.float32)
+        * scale
+    )
     if bh is not None:
       logits = logits + bh.astype(jnp.float32)
     if m is not None:

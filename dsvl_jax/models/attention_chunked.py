@@ -28,11 +28,21 @@ import jax.numpy as jnp
 _NEG = float(jnp.finfo(jnp.float32).min)
 
 
-def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
-                      causal: bool, q_slot: jax.Array | None, k_slot: jax.Array | None,
-                      k_valid: jax.Array | None, q_segment: jax.Array | None,
-                      k_segment: jax.Array | None, block: int = 512,
-                      precision: jax.lax.Precision | None = None) -> jax.Array:
+def chunked_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    scale: float,
+    causal: bool,
+    q_slot: jax.Array | None,
+    k_slot: jax.Array | None,
+    k_valid: jax.Array | None,
+    q_segment: jax.Array | None,
+    k_segment: jax.Array | None,
+    block: int = 512,
+    precision: jax.lax.Precision | None = None,
+) -> jax.Array:
   """q: [B, Tq, H, D]; k, v: [B, Tk, KVH, D] -> [B, Tq, H, D] in q's dtype.
 
   `block`: keys per step (Tk is padded up to a multiple with invalid keys).
@@ -53,8 +63,9 @@ def chunked_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
     k, v = jnp.pad(k, widths), jnp.pad(v, widths)
     k_slot, k_segment = (jnp.pad(x, ((0, 0), (0, pad))) for x in (k_slot, k_segment))
     k_valid = jnp.pad(k_valid, ((0, 0), (0, pad)))  # padding keys are invalid
-  return _flash(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal,
-                block, precision)
+  return _flash(
+      q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block, precision
+  )
 
 
 def _blocks(x: jax.Array, block: int) -> jax.Array:
@@ -77,14 +88,15 @@ def _block_mask(q_slot, q_segment, ks, kv, kseg, causal):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(8, 9, 10, 11))
-def _flash(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block,
-           precision):
-  return _forward(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal,
-                  block, precision)[0]
+def _flash(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block, precision):
+  return _forward(
+      q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block, precision
+  )[0]
 
 
-def _forward(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block,
-             precision):
+def _forward(
+    q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block, precision
+):
   b, tq, h, d = q.shape
   kvh = k.shape[2]
   g = h // kvh
@@ -94,20 +106,26 @@ def _forward(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, caus
   def body(carry, xs):
     m, l, acc = carry
     kb, vb, ks, kv, kseg = xs
-    s = jnp.einsum("bqkgd,bskd->bkgqs", qg, kb, precision=precision,
-                   preferred_element_type=f32) * scale
+    s = (
+        jnp.einsum("bqkgd,bskd->bkgqs", qg, kb, precision=precision, preferred_element_type=f32)
+        * scale
+    )
     mask = _block_mask(q_slot, q_segment, ks, kv, kseg, causal)
     s = jnp.where(mask, s, _NEG)
     m_new = jnp.maximum(m, s.max(-1))
     p = jnp.where(mask, jnp.exp(s - m_new[..., None]), 0.0)
     corr = jnp.exp(m - m_new)
     l = l * corr + p.sum(-1)
-    pv = jnp.einsum("bkgqs,bskd->bkgqd", p.astype(v.dtype), vb, precision=precision,
-                    preferred_element_type=f32)
+    pv = jnp.einsum(
+        "bkgqs,bskd->bkgqd", p.astype(v.dtype), vb, precision=precision, preferred_element_type=f32
+    )
     return (m_new, l, acc * corr[..., None] + pv), None
 
-  init = (jnp.full((b, kvh, g, tq), _NEG, f32), jnp.zeros((b, kvh, g, tq), f32),
-          jnp.zeros((b, kvh, g, tq, d), f32))
+  init = (
+      jnp.full((b, kvh, g, tq), _NEG, f32),
+      jnp.zeros((b, kvh, g, tq), f32),
+      jnp.zeros((b, kvh, g, tq, d), f32),
+  )
   xs = tuple(_blocks(x, block) for x in (k, v, k_slot, k_valid, k_segment))
   (m, l, acc), _ = jax.lax.scan(body, init, xs)
   seen = l > 0
@@ -117,10 +135,12 @@ def _forward(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, caus
   return out, lse
 
 
-def _flash_fwd(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal,
-               block, precision):
-  out, lse = _forward(q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale,
-                      causal, block, precision)
+def _flash_fwd(
+    q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block, precision
+):
+  out, lse = _forward(
+      q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block, precision
+  )
   return out, (q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, out, lse)
 
 
@@ -137,25 +157,41 @@ def _flash_bwd(scale, causal, block, precision, res, dout):
 
   def body(dq, xs):
     kb, vb, ks, kv, kseg = xs
-    s = jnp.einsum("bqkgd,bskd->bkgqs", qg, kb, precision=precision,
-                   preferred_element_type=f32) * scale
+    s = (
+        jnp.einsum("bqkgd,bskd->bkgqs", qg, kb, precision=precision, preferred_element_type=f32)
+        * scale
+    )
     mask = _block_mask(q_slot, q_segment, ks, kv, kseg, causal)
     p = jnp.where(mask, jnp.exp(jnp.where(mask, s, _NEG) - lse[..., None]), 0.0)
-    dv = jnp.einsum("bkgqs,bqkgd->bskd", p.astype(dout.dtype), dog, precision=precision,
-                    preferred_element_type=f32)
-    dp = jnp.einsum("bqkgd,bskd->bkgqs", dog, vb, precision=precision,
-                    preferred_element_type=f32)
+    dv = jnp.einsum(
+        "bkgqs,bqkgd->bskd",
+        p.astype(dout.dtype),
+        dog,
+        precision=precision,
+        preferred_element_type=f32,
+    )
+    dp = jnp.einsum("bqkgd,bskd->bkgqs", dog, vb, precision=precision, preferred_element_type=f32)
     ds = p * (dp - delta[..., None]) * scale
-    dq = dq + jnp.einsum("bkgqs,bskd->bqkgd", ds.astype(k.dtype), kb, precision=precision,
-                         preferred_element_type=f32)
-    dk = jnp.einsum("bkgqs,bqkgd->bskd", ds.astype(q.dtype), qg, precision=precision,
-                    preferred_element_type=f32)
+    dq = dq + jnp.einsum(
+        "bkgqs,bskd->bqkgd", ds.astype(k.dtype), kb, precision=precision, preferred_element_type=f32
+    )
+    dk = jnp.einsum(
+        "bkgqs,bqkgd->bskd", ds.astype(q.dtype), qg, precision=precision, preferred_element_type=f32
+    )
     return dq, (dk, dv)
 
   xs = tuple(_blocks(x, block) for x in (k, v, k_slot, k_valid, k_segment))
   dq, (dk, dv) = jax.lax.scan(body, jnp.zeros(qg.shape, f32), xs)
-  return (dq.reshape(q.shape).astype(q.dtype), _unblock(dk).astype(k.dtype),
-          _unblock(dv).astype(v.dtype), None, None, None, None, None)
+  return (
+      dq.reshape(q.shape).astype(q.dtype),
+      _unblock(dk).astype(k.dtype),
+      _unblock(dv).astype(v.dtype),
+      None,
+      None,
+      None,
+      None,
+      None,
+  )
 
 
 _flash.defvjp(_flash_fwd, _flash_bwd)

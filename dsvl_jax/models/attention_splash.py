@@ -40,24 +40,41 @@ def _kernel(t: int, group: int, causal: bool, interpret: bool):
   one = sm.CausalMask((t, t)) if causal else sm.FullMask((t, t))
   mask = sm.MultiHeadMask([one] * group)
   block = BLOCK
-  sizes = sk.BlockSizes(block_q=block, block_kv=block, block_kv_compute=block,
-                        block_q_dkv=block, block_kv_dkv=block, block_kv_dkv_compute=block,
-                        block_q_dq=block, block_kv_dq=block)
+  sizes = sk.BlockSizes(
+      block_q=block,
+      block_kv=block,
+      block_kv_compute=block,
+      block_q_dkv=block,
+      block_kv_dkv=block,
+      block_kv_dkv_compute=block,
+      block_q_dq=block,
+      block_kv_dq=block,
+  )
   # Built per trace, not cached: its mask tables become values of the trace that
   # builds them (a cached kernel would leak them into the next trace).
   return sk.make_splash_mqa_single_device(mask=mask, block_sizes=sizes, interpret=interpret)
 
 
-def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
-                     causal: bool, k_valid: jax.Array | None, q_segment: jax.Array | None,
-                     k_segment: jax.Array | None, interpret: bool = False) -> jax.Array:
+def splash_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    scale: float,
+    causal: bool,
+    k_valid: jax.Array | None,
+    q_segment: jax.Array | None,
+    k_segment: jax.Array | None,
+    interpret: bool = False,
+) -> jax.Array:
   """q: [B, T, H, D]; k, v: [B, T, KVH, D] -> [B, T, H, D] (self-attention only)."""
   b, tq, h, d = q.shape
   tk, kvh = k.shape[1], k.shape[2]
   if tq != tk:
     raise NotImplementedError(
         f"attention_impl='splash' attends a sequence to itself; got {tq} queries over "
-        f"{tk} keys (a KV cache). Use 'xla' or 'chunked' for decoding.")
+        f"{tk} keys (a KV cache). Use 'xla' or 'chunked' for decoding."
+    )
   i32 = jnp.int32
   seg = jnp.zeros((b, tq), i32) if q_segment is None else q_segment.astype(i32)
   kseg = jnp.zeros((b, tk), i32) if k_segment is None else k_segment.astype(i32)
@@ -97,8 +114,9 @@ def splash_attention(q: jax.Array, k: jax.Array, v: jax.Array, *, scale: float,
     ss = nn.logical_to_mesh_axes(("batch", None))
     _check_divisible(mesh, qs, q.shape, "queries")
     _check_divisible(mesh, ks, k.shape, "keys")
-    out = jax.shard_map(local, mesh=mesh, in_specs=(qs, ks, ks, ss, ss), out_specs=qs,
-                        check_vma=False)(q, k, v, seg, kseg)
+    out = jax.shard_map(
+        local, mesh=mesh, in_specs=(qs, ks, ks, ss, ss), out_specs=qs, check_vma=False
+    )(q, k, v, seg, kseg)
   return out[:, :tq]
 
 
@@ -108,5 +126,7 @@ def _check_divisible(mesh, spec: PartitionSpec, shape, what: str) -> None:
       continue
     n = int(np.prod([mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,))]))
     if dim % n:
-      raise ValueError(f"splash attention: {what} of shape {tuple(shape)} do not split "
-                       f"over mesh axes {axes} ({n} devices)")
+      raise ValueError(
+          f"splash attention: {what} of shape {tuple(shape)} do not split "
+          f"over mesh axes {axes} ({n} devices)"
+      )

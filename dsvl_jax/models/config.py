@@ -12,7 +12,8 @@ import dataclasses
 from typing import Any, Literal, Mapping
 
 from dsvl_jax.config.presets import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD
-from dsvl_jax.config.schema import build_dataclass, check as _check, choices
+from dsvl_jax.config.schema import build_dataclass, choices
+from dsvl_jax.config.schema import check as _check
 
 # The choices of the compute fields; schema.build_dataclass refuses any other value.
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -31,6 +32,7 @@ ALIGNER_TYPES = choices(AlignerType)
 @dataclasses.dataclass(frozen=True)
 class ComputeConfig:
   """How the model computes, independent of its architecture."""
+
   dtype: Dtype = "float32"  # activation / compute dtype
   param_dtype: Dtype = "float32"  # storage dtype of parameters
   precision: Precision = "default"  # matmul precision ('highest' for exact fp32 on GPU/TPU)
@@ -57,6 +59,7 @@ class ComputeConfig:
 @dataclasses.dataclass(frozen=True)
 class LLMConfig:
   """DeepSeek-LLM (LLaMA architecture) hyper-parameters (reference 1.2)."""
+
   vocab_size: int = 102400
   hidden_size: int = 2048
   num_layers: int = 24
@@ -70,11 +73,21 @@ class LLMConfig:
   tie_embeddings: bool = False
 
   def validate(self, prefix: str) -> None:
-    for f in ("vocab_size", "hidden_size", "num_layers", "num_heads", "num_kv_heads",
-              "head_dim", "intermediate_size"):
+    for f in (
+        "vocab_size",
+        "hidden_size",
+        "num_layers",
+        "num_heads",
+        "num_kv_heads",
+        "head_dim",
+        "intermediate_size",
+    ):
       _check(getattr(self, f) > 0, f"{prefix}.{f}", "must be positive")
-    _check(self.num_heads % self.num_kv_heads == 0, f"{prefix}.num_kv_heads",
-           f"{self.num_kv_heads} does not divide num_heads={self.num_heads}")
+    _check(
+        self.num_heads % self.num_kv_heads == 0,
+        f"{prefix}.num_kv_heads",
+        f"{self.num_kv_heads} does not divide num_heads={self.num_heads}",
+    )
     _check(self.head_dim % 2 == 0, f"{prefix}.head_dim", "rotary embeddings need an even head_dim")
     _check(self.rms_norm_eps > 0, f"{prefix}.rms_norm_eps", "must be positive")
 
@@ -82,6 +95,7 @@ class LLMConfig:
 @dataclasses.dataclass(frozen=True)
 class SiglipConfig:
   """SigLIP ViT hyper-parameters (reference 1.3)."""
+
   image_size: int = 384
   patch_size: int = 16
   width: int = 1024
@@ -107,19 +121,32 @@ class SiglipConfig:
     return self.depth + self.select_layer + 1
 
   def validate(self, prefix: str) -> None:
-    _check(self.image_size % self.patch_size == 0, f"{prefix}.patch_size",
-           f"{self.patch_size} does not divide image_size={self.image_size}")
-    _check(self.width % self.num_heads == 0, f"{prefix}.num_heads",
-           f"{self.num_heads} does not divide width={self.width}")
-    _check(-self.depth <= self.select_layer <= -1, f"{prefix}.select_layer",
-           f"{self.select_layer} must be in [-depth, -1] (ORIG semantics)")
-    _check(len(self.pixel_mean) == 3 and len(self.pixel_std) == 3, f"{prefix}.pixel_mean",
-           "pixel_mean and pixel_std need 3 values")
+    _check(
+        self.image_size % self.patch_size == 0,
+        f"{prefix}.patch_size",
+        f"{self.patch_size} does not divide image_size={self.image_size}",
+    )
+    _check(
+        self.width % self.num_heads == 0,
+        f"{prefix}.num_heads",
+        f"{self.num_heads} does not divide width={self.width}",
+    )
+    _check(
+        -self.depth <= self.select_layer <= -1,
+        f"{prefix}.select_layer",
+        f"{self.select_layer} must be in [-depth, -1] (ORIG semantics)",
+    )
+    _check(
+        len(self.pixel_mean) == 3 and len(self.pixel_std) == 3,
+        f"{prefix}.pixel_mean",
+        "pixel_mean and pixel_std need 3 values",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class SamConfig:
   """SAM-B ViTDet plus DeepSeek's neck/resize/downsample/HD additions (reference 1.4)."""
+
   image_size: int = 1024
   patch_size: int = 16
   width: int = 768
@@ -154,24 +181,39 @@ class SamConfig:
     return self.global_attn_indexes[0]
 
   def validate(self, prefix: str) -> None:
-    _check(self.image_size % self.patch_size == 0, f"{prefix}.patch_size",
-           f"{self.patch_size} does not divide image_size={self.image_size}")
-    _check(self.width % self.num_heads == 0, f"{prefix}.num_heads",
-           f"{self.num_heads} does not divide width={self.width}")
-    _check(len(self.global_attn_indexes) > 0 and
-           all(0 <= i < self.depth for i in self.global_attn_indexes),
-           f"{prefix}.global_attn_indexes",
-           f"{self.global_attn_indexes} must be non-empty and within [0, depth={self.depth})")
+    _check(
+        self.image_size % self.patch_size == 0,
+        f"{prefix}.patch_size",
+        f"{self.patch_size} does not divide image_size={self.image_size}",
+    )
+    _check(
+        self.width % self.num_heads == 0,
+        f"{prefix}.num_heads",
+        f"{self.num_heads} does not divide width={self.width}",
+    )
+    _check(
+        len(self.global_attn_indexes) > 0
+        and all(0 <= i < self.depth for i in self.global_attn_indexes),
+        f"{prefix}.global_attn_indexes",
+        f"{self.global_attn_indexes} must be non-empty and within [0, depth={self.depth})",
+    )
     _check(self.window_size > 0, f"{prefix}.window_size", "must be positive")
-    _check(len(self.downsample_channels) >= 1, f"{prefix}.downsample_channels",
-           "need at least one downsample conv")
-    _check(self.resize_to % (2 ** len(self.downsample_channels)) == 0, f"{prefix}.resize_to",
-           f"{self.resize_to} must be divisible by 2**len(downsample_channels)")
+    _check(
+        len(self.downsample_channels) >= 1,
+        f"{prefix}.downsample_channels",
+        "need at least one downsample conv",
+    )
+    _check(
+        self.resize_to % (2 ** len(self.downsample_channels)) == 0,
+        f"{prefix}.resize_to",
+        f"{self.resize_to} must be divisible by 2**len(downsample_channels)",
+    )
 
 
 @dataclasses.dataclass(frozen=True)
 class AlignerConfig:
   """Vision-language adaptor (reference 1.6)."""
+
   type: AlignerType = "mlp_gelu"
   depth: int = 2
 
@@ -184,6 +226,7 @@ class AlignerConfig:
 @dataclasses.dataclass(frozen=True)
 class VLMConfig:
   """The whole DeepSeek-VL model. `sam is None` means the 1.3B (SigLIP-only) family."""
+
   llm: LLMConfig = LLMConfig()
   siglip: SiglipConfig = SiglipConfig()
   sam: SamConfig | None = None
@@ -214,20 +257,35 @@ class VLMConfig:
     self.compute.validate("model.compute")
     if self.sam is not None:
       self.sam.validate("model.sam")
-      _check(self.aligner.type == "low_high_hybrid_split_mlp_gelu", "model.aligner.type",
-             "a model with a SAM tower needs the 'low_high_hybrid_split_mlp_gelu' aligner")
-      _check(self.sam.out_grid == self.siglip.grid, "model.sam.resize_to",
-             f"SAM emits a {self.sam.out_grid}x{self.sam.out_grid} grid but SigLIP a "
-             f"{self.siglip.grid}x{self.siglip.grid} one; resize_to must be "
-             f"{self.siglip.grid * 2 ** len(self.sam.downsample_channels)}")
-      _check(self.llm.hidden_size % 2 == 0, "model.llm.hidden_size",
-             "the hybrid aligner splits hidden_size in two")
+      _check(
+          self.aligner.type == "low_high_hybrid_split_mlp_gelu",
+          "model.aligner.type",
+          "a model with a SAM tower needs the 'low_high_hybrid_split_mlp_gelu' aligner",
+      )
+      _check(
+          self.sam.out_grid == self.siglip.grid,
+          "model.sam.resize_to",
+          f"SAM emits a {self.sam.out_grid}x{self.sam.out_grid} grid but SigLIP a "
+          f"{self.siglip.grid}x{self.siglip.grid} one; resize_to must be "
+          f"{self.siglip.grid * 2 ** len(self.sam.downsample_channels)}",
+      )
+      _check(
+          self.llm.hidden_size % 2 == 0,
+          "model.llm.hidden_size",
+          "the hybrid aligner splits hidden_size in two",
+      )
     else:
-      _check(self.aligner.type == "mlp_gelu", "model.aligner.type",
-             "a SigLIP-only model needs the 'mlp_gelu' aligner")
+      _check(
+          self.aligner.type == "mlp_gelu",
+          "model.aligner.type",
+          "a SigLIP-only model needs the 'mlp_gelu' aligner",
+      )
     for f in ("image_token_id", "bos_token_id", "eos_token_id", "pad_token_id"):
-      _check(0 <= getattr(self, f) < self.llm.vocab_size, f"model.{f}",
-             f"{getattr(self, f)} outside the vocabulary [0, {self.llm.vocab_size})")
+      _check(
+          0 <= getattr(self, f) < self.llm.vocab_size,
+          f"model.{f}",
+          f"{getattr(self, f)} outside the vocabulary [0, {self.llm.vocab_size})",
+      )
     return self
 
   @classmethod

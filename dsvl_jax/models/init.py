@@ -79,12 +79,15 @@ def count_params(tree: Any) -> int:
   return int(sum(np.prod(x.shape) for x in jax.tree.leaves(tree)))
 
 
-def lower_llm(cfg: VLMConfig, num_layers: int, grad: bool = False, batch: int = 2,
-              seq: int = 32) -> jax.stages.Lowered:
+def lower_llm(
+    cfg: VLMConfig, num_layers: int, grad: bool = False, batch: int = 2, seq: int = 32
+) -> jax.stages.Lowered:
   """Lowers the LLM forward (or the gradient of its mean output) at `num_layers` from
   abstract inputs: nothing is allocated. For compile-cost checks and benchmarks."""
   import dataclasses  # pylint: disable=g-import-not-at-top
+
   from dsvl_jax.models.llm import LLM  # pylint: disable=g-import-not-at-top
+
   llm_cfg = dataclasses.replace(cfg.llm, num_layers=num_layers)
   model = LLM(llm_cfg, cfg.compute)
   embeds = jax.ShapeDtypeStruct((batch, seq, llm_cfg.hidden_size), jnp.float32)

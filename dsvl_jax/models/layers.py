@@ -25,8 +25,9 @@ def dtype_of(name: str) -> jnp.dtype:
 
 
 def precision_of(name: str) -> jax.lax.Precision | None:
-  return {"default": None, "high": jax.lax.Precision.HIGH,
-          "highest": jax.lax.Precision.HIGHEST}[name]
+  return {"default": None, "high": jax.lax.Precision.HIGH, "highest": jax.lax.Precision.HIGHEST}[
+      name
+  ]
 
 
 def gelu(x: jax.Array) -> jax.Array:
@@ -50,6 +51,7 @@ class Dense(nn.Module):
   logical sharding constraints on them under a mesh.) out_major: the kernel is stored
   [*out_dims, *in_dims] instead (ComputeConfig.llm_kernels_out_major).
   """
+
   compute: ComputeConfig
   features: tuple[int, ...]
   kernel_axes: Axes
@@ -60,49 +62,72 @@ class Dense(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     n_in, n_out = self.n_in, len(self.features)
-    in_shape = x.shape[x.ndim - n_in:]
+    in_shape = x.shape[x.ndim - n_in :]
     ins, outs = tuple(range(n_in)), tuple(range(n_in, n_in + n_out))
     shape, axes = in_shape + self.features, self.kernel_axes
     if self.out_major:
       ins, outs = tuple(range(n_out, n_out + n_in)), tuple(range(n_out))
       shape, axes = self.features + in_shape, axes[n_in:] + axes[:n_in]
-    init = nn.initializers.variance_scaling(1.0, "fan_in", "truncated_normal",
-                                            in_axis=ins, out_axis=outs)
+    init = nn.initializers.variance_scaling(
+        1.0, "fan_in", "truncated_normal", in_axis=ins, out_axis=outs
+    )
     pdtype, dtype = dtype_of(self.compute.param_dtype), dtype_of(self.compute.dtype)
     kernel = self.param("kernel", nn.with_logical_partitioning(init, axes), shape, pdtype)
     x_in = tuple(range(x.ndim - n_in, x.ndim))
     prec = precision_of(self.compute.precision)
-    rows = math.prod(x.shape[:x.ndim - n_in])
+    rows = math.prod(x.shape[: x.ndim - n_in])
     if self.out_major and rows <= OUT_MAJOR_MAX_ROWS:
       # kernel . x^T, then transposed: XLA:CPU streams an [out, in] matrix against a few
       # rows at memory speed this way round (decoding); x . kernel^T reads it 2x slower.
-      y = jax.lax.dot_general(kernel.astype(dtype), x.astype(dtype), ((ins, x_in), ((), ())),
-                              precision=prec)
+      y = jax.lax.dot_general(
+          kernel.astype(dtype), x.astype(dtype), ((ins, x_in), ((), ())), precision=prec
+      )
       y = jnp.moveaxis(y, tuple(range(n_out)), tuple(range(y.ndim - n_out, y.ndim)))
     else:
-      y = jax.lax.dot_general(x.astype(dtype), kernel.astype(dtype), ((x_in, ins), ((), ())),
-                              precision=prec)
+      y = jax.lax.dot_general(
+          x.astype(dtype), kernel.astype(dtype), ((x_in, ins), ((), ())), precision=prec
+      )
     if self.use_bias:
-      b = self.param("bias", nn.with_logical_partitioning(
-          nn.initializers.zeros_init(), self.kernel_axes[n_in:]), self.features, pdtype)
+      b = self.param(
+          "bias",
+          nn.with_logical_partitioning(nn.initializers.zeros_init(), self.kernel_axes[n_in:]),
+          self.features,
+          pdtype,
+      )
       y = y + b.astype(dtype)
     return y
 
 
-def dense(compute: ComputeConfig, features: int | Sequence[int], kernel_axes: Axes, *,
-          n_in: int = 1, use_bias: bool = True, out_major: bool = False,
-          name: str | None = None) -> Dense:
+def dense(
+    compute: ComputeConfig,
+    features: int | Sequence[int],
+    kernel_axes: Axes,
+    *,
+    n_in: int = 1,
+    use_bias: bool = True,
+    out_major: bool = False,
+    name: str | None = None,
+) -> Dense:
   """A Dense with kernel [in..., out...] named by `kernel_axes` (bias: the out part);
   out_major: stored [out..., in...]."""
   features = (features,) if isinstance(features, int) else tuple(features)
   if len(kernel_axes) != n_in + len(features):
-    raise ValueError(f"kernel_axes {kernel_axes} do not match {n_in} input and "
-                     f"{len(features)} output dims")
+    raise ValueError(
+        f"kernel_axes {kernel_axes} do not match {n_in} input and " f"{len(features)} output dims"
+    )
   return Dense(compute, features, tuple(kernel_axes), n_in, use_bias, out_major, name=name)
 
 
-def conv(compute: ComputeConfig, features: int, kernel: int, *, stride: int = 1,
-         padding: int = 0, use_bias: bool = True, name: str | None = None) -> nn.Conv:
+def conv(
+    compute: ComputeConfig,
+    features: int,
+    kernel: int,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    use_bias: bool = True,
+    name: str | None = None,
+) -> nn.Conv:
   """NHWC Conv with torch-style explicit symmetric padding; kernel [kh, kw, in, out]."""
   return nn.Conv(
       features=features,
@@ -114,25 +139,38 @@ def conv(compute: ComputeConfig, features: int, kernel: int, *, stride: int = 1,
       param_dtype=dtype_of(compute.param_dtype),
       precision=precision_of(compute.precision),
       kernel_init=nn.with_logical_partitioning(
-          nn.initializers.lecun_normal(), ("conv_h", "conv_w", "conv_in", "conv_out")),
+          nn.initializers.lecun_normal(), ("conv_h", "conv_w", "conv_in", "conv_out")
+      ),
       bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ("conv_out",)),
       name=name,
   )
 
 
-def patch_embed(module: nn.Module, compute: ComputeConfig, pixels: jax.Array, width: int,
-                patch: int, pos_shape: tuple[int, ...], pos_axes: Axes) -> jax.Array:
+def patch_embed(
+    module: nn.Module,
+    compute: ComputeConfig,
+    pixels: jax.Array,
+    width: int,
+    patch: int,
+    pos_shape: tuple[int, ...],
+    pos_axes: Axes,
+) -> jax.Array:
   """A ViT's stem inside `module`: the patchify conv `patch_embed` plus the learned
   position table `pos_embed` [*pos_shape] (held as the checkpoint holds it, added in the
   grid's row-major order). pixels [B, S, S, 3] -> [B, S/P, S/P, width]."""
   x = conv(compute, width, patch, stride=patch, name="patch_embed")(pixels)
-  pos = module.param("pos_embed", nn.with_logical_partitioning(
-      nn.initializers.normal(0.02), pos_axes), pos_shape, dtype_of(compute.param_dtype))
+  pos = module.param(
+      "pos_embed",
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), pos_axes),
+      pos_shape,
+      dtype_of(compute.param_dtype),
+  )
   return x + pos.reshape(x.shape[1:]).astype(x.dtype)
 
 
-def layer_norm(compute: ComputeConfig, eps: float, axis_name: str = "norm",
-               name: str | None = None) -> nn.LayerNorm:
+def layer_norm(
+    compute: ComputeConfig, eps: float, axis_name: str = "norm", name: str | None = None
+) -> nn.LayerNorm:
   """torch-compatible LayerNorm: two-pass variance (not E[x^2]-E[x]^2), stats in fp32."""
   return nn.LayerNorm(
       epsilon=eps,
@@ -150,14 +188,18 @@ class RMSNorm(nn.Module):
 
   x: [..., D] -> [..., D] in the compute dtype.
   """
+
   compute: ComputeConfig
   eps: float = 1e-6
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     scale = self.param(
-        "scale", nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
-        (x.shape[-1],), dtype_of(self.compute.param_dtype))
+        "scale",
+        nn.with_logical_partitioning(nn.initializers.ones_init(), ("norm",)),
+        (x.shape[-1],),
+        dtype_of(self.compute.param_dtype),
+    )
     x32 = x.astype(jnp.float32)
     y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + self.eps)
     dtype = dtype_of(self.compute.dtype)
@@ -179,8 +221,16 @@ def maybe_remat(module_cls: Any, remat_policy: str) -> Any:
   return nn.remat(module_cls, policy=_REMAT_POLICIES[remat_policy], prevent_cse=False)
 
 
-def scan_blocks(block_cls: Any, length: int, *, in_axes: tuple, name: str,
-                remat_policy: str, unroll: int = 1, **block_kwargs) -> nn.Module:
+def scan_blocks(
+    block_cls: Any,
+    length: int,
+    *,
+    in_axes: tuple,
+    name: str,
+    remat_policy: str,
+    unroll: int = 1,
+    **block_kwargs,
+) -> nn.Module:
   """`length` copies of a block under nn.scan: one compiled body whatever the depth.
 
   The block's __call__ is (carry, *xs) -> (carry, ys); its parameters get a leading

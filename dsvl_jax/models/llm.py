@@ -48,12 +48,14 @@ def positions_from_mask(attention_mask: jax.Array, start: jax.Array | int = 0) -
 def check_context(cfg: LLMConfig, positions: int, what: str) -> None:
   """Refuses `positions` beyond the model's context; `what` says how they add up."""
   if positions > cfg.max_position_embeddings:
-    raise ValueError(f"{what} exceeds the model's context of "
-                     f"{cfg.max_position_embeddings} positions")
+    raise ValueError(
+        f"{what} exceeds the model's context of " f"{cfg.max_position_embeddings} positions"
+    )
 
 
-def init_cache(cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float32,
-               stacked: bool = True) -> Cache | tuple[Cache, ...]:
+def init_cache(
+    cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float32, stacked: bool = True
+) -> Cache | tuple[Cache, ...]:
   """An empty KV cache for `batch` sequences of up to `max_len` tokens.
 
   stacked: one [L, B, KVH, S, Dh] pair for scanned layers; else a tuple of L per-layer
@@ -63,8 +65,9 @@ def init_cache(cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float3
     shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
     return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
   shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-  return tuple({"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-               for _ in range(cfg.num_layers))
+  return tuple(
+      {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.num_layers)
+  )
 
 
 def unstack_layers(llm_params: dict) -> dict:
@@ -90,12 +93,12 @@ def write_cache(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
   new = jnp.swapaxes(new.astype(buf.dtype), 1, 2)
   if index.ndim == 0:
     return jax.lax.dynamic_update_slice(buf, new, (0, 0, index, 0))
-  return jax.vmap(lambda b, n, i: jax.lax.dynamic_update_slice(b, n, (0, i, 0)))(
-      buf, new, index)
+  return jax.vmap(lambda b, n, i: jax.lax.dynamic_update_slice(b, n, (0, i, 0)))(buf, new, index)
 
 
 class LLMBlock(nn.Module):
   """One decoder layer. Scanned: (x, ctx, cache_layer) -> (x, new_cache_layer)."""
+
   cfg: LLMConfig
   compute: ComputeConfig
 
@@ -105,12 +108,30 @@ class LLMBlock(nn.Module):
     om = compute.llm_kernels_out_major
     x = layers.constrain(x, ("batch", "length", "embed"))
     h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="input_norm")(x)
-    q = layers.dense(compute, (cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"),
-                     use_bias=False, out_major=om, name="q_proj")(h)
-    k = layers.dense(compute, (cfg.num_kv_heads, cfg.head_dim),
-                     ("embed", "kv_heads", "head_dim"), use_bias=False, out_major=om, name="k_proj")(h)
-    v = layers.dense(compute, (cfg.num_kv_heads, cfg.head_dim),
-                     ("embed", "kv_heads", "head_dim"), use_bias=False, out_major=om, name="v_proj")(h)
+    q = layers.dense(
+        compute,
+        (cfg.num_heads, cfg.head_dim),
+        ("embed", "heads", "head_dim"),
+        use_bias=False,
+        out_major=om,
+        name="q_proj",
+    )(h)
+    k = layers.dense(
+        compute,
+        (cfg.num_kv_heads, cfg.head_dim),
+        ("embed", "kv_heads", "head_dim"),
+        use_bias=False,
+        out_major=om,
+        name="k_proj",
+    )(h)
+    v = layers.dense(
+        compute,
+        (cfg.num_kv_heads, cfg.head_dim),
+        ("embed", "kv_heads", "head_dim"),
+        use_bias=False,
+        out_major=om,
+        name="v_proj",
+    )(h)
     q = apply_rope(q, ctx["cos"], ctx["sin"])
     k = apply_rope(k, ctx["cos"], ctx["sin"])
     q = layers.constrain(q, ("batch", "length", "heads", "head_dim"))
@@ -124,43 +145,83 @@ class LLMBlock(nn.Module):
       # Back to attention's [B, S, KVH, Dh]: XLA folds the swap into the dots.
       k, v = (jnp.swapaxes(x, 1, 2).astype(q.dtype) for x in (k, v))
 
-    out = attention(q, k, v, causal=True, q_slot=ctx["q_slot"], k_slot=ctx["k_slot"],
-                    k_valid=ctx["k_valid"], q_segment=ctx["q_segment"],
-                    k_segment=ctx["k_segment"], impl=compute.attention_impl,
-                    precision=layers.precision_of(compute.precision),
-                    chunk=compute.attention_block)
-    out = layers.dense(compute, cfg.hidden_size, ("heads", "head_dim", "embed"), n_in=2,
-                       use_bias=False, out_major=om, name="o_proj")(out)
+    out = attention(
+        q,
+        k,
+        v,
+        causal=True,
+        q_slot=ctx["q_slot"],
+        k_slot=ctx["k_slot"],
+        k_valid=ctx["k_valid"],
+        q_segment=ctx["q_segment"],
+        k_segment=ctx["k_segment"],
+        impl=compute.attention_impl,
+        precision=layers.precision_of(compute.precision),
+        chunk=compute.attention_block,
+    )
+    out = layers.dense(
+        compute,
+        cfg.hidden_size,
+        ("heads", "head_dim", "embed"),
+        n_in=2,
+        use_bias=False,
+        out_major=om,
+        name="o_proj",
+    )(out)
     x = x + out
 
     h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="post_attention_norm")(x)
-    gate = layers.dense(compute, cfg.intermediate_size, ("embed", "mlp"), use_bias=False,
-                        out_major=om, name="gate_proj")(h)
-    up = layers.dense(compute, cfg.intermediate_size, ("embed", "mlp"), use_bias=False,
-                      out_major=om, name="up_proj")(h)
+    gate = layers.dense(
+        compute,
+        cfg.intermediate_size,
+        ("embed", "mlp"),
+        use_bias=False,
+        out_major=om,
+        name="gate_proj",
+    )(h)
+    up = layers.dense(
+        compute,
+        cfg.intermediate_size,
+        ("embed", "mlp"),
+        use_bias=False,
+        out_major=om,
+        name="up_proj",
+    )(h)
     h = layers.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-    x = x + layers.dense(compute, cfg.hidden_size, ("mlp", "embed"), use_bias=False,
-                         out_major=om, name="down_proj")(h)
+    x = x + layers.dense(
+        compute, cfg.hidden_size, ("mlp", "embed"), use_bias=False, out_major=om, name="down_proj"
+    )(h)
     return x, new_cache
 
 
 class LLM(nn.Module):
   """Token embedding, scanned decoder blocks, final norm, LM head."""
+
   cfg: LLMConfig
   compute: ComputeConfig
 
   def setup(self):
     cfg, compute = self.cfg, self.compute
     self.embed_tokens = nn.Embed(
-        cfg.vocab_size, cfg.hidden_size,
-        dtype=layers.dtype_of(compute.dtype), param_dtype=layers.dtype_of(compute.param_dtype),
-        embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                    ("vocab", "embed")))
+        cfg.vocab_size,
+        cfg.hidden_size,
+        dtype=layers.dtype_of(compute.dtype),
+        param_dtype=layers.dtype_of(compute.param_dtype),
+        embedding_init=nn.with_logical_partitioning(
+            nn.initializers.normal(0.02), ("vocab", "embed")
+        ),
+    )
     if compute.scan_layers:
-      self.layers = layers.scan_blocks(LLMBlock, cfg.num_layers, in_axes=(nn.broadcast, 0),
-                                       name="layers", remat_policy=compute.remat_policy,
-                                       unroll=min(compute.scan_unroll, cfg.num_layers),
-                                       cfg=cfg, compute=compute)
+      self.layers = layers.scan_blocks(
+          LLMBlock,
+          cfg.num_layers,
+          in_axes=(nn.broadcast, 0),
+          name="layers",
+          remat_policy=compute.remat_policy,
+          unroll=min(compute.scan_unroll, cfg.num_layers),
+          cfg=cfg,
+          compute=compute,
+      )
     else:  # inference: separate per-layer weights, see unstack_layers()
       self.blocks = [LLMBlock(cfg, compute, name=f"layers_{i}") for i in range(cfg.num_layers)]
     self.norm = layers.RMSNorm(compute, cfg.rms_norm_eps)
@@ -179,10 +240,16 @@ class LLM(nn.Module):
       out = self.lm_head(hidden)
     return layers.constrain(out, ("batch", "length", "vocab")).astype(jnp.float32)
 
-  def __call__(self, embeds: jax.Array, positions: jax.Array, *,
-               attention_mask: jax.Array | None = None, segment_ids: jax.Array | None = None,
-               cache: Cache | None = None, cache_index: jax.Array | int = 0
-               ) -> tuple[jax.Array, Cache | None]:
+  def __call__(
+      self,
+      embeds: jax.Array,
+      positions: jax.Array,
+      *,
+      attention_mask: jax.Array | None = None,
+      segment_ids: jax.Array | None = None,
+      cache: Cache | None = None,
+      cache_index: jax.Array | int = 0,
+  ) -> tuple[jax.Array, Cache | None]:
     """Runs the decoder.
 
     embeds [B, T, D]; positions [B, T] RoPE positions.
@@ -204,9 +271,13 @@ class LLM(nn.Module):
       q_slot = jnp.broadcast_to(index[..., None] + jnp.arange(t, dtype=jnp.int32), (b, t))
       k_slot = jnp.broadcast_to(jnp.arange(s, dtype=jnp.int32), (b, s))
     ctx = {
-        "cos": cos, "sin": sin, "q_slot": q_slot, "k_slot": k_slot,
+        "cos": cos,
+        "sin": sin,
+        "q_slot": q_slot,
+        "k_slot": k_slot,
         "k_valid": None if attention_mask is None else attention_mask.astype(bool),
-        "q_segment": segment_ids, "k_segment": segment_ids,
+        "q_segment": segment_ids,
+        "k_segment": segment_ids,
         "cache_index": jnp.asarray(cache_index, jnp.int32),
     }
     x = layers.constrain(embeds.astype(dtype), ("batch", "length", "embed"))

@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 
 
-def rope_cos_sin(positions: jax.Array, head_dim: int, theta: float,
-                 dtype: jnp.dtype) -> tuple[jax.Array, jax.Array]:
+def rope_cos_sin(
+    positions: jax.Array, head_dim: int, theta: float, dtype: jnp.dtype
+) -> tuple[jax.Array, jax.Array]:
   """cos, sin tables [B, T, head_dim] for integer positions [B, T].
 
   Angles are computed in float32 (as the reference does) and cast to the compute dtype.

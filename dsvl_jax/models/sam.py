@@ -38,8 +38,10 @@ def rel_pos_table(table: jax.Array, size: int) -> jax.Array:
   Tables are stored at exactly the size used (positions are never interpolated).
   """
   if table.shape[0] != 2 * size - 1:
-    raise ValueError(f"relative position table has {table.shape[0]} rows, "
-                     f"expected {2 * size - 1} for a {size}-token side")
+    raise ValueError(
+        f"relative position table has {table.shape[0]} rows, "
+        f"expected {2 * size - 1} for a {size}-token side"
+    )
   idx = jnp.arange(size)[:, None] - jnp.arange(size)[None, :] + size - 1
   return table[idx]
 
@@ -49,6 +51,7 @@ class SamAttention(nn.Module):
 
   x [B, h, w, D] -> [B, h, w, D]. The rel-pos terms use the unscaled query.
   """
+
   cfg: SamConfig
   compute: ComputeConfig
   size: int  # side of the attended map (window size, or the full grid for global blocks)
@@ -73,15 +76,21 @@ class SamAttention(nn.Module):
     # Only the reference math takes the bias: 'xla', or 'blocked' where the generators
     # run it (a CPU), one head's logits at a time.
     impl = "blocked" if compute.attention_impl == "blocked" else "xla"
-    out = attention(q.reshape(b, h * w, nh, hd), k.reshape(b, h * w, nh, hd),
-                    v.reshape(b, h * w, nh, hd), bias=bias, impl=impl, precision=prec)
-    out = layers.dense(compute, d, ("vit_heads", "head_dim", "vit_embed"), n_in=2,
-                       name="proj")(out)
+    out = attention(
+        q.reshape(b, h * w, nh, hd),
+        k.reshape(b, h * w, nh, hd),
+        v.reshape(b, h * w, nh, hd),
+        bias=bias,
+        impl=impl,
+        precision=prec,
+    )
+    out = layers.dense(compute, d, ("vit_heads", "head_dim", "vit_embed"), n_in=2, name="proj")(out)
     return out.reshape(b, h, w, d)
 
 
 class SamBlock(nn.Module):
   """Pre-LN block; `window` > 0 for windowed attention, 0 for global. [B,H,W,D] -> same."""
+
   cfg: SamConfig
   compute: ComputeConfig
   window: int
@@ -113,6 +122,7 @@ class SamBlock(nn.Module):
 
 class SamGroup(nn.Module):
   """One period of the block pattern, scanned: x -> (x, output of block `tap`)."""
+
   cfg: SamConfig
   compute: ComputeConfig
   windows: tuple[int, ...]
@@ -130,6 +140,7 @@ class SamGroup(nn.Module):
 
 class SamNeck(nn.Module):
   """Conv1x1 -> LayerNorm2d -> Conv3x3 -> LayerNorm2d, no conv biases. [B,H,W,D]->[B,H,W,C]."""
+
   cfg: SamConfig
   compute: ComputeConfig
 
@@ -144,32 +155,52 @@ class SamNeck(nn.Module):
 
 class Sam(nn.Module):
   """CLIP-normalised pixels [B, S, S, 3] (NHWC) -> tokens [B, out_grid^2, output_dim]."""
+
   cfg: SamConfig
   compute: ComputeConfig
 
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
     cfg, compute = self.cfg, self.compute
-    x = layers.patch_embed(self, compute, pixels, cfg.width, cfg.patch_size,
-                           (cfg.grid, cfg.grid, cfg.width), ("vit_h", "vit_w", "vit_embed"))
+    x = layers.patch_embed(
+        self,
+        compute,
+        pixels,
+        cfg.width,
+        cfg.patch_size,
+        (cfg.grid, cfg.grid, cfg.width),
+        ("vit_h", "vit_w", "vit_embed"),
+    )
 
     p = block_period(cfg)
     windows = tuple(0 if i in cfg.global_attn_indexes else cfg.window_size for i in range(p))
     tap = cfg.hd_tap % p if cfg.hd_branch else -1
-    x, taps = layers.scan_blocks(SamGroup, cfg.depth // p, in_axes=(), name="blocks",
-                                 remat_policy=compute.remat_policy, cfg=cfg, compute=compute,
-                                 windows=windows, tap=tap)(x)
+    x, taps = layers.scan_blocks(
+        SamGroup,
+        cfg.depth // p,
+        in_axes=(),
+        name="blocks",
+        remat_policy=compute.remat_policy,
+        cfg=cfg,
+        compute=compute,
+        windows=windows,
+        tap=tap,
+    )(x)
 
-    downsamples = [layers.conv(compute, c, 3, stride=2, padding=1, use_bias=False,
-                               name=f"downsample_{i}")
-                   for i, c in enumerate(cfg.downsample_channels)]
+    downsamples = [
+        layers.conv(compute, c, 3, stride=2, padding=1, use_bias=False, name=f"downsample_{i}")
+        for i, c in enumerate(cfg.downsample_channels)
+    ]
 
     def project(features: jax.Array) -> jax.Array:
       # float32 bilinear resize with half-pixel centres (torch align_corners=False).
       b, _, _, c = features.shape
-      features = jax.image.resize(features.astype(jnp.float32),
-                                  (b, cfg.resize_to, cfg.resize_to, c), method="linear",
-                                  antialias=False).astype(features.dtype)
+      features = jax.image.resize(
+          features.astype(jnp.float32),
+          (b, cfg.resize_to, cfg.resize_to, c),
+          method="linear",
+          antialias=False,
+      ).astype(features.dtype)
       for conv in downsamples:
         features = conv(features)
       return features
@@ -177,8 +208,12 @@ class Sam(nn.Module):
     out = project(SamNeck(cfg, compute, name="neck")(x))
     if cfg.hd_branch:
       hd = project(SamNeck(cfg, compute, name="neck_hd")(taps[cfg.hd_tap // p]))
-      alpha = self.param("hd_alpha", nn.with_logical_partitioning(
-          nn.initializers.zeros_init(), ("scalar",)), (1,), layers.dtype_of(compute.param_dtype))
+      alpha = self.param(
+          "hd_alpha",
+          nn.with_logical_partitioning(nn.initializers.zeros_init(), ("scalar",)),
+          (1,),
+          layers.dtype_of(compute.param_dtype),
+      )
       out = out + hd * alpha.astype(hd.dtype)
     b, gh, gw, c = out.shape
     return out.reshape(b, gh * gw, c)  # row-major over the grid, "b c h w -> b (h w) c"

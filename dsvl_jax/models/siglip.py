@@ -18,6 +18,7 @@ from dsvl_jax.models.config import ComputeConfig, SiglipConfig
 
 class ViTMlp(nn.Module):
   """fc1 -> exact GELU -> fc2. [B, N, D] -> [B, N, D]."""
+
   compute: ComputeConfig
   hidden: int
   names: tuple[str, str] = ("fc1", "fc2")
@@ -37,13 +38,18 @@ def split_qkv(compute: ComputeConfig, num_heads: int, x: jax.Array):
   x [..., D] -> q, k, v each [..., H, Dh]; kernel [D, 3, H, Dh], bias [3, H, Dh].
   """
   d = x.shape[-1]
-  qkv = layers.dense(compute, (3, num_heads, d // num_heads),
-                     ("vit_embed", "qkv", "vit_heads", "head_dim"), name="qkv")(x)
+  qkv = layers.dense(
+      compute,
+      (3, num_heads, d // num_heads),
+      ("vit_embed", "qkv", "vit_heads", "head_dim"),
+      name="qkv",
+  )(x)
   return qkv[..., 0, :, :], qkv[..., 1, :, :], qkv[..., 2, :, :]
 
 
 class SiglipAttention(nn.Module):
   """Global multi-head self-attention. [B, N, D] -> [B, N, D]."""
+
   compute: ComputeConfig
   num_heads: int
 
@@ -55,14 +61,22 @@ class SiglipAttention(nn.Module):
     # over the mesh as the rows do).
     impl = self.compute.attention_impl
     impl = "xla" if impl == "splash" or (impl == "auto" and placement_platform() == "tpu") else impl
-    o = attention(q, k, v, impl=impl, precision=layers.precision_of(self.compute.precision),
-                  chunk=self.compute.attention_block)
-    return layers.dense(self.compute, x.shape[-1], ("vit_heads", "head_dim", "vit_embed"),
-                        n_in=2, name="proj")(o)
+    o = attention(
+        q,
+        k,
+        v,
+        impl=impl,
+        precision=layers.precision_of(self.compute.precision),
+        chunk=self.compute.attention_block,
+    )
+    return layers.dense(
+        self.compute, x.shape[-1], ("vit_heads", "head_dim", "vit_embed"), n_in=2, name="proj"
+    )(o)
 
 
 class SiglipBlock(nn.Module):
   """Pre-LN transformer block, scanned: (x [B, N, D]) -> (x, None)."""
+
   cfg: SiglipConfig
   compute: ComputeConfig
 
@@ -78,16 +92,31 @@ class SiglipBlock(nn.Module):
 
 class Siglip(nn.Module):
   """Normalised pixels [B, S, S, 3] (NHWC) -> tokens [B, (S/P)^2, width]."""
+
   cfg: SiglipConfig
   compute: ComputeConfig
 
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
     cfg, compute = self.cfg, self.compute
-    x = layers.patch_embed(self, compute, pixels, cfg.width, cfg.patch_size,
-                           (cfg.num_tokens, cfg.width), ("vit_tokens", "vit_embed"))
+    x = layers.patch_embed(
+        self,
+        compute,
+        pixels,
+        cfg.width,
+        cfg.patch_size,
+        (cfg.num_tokens, cfg.width),
+        ("vit_tokens", "vit_embed"),
+    )
     b, gh, gw, d = x.shape
     x = x.reshape(b, gh * gw, d)  # row-major over the patch grid, as torch's flatten(2)
-    x, _ = layers.scan_blocks(SiglipBlock, cfg.num_blocks, in_axes=(), name="blocks",
-                              remat_policy=compute.remat_policy, cfg=cfg, compute=compute)(x)
+    x, _ = layers.scan_blocks(
+        SiglipBlock,
+        cfg.num_blocks,
+        in_axes=(),
+        name="blocks",
+        remat_policy=compute.remat_policy,
+        cfg=cfg,
+        compute=compute,
+    )(x)
     return layers.layer_norm(compute, cfg.layer_norm_eps, "vit_embed", name="norm")(x)

@@ -31,19 +31,23 @@ def low_res_view(images: jax.Array, size: int) -> jax.Array:
   align_corners=False, antialias=True, as ORIG's torchvision Resize on tensors).
   """
   n, c, _, _ = images.shape
-  return jax.image.resize(images.astype(jnp.float32), (n, c, size, size), method="linear",
-                          antialias=True)
+  return jax.image.resize(
+      images.astype(jnp.float32), (n, c, size, size), method="linear", antialias=True
+  )
 
 
 class SiglipTower(nn.Module):
   """1.3B tower: images [N, 3, 384, 384] in [0, 1] -> tokens [N, 576, 1024]."""
+
   cfg: SiglipConfig
   compute: ComputeConfig
 
   @nn.compact
   def __call__(self, images: jax.Array) -> jax.Array:
     x = normalize(images, self.cfg.pixel_mean, self.cfg.pixel_std)
-    return Siglip(self.cfg, self.compute, name="siglip")(x.astype(layers.dtype_of(self.compute.dtype)))
+    return Siglip(self.cfg, self.compute, name="siglip")(
+        x.astype(layers.dtype_of(self.compute.dtype))
+    )
 
 
 class HybridTower(nn.Module):
@@ -52,6 +56,7 @@ class HybridTower(nn.Module):
   high: SAM on the CLIP-normalised 1024 image; low: SigLIP on the 0.5/0.5-normalised
   antialiased 384 resize.
   """
+
   siglip_cfg: SiglipConfig
   sam_cfg: SamConfig
   compute: ComputeConfig
@@ -61,7 +66,10 @@ class HybridTower(nn.Module):
     dtype = layers.dtype_of(self.compute.dtype)
     high = normalize(images, self.sam_cfg.pixel_mean, self.sam_cfg.pixel_std)
     high = Sam(self.sam_cfg, self.compute, name="sam")(high.astype(dtype))
-    low = normalize(low_res_view(images, self.siglip_cfg.image_size),
-                    self.siglip_cfg.pixel_mean, self.siglip_cfg.pixel_std)
+    low = normalize(
+        low_res_view(images, self.siglip_cfg.image_size),
+        self.siglip_cfg.pixel_mean,
+        self.siglip_cfg.pixel_std,
+    )
     low = Siglip(self.siglip_cfg, self.compute, name="siglip")(low.astype(dtype))
     return high, low

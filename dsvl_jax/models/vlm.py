@@ -40,11 +40,13 @@ def check_image_tokens(input_ids: Any, num_images: int, cfg: VLMConfig) -> None:
     raise ValueError(
         f"the batch has {n_tokens} image-token positions (id {cfg.image_token_id}) but "
         f"{num_images} image(s) x {cfg.num_image_tokens} tokens = {expected} image "
-        f"embeddings; each image needs exactly {cfg.num_image_tokens} placeholder tokens")
+        f"embeddings; each image needs exactly {cfg.num_image_tokens} placeholder tokens"
+    )
 
 
-def scatter_image_embeddings(input_ids: jax.Array, token_embeds: jax.Array,
-                             image_embeds: jax.Array, image_token_id: int) -> jax.Array:
+def scatter_image_embeddings(
+    input_ids: jax.Array, token_embeds: jax.Array, image_embeds: jax.Array, image_token_id: int
+) -> jax.Array:
   """Places image rows at image-token positions in batch-major order.
 
   input_ids [B, T]; token_embeds [B, T, D]; image_embeds [N, K, D] -> [B, T, D].
@@ -57,8 +59,9 @@ def scatter_image_embeddings(input_ids: jax.Array, token_embeds: jax.Array,
   return jnp.where(is_image[..., None], gathered, token_embeds)
 
 
-def scatter_row_images(input_ids: jax.Array, token_embeds: jax.Array,
-                       image_embeds: jax.Array, image_token_id: int) -> jax.Array:
+def scatter_row_images(
+    input_ids: jax.Array, token_embeds: jax.Array, image_embeds: jax.Array, image_token_id: int
+) -> jax.Array:
   """Places each row's image slots at its image-token positions, in order.
 
   input_ids [B, T]; token_embeds [B, T, D]; image_embeds [B, M, K, D] -> [B, T, D].
@@ -73,6 +76,7 @@ def scatter_row_images(input_ids: jax.Array, token_embeds: jax.Array,
 
 class DeepseekVL(nn.Module):
   """The full model; parameters: {'llm', 'vision', 'aligner'}."""
+
   cfg: VLMConfig
 
   def setup(self):
@@ -106,21 +110,31 @@ class DeepseekVL(nn.Module):
       if m == 0:  # a text step: the towers are not part of its program
         return embeds
       feats = self.encode_images(images.reshape((b * m,) + images.shape[2:]))
-      return scatter_row_images(input_ids, embeds, feats.reshape((b, m) + feats.shape[1:]),
-                                self.cfg.image_token_id)
+      return scatter_row_images(
+          input_ids, embeds, feats.reshape((b, m) + feats.shape[1:]), self.cfg.image_token_id
+      )
     num_images = 0 if images is None else images.shape[0]
     check_image_tokens(input_ids, num_images, self.cfg)
     embeds = self.llm.embed(input_ids)
     if num_images == 0:  # text-only batches never run the vision towers
       return embeds
-    return scatter_image_embeddings(input_ids, embeds, self.encode_images(images),
-                                    self.cfg.image_token_id)
+    return scatter_image_embeddings(
+        input_ids, embeds, self.encode_images(images), self.cfg.image_token_id
+    )
 
-  def __call__(self, input_ids: jax.Array, images: jax.Array | None = None, *,
-               attention_mask: jax.Array | None = None, positions: jax.Array | None = None,
-               segment_ids: jax.Array | None = None, cache: Cache | None = None,
-               cache_index: jax.Array | int = 0, return_hidden: bool = False,
-               logits_to_keep: int = 0) -> dict[str, jax.Array | Cache | None]:
+  def __call__(
+      self,
+      input_ids: jax.Array,
+      images: jax.Array | None = None,
+      *,
+      attention_mask: jax.Array | None = None,
+      positions: jax.Array | None = None,
+      segment_ids: jax.Array | None = None,
+      cache: Cache | None = None,
+      cache_index: jax.Array | int = 0,
+      return_hidden: bool = False,
+      logits_to_keep: int = 0,
+  ) -> dict[str, jax.Array | Cache | None]:
     """Logits for a batch.
 
     input_ids [B, T]; images [N, 3, S, S] in [0, 1] or None.
@@ -132,19 +146,31 @@ class DeepseekVL(nn.Module):
     Returns {'logits': [B, T or k, V] float32, 'cache': ..., 'hidden': [B, T, D] if asked}.
     """
     hidden, new_cache = self.hidden_states(
-        input_ids, images, attention_mask=attention_mask, positions=positions,
-        segment_ids=segment_ids, cache=cache, cache_index=cache_index)
+        input_ids,
+        images,
+        attention_mask=attention_mask,
+        positions=positions,
+        segment_ids=segment_ids,
+        cache=cache,
+        cache_index=cache_index,
+    )
     kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
     out = {"logits": self.llm.logits(kept), "cache": new_cache}
     if return_hidden:
       out["hidden"] = hidden
     return out
 
-  def hidden_states(self, input_ids: jax.Array, images: jax.Array | None = None, *,
-                    attention_mask: jax.Array | None = None,
-                    positions: jax.Array | None = None, segment_ids: jax.Array | None = None,
-                    cache: Cache | None = None, cache_index: jax.Array | int = 0
-                    ) -> tuple[jax.Array, Cache | None]:
+  def hidden_states(
+      self,
+      input_ids: jax.Array,
+      images: jax.Array | None = None,
+      *,
+      attention_mask: jax.Array | None = None,
+      positions: jax.Array | None = None,
+      segment_ids: jax.Array | None = None,
+      cache: Cache | None = None,
+      cache_index: jax.Array | int = 0,
+  ) -> tuple[jax.Array, Cache | None]:
     """The LLM's final-normed hidden states [B, T, D] (and the cache): __call__ without
     the LM head, for losses that project to the vocabulary chunk by chunk."""
     if positions is None:
@@ -155,8 +181,14 @@ class DeepseekVL(nn.Module):
       else:
         positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
     embeds = self.embed(input_ids, images)
-    return self.llm(embeds, positions, attention_mask=attention_mask,
-                    segment_ids=segment_ids, cache=cache, cache_index=cache_index)
+    return self.llm(
+        embeds,
+        positions,
+        attention_mask=attention_mask,
+        segment_ids=segment_ids,
+        cache=cache,
+        cache_index=cache_index,
+    )
 
   def lm_logits(self, hidden: jax.Array) -> jax.Array:
     """Final-normed hidden states [..., D] -> float32 logits [..., V]."""

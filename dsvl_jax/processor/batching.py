@@ -31,6 +31,7 @@ OVERFLOW_POLICIES = ("error", "truncate_left")
 @dataclasses.dataclass(frozen=True)
 class Sample:
   """ids [T] int; images [n, 3, S, S] float32 in [0, 1] (n >= 0); loss_mask [T] bool."""
+
   ids: np.ndarray
   images: np.ndarray
   loss_mask: np.ndarray | None = None
@@ -39,8 +40,10 @@ class Sample:
   def from_encoded(cls, encoded: EncodedSample, images: np.ndarray) -> "Sample":
     images = np.asarray(images, np.float32)
     if len(images) != encoded.num_images:
-      raise ValueError(f"the prompt has {encoded.num_images} image placeholder(s) but "
-                       f"{len(images)} image(s) were given")
+      raise ValueError(
+          f"the prompt has {encoded.num_images} image placeholder(s) but "
+          f"{len(images)} image(s) were given"
+      )
     return cls(encoded.ids, images, encoded.loss_mask)
 
 
@@ -50,19 +53,21 @@ def round_up(n: int, bucket: int) -> int:
   return -(-n // bucket) * bucket
 
 
-def left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int
-             ) -> tuple[np.ndarray, np.ndarray]:
+def left_pad(
+    rows: Sequence[Sequence[int]], width: int, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
   """rows of ids -> (ids, mask) [len(rows), width] int32, each row right-aligned."""
   ids = np.full((len(rows), width), pad_id, np.int32)
   mask = np.zeros((len(rows), width), np.int32)
   for i, row in enumerate(rows):
-    ids[i, width - len(row):] = row
-    mask[i, width - len(row):] = 1
+    ids[i, width - len(row) :] = row
+    mask[i, width - len(row) :] = 1
   return ids, mask
 
 
-def _truncate_left(ids: np.ndarray, mask: np.ndarray | None, max_length: int,
-                   cfg: VLMConfig, index: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _truncate_left(
+    ids: np.ndarray, mask: np.ndarray | None, max_length: int, cfg: VLMConfig, index: int
+) -> tuple[np.ndarray, np.ndarray | None]:
   """Drops len - max_length tokens after BOS (kept) and before the first image."""
   excess = len(ids) - max_length
   start = 1 if ids[0] == cfg.bos_token_id else 0  # the model always saw BOS first
@@ -72,13 +77,18 @@ def _truncate_left(ids: np.ndarray, mask: np.ndarray | None, max_length: int,
     raise ValueError(
         f"sample {index}: cannot truncate {len(ids)} tokens to max_length={max_length}: "
         f"only the {first_image - start} token(s) between BOS and the first image at "
-        f"position {first_image} may be dropped, {excess} would have to go")
+        f"position {first_image} may be dropped, {excess} would have to go"
+    )
   keep = np.r_[np.arange(start), np.arange(start + excess, len(ids))]
   return ids[keep], None if mask is None else mask[keep]
 
 
-def collate(samples: Sequence[Sample], cfg: VLMConfig, max_length: int | None = None,
-            overflow: str = "error") -> dict[str, np.ndarray]:
+def collate(
+    samples: Sequence[Sample],
+    cfg: VLMConfig,
+    max_length: int | None = None,
+    overflow: str = "error",
+) -> dict[str, np.ndarray]:
   """Left-pads a list of samples into one batch.
 
   Returns input_ids [B, T] int32 (pad id on the left), attention_mask [B, T] int32,
@@ -108,24 +118,30 @@ def collate(samples: Sequence[Sample], cfg: VLMConfig, max_length: int | None = 
       raise ValueError(f"sample {i}: images must be [n, 3, {s}, {s}], got {img.shape}")
     n_tokens = int(np.sum(ids == cfg.image_token_id))
     if n_tokens != len(img) * k:
-      raise ValueError(f"sample {i}: {n_tokens} image tokens but {len(img)} image(s) x "
-                       f"{k} tokens = {len(img) * k}")
+      raise ValueError(
+          f"sample {i}: {n_tokens} image tokens but {len(img)} image(s) x "
+          f"{k} tokens = {len(img) * k}"
+      )
     if len(ids) > max_length:
       if overflow == "error":
         raise ValueError(
             f"sample {i} has {len(ids)} tokens ({len(img)} image(s) x {k}), more than "
-            f"max_length={max_length}; shorten it or use overflow='truncate_left'")
+            f"max_length={max_length}; shorten it or use overflow='truncate_left'"
+        )
       ids, mask = _truncate_left(ids, mask, max_length, cfg, i)
     rows.append(ids)
     masks.append(mask)
     images.append(img)
   t = max(len(r) for r in rows)
   input_ids, attention_mask = left_pad(rows, t, cfg.pad_token_id)
-  batch = {"input_ids": input_ids, "attention_mask": attention_mask,
-           "images": np.concatenate(images, axis=0)}
+  batch = {
+      "input_ids": input_ids,
+      "attention_mask": attention_mask,
+      "images": np.concatenate(images, axis=0),
+  }
   if all(has_mask):
     loss_mask = np.zeros((len(rows), t), bool)
     for b, mask in enumerate(masks):
-      loss_mask[b, t - len(mask):] = mask
+      loss_mask[b, t - len(mask) :] = mask
     batch["loss_mask"] = loss_mask
   return batch

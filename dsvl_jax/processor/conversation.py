@@ -39,7 +39,8 @@ if TYPE_CHECKING:  # annotation only: keeps this module free of JAX imports
 SYSTEM_PROMPT = (
     "You are a helpful language and vision assistant. You are able to understand the "
     "visual content that the user provides, and assist the user with a variety of tasks "
-    "using natural language.")
+    "using natural language."
+)
 
 ROLES = ("user", "assistant")
 
@@ -47,6 +48,7 @@ ROLES = ("user", "assistant")
 @dataclasses.dataclass(frozen=True)
 class Template:
   """A DeepSeek-style template; `DEEPSEEK` is the released one."""
+
   system: str = SYSTEM_PROMPT
   roles: tuple[str, str] = ("User", "Assistant")  # rendered names of ROLES
   sep: str = "\n\n"  # after even-indexed messages (and the system prompt)
@@ -68,6 +70,7 @@ def template_for(system_prompt: str) -> Template:
 @dataclasses.dataclass(frozen=True)
 class Message:
   """One turn. `role` is 'user' or 'assistant' (any case); content may hold placeholders."""
+
   role: str
   content: str
 
@@ -81,6 +84,7 @@ class Message:
 @dataclasses.dataclass(frozen=True)
 class EncodedSample:
   """ids [T] int32 (images expanded); loss_mask [T] bool; num_images placeholders."""
+
   ids: np.ndarray
   loss_mask: np.ndarray
   num_images: int
@@ -89,8 +93,9 @@ class EncodedSample:
     return len(self.ids)
 
 
-def _segments(messages: Sequence[Message], add_generation_prompt: bool,
-              template: Template) -> list[tuple[str, bool]]:
+def _segments(
+    messages: Sequence[Message], add_generation_prompt: bool, template: Template
+) -> list[tuple[str, bool]]:
   """The rendered prompt as (text, supervised) pieces whose concatenation is render()."""
   turns = [(m.role, m.content.strip()) for m in messages]
   if add_generation_prompt:
@@ -119,14 +124,16 @@ def _segments(messages: Sequence[Message], add_generation_prompt: bool,
   return segs
 
 
-def render(messages: Sequence[Message], add_generation_prompt: bool = False,
-           template: Template = DEEPSEEK) -> str:
+def render(
+    messages: Sequence[Message], add_generation_prompt: bool = False, template: Template = DEEPSEEK
+) -> str:
   """The prompt string (no BOS: the tokenizer adds it)."""
   return "".join(text for text, _ in _segments(messages, add_generation_prompt, template))
 
 
-def expand_image_tokens(ids: Sequence[int], mask: Sequence[bool], image_id: int,
-                        num_image_tokens: int) -> tuple[np.ndarray, np.ndarray, int]:
+def expand_image_tokens(
+    ids: Sequence[int], mask: Sequence[bool], image_id: int, num_image_tokens: int
+) -> tuple[np.ndarray, np.ndarray, int]:
   """Replaces each image id by num_image_tokens copies (never supervised).
 
   ids, mask [T] -> ids [T'] int32, mask [T'] bool, number of images.
@@ -135,21 +142,30 @@ def expand_image_tokens(ids: Sequence[int], mask: Sequence[bool], image_id: int,
   mask = np.asarray(mask, bool)
   is_image = ids == image_id
   repeats = np.where(is_image, num_image_tokens, 1)
-  return (np.repeat(ids, repeats), np.repeat(mask & ~is_image, repeats),
-          int(is_image.sum()))
+  return (np.repeat(ids, repeats), np.repeat(mask & ~is_image, repeats), int(is_image.sum()))
 
 
 def _check_tokenizer(tokenizer: Tokenizer, cfg: VLMConfig) -> None:
-  for ours, theirs in (("bos_id", "bos_token_id"), ("eos_id", "eos_token_id"),
-                       ("image_id", "image_token_id")):
+  for ours, theirs in (
+      ("bos_id", "bos_token_id"),
+      ("eos_id", "eos_token_id"),
+      ("image_id", "image_token_id"),
+  ):
     if getattr(tokenizer, ours) != getattr(cfg, theirs):
-      raise ValueError(f"tokenizer.{ours}={getattr(tokenizer, ours)} but config "
-                       f"{theirs}={getattr(cfg, theirs)}; build the tokenizer from this config")
+      raise ValueError(
+          f"tokenizer.{ours}={getattr(tokenizer, ours)} but config "
+          f"{theirs}={getattr(cfg, theirs)}; build the tokenizer from this config"
+      )
 
 
-def encode_conversation(messages: Sequence[Message], tokenizer: Tokenizer, cfg: VLMConfig, *,
-                        add_generation_prompt: bool = False,
-                        template: Template = DEEPSEEK) -> EncodedSample:
+def encode_conversation(
+    messages: Sequence[Message],
+    tokenizer: Tokenizer,
+    cfg: VLMConfig,
+    *,
+    add_generation_prompt: bool = False,
+    template: Template = DEEPSEEK,
+) -> EncodedSample:
   """BOS + rendered chat, images expanded, with the SFT loss mask (module docstring).
 
   Messages must alternate user, assistant, user, ... so that every answer ends with
@@ -159,13 +175,17 @@ def encode_conversation(messages: Sequence[Message], tokenizer: Tokenizer, cfg: 
   _check_tokenizer(tokenizer, cfg)
   for i, m in enumerate(messages):
     if m.role != ROLES[i % 2]:
-      raise ValueError(f"message {i} has role {m.role!r}; roles must alternate "
-                       f"user, assistant, ... starting with user")
+      raise ValueError(
+          f"message {i} has role {m.role!r}; roles must alternate "
+          f"user, assistant, ... starting with user"
+      )
   if add_generation_prompt and messages and messages[-1].role == "assistant":
     raise ValueError("add_generation_prompt needs the last message to be a user turn")
   if tokenizer.encode(template.sep2, add_bos=False) != [cfg.eos_token_id]:
-    raise ValueError(f"the template separator {template.sep2!r} does not tokenise to "
-                     f"the single EOS id {cfg.eos_token_id}")
+    raise ValueError(
+        f"the template separator {template.sep2!r} does not tokenise to "
+        f"the single EOS id {cfg.eos_token_id}"
+    )
   ids, mask = [tokenizer.bos_id], [False]
   for text, supervised in _segments(messages, add_generation_prompt, template):
     piece = tokenizer.encode(text, add_bos=False)
@@ -182,11 +202,22 @@ def encode_prompt(prompt: str, tokenizer: Tokenizer, cfg: VLMConfig) -> EncodedS
   """
   _check_tokenizer(tokenizer, cfg)
   ids = tokenizer.encode(prompt)
-  ids, mask, n = expand_image_tokens(ids, [False] * len(ids), cfg.image_token_id,
-                                     cfg.num_image_tokens)
+  ids, mask, n = expand_image_tokens(
+      ids, [False] * len(ids), cfg.image_token_id, cfg.num_image_tokens
+  )
   return EncodedSample(ids, mask, n)
 
 
-__all__ = ["DEEPSEEK", "template_for", "EncodedSample", "IMAGE_TOKEN", "Message", "SYSTEM_PROMPT",
-           "Template", "encode_conversation", "encode_prompt", "expand_image_tokens",
-           "render"]
+__all__ = [
+    "DEEPSEEK",
+    "template_for",
+    "EncodedSample",
+    "IMAGE_TOKEN",
+    "Message",
+    "SYSTEM_PROMPT",
+    "Template",
+    "encode_conversation",
+    "encode_prompt",
+    "expand_image_tokens",
+    "render",
+]

@@ -41,6 +41,7 @@ from PIL import Image
 @dataclasses.dataclass(frozen=True)
 class ImageProcessorConfig:
   """Settings of the released `VLMImageProcessor` (reference 3.2-3.3)."""
+
   image_size: int  # S: 384 (1.3B family), 1024 (7B hybrid family)
   background: tuple[int, int, int]  # pad colour, int(mean * 255) per channel (truncated)
   min_size: int = 14  # lower bound of the resized short side
@@ -67,9 +68,12 @@ IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP")
 MAX_IMAGE_PIXELS = 89_478_485
 
 
-def load_image(path: str | pathlib.Path | bytes, *,
-               formats: Sequence[str] | None = IMAGE_FORMATS,
-               max_pixels: int | None = MAX_IMAGE_PIXELS) -> Image.Image:
+def load_image(
+    path: str | pathlib.Path | bytes,
+    *,
+    formats: Sequence[str] | None = IMAGE_FORMATS,
+    max_pixels: int | None = MAX_IMAGE_PIXELS,
+) -> Image.Image:
   """Opens and fully decodes an image file (or an encoded file's bytes), as PIL opened it
   (mode unchanged).
 
@@ -88,8 +92,10 @@ def load_image(path: str | pathlib.Path | bytes, *,
   try:
     img = Image.open(source, formats=None if formats is None else list(formats))
     if max_pixels is not None and img.width * img.height > max_pixels:
-      raise _TooLarge(f"{img.width}x{img.height} is {img.width * img.height} pixels, more "
-                      f"than the {max_pixels} allowed")
+      raise _TooLarge(
+          f"{img.width}x{img.height} is {img.width * img.height} pixels, more "
+          f"than the {max_pixels} allowed"
+      )
     img.load()  # decode now so a truncated file fails here, not inside process()
   except FileNotFoundError as e:
     raise FileNotFoundError(f"image file not found: {name}") from e
@@ -101,8 +107,10 @@ def load_image(path: str | pathlib.Path | bytes, *,
       img.close()
     why = str(e)
     if isinstance(e, Image.UnidentifiedImageError):  # Pillow's names the file object
-      why = ("not an image of an accepted format "
-             f"({', '.join(formats) if formats is not None else 'any Pillow reads'})")
+      why = (
+          "not an image of an accepted format "
+          f"({', '.join(formats) if formats is not None else 'any Pillow reads'})"
+      )
     raise OSError(f"cannot read image {name}: {why}") from e
   return img
 

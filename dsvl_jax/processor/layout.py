@@ -10,6 +10,7 @@ from dsvl_jax.processor import image_processor
 @dataclasses.dataclass(frozen=True)
 class TokenLayout:
   """The model-config values data preparation needs (from `TokenLayout.of(VLMConfig)`)."""
+
   bos_token_id: int
   eos_token_id: int
   pad_token_id: int
@@ -19,5 +20,11 @@ class TokenLayout:
 
   @classmethod
   def of(cls, cfg) -> "TokenLayout":
-    return cls(cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id, cfg.image_token_id,
-               cfg.num_image_tokens, image_processor.ImageProcessorConfig.for_model(cfg))
+    return cls(
+        cfg.bos_token_id,
+        cfg.eos_token_id,
+        cfg.pad_token_id,
+        cfg.image_token_id,
+        cfg.num_image_tokens,
+        image_processor.ImageProcessorConfig.for_model(cfg),
+    )

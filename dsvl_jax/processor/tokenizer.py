@@ -41,6 +41,7 @@ class TokenizerError(ValueError):
 
 class SpecialIds(Protocol):
   """What the tokenizer needs from a config (`VLMConfig` satisfies it)."""
+
   bos_token_id: int
   eos_token_id: int
   pad_token_id: int
@@ -50,16 +51,17 @@ class SpecialIds(Protocol):
 class _HFBackend:
   """A `tokenizers.Tokenizer` from tokenizer.json, plus the image token."""
 
-  def __init__(self, path: pathlib.Path, cfg: SpecialIds, image_token: str,
-               remap_image_id: bool):
+  def __init__(self, path: pathlib.Path, cfg: SpecialIds, image_token: str, remap_image_id: bool):
     import tokenizers  # local import: only this backend needs it
+
     self.tok = tokenizers.Tokenizer.from_file(str(path))
     size = self.tok.get_vocab_size(with_added_tokens=True)
     for name in ("bos_token_id", "eos_token_id", "pad_token_id"):
       i = getattr(cfg, name)
       if self.tok.id_to_token(i) is None:
-        raise TokenizerError(f"{path}: config {name}={i} is not a token of this file "
-                             f"({size} entries)")
+        raise TokenizerError(
+            f"{path}: config {name}={i} is not a token of this file " f"({size} entries)"
+        )
     local = self.tok.token_to_id(image_token)
     if local is None:
       # ORIG VLChatProcessor: add the placeholder as a special token when missing.
@@ -76,15 +78,18 @@ class _HFBackend:
             f"The released DeepSeek-VL tokenizer.json has ids up to {target - 1}, so the "
             f"placeholder lands on {target}; a plain DeepSeek-LLM tokenizer gives 100002. "
             f"Use the checkpoint's own tokenizer files, or pass remap_image_id=True to "
-            f"translate {local} <-> {target} in encode/decode.")
+            f"translate {local} <-> {target} in encode/decode."
+        )
       if self.tok.id_to_token(target) is not None:
         raise TokenizerError(
             f"{path}: cannot remap {image_token!r} from id {local} to {target}: id "
-            f"{target} is already the token {self.tok.id_to_token(target)!r}")
+            f"{target} is already the token {self.tok.id_to_token(target)!r}"
+        )
       self.to_cfg, self.to_local = {local: target}, {target: local}
     self.vocab_size = max(self.tok.get_vocab_size(with_added_tokens=True), target + 1)
-    self.max_token_bytes = max(len(t.encode("utf-8"))
-                               for t in self.tok.get_vocab(with_added_tokens=True))
+    self.max_token_bytes = max(
+        len(t.encode("utf-8")) for t in self.tok.get_vocab(with_added_tokens=True)
+    )
 
   def encode(self, text: str) -> list[int]:
     # add_special_tokens=False: any BOS/EOS template in the file stays out; BOS is ours.
@@ -100,10 +105,14 @@ class _LiteralBackend:
   """Shared by the sentencepiece and byte backends: the literal BOS/EOS/image strings are
   split out and map to the config ids; the text between them goes to `_encode_text`."""
 
-  def _set_literals(self, cfg: SpecialIds, image_token: str, bos_token: str,
-                    eos_token: str) -> None:
-    self.literals = {bos_token: cfg.bos_token_id, eos_token: cfg.eos_token_id,
-                     image_token: cfg.image_token_id}
+  def _set_literals(
+      self, cfg: SpecialIds, image_token: str, bos_token: str, eos_token: str
+  ) -> None:
+    self.literals = {
+        bos_token: cfg.bos_token_id,
+        eos_token: cfg.eos_token_id,
+        image_token: cfg.image_token_id,
+    }
     self.names = {i: s for s, i in self.literals.items()}
     self.split = re.compile("(" + "|".join(map(re.escape, self.literals)) + ")")
 
@@ -137,9 +146,11 @@ class _SentencePieceBackend(_LiteralBackend):
   (whose second separator is the literal EOS string) works with any small vocabulary.
   """
 
-  def __init__(self, path: pathlib.Path, cfg: SpecialIds, image_token: str,
-               bos_token: str, eos_token: str):
+  def __init__(
+      self, path: pathlib.Path, cfg: SpecialIds, image_token: str, bos_token: str, eos_token: str
+  ):
     import sentencepiece  # local import: only this backend needs it
+
     self.sp = sentencepiece.SentencePieceProcessor(model_file=str(path))
     n = self.sp.get_piece_size()
     self._set_literals(cfg, image_token, bos_token, eos_token)
@@ -147,14 +158,17 @@ class _SentencePieceBackend(_LiteralBackend):
       i = getattr(cfg, name)
       # A config id inside the vocabulary must not be an ordinary piece, or decoding
       # could not tell the two apart.
-      if i < n and not (self.sp.is_control(i) or self.sp.is_unknown(i) or
-                        self.sp.is_unused(i)):
-        raise TokenizerError(f"{path}: config {name}={i} is the ordinary piece "
-                             f"{self.sp.id_to_piece(i)!r} of this sentencepiece model")
+      if i < n and not (self.sp.is_control(i) or self.sp.is_unknown(i) or self.sp.is_unused(i)):
+        raise TokenizerError(
+            f"{path}: config {name}={i} is the ordinary piece "
+            f"{self.sp.id_to_piece(i)!r} of this sentencepiece model"
+        )
     self.vocab_size = max(n, *(i + 1 for i in self.names))
     self.size = n
-    self.max_token_bytes = max(len(s.encode("utf-8")) for s in
-                               [*self.literals, *(self.sp.id_to_piece(i) for i in range(n))])
+    self.max_token_bytes = max(
+        len(s.encode("utf-8"))
+        for s in [*self.literals, *(self.sp.id_to_piece(i) for i in range(n))]
+    )
 
   def _encode_text(self, text: str) -> list[int]:
     return self.sp.encode(text)
@@ -175,8 +189,10 @@ class _ByteBackend(_LiteralBackend):
     for name in ("bos_token_id", "eos_token_id", "pad_token_id", "image_token_id"):
       i = getattr(cfg, name)
       if offset <= i < offset + 256:
-        raise TokenizerError(f"config {name}={i} falls inside the byte ids "
-                             f"{offset}..{offset + 255}; choose another offset")
+        raise TokenizerError(
+            f"config {name}={i} falls inside the byte ids "
+            f"{offset}..{offset + 255}; choose another offset"
+        )
     self.vocab_size = max(offset + 256, *(i + 1 for i in self.names))
     self.max_token_bytes = max(len(s.encode("utf-8")) for s in self.literals)
 
@@ -216,29 +232,43 @@ class Tokenizer:
     return self._backend.max_token_bytes
 
   @classmethod
-  def from_file(cls, path: str | pathlib.Path, cfg: SpecialIds, *,
-                image_token: str = IMAGE_TOKEN, remap_image_id: bool = False) -> "Tokenizer":
+  def from_file(
+      cls,
+      path: str | pathlib.Path,
+      cfg: SpecialIds,
+      *,
+      image_token: str = IMAGE_TOKEN,
+      remap_image_id: bool = False,
+  ) -> "Tokenizer":
     """Loads a HF `tokenizer.json`; see the module docstring for the image id rules."""
-    return cls(_HFBackend(pathlib.Path(path), cfg, image_token, remap_image_id), cfg,
-               image_token)
+    return cls(_HFBackend(pathlib.Path(path), cfg, image_token, remap_image_id), cfg, image_token)
 
   @classmethod
-  def from_sentencepiece(cls, model_path: str | pathlib.Path, cfg: SpecialIds, *,
-                         image_token: str = IMAGE_TOKEN, bos_token: str = BOS_TOKEN,
-                         eos_token: str = EOS_TOKEN) -> "Tokenizer":
+  def from_sentencepiece(
+      cls,
+      model_path: str | pathlib.Path,
+      cfg: SpecialIds,
+      *,
+      image_token: str = IMAGE_TOKEN,
+      bos_token: str = BOS_TOKEN,
+      eos_token: str = EOS_TOKEN,
+  ) -> "Tokenizer":
     """Loads a sentencepiece `.model`; the literal special strings map to config ids."""
-    return cls(_SentencePieceBackend(pathlib.Path(model_path), cfg, image_token,
-                                     bos_token, eos_token), cfg, image_token)
+    return cls(
+        _SentencePieceBackend(pathlib.Path(model_path), cfg, image_token, bos_token, eos_token),
+        cfg,
+        image_token,
+    )
 
   @classmethod
-  def builtin_bytes(cls, cfg: SpecialIds, *, offset: int = 3,
-                    image_token: str = IMAGE_TOKEN) -> "Tokenizer":
+  def builtin_bytes(
+      cls, cfg: SpecialIds, *, offset: int = 3, image_token: str = IMAGE_TOKEN
+  ) -> "Tokenizer":
     """The file-free byte tokenizer (ids offset..offset+255 plus the config's specials)."""
     return cls(_ByteBackend(cfg, image_token, offset), cfg, image_token)
 
   @classmethod
-  def from_pretrained_dir(cls, path: str | pathlib.Path, cfg: SpecialIds,
-                          **kwargs) -> "Tokenizer":
+  def from_pretrained_dir(cls, path: str | pathlib.Path, cfg: SpecialIds, **kwargs) -> "Tokenizer":
     """A checkpoint directory's tokenizer.json, else its tokenizer.model."""
     path = pathlib.Path(path)
     if (path / "tokenizer.json").is_file():

@@ -1,16 +1,16 @@
 """The demo that learns to see: `make run` (configs/demo.py).
 
-  1. tokenizer   a sentencepiece BPE model trained on the built-in text (the byte
-                 tokenizer would make every answer several tokens and every row 3-4x
-                 longer; a 640-piece vocabulary keeps words whole)
-  2. stages      lm -> stage1 -> stage2 -> stage3 (configs/demo.py), each a normal
-                 training run in WORKDIR/<stage> starting from the previous stage's
-                 workdir; a finished stage is skipped on a rerun
-  3. held-out    scenes from a seed never trained on, one question per type (colour,
-                 shape, word) whose answer is only in the image, written as a jsonl
-                 set with PNGs; plus the same set with every image a blank canvas
-  4. evaluation  greedy exact match and multiple choice (dsvl_jax/eval) on both sets,
-                 written to WORKDIR/eval.json with the chance rate
+1. tokenizer   a sentencepiece BPE model trained on the built-in text (the byte
+               tokenizer would make every answer several tokens and every row 3-4x
+               longer; a 640-piece vocabulary keeps words whole)
+2. stages      lm -> stage1 -> stage2 -> stage3 (configs/demo.py), each a normal
+               training run in WORKDIR/<stage> starting from the previous stage's
+               workdir; a finished stage is skipped on a rerun
+3. held-out    scenes from a seed never trained on, one question per type (colour,
+               shape, word) whose answer is only in the image, written as a jsonl
+               set with PNGs; plus the same set with every image a blank canvas
+4. evaluation  greedy exact match and multiple choice (dsvl_jax/eval) on both sets,
+               written to WORKDIR/eval.json with the chance rate
 """
 
 from __future__ import annotations
@@ -26,10 +26,10 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from dsvl_jax.processor import conversation
-from dsvl_jax.data import synthetic
-from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN
 from dsvl_jax.checkpoint.params_io import latest_params_dir
+from dsvl_jax.data import synthetic
+from dsvl_jax.processor import conversation
+from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN
 
 DEFAULT_WORKDIR = "workdir/demo"
 
@@ -48,8 +48,10 @@ def tokenizer_corpus(seed: int, records_per_kind: int) -> list[str]:
       if "text" in r:
         lines.append(r["text"].replace(IMAGE_TOKEN, " "))
       else:
-        msgs = [conversation.Message(m["role"], m["content"].replace(IMAGE_TOKEN, ""))
-                for m in r["messages"]]
+        msgs = [
+            conversation.Message(m["role"], m["content"].replace(IMAGE_TOKEN, ""))
+            for m in r["messages"]
+        ]
         lines += conversation.render(msgs, template=template).split(EOS_TOKEN)
   return [line for line in lines if line.strip()]
 
@@ -57,31 +59,48 @@ def tokenizer_corpus(seed: int, records_per_kind: int) -> list[str]:
 def train_tokenizer(path: pathlib.Path, vocab_size: int, seed: int, records: int) -> None:
   """A deterministic sentencepiece BPE model (ids: 0 unk, 1 <s>, 2 </s>, bytes, merges)."""
   import sentencepiece as spm  # pylint: disable=g-import-not-at-top
+
   model = io.BytesIO()
   spm.SentencePieceTrainer.train(
-      sentence_iterator=iter(tokenizer_corpus(seed, records)), model_writer=model,
-      vocab_size=vocab_size, model_type="bpe", character_coverage=1.0, byte_fallback=True,
-      normalization_rule_name="identity", remove_extra_whitespaces=False,
-      split_by_whitespace=True, allow_whitespace_only_pieces=True, add_dummy_prefix=False,
+      sentence_iterator=iter(tokenizer_corpus(seed, records)),
+      model_writer=model,
+      vocab_size=vocab_size,
+      model_type="bpe",
+      character_coverage=1.0,
+      byte_fallback=True,
+      normalization_rule_name="identity",
+      remove_extra_whitespaces=False,
+      split_by_whitespace=True,
+      allow_whitespace_only_pieces=True,
+      add_dummy_prefix=False,
       num_threads=1,
-      unk_id=0, bos_id=1, eos_id=2, pad_id=-1, minloglevel=2)
+      unk_id=0,
+      bos_id=1,
+      eos_id=2,
+      pad_id=-1,
+      minloglevel=2,
+  )
   path.write_bytes(model.getvalue())
 
 
 # ---------------------------------------------------------------------------- stages
 
 
-def stage_config(config: ml_collections.ConfigDict, name: str, tokenizer: str,
-                 workdirs: dict[str, str]) -> ml_collections.ConfigDict:
+def stage_config(
+    config: ml_collections.ConfigDict, name: str, tokenizer: str, workdirs: dict[str, str]
+) -> ml_collections.ConfigDict:
   """The base config with one stage's overrides, as a plain training config.
 
   A stage starts from the previous stage's workdir unless its `train.init_from` names
   another stage; `train.init_groups` maps parameter groups to stage names (workdirs:
   stage name -> its workdir, for the stages already run).
   """
-  c = ml_collections.ConfigDict({k: copy.deepcopy(config[k].to_dict() if hasattr(
-      config[k], "to_dict") else config[k]) for k in ("seed", "model", "data", "train",
-                                                      "optimizer", "mesh")})
+  c = ml_collections.ConfigDict(
+      {
+          k: copy.deepcopy(config[k].to_dict() if hasattr(config[k], "to_dict") else config[k])
+          for k in ("seed", "model", "data", "train", "optimizer", "mesh")
+      }
+  )
   c.mode = "train"
   overrides = config.demo[name]
   for part in ("train", "optimizer", "data"):
@@ -92,8 +111,9 @@ def stage_config(config: ml_collections.ConfigDict, name: str, tokenizer: str,
   previous = names[names.index(name) - 1] if names.index(name) else ""
   source = overrides.get("train", {}).get("init_from", previous)
   c.train.init_from = workdirs[source] if source else ""
-  c.train.init_groups = {g: workdirs[s] for g, s in
-                         overrides.get("train", {}).get("init_groups", {}).items()}
+  c.train.init_groups = {
+      g: workdirs[s] for g, s in overrides.get("train", {}).get("init_groups", {}).items()
+  }
   return c
 
 
@@ -107,8 +127,9 @@ def finished(workdir: pathlib.Path, steps: int) -> bool:
 QUESTION_TYPES = ("colour", "shape", "word")
 
 
-def heldout_items(seed: int, scenes: int, image_size: int, folder: pathlib.Path,
-                  blank: bool = False) -> list[dict[str, Any]]:
+def heldout_items(
+    seed: int, scenes: int, image_size: int, folder: pathlib.Path, blank: bool = False
+) -> list[dict[str, Any]]:
   """One question per type per scene (word only when a word is printed); images as PNGs.
 
   Options: the 6 colours; the 3 shapes in the asked shape's colour; the 8 words. The
@@ -128,18 +149,39 @@ def heldout_items(seed: int, scenes: int, image_size: int, folder: pathlib.Path,
       synthetic.draw(scene, image_size).save(folder / name)
     shape = scene.shapes[int(rng.integers(len(scene.shapes)))]
     questions = [
-        ("colour", f"What colour is the shape at the {shape.place}?",
-         [c.capitalize() + "." for c in synthetic.COLOURS], shape.colour.capitalize() + "."),
-        ("shape", f"What shape is at the {shape.place}?",
-         [f"A {shape.colour} {k}." for k in synthetic.SHAPES], f"A {shape.colour} {shape.kind}."),
+        (
+            "colour",
+            f"What colour is the shape at the {shape.place}?",
+            [c.capitalize() + "." for c in synthetic.COLOURS],
+            shape.colour.capitalize() + ".",
+        ),
+        (
+            "shape",
+            f"What shape is at the {shape.place}?",
+            [f"A {shape.colour} {k}." for k in synthetic.SHAPES],
+            f"A {shape.colour} {shape.kind}.",
+        ),
     ]
     if scene.word:
-      questions.append(("word", "What word is written in the image?",
-                        [w.capitalize() + "." for w in synthetic.WORDS],
-                        scene.word.capitalize() + "."))
+      questions.append(
+          (
+              "word",
+              "What word is written in the image?",
+              [w.capitalize() + "." for w in synthetic.WORDS],
+              scene.word.capitalize() + ".",
+          )
+      )
     for qtype, question, options, answer in questions:
-      items.append({"id": f"{i}-{qtype}", "question": question + IMAGE_TOKEN,
-                    "images": [name], "options": options, "answer": answer, "type": qtype})
+      items.append(
+          {
+              "id": f"{i}-{qtype}",
+              "question": question + IMAGE_TOKEN,
+              "images": [name],
+              "options": options,
+              "answer": answer,
+              "type": qtype,
+          }
+      )
   return items
 
 
@@ -149,16 +191,20 @@ def write_set(items: list[dict[str, Any]], path: pathlib.Path) -> None:
 
 # How many answers a question of each type has: a uniform guess at a generated answer
 # (a shape answer names the colour too: "A red circle.").
-ANSWER_SPACE = {"colour": len(synthetic.COLOURS),
-                "shape": len(synthetic.COLOURS) * len(synthetic.SHAPES),
-                "word": len(synthetic.WORDS)}
+ANSWER_SPACE = {
+    "colour": len(synthetic.COLOURS),
+    "shape": len(synthetic.COLOURS) * len(synthetic.SHAPES),
+    "word": len(synthetic.WORDS),
+}
 
 
 def chance(items: list[dict[str, Any]], multiple_choice: bool = False) -> dict[str, float]:
   """Expected accuracy of a uniform guess, overall and per type: among the answer space
   (exact match) or among the item's options (multiple choice)."""
+
   def p(it):
     return 1 / (len(it["options"]) if multiple_choice else ANSWER_SPACE[it["type"]])
+
   out = {"overall": float(np.mean([p(it) for it in items]))}
   for t in QUESTION_TYPES:
     sel = [p(it) for it in items if it["type"] == t]
@@ -172,6 +218,7 @@ def chance(items: list[dict[str, Any]], multiple_choice: bool = False) -> dict[s
 
 def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[str, Any]:
   from dsvl_jax.train.trainer import Trainer  # pylint: disable=g-import-not-at-top
+
   start = time.perf_counter()
   root = pathlib.Path(workdir or DEFAULT_WORKDIR).absolute()
   root.mkdir(parents=True, exist_ok=True)
@@ -180,8 +227,11 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
   if not tok.exists():
     t0 = time.perf_counter()
     train_tokenizer(tok, config.model.image_token_id, demo.text_seed, demo.tokenizer_records)
-    print(f"[demo] trained a {config.model.image_token_id}-piece sentencepiece tokenizer "
-          f"on the built-in text ({time.perf_counter() - t0:.1f} s): {tok}", flush=True)
+    print(
+        f"[demo] trained a {config.model.image_token_id}-piece sentencepiece tokenizer "
+        f"on the built-in text ({time.perf_counter() - t0:.1f} s): {tok}",
+        flush=True,
+    )
   workdirs: dict[str, str] = {}
   timings = {}
   for name in demo.stages:
@@ -191,33 +241,42 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
       print(f"[demo] {name}: already trained in {wd}", flush=True)
     else:
       t0 = time.perf_counter()
-      print(f"[demo] {name}: training {', '.join(stage.train.trainable)} for "
-            f"{stage.train.steps} steps in {wd}", flush=True)
+      print(
+          f"[demo] {name}: training {', '.join(stage.train.trainable)} for "
+          f"{stage.train.steps} steps in {wd}",
+          flush=True,
+      )
       summary = Trainer(stage, wd).run()
       timings[name] = time.perf_counter() - t0
-      print(f"[demo] {name}: loss {summary.get('loss', float('nan')):.3f} after "
-            f"{summary['step']} steps, {timings[name]:.0f} s "
-            f"({summary['compilations']} compilations, {summary['compile_seconds']:.0f} s)",
-            flush=True)
+      print(
+          f"[demo] {name}: loss {summary.get('loss', float('nan')):.3f} after "
+          f"{summary['step']} steps, {timings[name]:.0f} s "
+          f"({summary['compilations']} compilations, {summary['compile_seconds']:.0f} s)",
+          flush=True,
+      )
     workdirs[name] = str(wd)
   results = evaluate_heldout(config, root, root / demo.stages[-1], tok)
   results["seconds"] = {"total": time.perf_counter() - start, **timings}
   (root / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
-  print(f"[demo] held-out exact match {results['heldout_accuracy']:.3f} (colour "
-        f"{results['accuracy_by_type'].get('colour', 0):.3f}, shape "
-        f"{results['accuracy_by_type'].get('shape', 0):.3f}, word "
-        f"{results['accuracy_by_type'].get('word', 0):.3f}); multiple choice "
-        f"{results['multiple_choice_accuracy']:.3f}; chance {results['chance']:.3f}; "
-        f"blank images {results['blank_image_accuracy']:.3f} -> {root / 'eval.json'}",
-        flush=True)
+  print(
+      f"[demo] held-out exact match {results['heldout_accuracy']:.3f} (colour "
+      f"{results['accuracy_by_type'].get('colour', 0):.3f}, shape "
+      f"{results['accuracy_by_type'].get('shape', 0):.3f}, word "
+      f"{results['accuracy_by_type'].get('word', 0):.3f}); multiple choice "
+      f"{results['multiple_choice_accuracy']:.3f}; chance {results['chance']:.3f}; "
+      f"blank images {results['blank_image_accuracy']:.3f} -> {root / 'eval.json'}",
+      flush=True,
+  )
   return results
 
 
-def evaluate_heldout(config: ml_collections.ConfigDict, root: pathlib.Path,
-                     final: pathlib.Path, tok: pathlib.Path) -> dict[str, Any]:
+def evaluate_heldout(
+    config: ml_collections.ConfigDict, root: pathlib.Path, final: pathlib.Path, tok: pathlib.Path
+) -> dict[str, Any]:
   import dsvl_jax  # pylint: disable=g-import-not-at-top
-  from dsvl_jax.processor.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
   from dsvl_jax.eval.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.processor.tokenizer import Tokenizer  # pylint: disable=g-import-not-at-top
+
   demo = config.demo
   model = dsvl_jax.load(str(final))
   size = model.config.image_size
@@ -227,9 +286,12 @@ def evaluate_heldout(config: ml_collections.ConfigDict, root: pathlib.Path,
   write_set(items, folder / "heldout.jsonl")
   write_set(blank, folder / "blank.jsonl")
   tokenizer = Tokenizer.from_sentencepiece(tok, model.config)
-  evaluator = Evaluator(model.config, tokenizer, config.eval,
-                        sets={"heldout": str(folder / "heldout.jsonl"),
-                              "blank": str(folder / "blank.jsonl")})
+  evaluator = Evaluator(
+      model.config,
+      tokenizer,
+      config.eval,
+      sets={"heldout": str(folder / "heldout.jsonl"), "blank": str(folder / "blank.jsonl")},
+  )
   t0 = time.perf_counter()
   res = evaluator(model.params)
   h, b = res["heldout"], res["blank"]

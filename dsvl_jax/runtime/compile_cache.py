@@ -28,6 +28,7 @@ class CompileCacheConfig:
 def default_config():
   """The `config.compile_cache` block of configs/*.py: CompileCacheConfig's defaults."""
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   return ml_collections.ConfigDict(dataclasses.asdict(CompileCacheConfig()))
 
 
@@ -37,6 +38,7 @@ def setup(block: Mapping[str, Any] | None) -> bool:
   if not cfg.dir:
     return False
   import jax  # pylint: disable=g-import-not-at-top
+
   jax.config.update("jax_compilation_cache_dir", cfg.dir)
   jax.config.update("jax_persistent_cache_min_compile_time_secs", cfg.min_compile_seconds)
   jax.config.update("jax_persistent_cache_min_entry_size_bytes", cfg.min_entry_bytes)

@@ -50,10 +50,13 @@ class DistributedConfig:
     check(self.num_processes >= 0, "distributed.num_processes", "must be >= 0 (0 = env)")
     check(self.process_id >= -1, "distributed.process_id", "must be >= -1 (-1 = env)")
     if self.coordinator_address:
-      check(self.num_processes > 0 and 0 <= self.process_id < self.num_processes,
-            "distributed.process_id", f"an explicit coordinator needs num_processes > 0 "
-            f"and 0 <= process_id < num_processes, got {self.process_id} of "
-            f"{self.num_processes}")
+      check(
+          self.num_processes > 0 and 0 <= self.process_id < self.num_processes,
+          "distributed.process_id",
+          f"an explicit coordinator needs num_processes > 0 "
+          f"and 0 <= process_id < num_processes, got {self.process_id} of "
+          f"{self.num_processes}",
+      )
     return self
 
 
@@ -84,22 +87,32 @@ def initialize(config: Any, env: Mapping[str, str] = os.environ) -> bool:
   if cfg.mode == "auto" and source is None:
     return False
   import jax  # pylint: disable=g-import-not-at-top
+
   kwargs: dict[str, Any] = {"initialization_timeout": cfg.initialization_timeout}
   if cfg.coordinator_address:
-    kwargs.update(coordinator_address=cfg.coordinator_address,
-                  num_processes=cfg.num_processes, process_id=cfg.process_id)
+    kwargs.update(
+        coordinator_address=cfg.coordinator_address,
+        num_processes=cfg.num_processes,
+        process_id=cfg.process_id,
+    )
   if cfg.local_device_ids:
     kwargs["local_device_ids"] = list(cfg.local_device_ids)
   jax.distributed.initialize(**kwargs)
-  logging.info("jax.distributed: process %d of %d (%s), %d local devices of %d",
-               jax.process_index(), jax.process_count(), source or "auto-detected",
-               jax.local_device_count(), jax.device_count())
+  logging.info(
+      "jax.distributed: process %d of %d (%s), %d local devices of %d",
+      jax.process_index(),
+      jax.process_count(),
+      source or "auto-detected",
+      jax.local_device_count(),
+      jax.device_count(),
+  )
   return True
 
 
 def default_config():
   """The `config.distributed` block of configs/*.py (fields: DistributedConfig)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
+
   return ml_collections.ConfigDict(dataclasses.asdict(DistributedConfig()))
 
 
@@ -108,8 +121,10 @@ _TPU_VENDOR = "0x1ae0"
 _DEVICE_COUNT = re.compile(r"--xla_force_host_platform_device_count=(\d+)")
 # A collective waits for its last simulated device; on a busy 2-core host that can take
 # longer than XLA:CPU's 40 s before it aborts the process.
-_COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_call_terminate_timeout_seconds=600",
-                        "--xla_cpu_collective_timeout_seconds=600")
+_COLLECTIVE_TIMEOUTS = (
+    "--xla_cpu_collective_call_terminate_timeout_seconds=600",
+    "--xla_cpu_collective_timeout_seconds=600",
+)
 
 
 def prepare_host(environ: MutableMapping[str, str] = os.environ) -> list[str]:
@@ -136,8 +151,12 @@ def prepare_host(environ: MutableMapping[str, str] = os.environ) -> list[str]:
     if extra:
       environ["XLA_FLAGS"] = " ".join([flags, *extra]).strip()
       changed.append("XLA_FLAGS+=" + " ".join(extra))
-  if ("JAX_PLATFORMS" not in environ and importlib.util.find_spec("libtpu") is not None
-      and not _has_tpu() and not _has_gpu()):
+  if (
+      "JAX_PLATFORMS" not in environ
+      and importlib.util.find_spec("libtpu") is not None
+      and not _has_tpu()
+      and not _has_gpu()
+  ):
     environ["JAX_PLATFORMS"] = "cpu"
     changed.append("JAX_PLATFORMS=cpu")
   return changed

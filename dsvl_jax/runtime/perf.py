@@ -40,9 +40,15 @@ DEVICE_PEAK_FLOPS: dict[str, float] = {
 
 # device_kind strings -> table keys. TPUs report "TPU v5 lite" (v5e), "TPU v5" (v5p),
 # "TPU v6 lite" (v6e); "TPU v4 lite" (v4i) is another chip and must not match v4.
-_TPU_KINDS = {"tpu v4": "tpu v4", "tpu v5 lite": "tpu v5e", "tpu v5e": "tpu v5e",
-              "tpu v5": "tpu v5p", "tpu v5p": "tpu v5p", "tpu v6 lite": "tpu v6e",
-              "tpu v6e": "tpu v6e"}
+_TPU_KINDS = {
+    "tpu v4": "tpu v4",
+    "tpu v5 lite": "tpu v5e",
+    "tpu v5e": "tpu v5e",
+    "tpu v5": "tpu v5p",
+    "tpu v5p": "tpu v5p",
+    "tpu v6 lite": "tpu v6e",
+    "tpu v6e": "tpu v6e",
+}
 
 _ISA_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx")
 
@@ -83,8 +89,11 @@ def processor_name() -> str:
   except OSError:
     pass
   name = name or platform.processor() or platform.machine() or "unknown processor"
-  isa = [f for f in _ISA_FLAGS
-         if f in flags or (f == "amx" and any(g.startswith("amx") for g in flags))]
+  isa = [
+      f
+      for f in _ISA_FLAGS
+      if f in flags or (f == "amx" and any(g.startswith("amx") for g in flags))
+  ]
   return f"{name} ({', '.join(isa)})" if isa else name
 
 
@@ -101,8 +110,9 @@ def _best_time(fn, args, repeats: int, budget_s: float = 1.0) -> float:
   return best
 
 
-def measure_matmul_peak(dtype=jnp.float32, n: int = 2048, repeats: int = 5,
-                        device: jax.Device | None = None) -> float:
+def measure_matmul_peak(
+    dtype=jnp.float32, n: int = 2048, repeats: int = 5, device: jax.Device | None = None
+) -> float:
   """FLOP/s of a jitted [n, n] @ [n, n] matmul in `dtype` (best of `repeats`).
 
   At most about 1.5 s (17 GFLOP a run at n=2048; a slow host stops after fewer
@@ -110,13 +120,16 @@ def measure_matmul_peak(dtype=jnp.float32, n: int = 2048, repeats: int = 5,
   """
   device = device or jax.devices()[0]
   rng = np.random.default_rng(0)
-  a, b = (jax.device_put(jnp.asarray(rng.standard_normal((n, n), np.float32), dtype), device)
-          for _ in range(2))
-  return 2 * n ** 3 / _best_time(jax.jit(jnp.matmul), (a, b), repeats)
+  a, b = (
+      jax.device_put(jnp.asarray(rng.standard_normal((n, n), np.float32), dtype), device)
+      for _ in range(2)
+  )
+  return 2 * n**3 / _best_time(jax.jit(jnp.matmul), (a, b), repeats)
 
 
-def measure_bandwidth(nbytes: int = 512 << 20, repeats: int = 5,
-                      device: jax.Device | None = None) -> float:
+def measure_bandwidth(
+    nbytes: int = 512 << 20, repeats: int = 5, device: jax.Device | None = None
+) -> float:
   """Bytes/s of a streaming read: a float32 matrix-vector product over `nbytes`.
 
   This is what bounds decoding (every weight read once per token). The matrix (512 MiB
@@ -154,21 +167,33 @@ def device_peak_flops(device: jax.Device | None = None, dtype=jnp.bfloat16) -> f
 @dataclasses.dataclass(frozen=True)
 class HostLimits:
   """What a benchmark's bounds are computed from, measured on this host."""
+
   processor: str
   peak_flops: float  # matmul FLOP/s in `dtype`
   bandwidth: float  # streaming-read bytes/s
   dtype: str
 
   def __str__(self) -> str:
-    return (f"{self.processor}: {self.peak_flops / 1e9:.0f} GFLOP/s {self.dtype} matmul, "
-            f"{self.bandwidth / 1e9:.1f} GB/s streaming read (measured)")
+    return (
+        f"{self.processor}: {self.peak_flops / 1e9:.0f} GFLOP/s {self.dtype} matmul, "
+        f"{self.bandwidth / 1e9:.1f} GB/s streaming read (measured)"
+    )
 
 
 def host_limits(dtype=jnp.float32) -> HostLimits:
   """Measures the default device's matmul peak and read bandwidth (~1-2 s on CPU)."""
-  return HostLimits(processor_name(), measure_matmul_peak(dtype), measure_bandwidth(),
-                    jnp.dtype(dtype).name)
+  return HostLimits(
+      processor_name(), measure_matmul_peak(dtype), measure_bandwidth(), jnp.dtype(dtype).name
+  )
 
 
-__all__ = ["DEVICE_PEAK_FLOPS", "HostLimits", "device_peak_flops", "host_limits",
-           "measure_bandwidth", "measure_matmul_peak", "processor_name", "table_key"]
+__all__ = [
+    "DEVICE_PEAK_FLOPS",
+    "HostLimits",
+    "device_peak_flops",
+    "host_limits",
+    "measure_bandwidth",
+    "measure_matmul_peak",
+    "processor_name",
+    "table_key",
+]

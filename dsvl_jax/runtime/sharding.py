@@ -57,8 +57,9 @@ RULES: tuple[tuple[str, Any], ...] = (
 )
 
 
-def make_mesh(shape: Sequence[int] | None = None,
-              devices: Sequence[jax.Device] | None = None) -> Mesh:
+def make_mesh(
+    shape: Sequence[int] | None = None, devices: Sequence[jax.Device] | None = None
+) -> Mesh:
   """A (data, fsdp, tensor) mesh. Default: every device on 'fsdp'.
 
   One size may be -1: it takes all remaining devices.
@@ -73,10 +74,13 @@ def make_mesh(shape: Sequence[int] | None = None,
     known = int(np.prod([s for s in shape if s != -1]))
     shape[shape.index(-1)] = len(devices) // known
   if int(np.prod(shape)) != len(devices):
-    raise ValueError(f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
-                     f"{len(devices)} available")
-  return jax.make_mesh(tuple(shape), MESH_AXES, devices=devices,
-                       axis_types=(AxisType.Auto,) * len(MESH_AXES))
+    raise ValueError(
+        f"mesh shape {tuple(shape)} needs {int(np.prod(shape))} devices, "
+        f"{len(devices)} available"
+    )
+  return jax.make_mesh(
+      tuple(shape), MESH_AXES, devices=devices, axis_types=(AxisType.Auto,) * len(MESH_AXES)
+  )
 
 
 def logical_to_mesh(logical_specs: Any, mesh: Mesh, rules=RULES, shapes: Any = None) -> Any:
@@ -87,16 +91,21 @@ def logical_to_mesh(logical_specs: Any, mesh: Mesh, rules=RULES, shapes: Any = N
   """
   if shapes is None:
     return nn.logical_to_mesh_sharding(logical_specs, mesh, list(rules))
-  return jax.tree.map(lambda spec, a: fit_to_shape(spec, a.shape, mesh, rules)[0],
-                      logical_specs, shapes, is_leaf=_is_spec)
+  return jax.tree.map(
+      lambda spec, a: fit_to_shape(spec, a.shape, mesh, rules)[0],
+      logical_specs,
+      shapes,
+      is_leaf=_is_spec,
+  )
 
 
 def _is_spec(x) -> bool:
   return isinstance(x, PartitionSpec)
 
 
-def fit_to_shape(logical: PartitionSpec, shape: Sequence[int], mesh: Mesh, rules=RULES
-                 ) -> tuple[NamedSharding, list[str]]:
+def fit_to_shape(
+    logical: PartitionSpec, shape: Sequence[int], mesh: Mesh, rules=RULES
+) -> tuple[NamedSharding, list[str]]:
   """One array's sharding by the rules, and why any dimension stays replicated.
 
   A dimension whose size its mesh axes do not divide is replicated (e.g. 2 key/value

@@ -29,8 +29,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from dsvl_jax.serve import protocol
 from dsvl_jax.infer.engine import AsyncSink, Delta, Done, EngineClosed, Failed, QueueFull
+from dsvl_jax.serve import protocol
 from dsvl_jax.serve.protocol import RequestError
 from dsvl_jax.serve.service import ChatService
 
@@ -62,21 +62,27 @@ class _Unexpected:
     try:
       await self.app(scope, receive, tracked)
     except Exception:  # pylint: disable=broad-exception-caught
-      logging.exception("unexpected error serving %s %s", scope.get("method"),
-                        scope.get("path"))
+      logging.exception("unexpected error serving %s %s", scope.get("method"), scope.get("path"))
       if started:  # too late for a status: let the server close the connection
         raise
-      error = RequestError("the server failed to prepare this request (an internal "
-                           "error; the server log has the details)", status=500,
-                           kind="server_error", code="internal_error")
+      error = RequestError(
+          "the server failed to prepare this request (an internal "
+          "error; the server log has the details)",
+          status=500,
+          kind="server_error",
+          code="internal_error",
+      )
       await JSONResponse(error.body(), status_code=500)(scope, receive, send)
 
 
 async def _read_body(request: Request, cap: int) -> bytes | bytearray:
   """The body, refused (413) past `cap` bytes without holding more than that: into one
   buffer of the announced Content-Length, or (chunked) as chunks joined at the end."""
-  too_large = RequestError(f"the request body is larger than {cap} bytes "
-                           f"(serve.max_body_bytes)", status=413, code="body_too_large")
+  too_large = RequestError(
+      f"the request body is larger than {cap} bytes " f"(serve.max_body_bytes)",
+      status=413,
+      code="body_too_large",
+  )
   length = request.headers.get("content-length", "")
   if length.isdigit() and int(length) > cap:
     raise too_large
@@ -86,7 +92,7 @@ async def _read_body(request: Request, cap: int) -> bytes | bytearray:
     async for chunk in request.stream():
       if n + len(chunk) > len(body):  # more than announced: the server would refuse it
         raise RequestError("the request body is longer than its Content-Length")
-      view[n:n + len(chunk)] = chunk
+      view[n : n + len(chunk)] = chunk
       n += len(chunk)
     view.release()
     return body if n == len(body) else body[:n]
@@ -99,12 +105,19 @@ async def _read_body(request: Request, cap: int) -> bytes | bytearray:
   return b"".join(chunks)
 
 
+def _parse_and_prepare(service: ChatService, raw: bytes | bytearray):
+  return service.prepare(protocol.parse_body(raw))
+
+
 def _require_json(request: Request) -> None:
   media = request.headers.get("content-type", "").split(";")[0].strip().lower()
   if media != "application/json":
-    raise RequestError(f"the request body must be sent as Content-Type: application/json, "
-                       f"got {media[:60] or 'none'!r}", status=415,
-                       code="unsupported_media_type")
+    raise RequestError(
+        f"the request body must be sent as Content-Type: application/json, "
+        f"got {media[:60] or 'none'!r}",
+        status=415,
+        code="unsupported_media_type",
+    )
 
 
 def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
@@ -127,8 +140,12 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
       return
     given = request.headers.get("authorization", "")
     if not hmac.compare_digest(given.encode(), f"Bearer {api_key}".encode()):
-      raise RequestError("a valid API key is needed (Authorization: Bearer ...)",
-                         status=401, code="invalid_api_key", kind="authentication_error")
+      raise RequestError(
+          "a valid API key is needed (Authorization: Bearer ...)",
+          status=401,
+          code="invalid_api_key",
+          kind="authentication_error",
+      )
 
   @app.get("/health")
   async def health():
@@ -137,8 +154,12 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
   @app.get("/v1/models")
   async def models(request: Request):
     authorize(request)
-    return {"object": "list", "data": [{"id": service.model_name, "object": "model",
-                                        "created": 0, "owned_by": "dsvl_jax"}]}
+    return {
+        "object": "list",
+        "data": [
+            {"id": service.model_name, "object": "model", "created": 0, "owned_by": "dsvl_jax"}
+        ],
+    }
 
   @app.post("/v1/chat/completions")
   async def chat_completions(request: Request):
@@ -146,24 +167,23 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
     _require_json(request)
     raw = await _read_body(request, service.max_body_bytes)
     async with preparing:  # parsing, decoding and tokenising: off the event loop
-      prepared = await run_in_threadpool(lambda: service.prepare(protocol.parse_body(raw)))
-    del raw
+      prepared = await run_in_threadpool(_parse_and_prepare, service, raw)
+    del raw  # the request's bytes, not kept while it decodes
     sink = AsyncSink()
     try:
       handle = engine.submit(prepared.prompt, prepared.sampling, sink)
     except QueueFull as e:
-      raise RequestError(str(e), status=429, code="queue_full",
-                         kind="rate_limit_error") from e
+      raise RequestError(str(e), status=429, code="queue_full", kind="rate_limit_error") from e
     except EngineClosed as e:
       raise RequestError(str(e), status=503, code="shutting_down", kind="server_error") from e
     cid, created, req = protocol.completion_id(), int(time.time()), prepared.request
     name = service.model_name
 
     if req.stream:
+
       async def events():
         try:
-          yield _sse(protocol.chunk_body(cid, name, created, {"role": "assistant",
-                                                               "content": ""}))
+          yield _sse(protocol.chunk_body(cid, name, created, {"role": "assistant", "content": ""}))
           while True:
             event = await sink.next()
             if isinstance(event, Delta):
@@ -173,24 +193,33 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
               return
             elif isinstance(event, Done):
               c = event.completion
-              yield _sse(protocol.chunk_body(cid, name, created, {},
-                                             _FINISH[c.finish_reason]))
+              yield _sse(protocol.chunk_body(cid, name, created, {}, _FINISH[c.finish_reason]))
               if req.include_usage:
-                yield _sse(protocol.chunk_body(
-                    cid, name, created, {}, usage_=protocol.usage(
-                        c.prompt_tokens, len(c.tokens), c.cached_tokens), with_choice=False))
+                yield _sse(
+                    protocol.chunk_body(
+                        cid,
+                        name,
+                        created,
+                        {},
+                        usage_=protocol.usage(c.prompt_tokens, len(c.tokens), c.cached_tokens),
+                        with_choice=False,
+                    )
+                )
               yield "data: [DONE]\n\n"
               return
         finally:  # also when the client disconnects (the task is cancelled)
           handle.cancel()
-      return StreamingResponse(events(), media_type="text/event-stream",
-                               headers={"Cache-Control": "no-cache"})
+
+      return StreamingResponse(
+          events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"}
+      )
 
     async def wait():
       while True:
         event = await sink.next()
         if not isinstance(event, Delta):
           return event
+
     waiter = asyncio.ensure_future(wait())
     try:
       while not waiter.done():
@@ -205,8 +234,12 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
     if isinstance(event, Failed):
       raise RequestError(event.message, status=500, kind="server_error")
     c = event.completion
-    return protocol.completion_body(cid, name, c.text, _FINISH[c.finish_reason],
-                                    protocol.usage(c.prompt_tokens, len(c.tokens),
-                                                   c.cached_tokens))
+    return protocol.completion_body(
+        cid,
+        name,
+        c.text,
+        _FINISH[c.finish_reason],
+        protocol.usage(c.prompt_tokens, len(c.tokens), c.cached_tokens),
+    )
 
   return app

@@ -26,15 +26,32 @@ from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 class RequestError(Exception):
   """A bad request: `status`, a message for the client, the offending `param`."""
 
-  def __init__(self, message: str, status: int = 400, param: str | None = None,
-               code: str | None = None, kind: str = "invalid_request_error"):
+  def __init__(
+      self,
+      message: str,
+      status: int = 400,
+      param: str | None = None,
+      code: str | None = None,
+      kind: str = "invalid_request_error",
+  ):
     super().__init__(message)
     self.message, self.status, self.param, self.code, self.kind = (
-        message, status, param, code, kind)
+        message,
+        status,
+        param,
+        code,
+        kind,
+    )
 
   def body(self) -> dict[str, Any]:
-    return {"error": {"message": self.message, "type": self.kind, "param": self.param,
-                      "code": self.code}}
+    return {
+        "error": {
+            "message": self.message,
+            "type": self.kind,
+            "param": self.param,
+            "code": self.code,
+        }
+    }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,15 +86,42 @@ class ChatRequest:
 
 
 # Fields clients send that change nothing here when left at their defaults.
-_INERT = {"n": 1, "logprobs": False, "top_logprobs": None, "frequency_penalty": 0,
-          "presence_penalty": 0, "logit_bias": None, "user": None, "response_format": None,
-          "tools": None, "tool_choice": None, "parallel_tool_calls": None, "store": None,
-          "metadata": None, "service_tier": None, "functions": None, "function_call": None,
-          "modalities": None, "reasoning_effort": None}
+_INERT = {
+    "n": 1,
+    "logprobs": False,
+    "top_logprobs": None,
+    "frequency_penalty": 0,
+    "presence_penalty": 0,
+    "logit_bias": None,
+    "user": None,
+    "response_format": None,
+    "tools": None,
+    "tool_choice": None,
+    "parallel_tool_calls": None,
+    "store": None,
+    "metadata": None,
+    "service_tier": None,
+    "functions": None,
+    "function_call": None,
+    "modalities": None,
+    "reasoning_effort": None,
+}
 # Fields this server reads; anything else (a typo, another server's extension) is
 # refused by name rather than silently ignored.
-_READ = {"messages", "model", "temperature", "top_p", "max_tokens", "max_completion_tokens",
-         "stop", "seed", "stream", "stream_options", "repetition_penalty", "ignore_eos"}
+_READ = {
+    "messages",
+    "model",
+    "temperature",
+    "top_p",
+    "max_tokens",
+    "max_completion_tokens",
+    "stop",
+    "seed",
+    "stream",
+    "stream_options",
+    "repetition_penalty",
+    "ignore_eos",
+}
 # OpenAI's seed is a 64-bit integer; a longer one is a client bug, not a seed.
 _SEED_RANGE = (-(1 << 63), (1 << 64) - 1)
 
@@ -99,8 +143,10 @@ def _no_constant(name: str):
 def _json_values(raw: bytes | bytearray) -> int:
   """Commas and opening brackets outside strings (at least the values less one), counted
   in place: no copy of the body, at most MAX_JSON_VALUES strings visited."""
+
   def count(start: int, end: int) -> int:
     return sum(raw.count(c, start, end) for c in (b",", b"{", b"["))
+
   n = count(0, len(raw))
   if n <= MAX_JSON_VALUES:
     return n
@@ -112,8 +158,10 @@ def _json_values(raw: bytes | bytearray) -> int:
 def parse_body(raw: bytes | bytearray) -> dict[str, Any]:
   """The body's JSON object; every way it can be malformed raises RequestError."""
   if _json_values(raw) > MAX_JSON_VALUES:
-    raise RequestError(f"the request body holds more than {MAX_JSON_VALUES} JSON values",
-                       code="too_many_json_values")
+    raise RequestError(
+        f"the request body holds more than {MAX_JSON_VALUES} JSON values",
+        code="too_many_json_values",
+    )
   try:
     body = json.loads(raw, parse_constant=_no_constant)
   # JSONDecodeError and UnicodeDecodeError are ValueErrors, and so is Python's limit on
@@ -125,8 +173,10 @@ def parse_body(raw: bytes | bytearray) -> dict[str, Any]:
     raise RequestError("the request body must be a JSON object")
   where = _lone_surrogate(body) if _SURROGATE_ESCAPE.search(raw) else None
   if where is not None:
-    raise RequestError(f"{where} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is "
-                       f"not Unicode text", param=where)
+    raise RequestError(
+        f"{where} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is " f"not Unicode text",
+        param=where,
+    )
   return body
 
 
@@ -155,10 +205,15 @@ def _number(body, name, default, lo, hi, kind=float):
   value = body.get(name)
   if value is None:
     return default
-  if isinstance(value, bool) or not isinstance(value, (int, float)) or (
-      kind is int and isinstance(value, float) and not value.is_integer()):
-    raise RequestError(f"'{name}' must be a{'n integer' if kind is int else ' number'}, "
-                       f"got {_short(value)}", param=name)
+  if (
+      isinstance(value, bool)
+      or not isinstance(value, (int, float))
+      or (kind is int and isinstance(value, float) and not value.is_integer())
+  ):
+    raise RequestError(
+        f"'{name}' must be a{'n integer' if kind is int else ' number'}, " f"got {_short(value)}",
+        param=name,
+    )
   # Compared as given: Python orders ints of any size against floats exactly, where
   # float(value) would overflow on a 400-digit integer.
   if not lo <= value <= hi:
@@ -174,14 +229,14 @@ def _short(value: Any) -> str:
   return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
 
 
-def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults
-                       ) -> ChatRequest:
+def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults) -> ChatRequest:
   """Validates an OpenAI chat-completions body. Images are only named here: the service
   decodes them after the cheaper checks."""
   for name in body:
     if name not in _READ and name not in _INERT:
-      raise RequestError(f"'{_short(name)[1:-1]}' is not a field this server knows",
-                         param=str(name)[:80])
+      raise RequestError(
+          f"'{_short(name)[1:-1]}' is not a field this server knows", param=str(name)[:80]
+      )
   for name, inert in _INERT.items():
     value = body.get(name)
     if value is not None and value != inert and value != [] and value != {}:
@@ -197,13 +252,14 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults
     role = msg.get("role")
     if role in ("system", "developer"):
       if turns or system is not None:
-        raise RequestError(f"{where}: a system message must come first (and once)",
-                           param=where)
+        raise RequestError(f"{where}: a system message must come first (and once)", param=where)
       system = _text_only(msg.get("content"), where)
       continue
     if role not in ("user", "assistant"):
-      raise RequestError(f"{where}: role {role!r} is not supported (system, user, "
-                         f"assistant)", param=f"{where}.role")
+      raise RequestError(
+          f"{where}: role {role!r} is not supported (system, user, " f"assistant)",
+          param=f"{where}.role",
+      )
     content = msg.get("content")
     if role == "assistant":
       turns.append(Message("assistant", _text_only(content, where)))
@@ -211,19 +267,25 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults
     text, urls = _user_content(content, where)
     for url, param in urls:
       if len(images) >= limits.max_images:
-        raise RequestError(f"too many images: at most {limits.max_images} per request "
-                           f"(serve.max_images)", param=param, code="too_many_images")
+        raise RequestError(
+            f"too many images: at most {limits.max_images} per request " f"(serve.max_images)",
+            param=param,
+            code="too_many_images",
+        )
       images.append((url, param))
     turns.append(Message("user", text))
   if not turns or turns[-1].role != "user":
     raise RequestError("the last message must be the user's", param="messages")
   for i, m in enumerate(turns):
     if m.role != ("user" if i % 2 == 0 else "assistant"):
-      raise RequestError("after the system message, roles must alternate user, "
-                         "assistant, user, ...", param="messages")
+      raise RequestError(
+          "after the system message, roles must alternate user, " "assistant, user, ...",
+          param="messages",
+      )
   max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-  max_tokens = _number({"max_tokens": max_tokens}, "max_tokens", limits.default_max_tokens,
-                       1, limits.max_tokens, int)
+  max_tokens = _number(
+      {"max_tokens": max_tokens}, "max_tokens", limits.default_max_tokens, 1, limits.max_tokens, int
+  )
   stop = body.get("stop")
   if stop is None:
     stop = ()
@@ -255,13 +317,22 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults
   if model is not None and not isinstance(model, str):
     raise RequestError("'model' must be a string", param="model")
   return ChatRequest(
-      model=model, messages=turns, system=system, image_urls=images,
+      model=model,
+      messages=turns,
+      system=system,
+      image_urls=images,
       temperature=_number(body, "temperature", defaults.temperature, 0.0, 2.0),
       top_p=_number(body, "top_p", defaults.top_p, 1e-6, 1.0),
-      repetition_penalty=_number(body, "repetition_penalty", defaults.repetition_penalty,
-                                 0.01, 10.0),
-      max_tokens=max_tokens, stop=stop, seed=seed & 0x7FFFFFFF, stream=stream,
-      include_usage=bool(options.get("include_usage", False)), ignore_eos=ignore_eos)
+      repetition_penalty=_number(
+          body, "repetition_penalty", defaults.repetition_penalty, 0.01, 10.0
+      ),
+      max_tokens=max_tokens,
+      stop=stop,
+      seed=seed & 0x7FFFFFFF,
+      stream=stream,
+      include_usage=bool(options.get("include_usage", False)),
+      ignore_eos=ignore_eos,
+  )
 
 
 def _text_only(content, where: str) -> str:
@@ -271,12 +342,14 @@ def _text_only(content, where: str) -> str:
     texts = []
     for j, part in enumerate(content):
       if not isinstance(part, dict) or part.get("type") != "text":
-        raise RequestError(f"{where}.content[{j}]: only text parts are allowed here",
-                           param=f"{where}.content")
+        raise RequestError(
+            f"{where}.content[{j}]: only text parts are allowed here", param=f"{where}.content"
+        )
       texts.append(_part_text(part, f"{where}.content[{j}]"))
     return "".join(texts)
-  raise RequestError(f"{where}.content must be a string or a list of parts",
-                     param=f"{where}.content")
+  raise RequestError(
+      f"{where}.content must be a string or a list of parts", param=f"{where}.content"
+  )
 
 
 def _part_text(part, where: str) -> str:
@@ -284,8 +357,9 @@ def _part_text(part, where: str) -> str:
   if not isinstance(text, str):
     raise RequestError(f"{where}: a text part needs a string 'text'", param=where)
   if IMAGE_TOKEN in text:
-    raise RequestError(f"{where}: the text holds {IMAGE_TOKEN!r}; send images as "
-                       f"image_url parts", param=where)
+    raise RequestError(
+        f"{where}: the text holds {IMAGE_TOKEN!r}; send images as " f"image_url parts", param=where
+    )
   return text
 
 
@@ -293,8 +367,9 @@ def _user_content(content, where: str) -> tuple[str, list[tuple[str, str]]]:
   if isinstance(content, str):
     return _part_text({"text": content}, f"{where}.content"), []
   if not isinstance(content, list) or not content:
-    raise RequestError(f"{where}.content must be a string or a non-empty list of parts",
-                       param=f"{where}.content")
+    raise RequestError(
+        f"{where}.content must be a string or a non-empty list of parts", param=f"{where}.content"
+    )
   pieces, urls = [], []
   for j, part in enumerate(content):
     here = f"{where}.content[{j}]"
@@ -309,38 +384,68 @@ def _user_content(content, where: str) -> tuple[str, list[tuple[str, str]]]:
       urls.append((url, here))
       pieces.append(IMAGE_TOKEN)
     else:
-      raise RequestError(f"{here}: part type {kind!r} is not supported (text, image_url)",
-                         param=here)
+      raise RequestError(
+          f"{here}: part type {kind!r} is not supported (text, image_url)", param=here
+      )
   return "".join(pieces), urls
 
 
 # -- responses --------------------------------------------------------------------------
+
 
 def completion_id() -> str:
   return "chatcmpl-" + secrets.token_hex(12)
 
 
 def usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int) -> dict[str, Any]:
-  return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-          "total_tokens": prompt_tokens + completion_tokens,
-          "prompt_tokens_details": {"cached_tokens": cached_tokens}}
+  return {
+      "prompt_tokens": prompt_tokens,
+      "completion_tokens": completion_tokens,
+      "total_tokens": prompt_tokens + completion_tokens,
+      "prompt_tokens_details": {"cached_tokens": cached_tokens},
+  }
 
 
-def completion_body(cid: str, model: str, text: str, finish_reason: str,
-                    usage_: dict[str, Any]) -> dict[str, Any]:
-  return {"id": cid, "object": "chat.completion", "created": int(time.time()),
-          "model": model,
-          "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
-                       "finish_reason": finish_reason, "logprobs": None}],
-          "usage": usage_}
+def completion_body(
+    cid: str, model: str, text: str, finish_reason: str, usage_: dict[str, Any]
+) -> dict[str, Any]:
+  return {
+      "id": cid,
+      "object": "chat.completion",
+      "created": int(time.time()),
+      "model": model,
+      "choices": [
+          {
+              "index": 0,
+              "message": {"role": "assistant", "content": text},
+              "finish_reason": finish_reason,
+              "logprobs": None,
+          }
+      ],
+      "usage": usage_,
+  }
 
 
-def chunk_body(cid: str, model: str, created: int, delta: dict[str, Any],
-               finish_reason: str | None = None, usage_: dict[str, Any] | None = None,
-               with_choice: bool = True) -> dict[str, Any]:
-  body = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": model,
-          "choices": ([{"index": 0, "delta": delta, "finish_reason": finish_reason,
-                        "logprobs": None}] if with_choice else [])}
+def chunk_body(
+    cid: str,
+    model: str,
+    created: int,
+    delta: dict[str, Any],
+    finish_reason: str | None = None,
+    usage_: dict[str, Any] | None = None,
+    with_choice: bool = True,
+) -> dict[str, Any]:
+  body = {
+      "id": cid,
+      "object": "chat.completion.chunk",
+      "created": created,
+      "model": model,
+      "choices": (
+          [{"index": 0, "delta": delta, "finish_reason": finish_reason, "logprobs": None}]
+          if with_choice
+          else []
+      ),
+  }
   if usage_ is not None:
     body["usage"] = usage_
   return body

@@ -44,31 +44,58 @@ class ServeConfig:
   temperature: float = 0.2  # for requests that set none (the reference chat's defaults)
   top_p: float = 0.95  # likewise
   repetition_penalty: float = 1.1  # likewise; requests may send "repetition_penalty"
-  system_prompt: str = "default"  # "default" = the released one, "" = none; a system message overrides
+  system_prompt: str = (
+      "default"  # "default" = the released one, "" = none; a system message overrides
+  )
   web_title: str = "DeepSeek-VL (dsvl_jax)"  # the chat page's heading (mode=web)
   web_image_position: ImagePosition = "first"  # a turn's images "first" (the CLI's) or "last"
 
   def validate(self, max_positions: int | None = None) -> "ServeConfig":
     """max_positions: the model's context, when known."""
     check(0 <= self.port < 65536, "serve.port", f"must be in [0, 65535], got {self.port}")
-    for name in ("num_slots", "max_len", "prompt_bucket", "max_images", "max_tokens",
-                 "default_max_tokens", "max_image_bytes", "max_image_pixels", "max_body_bytes",
-                 "max_preparing",
-                 "min_prefix"):
+    for name in (
+        "num_slots",
+        "max_len",
+        "prompt_bucket",
+        "max_images",
+        "max_tokens",
+        "default_max_tokens",
+        "max_image_bytes",
+        "max_image_pixels",
+        "max_body_bytes",
+        "max_preparing",
+        "min_prefix",
+    ):
       check(getattr(self, name) >= 1, f"serve.{name}", f"must be >= 1, got {getattr(self, name)}")
     check(self.max_queue >= 0, "serve.max_queue", f"must be >= 0, got {self.max_queue}")
-    check(self.prompt_bucket + self.max_tokens <= self.max_len, "serve.max_tokens",
-          f"{self.max_tokens} leaves no room for a prompt in serve.max_len={self.max_len} "
-          f"(prompts take at least serve.prompt_bucket={self.prompt_bucket})")
+    check(
+        self.prompt_bucket + self.max_tokens <= self.max_len,
+        "serve.max_tokens",
+        f"{self.max_tokens} leaves no room for a prompt in serve.max_len={self.max_len} "
+        f"(prompts take at least serve.prompt_bucket={self.prompt_bucket})",
+    )
     if max_positions is not None:
-      check(self.max_len <= max_positions, "serve.max_len",
-            f"{self.max_len} exceeds the model's context of {max_positions} positions")
-    check(0 <= self.temperature <= 2, "serve.temperature", f"must be in [0, 2], got {self.temperature}")
+      check(
+          self.max_len <= max_positions,
+          "serve.max_len",
+          f"{self.max_len} exceeds the model's context of {max_positions} positions",
+      )
+    check(
+        0 <= self.temperature <= 2,
+        "serve.temperature",
+        f"must be in [0, 2], got {self.temperature}",
+    )
     check(0 < self.top_p <= 1, "serve.top_p", f"must be in (0, 1], got {self.top_p}")
-    check(self.repetition_penalty > 0, "serve.repetition_penalty",
-          f"must be > 0, got {self.repetition_penalty}")
-    check(not self.image_dir or pathlib.Path(self.image_dir).is_dir(), "serve.image_dir",
-          f"{self.image_dir!r} is not a directory")
+    check(
+        self.repetition_penalty > 0,
+        "serve.repetition_penalty",
+        f"must be > 0, got {self.repetition_penalty}",
+    )
+    check(
+        not self.image_dir or pathlib.Path(self.image_dir).is_dir(),
+        "serve.image_dir",
+        f"{self.image_dir!r} is not a directory",
+    )
     return self
 
   @classmethod

@@ -13,13 +13,13 @@ from typing import Sequence
 
 from PIL import Image
 
+from dsvl_jax.infer.chat_config import STOP_STRINGS
+from dsvl_jax.infer.engine import Engine, EngineError, Prompt, RequestTooLong
+from dsvl_jax.infer.sampling import SamplingConfig
+from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.processor.conversation import Message, encode_conversation, template_for
 from dsvl_jax.processor.image_processor import ImageProcessorConfig, process_batch
 from dsvl_jax.processor.tokenizer import Tokenizer
-from dsvl_jax.infer.chat_config import STOP_STRINGS
-from dsvl_jax.infer.sampling import SamplingConfig
-from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.infer.engine import Engine, EngineError, Prompt, RequestTooLong
 from dsvl_jax.serve.images import ImageResolver
 from dsvl_jax.serve.protocol import ChatRequest, Defaults, Limits, RequestError, parse_chat_request
 from dsvl_jax.serve.serve_config import ServeConfig
@@ -35,19 +35,30 @@ class Prepared:
 class ChatService:
   """Holds the engine and everything a request needs on the way in."""
 
-  def __init__(self, engine: Engine, cfg: VLMConfig, tokenizer: Tokenizer,
-               serve: ServeConfig, model_name: str):
+  def __init__(
+      self,
+      engine: Engine,
+      cfg: VLMConfig,
+      tokenizer: Tokenizer,
+      serve: ServeConfig,
+      model_name: str,
+  ):
     self.engine, self.cfg, self.tokenizer = engine, cfg, tokenizer
     self.model_name = model_name
     self.max_body_bytes, self.max_preparing = serve.max_body_bytes, serve.max_preparing
     self.system_prompt = serve.system_prompt
     self.processor = ImageProcessorConfig.for_model(cfg)
-    self.limits = Limits(max_images=serve.max_images, max_tokens=serve.max_tokens,
-                         default_max_tokens=min(serve.default_max_tokens, serve.max_tokens))
-    self.defaults = Defaults(temperature=serve.temperature, top_p=serve.top_p,
-                             repetition_penalty=serve.repetition_penalty)
-    self.resolver = ImageResolver(serve.image_dir, serve.max_image_bytes,
-                                  serve.max_image_pixels)
+    self.limits = Limits(
+        max_images=serve.max_images,
+        max_tokens=serve.max_tokens,
+        default_max_tokens=min(serve.default_max_tokens, serve.max_tokens),
+    )
+    self.defaults = Defaults(
+        temperature=serve.temperature,
+        top_p=serve.top_p,
+        repetition_penalty=serve.repetition_penalty,
+    )
+    self.resolver = ImageResolver(serve.image_dir, serve.max_image_bytes, serve.max_image_pixels)
 
   def prepare(self, body: dict) -> Prepared:
     """Validates a chat-completions body and builds its prompt (raises RequestError).
@@ -56,17 +67,25 @@ class ChatService:
     req = parse_chat_request(body, self.limits, self.defaults)
     if req.model is not None and req.model != self.model_name:
       shown = req.model if len(req.model) <= 80 else req.model[:77] + "..."
-      raise RequestError(f"model {shown!r} is not served here; this server serves "
-                         f"{self.model_name!r} (GET /v1/models)", status=404, param="model",
-                         code="model_not_found")
+      raise RequestError(
+          f"model {shown!r} is not served here; this server serves "
+          f"{self.model_name!r} (GET /v1/models)",
+          status=404,
+          param="model",
+          code="model_not_found",
+      )
     self._check_text_fits(req)
     images = [self.resolver(url, param) for url, param in req.image_urls]
     prompt = self.build_prompt(req.messages, images, req.system)
-    sampling = SamplingConfig(temperature=req.temperature, top_p=req.top_p,
-                              repetition_penalty=req.repetition_penalty,
-                              max_new_tokens=req.max_tokens,
-                              stop_strings=STOP_STRINGS + req.stop, seed=req.seed,
-                              ignore_eos=req.ignore_eos)
+    sampling = SamplingConfig(
+        temperature=req.temperature,
+        top_p=req.top_p,
+        repetition_penalty=req.repetition_penalty,
+        max_new_tokens=req.max_tokens,
+        stop_strings=STOP_STRINGS + req.stop,
+        seed=req.seed,
+        ignore_eos=req.ignore_eos,
+    )
     try:
       self.engine.check(prompt, sampling)
     except RequestTooLong as e:
@@ -85,14 +104,19 @@ class ChatService:
       raise RequestError(
           f"the messages hold {n_chars} characters of text, at least {at_least} tokens, "
           f"and max_tokens is {req.max_tokens}: more than the {self.engine.max_len} "
-          f"positions of a slot", param="messages", code="context_length_exceeded")
+          f"positions of a slot",
+          param="messages",
+          code="context_length_exceeded",
+      )
 
-  def build_prompt(self, messages: Sequence[Message], images: Sequence[Image.Image],
-                   system: str | None = None) -> Prompt:
+  def build_prompt(
+      self, messages: Sequence[Message], images: Sequence[Image.Image], system: str | None = None
+  ) -> Prompt:
     template = template_for(self.system_prompt if system is None else system)
     try:
-      encoded = encode_conversation(messages, self.tokenizer, self.cfg,
-                                    add_generation_prompt=True, template=template)
+      encoded = encode_conversation(
+          messages, self.tokenizer, self.cfg, add_generation_prompt=True, template=template
+      )
     except ValueError as e:
       raise RequestError(f"messages: {e}", param="messages") from e
     pixels = process_batch(list(images), self.processor) if images else None

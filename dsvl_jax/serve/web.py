@@ -7,10 +7,10 @@ answers, and sampling controls. A turn's images go before its text (the CLI's or
 
 from __future__ import annotations
 
-from dsvl_jax.processor.conversation import IMAGE_TOKEN, Message
 from dsvl_jax.infer.chat_config import STOP_STRINGS
-from dsvl_jax.infer.sampling import SamplingConfig
 from dsvl_jax.infer.engine import Delta, EngineError, Failed, QueueSink
+from dsvl_jax.infer.sampling import SamplingConfig
+from dsvl_jax.processor.conversation import IMAGE_TOKEN, Message
 from dsvl_jax.serve.protocol import RequestError
 from dsvl_jax.serve.service import ChatService
 
@@ -35,8 +35,9 @@ def _parts(content) -> tuple[list[str], list[str]]:
   return texts, files
 
 
-def conversation(history: list[dict], message: dict, image_position: str = "first"
-                 ) -> tuple[list[Message], list[str]]:
+def conversation(
+    history: list[dict], message: dict, image_position: str = "first"
+) -> tuple[list[Message], list[str]]:
   """gradio's history (one entry per text or file) and the new message -> alternating
   turns with their images first (or last), and the image paths in order."""
   turns: list[tuple[str, list[str], list[str]]] = []  # (role, texts, files)
@@ -63,19 +64,26 @@ def conversation(history: list[dict], message: dict, image_position: str = "firs
 
 def build_page(service: ChatService, title: str, image_position: str = "first"):
   import gradio as gr  # pylint: disable=g-import-not-at-top
+
   d = service.defaults
 
   def respond(message, history, temperature, top_p, max_tokens, seed):
     try:
       messages, paths = conversation(history, message, image_position)
       if len(paths) > service.limits.max_images:
-        raise RequestError(f"too many images: at most {service.limits.max_images} per "
-                           f"conversation (serve.max_images)")
+        raise RequestError(
+            f"too many images: at most {service.limits.max_images} per "
+            f"conversation (serve.max_images)"
+        )
       prompt = service.build_prompt(messages, [service.resolver.open_upload(p) for p in paths])
       sampling = SamplingConfig(
-          temperature=float(temperature), top_p=float(top_p),
-          repetition_penalty=d.repetition_penalty, max_new_tokens=int(max_tokens),
-          stop_strings=STOP_STRINGS, seed=int(seed))
+          temperature=float(temperature),
+          top_p=float(top_p),
+          repetition_penalty=d.repetition_penalty,
+          max_new_tokens=int(max_tokens),
+          stop_strings=STOP_STRINGS,
+          seed=int(seed),
+      )
       sink = QueueSink()
       handle = service.engine.submit(prompt, sampling, sink)
     except (RequestError, EngineError, OSError, ValueError) as e:
@@ -92,22 +100,34 @@ def build_page(service: ChatService, title: str, image_position: str = "first"):
       handle.cancel()
 
   return gr.ChatInterface(
-      respond, multimodal=True, title=title,
-      textbox=gr.MultimodalTextbox(file_types=["image"], file_count="multiple",
-                                   placeholder="Ask about an image (attach it with the clip)",
-                                   elem_id="chat-input"),
+      respond,
+      multimodal=True,
+      title=title,
+      textbox=gr.MultimodalTextbox(
+          file_types=["image"],
+          file_count="multiple",
+          placeholder="Ask about an image (attach it with the clip)",
+          elem_id="chat-input",
+      ),
       chatbot=gr.Chatbot(elem_id="chatbot", height=520),
       additional_inputs=[
           gr.Slider(0.0, 2.0, value=d.temperature, step=0.05, label="temperature"),
           gr.Slider(0.05, 1.0, value=d.top_p, step=0.05, label="top_p"),
-          gr.Slider(1, service.limits.max_tokens, value=service.limits.default_max_tokens,
-                    step=1, label="max new tokens"),
+          gr.Slider(
+              1,
+              service.limits.max_tokens,
+              value=service.limits.default_max_tokens,
+              step=1,
+              label="max new tokens",
+          ),
           gr.Number(value=0, precision=0, label="seed"),
       ],
-      additional_inputs_accordion=gr.Accordion("Sampling", open=False))
+      additional_inputs_accordion=gr.Accordion("Sampling", open=False),
+  )
 
 
 def mount_page(app, service: ChatService, title: str, image_position: str = "first"):
   """The page at / of the API's FastAPI app (its /v1 routes stay first)."""
   import gradio as gr  # pylint: disable=g-import-not-at-top
+
   return gr.mount_gradio_app(app, build_page(service, title, image_position), path="/")

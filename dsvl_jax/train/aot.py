@@ -19,8 +19,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from dsvl_jax.runtime import sharding
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
+from dsvl_jax.runtime import sharding
 from dsvl_jax.train import flops as flops_lib
 from dsvl_jax.train import partitioning
 from dsvl_jax.train.trainer import Trainer
@@ -46,6 +46,7 @@ CHIPS = {
 def topology_devices(topology: str) -> tuple[list[Any], Chip]:
   """'v5p:4x4x4' -> (the slice's abstract devices, its chip)."""
   from jax.experimental import topologies  # pylint: disable=g-import-not-at-top
+
   kind = topology.split(":")[0]
   if kind not in CHIPS:
     raise ValueError(f"unknown TPU generation {kind!r} in {topology!r}; known: {sorted(CHIPS)}")
@@ -61,11 +62,17 @@ def abstract_batch(trainer: Trainer, modality: str) -> dict[str, jax.ShapeDtypeS
   m = d.max_images_per_row if modality == MULTIMODAL else 0
   spec = partitioning.batch_sharding(trainer.mesh)
   i32, f32 = jnp.int32, jnp.float32
-  shapes = {"inputs": ((b, t), i32), "targets": ((b, t), i32), "weights": ((b, t), f32),
-            "segment_ids": ((b, t), i32), "positions": ((b, t), i32),
-            "images": ((b, m, 3, s, s), f32)}
-  return {k: jax.ShapeDtypeStruct(shape, dtype, sharding=spec)
-          for k, (shape, dtype) in shapes.items()}
+  shapes = {
+      "inputs": ((b, t), i32),
+      "targets": ((b, t), i32),
+      "weights": ((b, t), f32),
+      "segment_ids": ((b, t), i32),
+      "positions": ((b, t), i32),
+      "images": ((b, m, 3, s, s), f32),
+  }
+  return {
+      k: jax.ShapeDtypeStruct(shape, dtype, sharding=spec) for k, (shape, dtype) in shapes.items()
+  }
 
 
 def full_batch_shape(trainer: Trainer, modality: str) -> flops_lib.BatchShape:
@@ -104,33 +111,49 @@ class AotResult:
     return self.formula_flops / (step_seconds * self.peak_flops)
 
   def table(self, step_seconds: float | None = None) -> str:
-    rows = [("arguments (state + batch)", self.argument_bytes),
-            ("outputs not aliased to inputs", self.output_bytes - self.alias_bytes),
-            ("temporaries", self.temp_bytes), ("total", self.total_bytes),
-            ("chip HBM", self.hbm_bytes)]
-    lines = [f"{self.topology} ({self.chips} chips), mesh {self.mesh}, {self.modality} "
-             f"step, compiled in {self.compile_seconds:.0f} s",
-             "| per chip | GiB |", "|---|---|"]
+    rows = [
+        ("arguments (state + batch)", self.argument_bytes),
+        ("outputs not aliased to inputs", self.output_bytes - self.alias_bytes),
+        ("temporaries", self.temp_bytes),
+        ("total", self.total_bytes),
+        ("chip HBM", self.hbm_bytes),
+    ]
+    lines = [
+        f"{self.topology} ({self.chips} chips), mesh {self.mesh}, {self.modality} "
+        f"step, compiled in {self.compile_seconds:.0f} s",
+        "| per chip | GiB |",
+        "|---|---|",
+    ]
     lines += [f"| {name} | {n / GIB:.2f} |" for name, n in rows]
-    lines.append(f"fits: {'yes' if self.total_bytes <= self.hbm_bytes else 'NO'} "
-                 f"({self.total_bytes / self.hbm_bytes:.0%} of HBM)")
+    lines.append(
+        f"fits: {'yes' if self.total_bytes <= self.hbm_bytes else 'NO'} "
+        f"({self.total_bytes / self.hbm_bytes:.0%} of HBM)"
+    )
     # XLA's cost analysis counts a loop body once (the scanned layers, the micro-batch
     # scan) and cannot see into Pallas kernels, so only the formula is the MFU numerator.
-    lines.append(f"FLOPs per chip and step: formula {self.formula_flops:.3e}; XLA's cost "
-                 f"analysis {self.xla_flops:.3e} (one iteration of each scanned loop"
-                 + (", without the Pallas kernels" if self.kernels else "") + ")")
-    lines.append(f"100% MFU would be {self.formula_flops / self.peak_flops:.2f} s/step; "
-                 f"50% MFU {2 * self.formula_flops / self.peak_flops:.2f} s/step")
+    lines.append(
+        f"FLOPs per chip and step: formula {self.formula_flops:.3e}; XLA's cost "
+        f"analysis {self.xla_flops:.3e} (one iteration of each scanned loop"
+        + (", without the Pallas kernels" if self.kernels else "")
+        + ")"
+    )
+    lines.append(
+        f"100% MFU would be {self.formula_flops / self.peak_flops:.2f} s/step; "
+        f"50% MFU {2 * self.formula_flops / self.peak_flops:.2f} s/step"
+    )
     if self.kernels:
       lines.append(f"Pallas kernels: {', '.join(self.kernels)}")
     if step_seconds:
-      lines.append(f"at {step_seconds:g} s/step this is {self.mfu_at(step_seconds):.1%} MFU "
-                   f"(formula FLOPs / (step time x {self.peak_flops / 1e12:.0f} TFLOP/s))")
+      lines.append(
+          f"at {step_seconds:g} s/step this is {self.mfu_at(step_seconds):.1%} MFU "
+          f"(formula FLOPs / (step time x {self.peak_flops / 1e12:.0f} TFLOP/s))"
+      )
     return "\n".join(lines)
 
 
-def compile_step(config: ml_collections.ConfigDict, topology: str,
-                 modality: str = MULTIMODAL) -> AotResult:
+def compile_step(
+    config: ml_collections.ConfigDict, topology: str, modality: str = MULTIMODAL
+) -> AotResult:
   """Compiles `config`'s train step for `topology` (e.g. 'v5p:2x2x2')."""
   if modality not in (TEXT, MULTIMODAL):
     raise ValueError(f"modality {modality!r} not in {(TEXT, MULTIMODAL)}")
@@ -145,13 +168,23 @@ def compile_step(config: ml_collections.ConfigDict, topology: str,
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   n = len(devices)
-  formula = flops_lib.step_flops(trainer.run_cfg.model, trainer.run_cfg.train.trainable,
-                                 full_batch_shape(trainer, modality))
+  formula = flops_lib.step_flops(
+      trainer.run_cfg.model, trainer.run_cfg.train.trainable, full_batch_shape(trainer, modality)
+  )
   return AotResult(
-      topology=topology, chips=n, mesh=dict(trainer.mesh.shape), modality=modality,
-      compile_seconds=seconds, argument_bytes=mem.argument_size_in_bytes,
-      output_bytes=mem.output_size_in_bytes, alias_bytes=mem.alias_size_in_bytes,
-      temp_bytes=mem.temp_size_in_bytes, hbm_bytes=chip.hbm_bytes,
-      xla_flops=float(cost.get("flops", 0.0)), formula_flops=formula / n,
-      peak_flops=chip.peak_flops, report=trainer.memory_report.text(),
-      kernels=tuple(sorted(set(re.findall(r"splash_mqa_[a-z_]+", compiled.as_text())))))
+      topology=topology,
+      chips=n,
+      mesh=dict(trainer.mesh.shape),
+      modality=modality,
+      compile_seconds=seconds,
+      argument_bytes=mem.argument_size_in_bytes,
+      output_bytes=mem.output_size_in_bytes,
+      alias_bytes=mem.alias_size_in_bytes,
+      temp_bytes=mem.temp_size_in_bytes,
+      hbm_bytes=chip.hbm_bytes,
+      xla_flops=float(cost.get("flops", 0.0)),
+      formula_flops=formula / n,
+      peak_flops=chip.peak_flops,
+      report=trainer.memory_report.text(),
+      kernels=tuple(sorted(set(re.findall(r"splash_mqa_[a-z_]+", compiled.as_text())))),
+  )

@@ -58,8 +58,10 @@ class Checkpoints:
     self.directory = pathlib.Path(workdir).absolute() / params_io.TRAIN_CHECKPOINTS
     self._mngr = ocp.CheckpointManager(
         self.directory,
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                             enable_async_checkpointing=async_save))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=keep, create=True, enable_async_checkpointing=async_save
+        ),
+    )
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -70,10 +72,15 @@ class Checkpoints:
   def save(self, state: TrainState, data_iterator: Any) -> None:
     """Saves at state.step (returns once device arrays are copied when async)."""
     step = int(jax.device_get(state.step))
-    self._mngr.save(step, args=ocp.args.Composite(
-        params=ocp.args.StandardSave(state.params),
-        train=ocp.args.StandardSave(_train_item(state)),
-        data=grain.checkpoint.CheckpointSave(data_iterator)), force=True)
+    self._mngr.save(
+        step,
+        args=ocp.args.Composite(
+            params=ocp.args.StandardSave(state.params),
+            train=ocp.args.StandardSave(_train_item(state)),
+            data=grain.checkpoint.CheckpointSave(data_iterator),
+        ),
+        force=True,
+    )
 
   def restore(self, step: int, abstract: TrainState, data_iterator: Any) -> TrainState:
     """State at `step` onto `abstract` (ShapeDtypeStructs with shardings); the data
@@ -93,15 +100,22 @@ class Checkpoints:
       data_state = regroup_states([json.loads(f.read_text()) for f in files], index, count)
     handler = ocp.StandardCheckpointHandler()
     try:
-      params = handler.restore(epath.Path(step_dir / "params"),
-                               args=ocp.args.StandardRestore(abstract.params))
-      t = handler.restore(epath.Path(step_dir / "train"),
-                          args=ocp.args.StandardRestore(_train_item(abstract)))
+      params = handler.restore(
+          epath.Path(step_dir / "params"), args=ocp.args.StandardRestore(abstract.params)
+      )
+      t = handler.restore(
+          epath.Path(step_dir / "train"), args=ocp.args.StandardRestore(_train_item(abstract))
+      )
     finally:
       handler.close()
     data_iterator.set_state(data_state)
-    return TrainState(step=t["step"], params=params, opt_state=t["opt_state"],
-                      rng=t["rng"], nonfinite=t["nonfinite"])
+    return TrainState(
+        step=t["step"],
+        params=params,
+        opt_state=t["opt_state"],
+        rng=t["rng"],
+        nonfinite=t["nonfinite"],
+    )
 
   def restore_latest(self, abstract: TrainState, data_iterator: Any) -> TrainState | None:
     """The newest step that restores completely on every process, or None when nothing
@@ -120,20 +134,30 @@ class Checkpoints:
         state, cause = None, _first_line(e)
       if _on_every_process(cause is None):
         for bad in damaged:  # only now: when no step restores, nothing moves
-          logging.warning("%s: moved the damaged checkpoint step %d to %s; resuming from "
-                          "step %d", workdir, bad, self.move_aside(bad), step)
+          logging.warning(
+              "%s: moved the damaged checkpoint step %d to %s; resuming from " "step %d",
+              workdir,
+              bad,
+              self.move_aside(bad),
+              step,
+          )
         logging.info("resuming %s from step %d", workdir, step)
         return state
       data_iterator.set_state(before)
       damaged.append(step)
-      logging.warning("%s: checkpoint step %d does not restore (%s)%s", workdir, step,
-                      cause or "it failed on another process",
-                      "; trying the previous one" if step != steps[0] else "")
+      logging.warning(
+          "%s: checkpoint step %d does not restore (%s)%s",
+          workdir,
+          step,
+          cause or "it failed on another process",
+          "; trying the previous one" if step != steps[0] else "",
+      )
     if damaged:
       raise CheckpointError(
           f"{workdir}: no checkpoint restores (steps {', '.join(map(str, damaged))} damaged, "
           f"see the warnings above); start over with a new --workdir, or move "
-          f"{self.directory} aside to start over in this one")
+          f"{self.directory} aside to start over in this one"
+      )
     return None
 
   def move_aside(self, step: int) -> pathlib.Path:
@@ -159,8 +183,12 @@ class Checkpoints:
 
 
 def _train_item(state: TrainState) -> dict[str, Any]:
-  return {"step": state.step, "opt_state": state.opt_state, "rng": state.rng,
-          "nonfinite": state.nonfinite}
+  return {
+      "step": state.step,
+      "opt_state": state.opt_state,
+      "rng": state.rng,
+      "nonfinite": state.nonfinite,
+  }
 
 
 def _on_every_process(ok: bool) -> bool:

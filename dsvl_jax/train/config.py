@@ -25,14 +25,20 @@ GROUPS = choices(Group)
 # Per-group learning-rate multipliers (1.0 = the schedule's rate): one float field per
 # group, made from GROUPS so that a new group gets its scale (and its config key).
 LRScales = dataclasses.make_dataclass(
-    "LRScales", [(g, float, dataclasses.field(default=1.0)) for g in GROUPS], frozen=True,
-    namespace={"__doc__": "Per-group learning-rate multipliers (1.0 = the schedule's rate).",
-               "__module__": __name__})
+    "LRScales",
+    [(g, float, dataclasses.field(default=1.0)) for g in GROUPS],
+    frozen=True,
+    namespace={
+        "__doc__": "Per-group learning-rate multipliers (1.0 = the schedule's rate).",
+        "__module__": __name__,
+    },
+)
 
 
 @dataclasses.dataclass(frozen=True)
 class OptimizerConfig:
   """AdamW with global-norm clipping and a warm-up + decay schedule (paper Table 4)."""
+
   lr: float = 1e-3  # peak learning rate
   schedule: Schedule = "cosine"  # cosine | step (DeepSeek-LLM multi-step) | constant
   warmup_steps: int = 0  # linear warm-up: lr * (step + 1) / warmup_steps
@@ -49,16 +55,22 @@ class OptimizerConfig:
   def validate(self) -> "OptimizerConfig":
     check(self.lr > 0, "optimizer.lr", f"must be > 0, got {self.lr}")
     check(self.warmup_steps >= 0, "optimizer.warmup_steps", "must be >= 0")
-    check(0.0 <= self.final_lr_fraction <= 1.0, "optimizer.final_lr_fraction",
-          "must be in [0, 1]")
-    check(len(self.step_boundaries) == len(self.step_factors), "optimizer.step_factors",
-          f"{len(self.step_factors)} factors for {len(self.step_boundaries)} boundaries")
-    check(list(self.step_boundaries) == sorted(self.step_boundaries) and
-          all(0.0 < b < 1.0 for b in self.step_boundaries), "optimizer.step_boundaries",
-          f"increasing fractions in (0, 1), got {self.step_boundaries}")
+    check(0.0 <= self.final_lr_fraction <= 1.0, "optimizer.final_lr_fraction", "must be in [0, 1]")
+    check(
+        len(self.step_boundaries) == len(self.step_factors),
+        "optimizer.step_factors",
+        f"{len(self.step_factors)} factors for {len(self.step_boundaries)} boundaries",
+    )
+    check(
+        list(self.step_boundaries) == sorted(self.step_boundaries)
+        and all(0.0 < b < 1.0 for b in self.step_boundaries),
+        "optimizer.step_boundaries",
+        f"increasing fractions in (0, 1), got {self.step_boundaries}",
+    )
     check(all(f > 0 for f in self.step_factors), "optimizer.step_factors", "must be > 0")
-    check(0.0 <= self.b1 < 1.0 and 0.0 <= self.b2 < 1.0, "optimizer.b1",
-          "b1 and b2 must be in [0, 1)")
+    check(
+        0.0 <= self.b1 < 1.0 and 0.0 <= self.b2 < 1.0, "optimizer.b1", "b1 and b2 must be in [0, 1)"
+    )
     check(self.weight_decay >= 0, "optimizer.weight_decay", "must be >= 0")
     check(self.grad_clip >= 0, "optimizer.grad_clip", "must be >= 0 (0 = off)")
     for g in GROUPS:
@@ -69,6 +81,7 @@ class OptimizerConfig:
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
   """The loop: what is trained, for how long, how often it logs, saves and evaluates."""
+
   steps: int = 1000  # optimizer steps in total (a resumed run continues to this)
   trainable: tuple[Group, ...] = ("llm", "aligner")  # groups trained; the rest frozen
   init_from: str = ""  # "" random | any checkpoint dsvl_jax.load reads | a training workdir
@@ -116,8 +129,9 @@ class MeshConfig:
 
 
 def optimizer_config(d: Mapping[str, Any]) -> OptimizerConfig:
-  return build_dataclass(OptimizerConfig, d, "optimizer",
-                         {(OptimizerConfig, "lr_scales"): LRScales}).validate()
+  return build_dataclass(
+      OptimizerConfig, d, "optimizer", {(OptimizerConfig, "lr_scales"): LRScales}
+  ).validate()
 
 
 def train_config(d: Mapping[str, Any]) -> TrainConfig:
@@ -126,8 +140,9 @@ def train_config(d: Mapping[str, Any]) -> TrainConfig:
   if not isinstance(groups, Mapping):
     raise ConfigError("config field 'train.init_groups': expected a mapping group -> path")
   cfg = build_dataclass(TrainConfig, d, "train")
-  return dataclasses.replace(cfg, init_groups=tuple(sorted(
-      (str(g), str(p)) for g, p in groups.items()))).validate()
+  return dataclasses.replace(
+      cfg, init_groups=tuple(sorted((str(g), str(p)) for g, p in groups.items()))
+  ).validate()
 
 
 def mesh_config(d: Mapping[str, Any]) -> MeshConfig:
@@ -137,16 +152,18 @@ def mesh_config(d: Mapping[str, Any]) -> MeshConfig:
 def default_train_config(**overrides: Any) -> ml_collections.ConfigDict:
   """`config.train`: every TrainConfig field, its defaults under `overrides`;
   `init_groups` is a mapping group -> checkpoint (`--config.train.init_groups='{...}'`)."""
-  return ml_collections.ConfigDict(with_defaults(TrainConfig, {"init_groups": {}, **overrides},
-                                                  "train"))
+  return ml_collections.ConfigDict(
+      with_defaults(TrainConfig, {"init_groups": {}, **overrides}, "train")
+  )
 
 
 def default_optimizer_config(**overrides: Any) -> ml_collections.ConfigDict:
   """`config.optimizer`: every OptimizerConfig field, its defaults under `overrides`
   (`lr_scales` too: a partial mapping keeps the other groups at 1.0)."""
   d = with_defaults(OptimizerConfig, overrides, "optimizer")
-  d["lr_scales"] = with_defaults(LRScales, dict(overrides.get("lr_scales", {})),
-                                  "optimizer.lr_scales")
+  d["lr_scales"] = with_defaults(
+      LRScales, dict(overrides.get("lr_scales", {})), "optimizer.lr_scales"
+  )
   return ml_collections.ConfigDict(d)
 
 

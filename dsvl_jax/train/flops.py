@@ -32,12 +32,12 @@ from typing import Iterable
 import numpy as np
 
 from dsvl_jax.models.config import SamConfig, SiglipConfig, VLMConfig
-from dsvl_jax.models.sam import block_period
 
 
 @dataclasses.dataclass(frozen=True)
 class BatchShape:
   """What of a batch did model work: real tokens, sum of squared segment lengths, images."""
+
   tokens: int
   segment_sq: int
   images: int
@@ -59,13 +59,15 @@ def llm_flops(cfg: VLMConfig, shape: BatchShape, causal: bool = True) -> dict[st
   proj = 2 * c.hidden_size * c.head_dim * (2 * c.num_heads + 2 * c.num_kv_heads)
   mlp = 3 * 2 * c.hidden_size * c.intermediate_size
   attn = 4 * c.num_heads * c.head_dim * shape.segment_sq * (0.5 if causal else 1.0)
-  return {"llm": c.num_layers * ((proj + mlp) * shape.tokens + attn)
-                 + 2 * c.hidden_size * c.vocab_size * shape.tokens}
+  return {
+      "llm": c.num_layers * ((proj + mlp) * shape.tokens + attn)
+      + 2 * c.hidden_size * c.vocab_size * shape.tokens
+  }
 
 
 def siglip_image_flops(s: SiglipConfig) -> float:
   n, w = s.num_tokens, s.width
-  patch = 2 * n * s.patch_size ** 2 * 3 * w
+  patch = 2 * n * s.patch_size**2 * 3 * w
   block = 2 * n * w * 3 * w + 2 * n * w * w + 4 * n * w * s.mlp_dim + 4 * n * n * w
   return patch + s.num_blocks * block
 
@@ -74,7 +76,7 @@ def sam_image_flops(m: SamConfig) -> tuple[float, float]:
   """(blocks incl. patch embedding, neck + downsample convs) FLOPs of one image."""
   g, w = m.grid, m.width
   tokens = g * g
-  total = 2 * tokens * m.patch_size ** 2 * 3 * w
+  total = 2 * tokens * m.patch_size**2 * 3 * w
   for i in range(m.depth):
     dense = 2 * tokens * w * 3 * w + 2 * tokens * w * w + 4 * tokens * w * m.mlp_dim
     if i in m.global_attn_indexes:
@@ -83,9 +85,9 @@ def sam_image_flops(m: SamConfig) -> tuple[float, float]:
       side = m.window_size
       maps = (-(-g // side)) ** 2  # zero-padded windows are computed too, as the model does
     # QK^T and PV over side^2 tokens, plus the rel-pos terms q . R_h and q . R_w.
-    attn = maps * (4 * side ** 4 * w + 4 * side ** 3 * w)
+    attn = maps * (4 * side**4 * w + 4 * side**3 * w)
     total += dense + attn
-  neck = 2 * tokens * w * m.neck_channels + 2 * tokens * 9 * m.neck_channels ** 2
+  neck = 2 * tokens * w * m.neck_channels + 2 * tokens * 9 * m.neck_channels**2
   side, c_in, down = m.resize_to, m.neck_channels, 0.0
   for c_out in m.downsample_channels:
     side //= 2
@@ -114,9 +116,13 @@ def forward_flops(cfg: VLMConfig, shape: BatchShape, causal: bool = True) -> dic
 
 
 # Modules whose gradient flows into each module (those closer to the input).
-UPSTREAM = {"sam": (), "siglip": (), "sam_neck": ("sam",),
-            "aligner": ("sam", "sam_neck", "siglip"),
-            "llm": ("sam", "sam_neck", "siglip", "aligner")}
+UPSTREAM = {
+    "sam": (),
+    "siglip": (),
+    "sam_neck": ("sam",),
+    "aligner": ("sam", "sam_neck", "siglip"),
+    "llm": ("sam", "sam_neck", "siglip", "aligner"),
+}
 
 
 def multipliers(trainable: Iterable[str]) -> dict[str, int]:
@@ -125,8 +131,9 @@ def multipliers(trainable: Iterable[str]) -> dict[str, int]:
   return {m: 3 if m in train else 2 if train & set(up) else 1 for m, up in UPSTREAM.items()}
 
 
-def step_flops(cfg: VLMConfig, trainable: Iterable[str], shape: BatchShape,
-               causal: bool = True) -> float:
+def step_flops(
+    cfg: VLMConfig, trainable: Iterable[str], shape: BatchShape, causal: bool = True
+) -> float:
   fwd = forward_flops(cfg, shape, causal)
   mult = multipliers(trainable)
   return float(sum(mult[m] * f for m, f in fwd.items()))

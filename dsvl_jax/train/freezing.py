@@ -58,8 +58,10 @@ def trainable_mask(params: Any, trainable: Sequence[str]) -> Any:
   present = set(jax.tree.leaves(labels))
   missing = sorted(set(trainable) - present)
   if missing:
-    raise ConfigError(f"config field 'train.trainable': {missing} match no parameter of "
-                      f"this model (its groups: {sorted(present)})")
+    raise ConfigError(
+        f"config field 'train.trainable': {missing} match no parameter of "
+        f"this model (its groups: {sorted(present)})"
+    )
   return jax.tree.map(lambda g: g in train, labels)
 
 

@@ -26,9 +26,13 @@ def token_nll(logits: jax.Array, targets: jax.Array) -> jax.Array:
   return logz - picked
 
 
-def cross_entropy_sum(hidden: jax.Array, targets: jax.Array, weights: jax.Array,
-                      logits_fn: Callable[[jax.Array], jax.Array], chunk: int = 0
-                      ) -> tuple[jax.Array, jax.Array]:
+def cross_entropy_sum(
+    hidden: jax.Array,
+    targets: jax.Array,
+    weights: jax.Array,
+    logits_fn: Callable[[jax.Array], jax.Array],
+    chunk: int = 0,
+) -> tuple[jax.Array, jax.Array]:
   """(sum of weight * nll, sum of weights) over a batch.
 
   hidden [B, T, D] (final-normed); targets [B, T] int; weights [B, T] float;

@@ -39,16 +39,21 @@ class MemoryReport:
   replicated: tuple[Replicated, ...]
 
   def text(self, limit: int = 10) -> str:
-    lines = [f"parameters {_fmt(self.param_bytes_per_device)} per device "
-             f"({_fmt(self.param_bytes_total)} in total), optimizer "
-             f"{_fmt(self.opt_bytes_per_device)} per device "
-             f"({_fmt(self.opt_bytes_total)} in total)"]
+    lines = [
+        f"parameters {_fmt(self.param_bytes_per_device)} per device "
+        f"({_fmt(self.param_bytes_total)} in total), optimizer "
+        f"{_fmt(self.opt_bytes_per_device)} per device "
+        f"({_fmt(self.opt_bytes_total)} in total)"
+    ]
     if self.replicated:
-      lines.append(f"replicated over the mesh ({len(self.replicated)} arrays; largest "
-                   f"{min(limit, len(self.replicated))}):")
+      lines.append(
+          f"replicated over the mesh ({len(self.replicated)} arrays; largest "
+          f"{min(limit, len(self.replicated))}):"
+      )
       width = max(len(r.path) for r in self.replicated[:limit])
-      lines += [f"  {r.path:<{width}}  {_fmt(r.bytes):>10}  {r.why}"
-                for r in self.replicated[:limit]]
+      lines += [
+          f"  {r.path:<{width}}  {_fmt(r.bytes):>10}  {r.why}" for r in self.replicated[:limit]
+      ]
     return "\n".join(lines)
 
 
@@ -62,8 +67,12 @@ def _fmt(n: float) -> str:
 
 def _axes(spec) -> set[str]:
   """The mesh axes a PartitionSpec (or its entries) uses."""
-  return {ax for entry in spec if entry is not None
-          for ax in (entry if isinstance(entry, tuple) else (entry,))}
+  return {
+      ax
+      for entry in spec
+      if entry is not None
+      for ax in (entry if isinstance(entry, tuple) else (entry,))
+  }
 
 
 def _nbytes(shape, dtype) -> int:
@@ -78,8 +87,15 @@ def _per_device(tree: Any, shardings: Any) -> tuple[int, int]:
   return per, total
 
 
-def memory_report(params: Any, param_shardings: Any, param_logical: Any, opt_state: Any,
-                  opt_shardings: Any, mesh: Mesh, min_bytes: int = 1 << 20) -> MemoryReport:
+def memory_report(
+    params: Any,
+    param_shardings: Any,
+    param_logical: Any,
+    opt_state: Any,
+    opt_shardings: Any,
+    mesh: Mesh,
+    min_bytes: int = 1 << 20,
+) -> MemoryReport:
   """params / opt_state: abstract trees (ShapeDtypeStructs); shardings: NamedShardings.
 
   Lists every parameter of at least `min_bytes` that some parameter-splitting mesh
@@ -100,9 +116,13 @@ def memory_report(params: Any, param_shardings: Any, param_logical: Any, opt_sta
     # says why); one they name for none is left out by the rule table itself.
     _, why = sharding.fit_to_shape(logical, a.shape, mesh)
     ruled = _axes(nn.logical_to_mesh_axes(logical, list(sharding.RULES)))
-    why += [f"no dimension of {tuple(logical)} maps to {ax}" for ax in missing
-            if ax not in ruled]
-    replicated.append(Replicated(jax.tree_util.keystr(path, simple=True, separator="/"),
-                                 size, f"over {', '.join(missing)}: " + "; ".join(why)))
+    why += [f"no dimension of {tuple(logical)} maps to {ax}" for ax in missing if ax not in ruled]
+    replicated.append(
+        Replicated(
+            jax.tree_util.keystr(path, simple=True, separator="/"),
+            size,
+            f"over {', '.join(missing)}: " + "; ".join(why),
+        )
+    )
   replicated.sort(key=lambda r: -r.bytes)
   return MemoryReport(p_per, p_total, o_per, o_total, tuple(replicated))

@@ -21,8 +21,17 @@ import tqdm
 
 
 class MetricsWriter:
-  def __init__(self, workdir: str | pathlib.Path, *, enabled: bool, tensorboard: bool,
-               progress: bool, total_steps: int, initial_step: int):
+
+  def __init__(
+      self,
+      workdir: str | pathlib.Path,
+      *,
+      enabled: bool,
+      tensorboard: bool,
+      progress: bool,
+      total_steps: int,
+      initial_step: int,
+  ):
     self.enabled = enabled
     self._jsonl = self._tb = self._bar = None
     if not enabled:
@@ -32,11 +41,14 @@ class MetricsWriter:
     self._jsonl = open(workdir / "metrics.jsonl", "a", encoding="utf-8")
     if tensorboard:
       import tensorboardX  # local: only the writing process needs it
-      self._tb = tensorboardX.SummaryWriter(str(workdir / "tensorboard"),
-                                            purge_step=initial_step + 1)
+
+      self._tb = tensorboardX.SummaryWriter(
+          str(workdir / "tensorboard"), purge_step=initial_step + 1
+      )
     if progress:
-      self._bar = tqdm.tqdm(total=total_steps, initial=initial_step, unit="step",
-                            dynamic_ncols=True, leave=True)
+      self._bar = tqdm.tqdm(
+          total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True, leave=True
+      )
 
   def write(self, step: int, metrics: Mapping[str, Any], console: str | None = None) -> None:
     """Records scalar metrics at `step`; `console` is the line a reader sees."""

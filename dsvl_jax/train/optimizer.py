@@ -18,19 +18,24 @@ from dsvl_jax.train.config import OptimizerConfig
 from dsvl_jax.train.schedules import learning_rate
 
 
-def make_optimizer(opt: OptimizerConfig, total_steps: int, labels: Any
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+    opt: OptimizerConfig, total_steps: int, labels: Any
+) -> optax.GradientTransformation:
   """labels: group name per trainable leaf (None where frozen), as params are laid out."""
   schedule = learning_rate(opt, total_steps)
   groups = sorted(set(jax.tree.leaves(labels)))
 
   def adamw(scale: float) -> optax.GradientTransformation:
-    return optax.adamw(lambda count: schedule(count) * scale, b1=opt.b1, b2=opt.b2,
-                       eps=opt.eps, weight_decay=opt.weight_decay,
-                       mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p))
+    return optax.adamw(
+        lambda count: schedule(count) * scale,
+        b1=opt.b1,
+        b2=opt.b2,
+        eps=opt.eps,
+        weight_decay=opt.weight_decay,
+        mask=lambda p: jax.tree.map(lambda x: x.ndim >= 2, p),
+    )
 
-  inner = optax.multi_transform(
-      {g: adamw(getattr(opt.lr_scales, g)) for g in groups}, labels)
+  inner = optax.multi_transform({g: adamw(getattr(opt.lr_scales, g)) for g in groups}, labels)
   if opt.grad_clip > 0:
     return optax.chain(optax.clip_by_global_norm(opt.grad_clip), inner)
   return inner

@@ -28,12 +28,12 @@ def _dict_keys(path) -> tuple[str, ...]:
   return tuple(reversed(keys))
 
 
-def mirror_shardings(tree: Any, params_abstract: Any, params_sharding: Any,
-                     mesh: Mesh) -> Any:
+def mirror_shardings(tree: Any, params_abstract: Any, params_sharding: Any, mesh: Mesh) -> Any:
   """Shardings for a tree (an optimizer state) whose leaves may mirror parameters."""
   by_path = {}
-  for (path, a), s in zip(jax.tree_util.tree_leaves_with_path(params_abstract),
-                          jax.tree.leaves(params_sharding)):
+  for (path, a), s in zip(
+      jax.tree_util.tree_leaves_with_path(params_abstract), jax.tree.leaves(params_sharding)
+  ):
     by_path[_dict_keys(path)] = (a.shape, s)
   rep = sharding.replicated(mesh)
 
@@ -49,14 +49,17 @@ def mirror_shardings(tree: Any, params_abstract: Any, params_sharding: Any,
 
 
 def state_shardings(state_abstract: TrainState, param_logical: Any, mesh: Mesh) -> TrainState:
-  params_sharding = sharding.logical_to_mesh(param_logical, mesh,
-                                             shapes=state_abstract.params)
+  params_sharding = sharding.logical_to_mesh(param_logical, mesh, shapes=state_abstract.params)
   rep = sharding.replicated(mesh)
   return TrainState(
-      step=rep, params=params_sharding,
-      opt_state=mirror_shardings(state_abstract.opt_state, state_abstract.params,
-                                 params_sharding, mesh),
-      rng=rep, nonfinite=rep)
+      step=rep,
+      params=params_sharding,
+      opt_state=mirror_shardings(
+          state_abstract.opt_state, state_abstract.params, params_sharding, mesh
+      ),
+      rng=rep,
+      nonfinite=rep,
+  )
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

@@ -28,14 +28,26 @@ from dsvl_jax.train import config as train_config
 # (0.9, 0.95), weight decay 0, gradient clip 1.0: OptimizerConfig's defaults.
 TABLE4 = {
     "1.3b": {
-        1: dict(lr=1.0e-3, schedule="cosine", warmup=128, steps=15000, batch=256, seq=512, pack=False),
-        2: dict(lr=3e-5, schedule="step", warmup=2000, steps=96000, batch=1024, seq=4096, pack=True),
-        3: dict(lr=2.0e-5, schedule="cosine", warmup=256, steps=10000, batch=256, seq=4096, pack=False),
+        1: dict(
+            lr=1.0e-3, schedule="cosine", warmup=128, steps=15000, batch=256, seq=512, pack=False
+        ),
+        2: dict(
+            lr=3e-5, schedule="step", warmup=2000, steps=96000, batch=1024, seq=4096, pack=True
+        ),
+        3: dict(
+            lr=2.0e-5, schedule="cosine", warmup=256, steps=10000, batch=256, seq=4096, pack=False
+        ),
     },
     "7b": {
-        1: dict(lr=1.0e-3, schedule="cosine", warmup=128, steps=15000, batch=256, seq=512, pack=False),
-        2: dict(lr=4.2e-5, schedule="step", warmup=2000, steps=42000, batch=2304, seq=4096, pack=True),
-        3: dict(lr=2.0e-5, schedule="cosine", warmup=256, steps=10000, batch=256, seq=4096, pack=False),
+        1: dict(
+            lr=1.0e-3, schedule="cosine", warmup=128, steps=15000, batch=256, seq=512, pack=False
+        ),
+        2: dict(
+            lr=4.2e-5, schedule="step", warmup=2000, steps=42000, batch=2304, seq=4096, pack=True
+        ),
+        3: dict(
+            lr=2.0e-5, schedule="cosine", warmup=256, steps=10000, batch=256, seq=4096, pack=False
+        ),
     },
 }
 
@@ -47,16 +59,24 @@ TRAINABLE = {1: ("aligner",), 2: ("llm", "aligner"), 3: ("llm", "aligner", "sigl
 # renderings (2.5M); stage 2 = Table 1 shares (text 70%); stage 3 = Table 2 shares.
 SOURCES = {
     1: (("captions", "multimodal", 1.25), ("document_ocr", "multimodal", 2.5)),
-    2: (("interleaved", "multimodal", 15.2), ("captions", "multimodal", 11.1),
-        ("table_chart", "multimodal", 2.1), ("web_code", "multimodal", 0.4),
+    2: (
+        ("interleaved", "multimodal", 15.2),
+        ("captions", "multimodal", 11.1),
+        ("table_chart", "multimodal", 2.1),
+        ("web_code", "multimodal", 0.4),
         ("scene_ocr", "multimodal", 1.2),
         # The paper mixes a small share of SFT data into stage 2 (section 4.4) so that
         # a small model can follow instructions while it is monitored.
         ("sft", "multimodal", 0.6),
-        ("text", "text", 1.0)),
-    3: (("taxonomy_sft", "multimodal", 10.5), ("general_multimodal", "multimodal", 35.5),
-        ("table_chart", "multimodal", 4.1), ("web_code", "multimodal", 2.0),
-        ("text_sft", "text", 47.9)),
+        ("text", "text", 1.0),
+    ),
+    3: (
+        ("taxonomy_sft", "multimodal", 10.5),
+        ("general_multimodal", "multimodal", 35.5),
+        ("table_chart", "multimodal", 4.1),
+        ("web_code", "multimodal", 2.0),
+        ("text_sft", "text", 47.9),
+    ),
 }
 MULTIMODAL_SHARE = {1: 1.0, 2: 0.3, 3: 0.521}  # stage 3: 52.1% multimodal SFT (Table 2)
 # Image slots per row: stage 2 packs interleaved documents; SFT chats have 1-2 images.
@@ -66,8 +86,7 @@ MAX_IMAGES = {1: 1, 2: 4, 3: 2}
 MODALITY_WARMUP_STEPS = 8000
 
 
-def base_config(model: ml_collections.ConfigDict, mode: str = "chat"
-                ) -> ml_collections.ConfigDict:
+def base_config(model: ml_collections.ConfigDict, mode: str = "chat") -> ml_collections.ConfigDict:
   """Every config's mode, seed, model (a dsvl_jax/config/presets.py preset) and the
   sections main.py may read in any mode, each with every field (all overridable)."""
   config = ml_collections.ConfigDict()
@@ -83,8 +102,9 @@ def base_config(model: ml_collections.ConfigDict, mode: str = "chat"
   return config
 
 
-def with_stage(config: ml_collections.ConfigDict, size: str, stage: int,
-               grad_accum_steps: int = 1) -> ml_collections.ConfigDict:
+def with_stage(
+    config: ml_collections.ConfigDict, size: str, stage: int, grad_accum_steps: int = 1
+) -> ml_collections.ConfigDict:
   """`config` (from base_config) as training stage `stage` of model `size`; the
   micro-batches per step are fitted per size and stage (the config files say how)."""
   config.mode = "train"
@@ -102,8 +122,9 @@ def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
   """{'train', 'optimizer', 'data'} blocks of one stage of one model size: every field of
   their dataclasses, the defaults where the recipe sets nothing."""
   if size not in TABLE4 or stage not in TABLE4[size]:
-    raise ValueError(f"no recipe for size {size!r} stage {stage!r}; sizes {list(TABLE4)}, "
-                     f"stages 1, 2, 3")
+    raise ValueError(
+        f"no recipe for size {size!r} stage {stage!r}; sizes {list(TABLE4)}, " f"stages 1, 2, 3"
+    )
   t = TABLE4[size][stage]
   train = train_config.default_train_config(
       steps=t["steps"],  # Table 4 training steps
@@ -126,8 +147,14 @@ def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
       warmup_steps=MODALITY_WARMUP_STEPS if stage == 2 else 0,  # language 1.0 -> 0.7
       tokenizer="",  # "" = the tokenizer files of train.init_from
       num_workers=8,  # grain worker processes per modality (decoding, resizing)
-      sources={name: dict(type="jsonl", modality=modality, weight=weight,
-                          paths=(f"data/stage{stage}/{name}.jsonl",))
-               for name, modality, weight in SOURCES[stage]},
+      sources={
+          name: dict(
+              type="jsonl",
+              modality=modality,
+              weight=weight,
+              paths=(f"data/stage{stage}/{name}.jsonl",),
+          )
+          for name, modality, weight in SOURCES[stage]
+      },
   )
   return {"train": train, "optimizer": optimizer, "data": data}

@@ -27,8 +27,9 @@ def learning_rate(opt: OptimizerConfig, total_steps: int) -> optax.Schedule:
   if opt.schedule == "constant":
     after = optax.constant_schedule(peak)
   elif opt.schedule == "cosine":
-    after = optax.cosine_decay_schedule(peak, max(total_steps - warm, 1),
-                                        alpha=opt.final_lr_fraction)
+    after = optax.cosine_decay_schedule(
+        peak, max(total_steps - warm, 1), alpha=opt.final_lr_fraction
+    )
   else:  # step: boundaries are fractions of the whole run, counted from step 0
     rel = 1.0
     scales = {}

@@ -37,11 +37,15 @@ class TrainState:
   nonfinite: jax.Array  # int32 []: updates skipped for a non-finite loss or gradient
 
 
-def init_state(params: Any, tx: optax.GradientTransformation, mask: Any, seed: int
-               ) -> TrainState:
+def init_state(params: Any, tx: optax.GradientTransformation, mask: Any, seed: int) -> TrainState:
   trainable, _ = freezing.partition(params, mask)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(trainable),
-                    rng=jax.random.PRNGKey(seed), nonfinite=jnp.zeros((), jnp.int32))
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      opt_state=tx.init(trainable),
+      rng=jax.random.PRNGKey(seed),
+      nonfinite=jnp.zeros((), jnp.int32),
+  )
 
 
 def micro_batches(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Array]:
@@ -50,13 +54,16 @@ def micro_batches(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Arra
   Strided, not contiguous: each device's rows (the batch axis is sharded in blocks)
   spread over every micro-batch, so no micro-batch lives on a subset of devices.
   """
+
   def split(x):
     return x.reshape((x.shape[0] // accum, accum) + x.shape[1:]).swapaxes(0, 1)
+
   return jax.tree.map(split, batch)
 
 
-def make_loss_and_grads(model: DeepseekVL, mask: Any, *, accum: int = 1, loss_chunk: int = 0
-                        ) -> Callable[[Any, dict], tuple[jax.Array, Any]]:
+def make_loss_and_grads(
+    model: DeepseekVL, mask: Any, *, accum: int = 1, loss_chunk: int = 0
+) -> Callable[[Any, dict], tuple[jax.Array, Any]]:
   """(params, batch) -> (loss, gradients of the trainable parameters; None where frozen).
 
   The loss is the global-batch mean over supervised tokens (module docstring), computed
@@ -70,15 +77,19 @@ def make_loss_and_grads(model: DeepseekVL, mask: Any, *, accum: int = 1, loss_ch
 
     def loss_fn(tr, mb):
       merged = freezing.merge(tr, frozen)
-      hidden, _ = model.apply({"params": merged}, mb["inputs"], mb["images"],
-                              positions=mb["positions"], segment_ids=mb["segment_ids"],
-                              method=DeepseekVL.hidden_states)
+      hidden, _ = model.apply(
+          {"params": merged},
+          mb["inputs"],
+          mb["images"],
+          positions=mb["positions"],
+          segment_ids=mb["segment_ids"],
+          method=DeepseekVL.hidden_states,
+      )
 
       def logits_fn(h):
         return model.apply({"params": merged}, h, method=DeepseekVL.lm_logits)
 
-      nll_sum, _ = cross_entropy_sum(hidden, mb["targets"], mb["weights"], logits_fn,
-                                     loss_chunk)
+      nll_sum, _ = cross_entropy_sum(hidden, mb["targets"], mb["weights"], logits_fn, loss_chunk)
       return nll_sum / total
 
     grad_fn = jax.value_and_grad(loss_fn)
@@ -91,16 +102,22 @@ def make_loss_and_grads(model: DeepseekVL, mask: Any, *, accum: int = 1, loss_ch
       return (loss_acc + loss_i, jax.tree.map(jnp.add, grad_acc, grad_i)), None
 
     zeros = jax.tree.map(jnp.zeros_like, trainable)
-    (loss, grads), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros),
-                                    micro_batches(batch, accum))
+    (loss, grads), _ = jax.lax.scan(
+        body, (jnp.zeros((), jnp.float32), zeros), micro_batches(batch, accum)
+    )
     return loss, grads
 
   return loss_and_grads
 
 
-def make_train_step(model: DeepseekVL, tx: optax.GradientTransformation, mask: Any, *,
-                    accum: int = 1, loss_chunk: int = 0
-                    ) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
+def make_train_step(
+    model: DeepseekVL,
+    tx: optax.GradientTransformation,
+    mask: Any,
+    *,
+    accum: int = 1,
+    loss_chunk: int = 0,
+) -> Callable[[TrainState, dict], tuple[TrainState, dict]]:
   """(state, batch) -> (state, metrics); `mask` is freezing.trainable_mask's tree."""
   loss_and_grads = make_loss_and_grads(model, mask, accum=accum, loss_chunk=loss_chunk)
 
@@ -117,12 +134,15 @@ def make_train_step(model: DeepseekVL, tx: optax.GradientTransformation, mask: A
 
     updated = jax.tree.map(keep, updated, trainable)
     opt_state = jax.tree.map(keep, opt_state, state.opt_state)
-    new_state = TrainState(step=state.step + 1, params=freezing.merge(updated, frozen),
-                           opt_state=opt_state, rng=jax.random.split(state.rng)[0],
-                           nonfinite=state.nonfinite + (~ok).astype(jnp.int32))
+    new_state = TrainState(
+        step=state.step + 1,
+        params=freezing.merge(updated, frozen),
+        opt_state=opt_state,
+        rng=jax.random.split(state.rng)[0],
+        nonfinite=state.nonfinite + (~ok).astype(jnp.int32),
+    )
     supervised = jnp.sum(batch["weights"].astype(jnp.float32))
-    metrics = {"loss": loss, "grad_norm": grad_norm, "supervised_tokens": supervised,
-               "finite": ok}
+    metrics = {"loss": loss, "grad_norm": grad_norm, "supervised_tokens": supervised, "finite": ok}
     return new_state, metrics
 
   return step

@@ -28,21 +28,28 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from dsvl_jax.runtime import sharding
 from dsvl_jax.config.schema import ConfigError, check
 from dsvl_jax.data.config import DataConfig
-from dsvl_jax.processor.layout import TokenLayout
-from dsvl_jax.processor.tokenizer import make_tokenizer
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.pipeline import TrainDataset
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import abstract_params, init_params, logical_axes
 from dsvl_jax.models.vlm import DeepseekVL
+from dsvl_jax.processor.layout import TokenLayout
+from dsvl_jax.processor.tokenizer import make_tokenizer
+from dsvl_jax.runtime import sharding
 from dsvl_jax.train import flops as flops_lib
-from dsvl_jax.train import freezing, partitioning, workdir as workdir_lib
+from dsvl_jax.train import freezing, partitioning
+from dsvl_jax.train import workdir as workdir_lib
 from dsvl_jax.train.checkpoints import Checkpoints
-from dsvl_jax.train.config import (MeshConfig, OptimizerConfig, TrainConfig, mesh_config,
-                                   optimizer_config, train_config)
+from dsvl_jax.train.config import (
+    MeshConfig,
+    OptimizerConfig,
+    TrainConfig,
+    mesh_config,
+    optimizer_config,
+    train_config,
+)
 from dsvl_jax.train.memory_report import memory_report
 from dsvl_jax.train.metrics import MetricsWriter
 from dsvl_jax.train.optimizer import make_optimizer
@@ -57,6 +64,7 @@ class NonFiniteError(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class RunConfig:
   """Every typed part of a training config, validated together."""
+
   model: VLMConfig
   data: DataConfig
   train: TrainConfig
@@ -71,15 +79,22 @@ class RunConfig:
     train = train_config(config.train)
     data = config.data.to_dict()
     if not data.get("tokenizer"):  # "" = the files of the checkpoint training starts from
-      check(bool(train.init_from), "data.tokenizer",
-            "'' means the tokenizer of train.init_from, but train.init_from is '' too")
+      check(
+          bool(train.init_from),
+          "data.tokenizer",
+          "'' means the tokenizer of train.init_from, but train.init_from is '' too",
+      )
       data["tokenizer"] = train.init_from
-    run = cls(model=VLMConfig.from_dict(config.model), data=DataConfig.from_dict(data),
-              train=train, optimizer=optimizer_config(config.optimizer),
-              mesh=mesh_config(config.get("mesh") or {}), seed=int(config.get("seed", 0)))
+    run = cls(
+        model=VLMConfig.from_dict(config.model),
+        data=DataConfig.from_dict(data),
+        train=train,
+        optimizer=optimizer_config(config.optimizer),
+        mesh=mesh_config(config.get("mesh") or {}),
+        seed=int(config.get("seed", 0)),
+    )
     b, a = run.data.global_batch_size, run.train.grad_accum_steps
-    check(b % a == 0, "train.grad_accum_steps",
-          f"{a} does not divide data.global_batch_size={b}")
+    check(b % a == 0, "train.grad_accum_steps", f"{a} does not divide data.global_batch_size={b}")
     return run
 
 
@@ -90,8 +105,12 @@ def _shape_key(modality: str, batch: dict[str, np.ndarray]) -> tuple:
 class Trainer:
   """Holds the mesh, the compiled steps, the state and the data iterator of one run."""
 
-  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
-               devices: list[Any] | None = None):
+  def __init__(
+      self,
+      config: ml_collections.ConfigDict,
+      workdir: str | pathlib.Path,
+      devices: list[Any] | None = None,
+  ):
     """devices: the mesh's devices; None = jax.devices(). Abstract devices (a TPU
     topology, experiments/aot_compile.py) build the same compiled step without
     allocating anything: construction neither touches a device nor the workdir."""
@@ -102,16 +121,21 @@ class Trainer:
     if devices is None:
       devices = jax.devices()
     if run.mesh.num_devices:
-      check(jax.process_count() == 1 and run.mesh.num_devices <= len(devices),
-            "mesh.num_devices", f"{run.mesh.num_devices} of {len(devices)} devices "
-            f"(one process only)")
-      devices = devices[:run.mesh.num_devices]
+      check(
+          jax.process_count() == 1 and run.mesh.num_devices <= len(devices),
+          "mesh.num_devices",
+          f"{run.mesh.num_devices} of {len(devices)} devices " f"(one process only)",
+      )
+      devices = devices[: run.mesh.num_devices]
     self.mesh = sharding.make_mesh(run.mesh.shape, devices)
     rows = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     per_pass = run.data.global_batch_size // run.train.grad_accum_steps
-    check(per_pass % rows == 0, "data.global_batch_size",
-          f"{per_pass} rows per accumulation step do not split over the mesh's "
-          f"data x fsdp = {rows} devices")
+    check(
+        per_pass % rows == 0,
+        "data.global_batch_size",
+        f"{per_pass} rows per accumulation step do not split over the mesh's "
+        f"data x fsdp = {rows} devices",
+    )
     self.model = DeepseekVL(run.model)
 
     abstract = abstract_params(run.model)
@@ -120,40 +144,58 @@ class Trainer:
     self.tx = make_optimizer(run.optimizer, run.train.steps, labels)
     self.schedule = learning_rate(run.optimizer, run.train.steps)
     trainable, frozen = freezing.partition(abstract, self.mask)
-    self.param_counts = {"params/trainable": freezing.count(trainable),
-                         "params/frozen": freezing.count(frozen)}
+    self.param_counts = {
+        "params/trainable": freezing.count(trainable),
+        "params/frozen": freezing.count(frozen),
+    }
 
     pdtype = jnp.dtype(run.model.compute.param_dtype)
     abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, pdtype), abstract)
     state_abstract = jax.eval_shape(self._init_state, abstract)
     param_logical = logical_axes(run.model)
-    self.state_sharding = partitioning.state_shardings(state_abstract, param_logical,
-                                                       self.mesh)
+    self.state_sharding = partitioning.state_shardings(state_abstract, param_logical, self.mesh)
     self.memory_report = memory_report(
-        state_abstract.params, self.state_sharding.params, param_logical,
-        state_abstract.opt_state, self.state_sharding.opt_state, self.mesh)
+        state_abstract.params,
+        self.state_sharding.params,
+        param_logical,
+        state_abstract.opt_state,
+        self.state_sharding.opt_state,
+        self.mesh,
+    )
     self.state_abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        state_abstract, self.state_sharding)
+        state_abstract,
+        self.state_sharding,
+    )
     self._step = jax.jit(
-        make_train_step(self.model, self.tx, self.mask, accum=run.train.grad_accum_steps,
-                        loss_chunk=run.train.loss_chunk_tokens),
+        make_train_step(
+            self.model,
+            self.tx,
+            self.mask,
+            accum=run.train.grad_accum_steps,
+            loss_chunk=run.train.loss_chunk_tokens,
+        ),
         in_shardings=(self.state_sharding, partitioning.batch_sharding(self.mesh)),
         out_shardings=(self.state_sharding, sharding.replicated(self.mesh)),
-        donate_argnums=(0,))
+        donate_argnums=(0,),
+    )
     self.compiled: dict[tuple, Any] = {}
     self._evaluator = None
     if run.train.eval_every:
       sets = (config.get("eval") or {}).get("sets") or {}
-      check(bool(sets), "eval.sets", f"train.eval_every={run.train.eval_every} but no "
-            f"evaluation sets are configured")
+      check(
+          bool(sets),
+          "eval.sets",
+          f"train.eval_every={run.train.eval_every} but no " f"evaluation sets are configured",
+      )
     self.compile_seconds = 0.0
     self.layout = TokenLayout.of(run.model)
 
   @functools.cached_property
   def checkpoints(self) -> Checkpoints:
-    return Checkpoints(self.workdir, self.run_cfg.train.keep_checkpoints,
-                       self.run_cfg.train.async_checkpoints)
+    return Checkpoints(
+        self.workdir, self.run_cfg.train.keep_checkpoints, self.run_cfg.train.async_checkpoints
+    )
 
   # -- state ---------------------------------------------------------------------------
 
@@ -173,24 +215,28 @@ class Trainer:
     for group, path in run.train.init_groups:
       other = self._read(path, f"train.init_groups.{group}")
       mask = freezing.trainable_mask(params, (group,))
-      params = freezing.merge(freezing.partition(other, mask)[0],
-                              freezing.partition(params, mask)[1])
+      params = freezing.merge(
+          freezing.partition(other, mask)[0], freezing.partition(params, mask)[1]
+      )
     return params
 
   def _read(self, path: str, field: str) -> Any:
     """Parameters of a checkpoint whose architecture must be config.model's."""
     from dsvl_jax.checkpoint.formats import read_any  # pylint: disable=g-import-not-at-top
+
     run = self.run_cfg
     shardings = self.state_sharding.params
-    loaded_cfg, params = read_any(path, dtype=run.model.compute.param_dtype,
-                                  shardings_fn=lambda _: shardings)
+    loaded_cfg, params = read_any(
+        path, dtype=run.model.compute.param_dtype, shardings_fn=lambda _: shardings
+    )
     ours = workdir_lib.flatten({k: v for k, v in run.model.to_dict().items() if k != "compute"})
-    theirs = workdir_lib.flatten({k: v for k, v in loaded_cfg.to_dict().items()
-                                  if k != "compute"})
+    theirs = workdir_lib.flatten({k: v for k, v in loaded_cfg.to_dict().items() if k != "compute"})
     diff = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if diff:
-      raise ConfigError(f"config field '{field}': {path} holds a model whose "
-                        f"{', '.join('model.' + d for d in diff)} differ from config.model")
+      raise ConfigError(
+          f"config field '{field}': {path} holds a model whose "
+          f"{', '.join('model.' + d for d in diff)} differ from config.model"
+      )
     return params
 
   def restore_or_init(self, data_iterator) -> TrainState:
@@ -204,8 +250,13 @@ class Trainer:
 
   # -- the step ------------------------------------------------------------------------
 
-  def compiled_step(self, state: TrainState, modality: str, batch: dict[str, jax.Array],
-                    writer: MetricsWriter | None = None):
+  def compiled_step(
+      self,
+      state: TrainState,
+      modality: str,
+      batch: dict[str, jax.Array],
+      writer: MetricsWriter | None = None,
+  ):
     """The executable for this (modality, shapes), compiled on first sight."""
     key = _shape_key(modality, batch)
     exe = self.compiled.get(key)
@@ -216,8 +267,10 @@ class Trainer:
       dt = time.perf_counter() - t0
       self.compile_seconds += dt
       self.compiled[key] = exe
-      msg = (f"compiled the {modality} train step (#{len(self.compiled)}, {dt:.1f} s): "
-             f"{ {k: tuple(batch[k].shape) for k in BATCH_KEYS} }")
+      msg = (
+          f"compiled the {modality} train step (#{len(self.compiled)}, {dt:.1f} s): "
+          f"{ {k: tuple(batch[k].shape) for k in BATCH_KEYS} }"
+      )
       logging.info(msg)
       if writer is not None:
         writer.text(msg)
@@ -240,19 +293,26 @@ class Trainer:
       state = self.restore_or_init(it)
       start = int(jax.device_get(state.step))
       if it.step != start:
-        raise RuntimeError(f"checkpoint state is at step {start} but its data iterator at "
-                           f"{it.step}")
-      writer = MetricsWriter(self.workdir, enabled=self.is_chief,
-                             tensorboard=run.train.tensorboard, progress=run.train.progress,
-                             total_steps=run.train.steps, initial_step=start)
-      writer.text(f"{'resuming' if resuming else 'training'} {self.workdir} at step {start} "
-                  f"of {run.train.steps}: {self.param_counts['params/trainable']:,} trainable "
-                  f"and {self.param_counts['params/frozen']:,} frozen parameters "
-                  f"({', '.join(run.train.trainable)} trained); mesh "
-                  f"{dict(self.mesh.shape)}")
+        raise RuntimeError(
+            f"checkpoint state is at step {start} but its data iterator at " f"{it.step}"
+        )
+      writer = MetricsWriter(
+          self.workdir,
+          enabled=self.is_chief,
+          tensorboard=run.train.tensorboard,
+          progress=run.train.progress,
+          total_steps=run.train.steps,
+          initial_step=start,
+      )
+      writer.text(
+          f"{'resuming' if resuming else 'training'} {self.workdir} at step {start} "
+          f"of {run.train.steps}: {self.param_counts['params/trainable']:,} trainable "
+          f"and {self.param_counts['params/frozen']:,} frozen parameters "
+          f"({', '.join(run.train.trainable)} trained); mesh "
+          f"{dict(self.mesh.shape)}"
+      )
       writer.text(self.memory_report.text())
-      summary = self._loop(state, it, writer, stop, min(until or run.train.steps,
-                                                        run.train.steps))
+      summary = self._loop(state, it, writer, stop, min(until or run.train.steps, run.train.steps))
     finally:
       stop.restore()
       it.close()
@@ -261,8 +321,9 @@ class Trainer:
         writer.close()
     return summary
 
-  def _loop(self, state: TrainState, it, writer: MetricsWriter, stop: "_StopFlag",
-            until: int) -> dict[str, Any]:
+  def _loop(
+      self, state: TrainState, it, writer: MetricsWriter, stop: "_StopFlag", until: int
+  ) -> dict[str, Any]:
     run = self.run_cfg
     tcfg = run.train
     peak = tcfg.peak_flops or _device_peak_flops(run.model.compute.dtype)
@@ -282,13 +343,14 @@ class Trainer:
       state, metrics = exe(state, batch)
       step += 1
       shape = flops_lib.BatchShape.of(host["segment_ids"], host["num_images"])
-      window.add(modality, metrics, shape,
-                 flops_lib.step_flops(run.model, tcfg.trainable, shape))
+      window.add(modality, metrics, shape, flops_lib.step_flops(run.model, tcfg.trainable, shape))
       if tcfg.nonfinite == "stop" and not bool(jax.device_get(metrics["finite"])):
         self.checkpoints.save(state, it)
         self.checkpoints.wait()
-        raise NonFiniteError(f"non-finite loss or gradient at step {step}; saved a "
-                             f"checkpoint at step {step} (train.nonfinite='stop')")
+        raise NonFiniteError(
+            f"non-finite loss or gradient at step {step}; saved a "
+            f"checkpoint at step {step} (train.nonfinite='stop')"
+        )
       writer.advance(1)
       if step % tcfg.log_every == 0 or step == until:
         logged = self._log(step, window, it, writer, peak, devices)
@@ -306,23 +368,30 @@ class Trainer:
     if last_saved != step:
       self.checkpoints.save(state, it)
     self.checkpoints.wait()
-    summary.update({"step": step, "compilations": len(self.compiled),
-                    "compile_seconds": self.compile_seconds})
+    summary.update(
+        {"step": step, "compilations": len(self.compiled), "compile_seconds": self.compile_seconds}
+    )
     self.state = state
     return summary
 
-  def _log(self, step: int, window: "_Window", it, writer: MetricsWriter, peak: float,
-           devices: int) -> dict[str, float]:
+  def _log(
+      self, step: int, window: "_Window", it, writer: MetricsWriter, peak: float, devices: int
+  ) -> dict[str, float]:
     values = window.summary()
     elapsed = max(window.elapsed(self.compile_seconds), 1e-9)
     lr = float(self.schedule(step - 1))
-    out = {"loss": values["loss"], "grad_norm": values["grad_norm"], "lr": lr,
-           "supervised_tokens": values["supervised_tokens"],
-           "nonfinite_skipped": values["nonfinite"],
-           "tokens_per_s": window.tokens / elapsed,
-           "step_time_s": elapsed / window.steps,
-           "model_flops_per_s": window.flops / elapsed,
-           "compilations": float(len(self.compiled)), **self.param_counts}
+    out = {
+        "loss": values["loss"],
+        "grad_norm": values["grad_norm"],
+        "lr": lr,
+        "supervised_tokens": values["supervised_tokens"],
+        "nonfinite_skipped": values["nonfinite"],
+        "tokens_per_s": window.tokens / elapsed,
+        "step_time_s": elapsed / window.steps,
+        "model_flops_per_s": window.flops / elapsed,
+        "compilations": float(len(self.compiled)),
+        **self.param_counts,
+    }
     if peak:  # unknown accelerators have no peak: no MFU rather than a wrong one
       out["mfu"] = window.flops / (elapsed * devices * peak)
     for m in (TEXT, MULTIMODAL):
@@ -330,12 +399,17 @@ class Trainer:
         out[f"loss/{m}"] = values[f"loss/{m}"]
     out.update(it.metrics(_global_counts(it.counts())))
     skipped = out.get("data/skipped", 0.0)
-    writer.write(step, out, console=(
-        f"step {step}: loss {out['loss']:.4f} lr {lr:.3g} grad {out['grad_norm']:.3g} "
-        f"{out['tokens_per_s']:,.0f} tok/s {out['step_time_s'] * 1e3:.0f} ms/step"
-        + (f" MFU {out['mfu']:.1%}" if "mfu" in out else "")
-        + f" compiled {len(self.compiled)}"
-        + (f" skipped samples {skipped:.0f}" if skipped else "")))
+    writer.write(
+        step,
+        out,
+        console=(
+            f"step {step}: loss {out['loss']:.4f} lr {lr:.3g} grad {out['grad_norm']:.3g} "
+            f"{out['tokens_per_s']:,.0f} tok/s {out['step_time_s'] * 1e3:.0f} ms/step"
+            + (f" MFU {out['mfu']:.1%}" if "mfu" in out else "")
+            + f" compiled {len(self.compiled)}"
+            + (f" skipped samples {skipped:.0f}" if skipped else "")
+        ),
+    )
     return out
 
   def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
@@ -344,14 +418,17 @@ class Trainer:
     on first use and reused."""
     if self._evaluator is None:
       from dsvl_jax.eval.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
+
       tokenizer = make_tokenizer(self.run_cfg.data.tokenizer, self.layout)
       self._evaluator = Evaluator(self.run_cfg.model, tokenizer, self.config.eval)
     from dsvl_jax.eval.evaluator import flat_metrics  # pylint: disable=g-import-not-at-top
+
     with jax.set_mesh(self.mesh), sharding.activation_rules():
       flat = flat_metrics(self._evaluator(state.params))
     shown = {k: v for k, v in flat.items() if k.endswith(("/mc_accuracy", "/exact_match"))}
-    writer.write(step, flat, console=f"step {step}: " + ", ".join(
-        f"{k} {v:.3f}" for k, v in shown.items()))
+    writer.write(
+        step, flat, console=f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
+    )
     return flat
 
 
@@ -417,14 +494,15 @@ def _global_counts(local: dict[str, int]) -> dict[str, int]:
   if jax.process_count() == 1:
     return local
   from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
   blob = np.frombuffer(json.dumps(local).encode(), np.uint8)
   sizes = multihost_utils.process_allgather(np.int32(blob.size))
   padded = np.zeros(int(np.max(sizes)), np.uint8)
-  padded[:blob.size] = blob
+  padded[: blob.size] = blob
   blobs = multihost_utils.process_allgather(padded)
   total: collections.Counter = collections.Counter()
   for n, b in zip(np.ravel(sizes), blobs):
-    total.update(json.loads(bytes(b[:int(n)])))
+    total.update(json.loads(bytes(b[: int(n)])))
   for k, v in local.items():
     if k.startswith("steps/"):
       total[k] = v
@@ -434,6 +512,7 @@ def _global_counts(local: dict[str, int]) -> dict[str, int]:
 def _device_peak_flops(compute_dtype: str) -> float | None:
   """The per-device peak (dsvl_jax/runtime/perf.py table; measured once on a CPU), or None."""
   from dsvl_jax.runtime import perf  # pylint: disable=g-import-not-at-top
+
   return perf.device_peak_flops(jax.devices()[0], compute_dtype)
 
 

@@ -15,17 +15,33 @@ import pathlib
 import shutil
 from typing import Any, Mapping
 
-from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.checkpoint.params_io import RUN_CONFIG
+from dsvl_jax.config.schema import ConfigError
 
 # Dotted prefixes of the fields a resumed run must keep (shapes, data order, freezing).
 PINNED = (
-    "seed", "model.llm", "model.siglip", "model.sam", "model.aligner",
-    "model.image_token_id", "model.bos_token_id", "model.eos_token_id",
-    "model.pad_token_id", "model.compute.param_dtype",
-    "data.stage", "data.pack", "data.seq_len", "data.global_batch_size",
-    "data.max_images_per_row", "data.seed", "data.shuffle", "data.tokenizer",
-    "data.append_eos", "data.system_prompt", "data.sources", "data.num_workers",
+    "seed",
+    "model.llm",
+    "model.siglip",
+    "model.sam",
+    "model.aligner",
+    "model.image_token_id",
+    "model.bos_token_id",
+    "model.eos_token_id",
+    "model.pad_token_id",
+    "model.compute.param_dtype",
+    "data.stage",
+    "data.pack",
+    "data.seq_len",
+    "data.global_batch_size",
+    "data.max_images_per_row",
+    "data.seed",
+    "data.shuffle",
+    "data.tokenizer",
+    "data.append_eos",
+    "data.system_prompt",
+    "data.sources",
+    "data.num_workers",
     "train.trainable",
 )
 
@@ -57,21 +73,25 @@ def check_restart(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
     raise ConfigError(
         f"config field(s) {', '.join(changed)} differ from the run saved in this workdir; "
         f"they decide the state's shapes or the data order, so the run cannot resume "
-        f"under them (start a new workdir, or use train.init_from to start from it)")
+        f"under them (start a new workdir, or use train.init_from to start from it)"
+    )
 
 
 def with_data_defaults(config: dict[str, Any]) -> dict[str, Any]:
   """config.json data with every data and source field: a workdir written before a field
   existed in the shipped configs used its default, so that is what it is compared as."""
   from dsvl_jax.data.config import DataConfig, SourceConfig  # pylint: disable=g-import-not-at-top
+
   data = config.get("data")
   if not isinstance(data, Mapping):
     return config
   defaults = json.loads(json.dumps(dataclasses.asdict(DataConfig())))
   source = json.loads(json.dumps(dataclasses.asdict(SourceConfig())))
   data = {**defaults, **data}
-  data["sources"] = {name: {**source, **src} if isinstance(src, Mapping) else src
-                     for name, src in dict(data.get("sources") or {}).items()}
+  data["sources"] = {
+      name: {**source, **src} if isinstance(src, Mapping) else src
+      for name, src in dict(data.get("sources") or {}).items()
+  }
   return {**config, "data": data}
 
 
@@ -80,8 +100,7 @@ def prepare(workdir: str | pathlib.Path, config: Any, resuming: bool, write: boo
   path = pathlib.Path(workdir) / RUN_CONFIG
   current = config_dict(config)
   if resuming and path.is_file():
-    check_restart(with_data_defaults(json.loads(path.read_text())),
-                  with_data_defaults(current))
+    check_restart(with_data_defaults(json.loads(path.read_text())), with_data_defaults(current))
   if write:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n")
@@ -89,8 +108,13 @@ def prepare(workdir: str | pathlib.Path, config: Any, resuming: bool, write: boo
 
 # Tokenizer files kept beside the checkpoints, so that the workdir chats, exports and
 # starts the next stage on its own (`train.init_from=WORKDIR`).
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                   "tokenizer.model", "added_tokens.json")
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.model",
+    "added_tokens.json",
+)
 
 
 def copy_tokenizer(spec: str, workdir: str | pathlib.Path) -> list[str]:

@@ -9,5 +9,7 @@ NAMES = ("mmbench", "seedbench", "pope", "scienceqa", "mmmu", "ocrbench", "textm
 
 def build_all(root: pathlib.Path) -> dict[str, str]:
   """{benchmark: path to pass as '<benchmark>:<path>'}, each under root/<benchmark>."""
-  return {name: str(importlib.import_module(f"benchmark_fixtures.{name}").build(root / name))
-          for name in NAMES}
+  return {
+      name: str(importlib.import_module(f"benchmark_fixtures.{name}").build(root / name))
+      for name in NAMES
+  }

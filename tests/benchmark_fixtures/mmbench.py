@@ -22,8 +22,22 @@ import pathlib
 from PIL import Image, ImageDraw
 
 FILE_NAME = "MMBench_DEV_EN.tsv"
-COLUMNS = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category",
-           "image", "source", "l2-category", "comment", "split")
+COLUMNS = (
+    "index",
+    "question",
+    "hint",
+    "A",
+    "B",
+    "C",
+    "D",
+    "answer",
+    "category",
+    "image",
+    "source",
+    "l2-category",
+    "comment",
+    "split",
+)
 STRIDE = 1_000_000
 WHITE, RED, GREEN, BLUE = (255, 255, 255), (220, 30, 30), (30, 170, 60), (30, 60, 220)
 GREY = (230, 230, 230)
@@ -32,8 +46,7 @@ GREY = (230, 230, 230)
 def _circle(size, fill):
   im = Image.new("RGB", size, WHITE)
   w, h = size
-  ImageDraw.Draw(im).ellipse([w // 2 - 18, h // 2 - 18, w // 2 + 18, h // 2 + 18],
-                             fill=fill)
+  ImageDraw.Draw(im).ellipse([w // 2 - 18, h // 2 - 18, w // 2 + 18, h // 2 + 18], fill=fill)
   return im
 
 
@@ -66,29 +79,76 @@ def _circle_left_square_right(size, fill):
 
 
 QUESTIONS = [
-    dict(index=15, question="What color is the circle?", hint="",
-         options=("red", "green", "blue", "yellow"), answer="A",
-         category="attribute_recognition", l2="finegrained_perception (instance-level)",
-         draw=_circle, fill=RED, size=(64, 48), fmt="PNG", probe=((32, 24), RED)),
-    dict(index=27, question="How many squares are in the image?",
-         hint="Count only the filled shapes.", options=("1", "2", "3"), answer="B",
-         category="object_localization", l2="finegrained_perception (instance-level)",
-         draw=_two_squares, fill=GREEN, size=(80, 40), fmt="JPEG",
-         probe=((20, 20), GREEN)),
-    dict(index=113, question="Which word is written in the image?",
-         hint='The sign reads one "word".\nIt is in upper case.',
-         options=("JAX", "TPU", "DSVL", "GPU"), answer="C", category="ocr",
-         l2="finegrained_perception (cross-instance)", draw=_word, fill=(0, 0, 0),
-         size=(96, 40), fmt="PNG", probe=((2, 2), GREY)),
-    dict(index=240, question="图中的三角形是什么颜色？", hint="请仔细观察图片。",
-         options=("红色", "绿色", "蓝色", "黄色"), answer="C",
-         category="attribute_recognition", l2="finegrained_perception (instance-level)",
-         draw=_triangle, fill=BLUE, size=(56, 56), fmt="JPEG", probe=((28, 40), BLUE)),
-    dict(index=1001, question="Which shape is on the left side of the image?", hint="",
-         options=("the square", "the circle"), answer="B",
-         category="spatial_relationship", l2="logic_reasoning",
-         draw=_circle_left_square_right, fill=RED, size=(100, 50), fmt="PNG",
-         probe=((25, 25), RED)),
+    dict(
+        index=15,
+        question="What color is the circle?",
+        hint="",
+        options=("red", "green", "blue", "yellow"),
+        answer="A",
+        category="attribute_recognition",
+        l2="finegrained_perception (instance-level)",
+        draw=_circle,
+        fill=RED,
+        size=(64, 48),
+        fmt="PNG",
+        probe=((32, 24), RED),
+    ),
+    dict(
+        index=27,
+        question="How many squares are in the image?",
+        hint="Count only the filled shapes.",
+        options=("1", "2", "3"),
+        answer="B",
+        category="object_localization",
+        l2="finegrained_perception (instance-level)",
+        draw=_two_squares,
+        fill=GREEN,
+        size=(80, 40),
+        fmt="JPEG",
+        probe=((20, 20), GREEN),
+    ),
+    dict(
+        index=113,
+        question="Which word is written in the image?",
+        hint='The sign reads one "word".\nIt is in upper case.',
+        options=("JAX", "TPU", "DSVL", "GPU"),
+        answer="C",
+        category="ocr",
+        l2="finegrained_perception (cross-instance)",
+        draw=_word,
+        fill=(0, 0, 0),
+        size=(96, 40),
+        fmt="PNG",
+        probe=((2, 2), GREY),
+    ),
+    dict(
+        index=240,
+        question="图中的三角形是什么颜色？",
+        hint="请仔细观察图片。",
+        options=("红色", "绿色", "蓝色", "黄色"),
+        answer="C",
+        category="attribute_recognition",
+        l2="finegrained_perception (instance-level)",
+        draw=_triangle,
+        fill=BLUE,
+        size=(56, 56),
+        fmt="JPEG",
+        probe=((28, 40), BLUE),
+    ),
+    dict(
+        index=1001,
+        question="Which shape is on the left side of the image?",
+        hint="",
+        options=("the square", "the circle"),
+        answer="B",
+        category="spatial_relationship",
+        l2="logic_reasoning",
+        draw=_circle_left_square_right,
+        fill=RED,
+        size=(100, 50),
+        fmt="PNG",
+        probe=((25, 25), RED),
+    ),
 ]
 
 
@@ -100,8 +160,19 @@ def image_base64(q: dict) -> str:
 
 def _row(q: dict, index: int, options, answer: str, image: str) -> list[str]:
   cells = list(options) + [""] * (4 - len(options))  # pandas writes NaN as ""
-  return [str(index), q["question"], q["hint"], *cells, answer, q["category"], image,
-          "fixture", q["l2"], "", "dev"]
+  return [
+      str(index),
+      q["question"],
+      q["hint"],
+      *cells,
+      answer,
+      q["category"],
+      image,
+      "fixture",
+      q["l2"],
+      "",
+      "dev",
+  ]
 
 
 def shifted(options, answer: str, k: int):
@@ -113,8 +184,7 @@ def shifted(options, answer: str, k: int):
 
 def build(root: pathlib.Path, circular: bool = False) -> pathlib.Path:
   root.mkdir(parents=True, exist_ok=True)
-  rows = [_row(q, q["index"], q["options"], q["answer"], image_base64(q))
-          for q in QUESTIONS]
+  rows = [_row(q, q["index"], q["options"], q["answer"], image_base64(q)) for q in QUESTIONS]
   if circular:
     for k in range(1, 4):
       for q in QUESTIONS:

@@ -27,10 +27,21 @@ from PIL import Image, ImageDraw
 IMAGE_COLUMNS = [f"image_{k}" for k in range(1, 8)]
 IMAGE_TYPE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 SCHEMA = pa.schema(
-    [("id", pa.string()), ("question", pa.string()), ("options", pa.string()),
-     ("explanation", pa.string())] + [(c, IMAGE_TYPE) for c in IMAGE_COLUMNS] +
-    [("img_type", pa.string()), ("answer", pa.string()), ("topic_difficulty", pa.string()),
-     ("question_type", pa.string()), ("subfield", pa.string())])
+    [
+        ("id", pa.string()),
+        ("question", pa.string()),
+        ("options", pa.string()),
+        ("explanation", pa.string()),
+    ]
+    + [(c, IMAGE_TYPE) for c in IMAGE_COLUMNS]
+    + [
+        ("img_type", pa.string()),
+        ("answer", pa.string()),
+        ("topic_difficulty", pa.string()),
+        ("question_type", pa.string()),
+        ("subfield", pa.string()),
+    ]
+)
 # What `datasets` writes into the schema metadata (the release files carry it).
 HF_FEATURES = {c: {"dtype": "string", "_type": "Value"} for c in SCHEMA.names}
 HF_FEATURES.update({c: {"_type": "Image"} for c in IMAGE_COLUMNS})
@@ -55,8 +66,7 @@ def square(color=BLUE) -> dict:
 
 
 def pentagon() -> dict:
-  return _png(lambda d: d.polygon([(48, 10), (86, 38), (72, 84), (24, 84), (10, 38)],
-                                  fill=GREEN))
+  return _png(lambda d: d.polygon([(48, 10), (86, 38), (72, 84), (24, 84), (10, 38)], fill=GREEN))
 
 
 def text(word: str) -> dict:
@@ -64,9 +74,17 @@ def text(word: str) -> dict:
 
 
 def row(id, question, options, answer, qtype, images, subfield="", img_type="['Diagrams']"):
-  r = {"id": id, "question": question, "options": repr(options), "explanation": "",
-       "img_type": img_type, "answer": answer, "topic_difficulty": "Easy",
-       "question_type": qtype, "subfield": subfield}
+  r = {
+      "id": id,
+      "question": question,
+      "options": repr(options),
+      "explanation": "",
+      "img_type": img_type,
+      "answer": answer,
+      "topic_difficulty": "Easy",
+      "question_type": qtype,
+      "subfield": subfield,
+  }
   for k, c in enumerate(IMAGE_COLUMNS):
     r[c] = images[k] if k < len(images) else None
   return r
@@ -75,37 +93,82 @@ def row(id, question, options, answer, qtype, images, subfield="", img_type="['D
 def validation_rows() -> dict[str, list[dict]]:
   return {
       "Math": [
-          row("validation_Math_1", "Which shape is drawn in <image 1>?",
-              ["triangle", "square", "pentagon", "circle"], "C", "multiple-choice",
-              [pentagon()], "Geometry"),
-          row("validation_Math_2", "What number is printed in <image 1>?", [], "12",
-              "open", [text("12")], "Arithmetic"),
+          row(
+              "validation_Math_1",
+              "Which shape is drawn in <image 1>?",
+              ["triangle", "square", "pentagon", "circle"],
+              "C",
+              "multiple-choice",
+              [pentagon()],
+              "Geometry",
+          ),
+          row(
+              "validation_Math_2",
+              "What number is printed in <image 1>?",
+              [],
+              "12",
+              "open",
+              [text("12")],
+              "Arithmetic",
+          ),
       ],
       "Art": [
-          row("validation_Art_1",
+          row(
+              "validation_Art_1",
               "<image 2> shows a square. What colour is the circle in <image 1>?",
-              ["green", "red", "blue", "black"], "B", "multiple-choice",
-              [circle(), square()], "Colour"),
-          row("validation_Art_2", "Which option has the same shape as <image 1>?",
-              ["<image 2>", "<image 3>", "neither"], "A", "multiple-choice",
-              [circle(GREEN), circle(BLUE), square(RED)], "Shape"),
+              ["green", "red", "blue", "black"],
+              "B",
+              "multiple-choice",
+              [circle(), square()],
+              "Colour",
+          ),
+          row(
+              "validation_Art_2",
+              "Which option has the same shape as <image 1>?",
+              ["<image 2>", "<image 3>", "neither"],
+              "A",
+              "multiple-choice",
+              [circle(GREEN), circle(BLUE), square(RED)],
+              "Shape",
+          ),
       ],
       "Physics": [
-          row("validation_Physics_1", "Which direction does the arrow sign point to?",
-              [], "['north', 'n']", "open", [text("NORTH")], "Mechanics"),
+          row(
+              "validation_Physics_1",
+              "Which direction does the arrow sign point to?",
+              [],
+              "['north', 'n']",
+              "open",
+              [text("NORTH")],
+              "Mechanics",
+          ),
       ],
   }
 
 
 def dev_rows() -> dict[str, list[dict]]:
-  return {"Math": [row("dev_Math_1", "Is <image 1> a circle?", ["yes", "no"], "A",
-                       "multiple-choice", [circle()], "Geometry")]}
+  return {
+      "Math": [
+          row(
+              "dev_Math_1",
+              "Is <image 1> a circle?",
+              ["yes", "no"],
+              "A",
+              "multiple-choice",
+              [circle()],
+              "Geometry",
+          )
+      ]
+  }
 
 
 def write_parquet(path: pathlib.Path, rows: list[dict], schema: pa.Schema = SCHEMA) -> None:
   path.parent.mkdir(parents=True, exist_ok=True)
-  meta = {b"huggingface": json.dumps({"info": {"features": {
-      c: HF_FEATURES[c] for c in schema.names}}}).encode()}
+  meta = {
+      b"huggingface": json.dumps(
+          {"info": {"features": {c: HF_FEATURES[c] for c in schema.names}}}
+      ).encode()
+  }
   table = pa.Table.from_pylist(rows, schema=schema.with_metadata(meta))
   pq.write_table(table, path)
 

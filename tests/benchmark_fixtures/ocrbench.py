@@ -20,27 +20,56 @@ from PIL import Image, ImageDraw
 MATH_TYPE = "Handwritten Mathematical Expression Recognition"
 
 RECORDS = [
-    {"dataset_name": "IIIT5K", "id": 7, "image_path": "IIIT5K/test/7_1.png",
-     "question": "what is written in the image?", "answers": "CENTRE",
-     "type": "Regular Text Recognition"},
-    {"dataset_name": "docVQA", "id": 3, "image_path": "docVQA/val/documents/doc_3.png",
-     "question": "What is the total amount?", "answers": ["$12.50", "12.50"],
-     "type": "Doc-oriented VQA"},
-    {"dataset_name": "HME100k", "id": 41,
-     "image_path": "HME100K/test/test_images/test_41.jpg",
-     "question": "Please write out the expression of the formula in the image using "
-                 "LaTeX format.",
-     "answers": "x ^ { 2 } + 1 = 5\n", "type": MATH_TYPE},
-    {"dataset_name": "textVQA", "id": 9, "image_path": "textVQA/train_images/9.jpg",
-     "question": "what brand is on the sign?", "answers": ["coca cola"],
-     "type": "Scene Text-centric VQA"},
-    {"dataset_name": "FUNSD", "id": 2, "image_path": "FUNSD/testing_data/images/2.png",
-     "question": "what is the date?", "answers": "1/2/98",
-     "type": "Key Information Extraction"},
+    {
+        "dataset_name": "IIIT5K",
+        "id": 7,
+        "image_path": "IIIT5K/test/7_1.png",
+        "question": "what is written in the image?",
+        "answers": "CENTRE",
+        "type": "Regular Text Recognition",
+    },
+    {
+        "dataset_name": "docVQA",
+        "id": 3,
+        "image_path": "docVQA/val/documents/doc_3.png",
+        "question": "What is the total amount?",
+        "answers": ["$12.50", "12.50"],
+        "type": "Doc-oriented VQA",
+    },
+    {
+        "dataset_name": "HME100k",
+        "id": 41,
+        "image_path": "HME100K/test/test_images/test_41.jpg",
+        "question": "Please write out the expression of the formula in the image using "
+        "LaTeX format.",
+        "answers": "x ^ { 2 } + 1 = 5\n",
+        "type": MATH_TYPE,
+    },
+    {
+        "dataset_name": "textVQA",
+        "id": 9,
+        "image_path": "textVQA/train_images/9.jpg",
+        "question": "what brand is on the sign?",
+        "answers": ["coca cola"],
+        "type": "Scene Text-centric VQA",
+    },
+    {
+        "dataset_name": "FUNSD",
+        "id": 2,
+        "image_path": "FUNSD/testing_data/images/2.png",
+        "question": "what is the date?",
+        "answers": "1/2/98",
+        "type": "Key Information Extraction",
+    },
 ]
 
-PRINTED = {"IIIT5K": "CENTRE", "docVQA": "Total: $12.50", "HME100k": "x^2+1=5",
-           "textVQA": "Coca Cola", "FUNSD": "Date: 1/2/98"}
+PRINTED = {
+    "IIIT5K": "CENTRE",
+    "docVQA": "Total: $12.50",
+    "HME100k": "x^2+1=5",
+    "textVQA": "Coca Cola",
+    "FUNSD": "Date: 1/2/98",
+}
 
 
 def _draw(words: str, path: pathlib.Path) -> None:

@@ -18,8 +18,12 @@ IMAGE_IDS = (139, 285)  # 139: a brown "dog" box; 285: a red "ball"
 
 # split -> [(image_id, object, label)], question_id = position in the list
 QUESTIONS = {
-    "random": [(139, "dog", "yes"), (139, "car", "no"), (285, "sports ball", "yes"),
-               (285, "cat", "no")],
+    "random": [
+        (139, "dog", "yes"),
+        (139, "car", "no"),
+        (285, "sports ball", "yes"),
+        (285, "cat", "no"),
+    ],
     "popular": [(139, "dog", "yes"), (285, "person", "no")],
     "adversarial": [(285, "sports ball", "yes"), (139, "frisbee", "no")],
 }
@@ -51,9 +55,17 @@ def build(root: pathlib.Path) -> pathlib.Path:
   for image_id in IMAGE_IDS:
     _draw(image_id).save(pope / "val2014" / image_name(image_id), quality=90)
   for split, rows in QUESTIONS.items():
-    lines = [json.dumps({"question_id": qid, "image": image_name(image_id),
-                         "image_id": image_id, "text": question_text(obj),
-                         "label": label})
-             for qid, (image_id, obj, label) in enumerate(rows)]
+    lines = [
+        json.dumps(
+            {
+                "question_id": qid,
+                "image": image_name(image_id),
+                "image_id": image_id,
+                "text": question_text(obj),
+                "label": label,
+            }
+        )
+        for qid, (image_id, obj, label) in enumerate(rows)
+    ]
     (pope / "coco" / f"coco_pope_{split}.json").write_text("\n".join(lines) + "\n")
   return pope / "coco"

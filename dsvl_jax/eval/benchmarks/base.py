@@ -36,12 +36,14 @@ class BenchmarkFormatError(ValueError):
 class BenchItem:
   """One question. `answer` is what `parse` returns for a right answer: an option
   letter ('B'), 'yes'/'no', or for open answers a tuple of accepted strings."""
+
   id: str  # unique within the benchmark (a CircularEval rotation has its own id)
   question: str  # the question as released (placeholders as the release writes them)
   options: tuple[str, ...]  # option texts in order (A, B, ...); () for open / yes-no
   answer: Any
   load_images: Callable[[], list[Image.Image]] = dataclasses.field(
-      default=lambda: [], compare=False, repr=False)
+      default=lambda: [], compare=False, repr=False
+  )
   num_images: int = 0
   category: str = ""  # per-category accuracy where the benchmark reports it
   hint: str = ""  # context shown before the question (MMBench, ScienceQA)
@@ -55,6 +57,7 @@ class BenchItem:
 @runtime_checkable
 class Benchmark(Protocol):
   """A benchmark answered by generation (registry.MODULES but LIKELIHOOD)."""
+
   NAME: str  # the benchmark's key in config.eval.sets specs and reports
 
   def load(self, path: str | pathlib.Path) -> list[BenchItem]:
@@ -80,6 +83,7 @@ class Benchmark(Protocol):
 @runtime_checkable
 class LikelihoodBenchmark(Protocol):
   """A benchmark scored by option likelihood (registry.LIKELIHOOD; eval/scoring.py)."""
+
   NAME: str
 
   def load(self, path: str | pathlib.Path, shots: int = 0) -> list[EvalItem]:

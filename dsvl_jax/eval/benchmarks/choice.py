@@ -35,8 +35,8 @@ import re
 import unicodedata
 from typing import Sequence
 
-from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 from dsvl_jax.eval.benchmarks.base import LETTERS, option_lines
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
@@ -48,16 +48,22 @@ _EDGE = " \t\r\n*_`\"'\u201c\u201d\u2018\u2019"
 _LEADING = re.compile(r"\(?([A-Z])(?:[.):]|$)")
 # Rule 2: an answer phrase; the letter must not run on into a word ("Answer: Cat").
 _PHRASE = re.compile(
-    r"(?:(?i:\banswer\b)\s*(?:(?i:is)\b)?\s*:?|答案\s*(?:是|为|:)?)"
-    r"\s*\(?([A-Z])(?![A-Za-z0-9])")
+    r"(?:(?i:\banswer\b)\s*(?:(?i:is)\b)?\s*:?|答案\s*(?:是|为|:)?)" r"\s*\(?([A-Z])(?![A-Za-z0-9])"
+)
 
 
-def mcq_prompt(question: str, options: Sequence[str], hint: str = "",
-               num_images: int = 1) -> str:
+def mcq_prompt(question: str, options: Sequence[str], hint: str = "", num_images: int = 1) -> str:
   """The user turn for a multiple-choice item (layout in the module docstring)."""
   hint_line = f"Hint: {hint}\n" if hint else ""
-  return (IMAGE_TOKEN * num_images + hint_line + f"Question: {question}\n"
-          + "Options:\n" + option_lines(options) + "\n" + INSTRUCTION)
+  return (
+      IMAGE_TOKEN * num_images
+      + hint_line
+      + f"Question: {question}\n"
+      + "Options:\n"
+      + option_lines(options)
+      + "\n"
+      + INSTRUCTION
+  )
 
 
 def normalise(text: str) -> str:
@@ -69,7 +75,7 @@ def normalise(text: str) -> str:
 
 def candidate_letters(output: str, options: Sequence[str]) -> set[str]:
   """Every letter some rule proposes for `output` (a set: more than one = ambiguous)."""
-  valid = set(LETTERS[:len(options)])
+  valid = set(LETTERS[: len(options)])
   text = unicodedata.normalize("NFKC", output).strip(_EDGE)
   found: set[str] = set()
   leading = _LEADING.match(text)

@@ -40,12 +40,18 @@ from typing import Any, Sequence
 from PIL import Image, UnidentifiedImageError
 
 from dsvl_jax.eval.benchmarks import choice
-from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, LETTERS, accuracy,
-                                           check_answers, exact_match, image_loader)
+from dsvl_jax.eval.benchmarks.base import (
+    LETTERS,
+    BenchItem,
+    BenchmarkFormatError,
+    accuracy,
+    check_answers,
+    exact_match,
+    image_loader,
+)
 
 NAME = "mmbench"
-REQUIRED = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category",
-            "image")
+REQUIRED = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image")
 OPTIONAL = ("l2-category", "split", "source", "comment")
 CIRCULAR_STRIDE = 1_000_000  # index of rotation k = index + k * CIRCULAR_STRIDE
 IMAGE_REF_MAX = 64  # image cells this short are another row's index, not base64
@@ -69,8 +75,10 @@ def read_rows(path: pathlib.Path) -> tuple[list[str], list[tuple[int, dict[str, 
         raise BenchmarkFormatError(f"{path}: empty file (no header row)")
       missing = [c for c in REQUIRED if c not in header]
       if missing:
-        raise BenchmarkFormatError(f"{path}: header row: missing column(s) "
-                                   f"{', '.join(missing)} (has {', '.join(header)})")
+        raise BenchmarkFormatError(
+            f"{path}: header row: missing column(s) "
+            f"{', '.join(missing)} (has {', '.join(header)})"
+        )
       rows = []
       for n, row in enumerate(reader, start=1):
         if not row:
@@ -78,7 +86,8 @@ def read_rows(path: pathlib.Path) -> tuple[list[str], list[tuple[int, dict[str, 
         if len(row) != len(header):
           raise BenchmarkFormatError(
               f"{path}: row {n} (line {reader.line_num}) has {len(row)} fields, the "
-              f"header has {len(header)}")
+              f"header has {len(header)}"
+          )
         rows.append((n, dict(zip(header, row))))
   finally:
     csv.field_size_limit(old_limit)
@@ -91,8 +100,9 @@ def row_options(row: dict[str, str], letters: Sequence[str], where: str) -> tupl
   cells = [row[c] for c in letters]
   n = next((i for i, c in enumerate(cells) if _absent(c)), len(cells))
   if any(not _absent(c) for c in cells[n:]):
-    raise BenchmarkFormatError(f"{where}: options are not contiguous: "
-                               f"{dict(zip(letters, cells))}")
+    raise BenchmarkFormatError(
+        f"{where}: options are not contiguous: " f"{dict(zip(letters, cells))}"
+    )
   if n < 2:
     raise BenchmarkFormatError(f"{where}: fewer than two options")
   return tuple(c.strip() for c in cells[:n])
@@ -118,7 +128,8 @@ def image_source(indexed: dict[int, tuple[str, dict[str, str]]], index: int) -> 
   ref = int(cell) if cell.isdigit() else None
   if ref not in indexed or len(indexed[ref][1]["image"].strip()) <= IMAGE_REF_MAX:
     raise BenchmarkFormatError(
-        f"{where}: image {cell!r} is neither base64 nor the index of a row with one")
+        f"{where}: image {cell!r} is neither base64 nor the index of a row with one"
+    )
   return ref
 
 
@@ -142,8 +153,7 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
     try:
       index = int(row["index"])
     except ValueError:
-      raise BenchmarkFormatError(
-          f"{where}: index {row['index']!r} is not an int") from None
+      raise BenchmarkFormatError(f"{where}: index {row['index']!r} is not an int") from None
     if index in indexed:
       raise BenchmarkFormatError(f"{where}: index {index} appears twice")
     indexed[index] = (f"{where} (index {index})", row)
@@ -154,15 +164,20 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
   for index, (where, row) in indexed.items():
     options = row_options(row, letters, where)
     answer = row["answer"].strip()
-    if answer not in tuple(LETTERS[:len(options)]):
+    if answer not in tuple(LETTERS[: len(options)]):
       raise BenchmarkFormatError(
-          f"{where}: answer {answer!r} is not one of its {len(options)} option letters")
+          f"{where}: answer {answer!r} is not one of its {len(options)} option letters"
+      )
     source = image_source(indexed, index)
     if source not in decoded:
       decoded[source] = decode_image(indexed[source][1]["image"], indexed[source][0])
-    base = dict(question=row["question"], load_images=image_loader(decoded[source]),
-                num_images=1, category=row["category"].strip(),
-                hint="" if _absent(row["hint"]) else row["hint"].strip())
+    base = dict(
+        question=row["question"],
+        load_images=image_loader(decoded[source]),
+        num_images=1,
+        category=row["category"].strip(),
+        hint="" if _absent(row["hint"]) else row["hint"].strip(),
+    )
     if has_copies:
       rotations = [(index // CIRCULAR_STRIDE, options, answer)]
       group = index % CIRCULAR_STRIDE
@@ -171,8 +186,16 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
       group = index
     for k, opts, ans in rotations:
       item_index = group + k * CIRCULAR_STRIDE
-      items.append(BenchItem(id=str(item_index), options=opts, answer=ans,
-                             group=str(group), extra=_extra(row, item_index, k), **base))
+      items.append(
+          BenchItem(
+              id=str(item_index),
+              options=opts,
+              answer=ans,
+              group=str(group),
+              extra=_extra(row, item_index, k),
+              **base,
+          )
+      )
   # Rotations of a question side by side (files list copies after all originals), so a
   # prefix of the list holds whole questions.
   first = {}
@@ -207,6 +230,5 @@ def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str,
       "unparsed": sum(a is None for a in parsed),
   }
   for name in sorted(set(category.values())):
-    metrics[f"category/{name}"] = accuracy(
-        [ok for g, ok in passed.items() if category[g] == name])
+    metrics[f"category/{name}"] = accuracy([ok for g, ok in passed.items() if category[g] == name])
   return metrics

@@ -44,16 +44,32 @@ from typing import Any, Sequence
 
 import pyarrow.parquet as pq
 
+from dsvl_jax.eval.benchmarks.base import (
+    LETTERS,
+    BenchItem,
+    BenchmarkFormatError,
+    accuracy,
+    check_answers,
+    image_loader,
+)
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, LETTERS, accuracy,
-                                           check_answers, image_loader)
 
 NAME = "mmmu"
 
 NUM_IMAGE_COLUMNS = 7
 IMAGE_COLUMNS = tuple(f"image_{k}" for k in range(1, NUM_IMAGE_COLUMNS + 1))
-COLUMNS = ("id", "question", "options", "explanation", *IMAGE_COLUMNS, "img_type",
-           "answer", "topic_difficulty", "question_type", "subfield")
+COLUMNS = (
+    "id",
+    "question",
+    "options",
+    "explanation",
+    *IMAGE_COLUMNS,
+    "img_type",
+    "answer",
+    "topic_difficulty",
+    "question_type",
+    "subfield",
+)
 # What loading needs; explanation, img_type, topic_difficulty and subfield are kept in
 # `extra` when present but a file without them still loads.
 REQUIRED = ("id", "question", "options", *IMAGE_COLUMNS, "answer", "question_type")
@@ -69,13 +85,23 @@ DOMAINS = {
     "Art and Design": ("Art", "Art_Theory", "Design", "Music"),
     "Business": ("Accounting", "Economics", "Finance", "Manage", "Marketing"),
     "Science": ("Biology", "Chemistry", "Geography", "Math", "Physics"),
-    "Health and Medicine": ("Basic_Medical_Science", "Clinical_Medicine",
-                            "Diagnostics_and_Laboratory_Medicine", "Pharmacy",
-                            "Public_Health"),
+    "Health and Medicine": (
+        "Basic_Medical_Science",
+        "Clinical_Medicine",
+        "Diagnostics_and_Laboratory_Medicine",
+        "Pharmacy",
+        "Public_Health",
+    ),
     "Humanities and Social Science": ("History", "Literature", "Sociology", "Psychology"),
-    "Tech and Engineering": ("Agriculture", "Architecture_and_Engineering",
-                             "Computer_Science", "Electronics", "Energy_and_Power",
-                             "Materials", "Mechanical_Engineering"),
+    "Tech and Engineering": (
+        "Agriculture",
+        "Architecture_and_Engineering",
+        "Computer_Science",
+        "Electronics",
+        "Energy_and_Power",
+        "Materials",
+        "Mechanical_Engineering",
+    ),
 }
 
 _TAG = re.compile(r"<image (\d+)>")
@@ -93,7 +119,8 @@ def _files(path: pathlib.Path, split: str) -> list[pathlib.Path]:
   files = sorted(path.glob(f"*/{split}-*.parquet")) or sorted(path.glob(f"{split}-*.parquet"))
   if not files:
     raise BenchmarkFormatError(
-        f"{path}: no <Subject>/{split}-*.parquet nor {split}-*.parquet files")
+        f"{path}: no <Subject>/{split}-*.parquet nor {split}-*.parquet files"
+    )
   return files
 
 
@@ -177,44 +204,55 @@ def _item(row: dict, file: pathlib.Path, index: int, split: str) -> BenchItem:
   where = f"{file} row {index} (id {row['id']!r})"
   qtype = row["question_type"]
   if qtype not in (MULTIPLE_CHOICE, OPEN):
-    raise BenchmarkFormatError(f"{where}: question_type {qtype!r} is neither "
-                               f"{MULTIPLE_CHOICE!r} nor {OPEN!r}")
+    raise BenchmarkFormatError(
+        f"{where}: question_type {qtype!r} is neither " f"{MULTIPLE_CHOICE!r} nor {OPEN!r}"
+    )
   options = _literal_list(row["options"], where, "options")
   if qtype == MULTIPLE_CHOICE:
     if not 2 <= len(options) <= len(LETTERS):
-      raise BenchmarkFormatError(f"{where}: a multiple-choice item with "
-                                 f"{len(options)} options")
+      raise BenchmarkFormatError(f"{where}: a multiple-choice item with " f"{len(options)} options")
     answer: Any = row["answer"]
-    if split != "test" and answer not in LETTERS[:len(options)]:  # test hides answers
-      raise BenchmarkFormatError(f"{where}: answer {answer!r} is not one of the "
-                                 f"letters of its {len(options)} options")
+    if split != "test" and answer not in LETTERS[: len(options)]:  # test hides answers
+      raise BenchmarkFormatError(
+          f"{where}: answer {answer!r} is not one of the " f"letters of its {len(options)} options"
+      )
   else:
     options = []
     answer = open_answers(row["answer"] or "")
   available = [k for k in range(1, NUM_IMAGE_COLUMNS + 1) if row[f"image_{k}"] is not None]
-  leading, referenced = image_layout(prompt_body(row["question"], options, qtype),
-                                     available)
+  leading, referenced = image_layout(prompt_body(row["question"], options, qtype), available)
   missing = [n for n in referenced if n not in available]
   if missing:
-    raise BenchmarkFormatError(f"{where}: <image {missing[0]}> is referenced but "
-                               f"image_{missing[0]} is empty")
+    raise BenchmarkFormatError(
+        f"{where}: <image {missing[0]}> is referenced but " f"image_{missing[0]} is empty"
+    )
   order = leading + referenced
-  extra = {"question_type": qtype, "leading_images": len(leading),
-           "image_columns": tuple(f"image_{n}" for n in order), "split": split}
+  extra = {
+      "question_type": qtype,
+      "leading_images": len(leading),
+      "image_columns": tuple(f"image_{n}" for n in order),
+      "split": split,
+  }
   extra.update({k: row[k] for k in METADATA if k in row})
   return BenchItem(
-      id=row["id"], question=row["question"], options=tuple(options), answer=answer,
-      load_images=image_loader(*[_source(row[f"image_{n}"], file.parent, where)
-                                  for n in order]),
-      num_images=len(order), category=_subject(row["id"], file), extra=extra)
+      id=row["id"],
+      question=row["question"],
+      options=tuple(options),
+      answer=answer,
+      load_images=image_loader(*[_source(row[f"image_{n}"], file.parent, where) for n in order]),
+      num_images=len(order),
+      category=_subject(row["id"], file),
+      extra=extra,
+  )
 
 
 def _read(file: pathlib.Path, split: str) -> list[BenchItem]:
   names = set(pq.read_schema(file).names)
   for column in REQUIRED:
     if column not in names:
-      raise BenchmarkFormatError(f"{file}: no column {column!r} (MMMU parquet columns: "
-                                 f"{', '.join(COLUMNS)})")
+      raise BenchmarkFormatError(
+          f"{file}: no column {column!r} (MMMU parquet columns: " f"{', '.join(COLUMNS)})"
+      )
   columns = list(REQUIRED) + [c for c in METADATA if c in names]
   rows = pq.read_table(file, columns=columns).to_pylist()
   return [_item(row, file, i, split) for i, row in enumerate(rows)]
@@ -249,8 +287,11 @@ def _letter_forms(letter: str) -> tuple[re.Pattern, ...]:
   official " B ", here any whitespace, or the text's ends); "B." / "B)" / "B:" opening
   a phrase ("B. 45 kg"; not in the official parser, which finds "B." only at the end
   where the stripping has removed the dot)."""
-  return (re.compile(rf"\({letter}\)"), re.compile(rf"(?<!\S){letter}(?!\S)"),
-          re.compile(rf"(?<!\S){letter}[.):]"))
+  return (
+      re.compile(rf"\({letter}\)"),
+      re.compile(rf"(?<!\S){letter}(?!\S)"),
+      re.compile(rf"(?<!\S){letter}[.):]"),
+  )
 
 
 def _last(found: dict[str, int]) -> str | None:
@@ -268,7 +309,7 @@ def parse_choice(response: str, options: Sequence[str]) -> str | None:
   text ("Paris" for option "Paris"; the official parser would guess at random). No
   candidate: None, where the official parser picks a random letter.
   """
-  letters = LETTERS[:len(options)]
+  letters = LETTERS[: len(options)]
   text = " " + response.strip(_EDGE) + " "
   for stage in range(3):
     found = {}
@@ -280,8 +321,11 @@ def parse_choice(response: str, options: Sequence[str]) -> str | None:
       return _last(found)
   lowered = text.lower()
   if len(text.split()) > 5:
-    found = {letters[i]: lowered.rfind(o.strip().lower())
-             for i, o in enumerate(options) if o.strip() and o.strip().lower() in lowered}
+    found = {
+        letters[i]: lowered.rfind(o.strip().lower())
+        for i, o in enumerate(options)
+        if o.strip() and o.strip().lower() in lowered
+    }
     if found:
       return _last(found)
   whole = lowered.strip()
@@ -292,8 +336,7 @@ def parse_choice(response: str, options: Sequence[str]) -> str | None:
 # ---------------------------------------------------------------- open questions
 
 # A sentence's answer tends to follow one of these; the shortest such tail is kept.
-_KEY_MARKERS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ",
-                "result ")
+_KEY_MARKERS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
 _TRIVIAL = {":", ",", ".", "!", "?", ";", "'"}
 
 # Number forms, as in the official extractor: thousands with commas ("3,500"),
@@ -324,8 +367,7 @@ def normalize(text: str) -> list[str | float]:
 
 
 def extract_numbers(text: str) -> list[str]:
-  return (_NUM_COMMAS.findall(text) + _NUM_SCIENTIFIC.findall(text) +
-          _NUM_PLAIN.findall(text))
+  return _NUM_COMMAS.findall(text) + _NUM_SCIENTIFIC.findall(text) + _NUM_PLAIN.findall(text)
 
 
 def _key_tail(line: str, markers: Sequence[str]) -> str | None:
@@ -414,13 +456,12 @@ def score(items: Sequence[BenchItem], parsed: Sequence[Any]) -> dict[str, float 
   check_answers(items, parsed)
   flags = [is_correct(it, p) for it, p in zip(items, parsed)]
   out = {"accuracy": accuracy(flags)}
-  for qtype, key in ((MULTIPLE_CHOICE, "accuracy_multiple_choice"),
-                     (OPEN, "accuracy_open")):
-    out[key] = accuracy([f for it, f in zip(items, flags)
-                         if it.extra["question_type"] == qtype])
+  for qtype, key in ((MULTIPLE_CHOICE, "accuracy_multiple_choice"), (OPEN, "accuracy_open")):
+    out[key] = accuracy([f for it, f in zip(items, flags) if it.extra["question_type"] == qtype])
   for subject in sorted({it.category for it in items}):
     out[f"category/{subject}"] = accuracy(
-        [f for it, f in zip(items, flags) if it.category == subject])
+        [f for it, f in zip(items, flags) if it.category == subject]
+    )
   for domain, subjects in DOMAINS.items():
     group = [f for it, f in zip(items, flags) if it.category in subjects]
     if group:

@@ -33,9 +33,14 @@ import json
 import pathlib
 from typing import Any, Sequence
 
+from dsvl_jax.eval.benchmarks.base import (
+    BenchItem,
+    BenchmarkFormatError,
+    accuracy,
+    check_answers,
+    image_loader,
+)
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy, check_answers,
-                                           image_loader)
 
 NAME = "ocrbench"
 
@@ -62,8 +67,10 @@ def _image_root(json_file: pathlib.Path, first_image: str) -> pathlib.Path:
   for root in candidates:
     if (root / first_image).is_file():
       return root
-  raise FileNotFoundError(f"{json_file}: image {first_image!r} is in none of "
-                          f"{', '.join(map(str, candidates))}; pass image_root")
+  raise FileNotFoundError(
+      f"{json_file}: image {first_image!r} is in none of "
+      f"{', '.join(map(str, candidates))}; pass image_root"
+  )
 
 
 def _check(record: Any, where: str) -> None:
@@ -71,26 +78,29 @@ def _check(record: Any, where: str) -> None:
     raise BenchmarkFormatError(f"{where}: not an object")
   for key in KEYS:
     if key not in record:
-      raise BenchmarkFormatError(f"{where}: no key {key!r} (OCRBench keys: "
-                                 f"{', '.join(KEYS)})")
+      raise BenchmarkFormatError(f"{where}: no key {key!r} (OCRBench keys: " f"{', '.join(KEYS)})")
   answers = record["answers"]
-  if not (isinstance(answers, str) or
-          (isinstance(answers, list) and answers and
-           all(isinstance(a, str) for a in answers))):
-    raise BenchmarkFormatError(f"{where}: answers must be a string or a non-empty list "
-                               f"of strings, got {answers!r}")
+  if not (
+      isinstance(answers, str)
+      or (isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers))
+  ):
+    raise BenchmarkFormatError(
+        f"{where}: answers must be a string or a non-empty list " f"of strings, got {answers!r}"
+    )
 
 
-def load(path: str | pathlib.Path,
-         image_root: str | pathlib.Path | None = None) -> list[BenchItem]:
+def load(path: str | pathlib.Path, image_root: str | pathlib.Path | None = None) -> list[BenchItem]:
   json_file = _json_file(pathlib.Path(path))
   records = json.loads(json_file.read_text(encoding="utf-8"))
   if not isinstance(records, list) or not records:
     raise BenchmarkFormatError(f"{json_file}: expected a non-empty JSON list")
   for i, record in enumerate(records):
     _check(record, f"{json_file} item {i}")
-  root = (pathlib.Path(image_root) if image_root is not None
-          else _image_root(json_file, records[0]["image_path"]))
+  root = (
+      pathlib.Path(image_root)
+      if image_root is not None
+      else _image_root(json_file, records[0]["image_path"])
+  )
   items, seen = [], set()
   for i, r in enumerate(records):
     image = root / r["image_path"]
@@ -102,11 +112,18 @@ def load(path: str | pathlib.Path,
       item_id = f"{item_id}#{i}"
     seen.add(item_id)
     answers = (r["answers"],) if isinstance(r["answers"], str) else tuple(r["answers"])
-    items.append(BenchItem(
-        id=item_id, question=r["question"], options=(), answer=answers,
-        load_images=image_loader(image), num_images=1,
-        category=r["type"], extra={"dataset_name": r["dataset_name"],
-                                   "image_path": r["image_path"]}))
+    items.append(
+        BenchItem(
+            id=item_id,
+            question=r["question"],
+            options=(),
+            answer=answers,
+            load_images=image_loader(image),
+            num_images=1,
+            category=r["type"],
+            extra={"dataset_name": r["dataset_name"], "image_path": r["image_path"]},
+        )
+    )
   return items
 
 
@@ -143,8 +160,7 @@ def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str,
   flags = [is_correct(it, p) for it, p in zip(items, parsed)]
   out: dict[str, float | int] = {"score": sum(flags), "accuracy": accuracy(flags)}
   for kind in sorted({it.category for it in items}):
-    out[f"category/{kind}"] = accuracy(
-        [f for it, f in zip(items, flags) if it.category == kind])
+    out[f"category/{kind}"] = accuracy([f for it, f in zip(items, flags) if it.category == kind])
   out["num_items"] = len(items)
   out["unparsed"] = sum(p is None for p in parsed)
   return out

@@ -50,9 +50,14 @@ import pathlib
 import re
 from typing import Any, Sequence
 
+from dsvl_jax.eval.benchmarks.base import (
+    BenchItem,
+    BenchmarkFormatError,
+    check_answers,
+    exact_match,
+    image_loader,
+)
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, check_answers,
-                                           exact_match, image_loader)
 
 NAME = "pope"
 SPLITS = ("random", "popular", "adversarial")  # the order reports list them in
@@ -67,7 +72,7 @@ _YES = re.compile(r"\byes\b", re.IGNORECASE)
 def split_name(file: pathlib.Path) -> str:
   """'random' for coco_pope_random.json; the stem for any other name."""
   stem = file.stem
-  return stem[len("coco_pope_"):] if stem.startswith("coco_pope_") else stem
+  return stem[len("coco_pope_") :] if stem.startswith("coco_pope_") else stem
 
 
 def question_files(path: pathlib.Path) -> list[pathlib.Path]:
@@ -97,8 +102,7 @@ def parse_line(line: str, where: str) -> dict[str, Any]:
     raise BenchmarkFormatError(f"{where}: not a JSON object ({e.msg})") from None
   if not isinstance(row, dict):
     raise BenchmarkFormatError(f"{where}: not a JSON object")
-  for key, kind in (("question_id", (int, str)), ("image", str), ("text", str),
-                    ("label", str)):
+  for key, kind in (("question_id", (int, str)), ("image", str), ("text", str), ("label", str)):
     if key not in row:
       raise BenchmarkFormatError(f"{where}: missing {key!r}")
     if not isinstance(row[key], kind) or isinstance(row[key], bool):
@@ -124,21 +128,26 @@ def load_file(file: pathlib.Path, image_dir: pathlib.Path) -> list[BenchItem]:
     image = image_dir / row["image"]
     if not image.is_file():
       raise FileNotFoundError(f"{where}: image {image} not found")
-    items.append(BenchItem(
-        id=item_id, question=row["text"], options=(), answer=row["label"],
-        load_images=image_loader(image), num_images=1,
-        category=split,
-        extra={"question_id": row["question_id"], "image": row["image"]}))
+    items.append(
+        BenchItem(
+            id=item_id,
+            question=row["text"],
+            options=(),
+            answer=row["label"],
+            load_images=image_loader(image),
+            num_images=1,
+            category=split,
+            extra={"question_id": row["question_id"], "image": row["image"]},
+        )
+    )
   return items
 
 
-def load(path: str | pathlib.Path,
-         image_dir: str | pathlib.Path | None = None) -> list[BenchItem]:
+def load(path: str | pathlib.Path, image_dir: str | pathlib.Path | None = None) -> list[BenchItem]:
   """Every question of the file (or of each coco_pope_*.json in the folder)."""
   path = pathlib.Path(path)
   files = question_files(path)
-  images = (pathlib.Path(image_dir) if image_dir is not None
-            else default_image_dir(files[0].parent))
+  images = pathlib.Path(image_dir) if image_dir is not None else default_image_dir(files[0].parent)
   if not images.is_dir():
     raise FileNotFoundError(f"POPE: image folder {images} not found (pass image_dir)")
   return [item for f in files for item in load_file(f, images)]

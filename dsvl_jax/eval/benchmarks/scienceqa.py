@@ -45,10 +45,18 @@ import json
 import pathlib
 from typing import Any, Sequence
 
-from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
-from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, LETTERS, accuracy,
-                                           check_answers, exact_match, image_loader, option_lines)
+from dsvl_jax.eval.benchmarks.base import (
+    LETTERS,
+    BenchItem,
+    BenchmarkFormatError,
+    accuracy,
+    check_answers,
+    exact_match,
+    image_loader,
+    option_lines,
+)
 from dsvl_jax.eval.benchmarks.choice import INSTRUCTION, extract_choice
+from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 NAME = "scienceqa"
 PROBLEMS = "problems.json"
@@ -76,8 +84,13 @@ def check_problem(p: Any, where: str) -> None:
   fields this loader uses, with their release types."""
   if not isinstance(p, dict):
     raise BenchmarkFormatError(f"{where}: not a JSON object")
-  for key, kind in (("question", str), ("choices", list), ("answer", int),
-                    ("split", str), ("subject", str)):
+  for key, kind in (
+      ("question", str),
+      ("choices", list),
+      ("answer", int),
+      ("split", str),
+      ("subject", str),
+  ):
     if key not in p:
       raise BenchmarkFormatError(f"{where}: missing {key!r}")
     if not isinstance(p[key], kind) or isinstance(p[key], bool):
@@ -95,8 +108,9 @@ def check_problem(p: Any, where: str) -> None:
     raise BenchmarkFormatError(f"{where}: 'image' is neither a file name nor null")
 
 
-def split_pids(root: pathlib.Path, problems: dict[str, Any], file: pathlib.Path,
-               split: str) -> list[str]:
+def split_pids(
+    root: pathlib.Path, problems: dict[str, Any], file: pathlib.Path, split: str
+) -> list[str]:
   """The split's pids: pid_splits.json's list when it has the split, else by field."""
   splits_file = root / PID_SPLITS
   if splits_file.is_file():
@@ -105,8 +119,9 @@ def split_pids(root: pathlib.Path, problems: dict[str, Any], file: pathlib.Path,
       pids = [str(pid) for pid in splits[split]]
       for pid in pids:
         if pid not in problems:
-          raise BenchmarkFormatError(f"{splits_file}: {split!r} lists pid {pid}, which "
-                                     f"{file.name} lacks")
+          raise BenchmarkFormatError(
+              f"{splits_file}: {split!r} lists pid {pid}, which " f"{file.name} lacks"
+          )
       return pids
   pids = []
   for pid, p in problems.items():
@@ -134,12 +149,19 @@ def load(path: str | pathlib.Path, split: str = "test") -> list[BenchItem]:
     image = root / IMAGES / p["split"] / pid / p["image"]
     if not image.is_file():
       raise FileNotFoundError(f"{file}: pid {pid}: image {image} not found")
-    items.append(BenchItem(
-        id=pid, question=p["question"], options=tuple(p["choices"]),
-        answer=LETTERS[p["answer"]],
-        load_images=image_loader(image), num_images=1,
-        category=p["subject"], hint=p.get("hint", ""),
-        extra={"grade": p.get("grade", ""), "split": p["split"]}))
+    items.append(
+        BenchItem(
+            id=pid,
+            question=p["question"],
+            options=tuple(p["choices"]),
+            answer=LETTERS[p["answer"]],
+            load_images=image_loader(image),
+            num_images=1,
+            category=p["subject"],
+            hint=p.get("hint", ""),
+            extra={"grade": p.get("grade", ""), "split": p["split"]},
+        )
+    )
   return items
 
 
@@ -160,9 +182,13 @@ def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str,
   """accuracy, category/<subject> accuracy, num_items, unparsed (None = wrong)."""
   check_answers(items, parsed)
   right = [exact_match(it, a) for it, a in zip(items, parsed)]
-  out = {"accuracy": accuracy(right), "num_items": float(len(items)),
-         "unparsed": float(sum(a is None for a in parsed))}
+  out = {
+      "accuracy": accuracy(right),
+      "num_items": float(len(items)),
+      "unparsed": float(sum(a is None for a in parsed)),
+  }
   for subject in sorted({it.category for it in items}):
     out[f"category/{subject}"] = accuracy(
-        [r for it, r in zip(items, right) if it.category == subject])
+        [r for it, r in zip(items, right) if it.category == subject]
+    )
   return out

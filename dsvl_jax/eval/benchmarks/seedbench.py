@@ -31,15 +31,28 @@ import pathlib
 from typing import Any, Sequence
 
 from dsvl_jax.eval.benchmarks import choice
-from dsvl_jax.eval.benchmarks.base import (BenchItem, BenchmarkFormatError, accuracy, check_answers,
-                                           exact_match, image_loader)
+from dsvl_jax.eval.benchmarks.base import (
+    BenchItem,
+    BenchmarkFormatError,
+    accuracy,
+    check_answers,
+    exact_match,
+    image_loader,
+)
 
 NAME = "seedbench"
 JSON_NAME = "SEED-Bench.json"
 IMAGE_DIR = "SEED-Bench-image"
 CHOICE_KEYS = ("choice_a", "choice_b", "choice_c", "choice_d")
-REQUIRED = ("question_id", "question", *CHOICE_KEYS, "answer", "data_id", "data_type",
-            "question_type_id")
+REQUIRED = (
+    "question_id",
+    "question",
+    *CHOICE_KEYS,
+    "answer",
+    "data_id",
+    "data_type",
+    "question_type_id",
+)
 IMAGE_SUFFIXES = ("", ".jpg")  # tried in order after the data_id
 
 
@@ -54,7 +67,7 @@ def type_names(data: dict[str, Any], json_path: pathlib.Path) -> dict[int, str]:
   """question_type_id -> dimension name, from the "question_type" map."""
   types = data.get("question_type")
   if not isinstance(types, dict):
-    raise BenchmarkFormatError(f"{json_path}: no \"question_type\" object")
+    raise BenchmarkFormatError(f'{json_path}: no "question_type" object')
   return {int(i): name for name, i in types.items()}
 
 
@@ -74,7 +87,7 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
   except (OSError, json.JSONDecodeError) as e:
     raise BenchmarkFormatError(f"{json_path}: not a readable JSON file ({e})") from e
   if not isinstance(data, dict) or not isinstance(data.get("questions"), list):
-    raise BenchmarkFormatError(f"{json_path}: no \"questions\" list")
+    raise BenchmarkFormatError(f'{json_path}: no "questions" list')
   names = type_names(data, json_path)
   items, seen = [], set()
   for n, q in enumerate(data["questions"]):
@@ -93,13 +106,20 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
       raise BenchmarkFormatError(f"{where}: answer {q['answer']!r} is not A-D")
     if q["question_type_id"] not in names:
       raise BenchmarkFormatError(
-          f"{where}: question_type_id {q['question_type_id']!r} is not in question_type")
-    items.append(BenchItem(
-        id=qid, question=q["question"],
-        options=tuple(str(q[k]).strip() for k in CHOICE_KEYS), answer=q["answer"],
-        load_images=image_loader(image_path(image_dir, str(q["data_id"]), where)),
-        num_images=1, category=names[q["question_type_id"]],
-        extra={"data_id": q["data_id"], "question_type_id": q["question_type_id"]}))
+          f"{where}: question_type_id {q['question_type_id']!r} is not in question_type"
+      )
+    items.append(
+        BenchItem(
+            id=qid,
+            question=q["question"],
+            options=tuple(str(q[k]).strip() for k in CHOICE_KEYS),
+            answer=q["answer"],
+            load_images=image_loader(image_path(image_dir, str(q["data_id"]), where)),
+            num_images=1,
+            category=names[q["question_type_id"]],
+            extra={"data_id": q["data_id"], "question_type_id": q["question_type_id"]},
+        )
+    )
   return items
 
 
@@ -119,5 +139,6 @@ def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str,
   }
   for name in sorted({item.category for item in items}):
     metrics[f"category/{name}"] = accuracy(
-        [ok for item, ok in zip(items, right) if item.category == name])
+        [ok for item, ok in zip(items, right) if item.category == name]
+    )
   return metrics

@@ -32,14 +32,20 @@ def _fields(d: dict, where: str) -> tuple[str, list[str], int, str]:
     question, options, answer = d["ctx"], d["endings"], d.get("label")
     category = d.get("activity_label", "")
   else:
-    raise BenchmarkFormatError(f"{where}: expected 'question' + 'choices' (MMLU) or "
-                               f"'ctx' + 'endings' (HellaSwag), got {sorted(d)}")
+    raise BenchmarkFormatError(
+        f"{where}: expected 'question' + 'choices' (MMLU) or "
+        f"'ctx' + 'endings' (HellaSwag), got {sorted(d)}"
+    )
   if isinstance(answer, str):
-    answer = LETTERS.index(answer) if answer in LETTERS[:len(options)] else (
-        int(answer) if answer.isdigit() else -1)
+    answer = (
+        LETTERS.index(answer)
+        if answer in LETTERS[: len(options)]
+        else (int(answer) if answer.isdigit() else -1)
+    )
   if not isinstance(answer, int) or not 0 <= answer < len(options):
-    raise BenchmarkFormatError(f"{where}: answer {answer!r} is not one of the "
-                               f"{len(options)} options")
+    raise BenchmarkFormatError(
+        f"{where}: answer {answer!r} is not one of the " f"{len(options)} options"
+    )
   return str(question), [str(o) for o in options], answer, str(category)
 
 
@@ -56,7 +62,15 @@ def load(path: str | pathlib.Path, shots: int = 0) -> list[EvalItem]:
   if shots >= len(rows):
     raise BenchmarkFormatError(f"{path}: {shots} few-shot examples leave no question")
   prefix = "".join(f"Question: {q}\nAnswer: {opts[a]}\n\n" for (q, opts, a, _), _ in rows[:shots])
-  return [EvalItem(id=f"{path.stem}:{n}", question=f"{prefix}Question: {q}\nAnswer:",
-                   images=(), options=tuple(o.strip() for o in opts), answer=a, type=cat,
-                   source=f"{path}:{n}")
-          for (q, opts, a, cat), n in rows[shots:]]
+  return [
+      EvalItem(
+          id=f"{path.stem}:{n}",
+          question=f"{prefix}Question: {q}\nAnswer:",
+          images=(),
+          options=tuple(o.strip() for o in opts),
+          answer=a,
+          type=cat,
+          source=f"{path}:{n}",
+      )
+      for (q, opts, a, cat), n in rows[shots:]
+  ]
