@@ -48,9 +48,7 @@ def main(argv):
     if i == 0:
       print(r.report)
     rows = config.data.global_batch_size // (r.mesh["data"] * r.mesh["fsdp"])
-    print(
-        f"per-chip batch: {rows} rows, {rows // config.train.grad_accum_steps} per " f"micro-batch"
-    )
+    print(f"per-chip batch: {rows} rows, {rows // config.train.grad_accum_steps} per micro-batch")
     print(r.table(_STEP_TIME.value or None))
     print()
 

@@ -395,9 +395,7 @@ def print_hostile(rows) -> None:
       f"hybrid in a child process; caps: serve.max_image_pixels 50,000,000, "
       f"serve.max_body_bytes 32 MiB; lifted: 200,000,000 and 100,000,000\n"
   )
-  print(
-      "| server | request | status | error code | response s | RSS before MB | " "peak growth MB |"
-  )
+  print("| server | request | status | error code | response s | RSS before MB | peak growth MB |")
   print("|---|---|---|---|---|---|---|")
   for server, name, o, expected in rows:
     status = (

@@ -5,7 +5,7 @@ slice as abstract devices; nothing is allocated and no TPU is needed."""
 import pytest
 
 pytest.importorskip(
-    "libtpu", reason="libtpu (requirements-test.txt) compiles for TPU " "topologies on a CPU host"
+    "libtpu", reason="libtpu (requirements-test.txt) compiles for TPU topologies on a CPU host"
 )
 
 from train_fixtures import run_config  # noqa: E402

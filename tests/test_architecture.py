@@ -196,7 +196,7 @@ def test_the_public_surface_resolves_and_stays_light():
   with pytest.raises(AttributeError, match="no attribute 'nope'"):
     _ = dsvl_jax.nope
   out = subprocess.run(
-      [sys.executable, "-c", "import sys, dsvl_jax; " "print('jax' in sys.modules)"],
+      [sys.executable, "-c", "import sys, dsvl_jax; print('jax' in sys.modules)"],
       cwd=ROOT,
       capture_output=True,
       text=True,

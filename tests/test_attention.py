@@ -187,7 +187,7 @@ def test_chunked_memory_grows_linearly_where_the_reference_grows_quadratically()
 
 @pytest.mark.skipif(
     len(jax.devices()) < 8,
-    reason="needs 8 devices (conftest simulates " "8 on CPU; a single-accelerator run has 1)",
+    reason="needs 8 devices (conftest simulates 8 on CPU; a single-accelerator run has 1)",
 )
 def test_splash_on_a_mesh_runs_per_shard_and_matches(batch):
   """On a (data 2, fsdp 2, tensor 2) mesh the kernel runs inside shard_map with rows

@@ -100,7 +100,7 @@ def test_mmmu_images_in_options(mmmu_items):
 
 def test_mmmu_open_prompt_and_unreferenced_image(mmmu_items):
   assert mmmu.prompt(mmmu_items["validation_Math_2"]) == (
-      f"What number is printed in {PH}?\n" "Answer the question using a single word or phrase."
+      f"What number is printed in {PH}?\nAnswer the question using a single word or phrase."
   )
   it = mmmu_items["validation_Physics_1"]  # image_1 present, no tag: it goes first
   assert mmmu.prompt(it) == (

@@ -248,7 +248,7 @@ def test_sharded_and_bfloat16_files(saved, tmp_path):
 
 @pytest.mark.skipif(
     len(jax.devices()) < 8,
-    reason="needs 8 devices (conftest simulates " "8 on CPU; a single-accelerator run has 1)",
+    reason="needs 8 devices (conftest simulates 8 on CPU; a single-accelerator run has 1)",
 )
 def test_load_onto_a_mesh(saved):
   """With a mesh, parameters are placed sharded as they are read (or restored)."""

@@ -87,7 +87,7 @@ def test_the_tokenizer_keeps_the_template_and_answers_whole(tmp_path):
   cfg = VLMConfig.from_dict(c.model)
   tok = Tokenizer.from_sentencepiece(tmp_path / "t.model", cfg)
   msgs = [
-      conversation.Message("user", "<image_placeholder>What colour is the shape at the " "top?"),
+      conversation.Message("user", "<image_placeholder>What colour is the shape at the top?"),
       conversation.Message("assistant", "Red."),
   ]
   enc = conversation.encode_conversation(msgs, tok, cfg, template=conversation.template_for(""))

@@ -46,9 +46,7 @@ def test_libtpu_without_a_tpu_runs_on_the_cpu_backend():
 
 def test_a_user_run_on_8_simulated_devices_needs_no_settings_and_prints_no_tpu_error(tmp_path):
   env = {k: v for k, v in os.environ.items() if k not in ("PJRT_NPROC", "JAX_PLATFORMS")}
-  env["XLA_FLAGS"] = (
-      "--xla_force_host_platform_device_count=8 " "--xla_backend_optimization_level=0"
-  )
+  env["XLA_FLAGS"] = "--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0"
   out = subprocess.run(
       [
           sys.executable,

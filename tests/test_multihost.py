@@ -20,7 +20,7 @@ from dsvl_jax.train.trainer import Trainer
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(
     len(jax.devices()) < 8,
-    reason="needs 8 devices (conftest " "simulates 8 on CPU; a single-accelerator run has 1)",
+    reason="needs 8 devices (conftest simulates 8 on CPU; a single-accelerator run has 1)",
 )
 
 # The run both layouts train: 8 packed rows, every step multimodal, 5 steps.

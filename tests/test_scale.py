@@ -18,7 +18,7 @@ from dsvl_jax.train.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(
     len(jax.devices()) < 8,
-    reason="needs 8 devices (conftest " "simulates 8 on CPU; a single-accelerator run has 1)",
+    reason="needs 8 devices (conftest simulates 8 on CPU; a single-accelerator run has 1)",
 )
 
 MESHES = [(8, 1, 1), (1, 8, 1), (2, 2, 2), (1, 2, 4)]

@@ -26,7 +26,7 @@ def test_every_parameter_has_logical_axes(family):
 
 @pytest.mark.skipif(
     len(jax.devices()) < 8,
-    reason="needs 8 devices (conftest simulates " "8 on CPU; a single-accelerator run has 1)",
+    reason="needs 8 devices (conftest simulates 8 on CPU; a single-accelerator run has 1)",
 )
 def test_sharded_forward_matches_single_device(family):
   cfg = tiny_config(family)

@@ -244,7 +244,7 @@ def to_hf(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
     )
   if cfg.siglip.pixel_mean != SIGLIP_MEAN or (cfg.hybrid and cfg.sam.pixel_mean != CLIP_MEAN):
     raise ConversionError(
-        "transformers' processors fix the normalisation constants; this " "config uses others"
+        "transformers' processors fix the normalisation constants; this config uses others"
     )
   return out
 

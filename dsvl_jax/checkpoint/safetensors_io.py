@@ -78,7 +78,7 @@ class SafetensorsSource(TensorSource):
         listed = {k for k, f in self._files.items() if f == file}
         if listed - keys:
           raise ConversionError(
-              f"{file} lacks tensors its index lists: " f"{sorted(listed - keys)[:10]}"
+              f"{file} lacks tensors its index lists: {sorted(listed - keys)[:10]}"
           )
     elif (self.directory / SINGLE_NAME).exists():
       file = self.directory / SINGLE_NAME
@@ -107,7 +107,7 @@ class SafetensorsSource(TensorSource):
         self._handles[file] = safe_open(str(file), framework="numpy")
       except Exception as e:  # safetensors raises its own error types for bad headers
         raise ConversionError(
-            f"cannot read {file}: {e} (truncated or not a safetensors " "file?)"
+            f"cannot read {file}: {e} (truncated or not a safetensors file?)"
         ) from e
     return self._handles[file]
 

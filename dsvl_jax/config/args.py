@@ -30,5 +30,5 @@ def parse_arg(
   path = pathlib.Path(file)
   names = [repr(c) for c in choices if c is not None] + (["none"] if None in choices else [])
   raise ValueError(
-      f"{path.parent.name}/{path.name}: unknown {what} {arg!r}; " f"use one of: {', '.join(names)}"
+      f"{path.parent.name}/{path.name}: unknown {what} {arg!r}; use one of: {', '.join(names)}"
   )

@@ -94,7 +94,7 @@ def build_dataclass(
   unknown = sorted(set(d) - set(fields))
   if unknown:
     raise ConfigError(
-        f"config field '{prefix}': unknown field(s) {unknown}; " f"known: {sorted(fields)}"
+        f"config field '{prefix}': unknown field(s) {unknown}; known: {sorted(fields)}"
     )
   kwargs = {}
   for name, value in d.items():

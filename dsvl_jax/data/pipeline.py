@@ -452,7 +452,7 @@ def regroup_states(
   for s in states:
     if s.get("version") != STATE_VERSION:
       raise ValueError(
-          f"data iterator state version {s.get('version')!r}, this code " f"reads {STATE_VERSION}"
+          f"data iterator state version {s.get('version')!r}, this code reads {STATE_VERSION}"
       )
     for key in ("step", "config", "num_workers"):
       if s.get(key) != first.get(key):
@@ -471,7 +471,7 @@ def regroup_states(
   batch = first["config"]["global_batch_size"]
   if batch % process_count:
     raise ValueError(
-        f"data.global_batch_size={batch} is not divisible by the " f"{process_count} processes"
+        f"data.global_batch_size={batch} is not divisible by the {process_count} processes"
     )
   rows: dict[str, dict[int, Any]] = collections.defaultdict(dict)
   for s in states:

@@ -35,7 +35,7 @@ class SkipLog:
     n = self.counts[reason]
     if n <= self.first_named:
       tail = (
-          f" (the first {self.first_named} '{reason}' skips are named; later ones " f"are counted)"
+          f" (the first {self.first_named} '{reason}' skips are named; later ones are counted)"
           if n == self.first_named
           else ""
       )

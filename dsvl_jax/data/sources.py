@@ -110,9 +110,7 @@ def _record_from_dict(d: Any, base_dir: pathlib.Path | None) -> Record:
     elif isinstance(ref, (bytes, Image.Image)):
       refs.append(ref)
     else:
-      raise RecordError(
-          f"an image must be a path, bytes or a PIL image, got " f"{type(ref).__name__}"
-      )
+      raise RecordError(f"an image must be a path, bytes or a PIL image, got {type(ref).__name__}")
   kind = d.get("kind", "")
   return Record(str(kind), text, None if messages is None else tuple(messages), tuple(refs))
 
@@ -164,7 +162,7 @@ def unframe_record(payload: bytes) -> Record:
     at += length
   if at != len(payload):
     raise RecordError(
-        f"ArrayRecord payload holds {len(payload)} bytes, its header " f"accounts for {at}"
+        f"ArrayRecord payload holds {len(payload)} bytes, its header accounts for {at}"
     )
   header["images"] = images
   return _record_from_dict(header, None)
@@ -246,7 +244,7 @@ class SyntheticSource:
     unknown = set(kinds) - set(synthetic.KINDS)
     if unknown or not kinds:
       raise ValueError(
-          f"synthetic kinds must be a non-empty subset of {synthetic.KINDS}, " f"got {list(kinds)}"
+          f"synthetic kinds must be a non-empty subset of {synthetic.KINDS}, got {list(kinds)}"
       )
     self.seed, self.size, self.image_size, self.kinds = seed, size, image_size, tuple(kinds)
 

@@ -87,7 +87,7 @@ def parse_item(d: Any, base_dir: pathlib.Path, where: str) -> EvalItem:
   if isinstance(answer, int):
     if not 0 <= answer < len(options):
       raise ItemError(
-          f"{where}: 'answer' index {answer} is out of range for " f"{len(options)} options"
+          f"{where}: 'answer' index {answer} is out of range for {len(options)} options"
       )
   elif answer.strip() in options:
     answer = options.index(answer.strip())

@@ -54,9 +54,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
       n: s for n, s in specs.items() if s[0] is not None and s[0] not in registry.LIKELIHOOD
   }
   if bench_sets and not workdir:
-    raise ConfigError(
-        "--workdir is required for benchmark sets (predictions, summaries, " "resuming)"
-    )
+    raise ConfigError("--workdir is required for benchmark sets (predictions, summaries, resuming)")
   cfg, params = load_model(config, eval_cfg)
   tokenizer = load_tokenizer(eval_cfg, cfg, "eval")
   t0 = time.perf_counter()

@@ -303,7 +303,7 @@ class Generator:
     check_context(
         self.cfg.llm,
         s,
-        f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens " f"({sampling.max_new_tokens})",
+        f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens ({sampling.max_new_tokens})",
     )
     pad = tp - t
     ids = np.concatenate([np.full((b, pad), self.cfg.pad_token_id, np.int32), ids], 1)

@@ -113,7 +113,7 @@ def dense(
   features = (features,) if isinstance(features, int) else tuple(features)
   if len(kernel_axes) != n_in + len(features):
     raise ValueError(
-        f"kernel_axes {kernel_axes} do not match {n_in} input and " f"{len(features)} output dims"
+        f"kernel_axes {kernel_axes} do not match {n_in} input and {len(features)} output dims"
     )
   return Dense(compute, features, tuple(kernel_axes), n_in, use_bias, out_major, name=name)
 

@@ -49,7 +49,7 @@ def check_context(cfg: LLMConfig, positions: int, what: str) -> None:
   """Refuses `positions` beyond the model's context; `what` says how they add up."""
   if positions > cfg.max_position_embeddings:
     raise ValueError(
-        f"{what} exceeds the model's context of " f"{cfg.max_position_embeddings} positions"
+        f"{what} exceeds the model's context of {cfg.max_position_embeddings} positions"
     )
 
 

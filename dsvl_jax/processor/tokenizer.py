@@ -60,7 +60,7 @@ class _HFBackend:
       i = getattr(cfg, name)
       if self.tok.id_to_token(i) is None:
         raise TokenizerError(
-            f"{path}: config {name}={i} is not a token of this file " f"({size} entries)"
+            f"{path}: config {name}={i} is not a token of this file ({size} entries)"
         )
     local = self.tok.token_to_id(image_token)
     if local is None:

@@ -79,7 +79,7 @@ async def _read_body(request: Request, cap: int) -> bytes | bytearray:
   """The body, refused (413) past `cap` bytes without holding more than that: into one
   buffer of the announced Content-Length, or (chunked) as chunks joined at the end."""
   too_large = RequestError(
-      f"the request body is larger than {cap} bytes " f"(serve.max_body_bytes)",
+      f"the request body is larger than {cap} bytes (serve.max_body_bytes)",
       status=413,
       code="body_too_large",
   )

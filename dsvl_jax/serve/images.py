@@ -64,7 +64,7 @@ class ImageResolver:
       )
     if len(payload) * 3 // 4 > self.max_bytes:
       raise RequestError(
-          f"{param}: the image is larger than {self.max_bytes} bytes " f"(serve.max_image_bytes)",
+          f"{param}: the image is larger than {self.max_bytes} bytes (serve.max_image_bytes)",
           param=param,
           code="invalid_image",
       )
@@ -107,14 +107,14 @@ class ImageResolver:
         )
       if target.stat().st_size > self.max_bytes:
         raise RequestError(
-            f"{param}: the image is larger than {self.max_bytes} bytes " f"(serve.max_image_bytes)",
+            f"{param}: the image is larger than {self.max_bytes} bytes (serve.max_image_bytes)",
             param=param,
             code="invalid_image",
         )
       data = target.read_bytes()
     except (OSError, RuntimeError, ValueError) as e:
       raise RequestError(
-          f"{param}: the image path {shown!r} cannot be read: " f"{type(e).__name__}",
+          f"{param}: the image path {shown!r} cannot be read: {type(e).__name__}",
           param=param,
           code="invalid_image",
       ) from e
@@ -140,7 +140,7 @@ class ImageResolver:
       raise RequestError(f"the uploaded image cannot be read: {type(e).__name__}") from e
     if len(data) > self.max_bytes:
       raise RequestError(
-          f"the uploaded image is larger than {self.max_bytes} bytes " f"(serve.max_image_bytes)",
+          f"the uploaded image is larger than {self.max_bytes} bytes (serve.max_image_bytes)",
           code="invalid_image",
       )
     return self.decode(data, None, "the uploaded file")

@@ -174,7 +174,7 @@ def parse_body(raw: bytes | bytearray) -> dict[str, Any]:
   where = _lone_surrogate(body) if _SURROGATE_ESCAPE.search(raw) else None
   if where is not None:
     raise RequestError(
-        f"{where} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is " f"not Unicode text",
+        f"{where} holds a lone UTF-16 surrogate (\\ud800-\\udfff), which is not Unicode text",
         param=where,
     )
   return body
@@ -211,7 +211,7 @@ def _number(body, name, default, lo, hi, kind=float):
       or (kind is int and isinstance(value, float) and not value.is_integer())
   ):
     raise RequestError(
-        f"'{name}' must be a{'n integer' if kind is int else ' number'}, " f"got {_short(value)}",
+        f"'{name}' must be a{'n integer' if kind is int else ' number'}, got {_short(value)}",
         param=name,
     )
   # Compared as given: Python orders ints of any size against floats exactly, where
@@ -257,7 +257,7 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults)
       continue
     if role not in ("user", "assistant"):
       raise RequestError(
-          f"{where}: role {role!r} is not supported (system, user, " f"assistant)",
+          f"{where}: role {role!r} is not supported (system, user, assistant)",
           param=f"{where}.role",
       )
     content = msg.get("content")
@@ -268,7 +268,7 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults)
     for url, param in urls:
       if len(images) >= limits.max_images:
         raise RequestError(
-            f"too many images: at most {limits.max_images} per request " f"(serve.max_images)",
+            f"too many images: at most {limits.max_images} per request (serve.max_images)",
             param=param,
             code="too_many_images",
         )
@@ -279,7 +279,7 @@ def parse_chat_request(body: dict[str, Any], limits: Limits, defaults: Defaults)
   for i, m in enumerate(turns):
     if m.role != ("user" if i % 2 == 0 else "assistant"):
       raise RequestError(
-          "after the system message, roles must alternate user, " "assistant, user, ...",
+          "after the system message, roles must alternate user, assistant, user, ...",
           param="messages",
       )
   max_tokens = body.get("max_completion_tokens", body.get("max_tokens"))
@@ -358,7 +358,7 @@ def _part_text(part, where: str) -> str:
     raise RequestError(f"{where}: a text part needs a string 'text'", param=where)
   if IMAGE_TOKEN in text:
     raise RequestError(
-        f"{where}: the text holds {IMAGE_TOKEN!r}; send images as " f"image_url parts", param=where
+        f"{where}: the text holds {IMAGE_TOKEN!r}; send images as image_url parts", param=where
     )
   return text
 

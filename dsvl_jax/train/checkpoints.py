@@ -135,7 +135,7 @@ class Checkpoints:
       if _on_every_process(cause is None):
         for bad in damaged:  # only now: when no step restores, nothing moves
           logging.warning(
-              "%s: moved the damaged checkpoint step %d to %s; resuming from " "step %d",
+              "%s: moved the damaged checkpoint step %d to %s; resuming from step %d",
               workdir,
               bad,
               self.move_aside(bad),

@@ -123,7 +123,7 @@ def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
   their dataclasses, the defaults where the recipe sets nothing."""
   if size not in TABLE4 or stage not in TABLE4[size]:
     raise ValueError(
-        f"no recipe for size {size!r} stage {stage!r}; sizes {list(TABLE4)}, " f"stages 1, 2, 3"
+        f"no recipe for size {size!r} stage {stage!r}; sizes {list(TABLE4)}, stages 1, 2, 3"
     )
   t = TABLE4[size][stage]
   train = train_config.default_train_config(

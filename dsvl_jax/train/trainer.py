@@ -124,7 +124,7 @@ class Trainer:
       check(
           jax.process_count() == 1 and run.mesh.num_devices <= len(devices),
           "mesh.num_devices",
-          f"{run.mesh.num_devices} of {len(devices)} devices " f"(one process only)",
+          f"{run.mesh.num_devices} of {len(devices)} devices (one process only)",
       )
       devices = devices[: run.mesh.num_devices]
     self.mesh = sharding.make_mesh(run.mesh.shape, devices)
@@ -186,7 +186,7 @@ class Trainer:
       check(
           bool(sets),
           "eval.sets",
-          f"train.eval_every={run.train.eval_every} but no " f"evaluation sets are configured",
+          f"train.eval_every={run.train.eval_every} but no evaluation sets are configured",
       )
     self.compile_seconds = 0.0
     self.layout = TokenLayout.of(run.model)
@@ -294,7 +294,7 @@ class Trainer:
       start = int(jax.device_get(state.step))
       if it.step != start:
         raise RuntimeError(
-            f"checkpoint state is at step {start} but its data iterator at " f"{it.step}"
+            f"checkpoint state is at step {start} but its data iterator at {it.step}"
         )
       writer = MetricsWriter(
           self.workdir,

@@ -63,7 +63,7 @@ PROBLEMS = {
         "grade7",
     ),
     "4": _problem(
-        "Which word would you find on a dictionary page with the guide words " "salt - sand?",
+        "Which word would you find on a dictionary page with the guide words salt - sand?",
         ["salt water", "salt", "same"],
         2,
         "test",

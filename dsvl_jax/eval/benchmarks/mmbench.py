@@ -100,9 +100,7 @@ def row_options(row: dict[str, str], letters: Sequence[str], where: str) -> tupl
   cells = [row[c] for c in letters]
   n = next((i for i, c in enumerate(cells) if _absent(c)), len(cells))
   if any(not _absent(c) for c in cells[n:]):
-    raise BenchmarkFormatError(
-        f"{where}: options are not contiguous: " f"{dict(zip(letters, cells))}"
-    )
+    raise BenchmarkFormatError(f"{where}: options are not contiguous: {dict(zip(letters, cells))}")
   if n < 2:
     raise BenchmarkFormatError(f"{where}: fewer than two options")
   return tuple(c.strip() for c in cells[:n])

@@ -205,16 +205,16 @@ def _item(row: dict, file: pathlib.Path, index: int, split: str) -> BenchItem:
   qtype = row["question_type"]
   if qtype not in (MULTIPLE_CHOICE, OPEN):
     raise BenchmarkFormatError(
-        f"{where}: question_type {qtype!r} is neither " f"{MULTIPLE_CHOICE!r} nor {OPEN!r}"
+        f"{where}: question_type {qtype!r} is neither {MULTIPLE_CHOICE!r} nor {OPEN!r}"
     )
   options = _literal_list(row["options"], where, "options")
   if qtype == MULTIPLE_CHOICE:
     if not 2 <= len(options) <= len(LETTERS):
-      raise BenchmarkFormatError(f"{where}: a multiple-choice item with " f"{len(options)} options")
+      raise BenchmarkFormatError(f"{where}: a multiple-choice item with {len(options)} options")
     answer: Any = row["answer"]
     if split != "test" and answer not in LETTERS[: len(options)]:  # test hides answers
       raise BenchmarkFormatError(
-          f"{where}: answer {answer!r} is not one of the " f"letters of its {len(options)} options"
+          f"{where}: answer {answer!r} is not one of the letters of its {len(options)} options"
       )
   else:
     options = []
@@ -224,7 +224,7 @@ def _item(row: dict, file: pathlib.Path, index: int, split: str) -> BenchItem:
   missing = [n for n in referenced if n not in available]
   if missing:
     raise BenchmarkFormatError(
-        f"{where}: <image {missing[0]}> is referenced but " f"image_{missing[0]} is empty"
+        f"{where}: <image {missing[0]}> is referenced but image_{missing[0]} is empty"
     )
   order = leading + referenced
   extra = {
@@ -251,7 +251,7 @@ def _read(file: pathlib.Path, split: str) -> list[BenchItem]:
   for column in REQUIRED:
     if column not in names:
       raise BenchmarkFormatError(
-          f"{file}: no column {column!r} (MMMU parquet columns: " f"{', '.join(COLUMNS)})"
+          f"{file}: no column {column!r} (MMMU parquet columns: {', '.join(COLUMNS)})"
       )
   columns = list(REQUIRED) + [c for c in METADATA if c in names]
   rows = pq.read_table(file, columns=columns).to_pylist()

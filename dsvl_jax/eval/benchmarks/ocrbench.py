@@ -78,14 +78,14 @@ def _check(record: Any, where: str) -> None:
     raise BenchmarkFormatError(f"{where}: not an object")
   for key in KEYS:
     if key not in record:
-      raise BenchmarkFormatError(f"{where}: no key {key!r} (OCRBench keys: " f"{', '.join(KEYS)})")
+      raise BenchmarkFormatError(f"{where}: no key {key!r} (OCRBench keys: {', '.join(KEYS)})")
   answers = record["answers"]
   if not (
       isinstance(answers, str)
       or (isinstance(answers, list) and answers and all(isinstance(a, str) for a in answers))
   ):
     raise BenchmarkFormatError(
-        f"{where}: answers must be a string or a non-empty list " f"of strings, got {answers!r}"
+        f"{where}: answers must be a string or a non-empty list of strings, got {answers!r}"
     )
 
 

@@ -120,7 +120,7 @@ def split_pids(
       for pid in pids:
         if pid not in problems:
           raise BenchmarkFormatError(
-              f"{splits_file}: {split!r} lists pid {pid}, which " f"{file.name} lacks"
+              f"{splits_file}: {split!r} lists pid {pid}, which {file.name} lacks"
           )
       return pids
   pids = []

@@ -44,7 +44,7 @@ def _fields(d: dict, where: str) -> tuple[str, list[str], int, str]:
     )
   if not isinstance(answer, int) or not 0 <= answer < len(options):
     raise BenchmarkFormatError(
-        f"{where}: answer {answer!r} is not one of the " f"{len(options)} options"
+        f"{where}: answer {answer!r} is not one of the {len(options)} options"
     )
   return str(question), [str(o) for o in options], answer, str(category)
 
