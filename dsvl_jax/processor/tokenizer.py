@@ -26,6 +26,7 @@ tokenises differently from the release, so use the checkpoint's own files for re
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import re
 from typing import Protocol, Sequence
@@ -87,9 +88,10 @@ class _HFBackend:
         )
       self.to_cfg, self.to_local = {local: target}, {target: local}
     self.vocab_size = max(self.tok.get_vocab_size(with_added_tokens=True), target + 1)
-    self.max_token_bytes = max(
-        len(t.encode("utf-8")) for t in self.tok.get_vocab(with_added_tokens=True)
-    )
+
+  @functools.cached_property
+  def max_token_bytes(self) -> int:  # on first use: only the server's length bound asks
+    return max(len(t.encode("utf-8")) for t in self.tok.get_vocab(with_added_tokens=True))
 
   def encode(self, text: str) -> list[int]:
     # add_special_tokens=False: any BOS/EOS template in the file stays out; BOS is ours.
@@ -165,10 +167,11 @@ class _SentencePieceBackend(_LiteralBackend):
         )
     self.vocab_size = max(n, *(i + 1 for i in self.names))
     self.size = n
-    self.max_token_bytes = max(
-        len(s.encode("utf-8"))
-        for s in [*self.literals, *(self.sp.id_to_piece(i) for i in range(n))]
-    )
+
+  @functools.cached_property
+  def max_token_bytes(self) -> int:  # on first use: only the server's length bound asks
+    pieces = (self.sp.id_to_piece(i) for i in range(self.size))
+    return max(len(s.encode("utf-8")) for s in [*self.literals, *pieces])
 
   def _encode_text(self, text: str) -> list[int]:
     return self.sp.encode(text)
@@ -194,7 +197,7 @@ class _ByteBackend(_LiteralBackend):
             f"{offset}..{offset + 255}; choose another offset"
         )
     self.vocab_size = max(offset + 256, *(i + 1 for i in self.names))
-    self.max_token_bytes = max(len(s.encode("utf-8")) for s in self.literals)
+    self.max_token_bytes = max(len(s.encode("utf-8")) for s in self.literals)  # bytes: 1
 
   def _encode_text(self, text: str) -> list[int]:
     return [b + self.offset for b in text.encode("utf-8")]

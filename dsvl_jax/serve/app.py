@@ -87,7 +87,7 @@ async def _read_body(request: Request, cap: int) -> bytes | bytearray:
   if length.isdigit() and int(length) > cap:
     raise too_large
   if length.isdigit():
-    body, view, n = bytearray(int(length)), None, 0
+    body, n = bytearray(int(length)), 0
     view = memoryview(body)
     async for chunk in request.stream():
       if n + len(chunk) > len(body):  # more than announced: the server would refuse it

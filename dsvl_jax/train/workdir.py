@@ -9,7 +9,6 @@ and a change is refused, naming them.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 import shutil
@@ -80,14 +79,13 @@ def check_restart(saved: Mapping[str, Any], current: Mapping[str, Any]) -> None:
 def with_data_defaults(config: dict[str, Any]) -> dict[str, Any]:
   """config.json data with every data and source field: a workdir written before a field
   existed in the shipped configs used its default, so that is what it is compared as."""
-  from dsvl_jax.data.config import DataConfig, SourceConfig  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.data.config import default_config, default_source  # pylint: disable=g-import-not-at-top
 
   data = config.get("data")
   if not isinstance(data, Mapping):
     return config
-  defaults = json.loads(json.dumps(dataclasses.asdict(DataConfig())))
-  source = json.loads(json.dumps(dataclasses.asdict(SourceConfig())))
-  data = {**defaults, **data}
+  source = json.loads(json.dumps(default_source()))  # as config.json stores it
+  data = {**config_dict(default_config()), **data}
   data["sources"] = {
       name: {**source, **src} if isinstance(src, Mapping) else src
       for name, src in dict(data.get("sources") or {}).items()
