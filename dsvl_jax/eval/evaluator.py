@@ -1,52 +1,39 @@
-"""Multiple-choice accuracy (option likelihood) and greedy exact match over jsonl sets.
+"""The one evaluation interface: every set of `config.eval.sets`, for one model config.
 
-The trainer builds one `Evaluator` (items loaded and checked, prompts tokenised, so a
-bad set fails at start-up) and calls it every `eval_every` steps; its compiled scoring
-and generation functions are reused across calls:
+`--config.mode=eval` calls it once; the trainer calls the same object every
+`train.eval_every` steps, so any set a user can evaluate, a public benchmark included,
+can run during training:
 
-  evaluator = Evaluator(model_cfg, tokenizer, config.eval)
-  results = evaluator(params)            # {set name: metrics (see Evaluator.__call__)}
+  evaluator = Evaluator(model_cfg, tokenizer, config.eval)   # sets loaded and checked
+  results = evaluator(params, outdir)    # {set name: metrics}
   log(flat_metrics(results))             # {"eval/val/mc_accuracy": 0.61, ...}
 
-`evaluate(...)` is the one-shot form (`--config.mode=eval`).
-
-Items are visited in order of prompt length (similar lengths share a padded shape) in
-chunks of `batch_size`: a chunk's images are decoded once, its prompts generate
-answers together, and its (item, option) rows join a queue scored `batch_size` rows
-at a time, so at most about two chunks of images are in memory.
+A set is an item jsonl or a `textmc` release, scored by option likelihood
+(likelihood.py), or '<benchmark>:<path>' of a benchmark answered by generation
+(harness.py: predictions and a summary per set in `outdir`). Sets are loaded and
+prompts tokenised at construction, so a bad set fails at start-up; one answer
+generator serves every set and its compiled functions are reused across calls.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import os
-from typing import Any, Mapping, Sequence
+import pathlib
+from typing import Any, Mapping
 
-import numpy as np
+import jax
 
 from dsvl_jax.config.schema import ConfigError
-from dsvl_jax.eval import metrics
+from dsvl_jax.eval.benchmarks import registry
+from dsvl_jax.eval.benchmarks.base import BenchItem, Benchmark
 from dsvl_jax.eval.eval_config import EvalConfig
 from dsvl_jax.eval.generation import AnswerGenerator
-from dsvl_jax.eval.items import EvalItem, ItemError, load_items
-from dsvl_jax.eval.prompts import build_prompt, continuation_ids
-from dsvl_jax.eval.scoring import OptionScorer, Row, choose, option_scores
+from dsvl_jax.eval.likelihood import LikelihoodSets, SetSource
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.processor.batching import Sample
-from dsvl_jax.processor.conversation import EncodedSample, Template, template_for
-from dsvl_jax.processor.image_processor import ImageProcessorConfig, load_image, process_batch
 from dsvl_jax.processor.tokenizer import Tokenizer
 
-SetSource = str | os.PathLike | Sequence[EvalItem]
-
-
-@dataclasses.dataclass(frozen=True)
-class PreparedSet:
-  """A set's items with their prompts and option continuations tokenised."""
-
-  items: list[EvalItem]
-  prompts: list[EncodedSample]
-  continuations: list[list[np.ndarray]]  # [item][option] ids [C]
+_NOT_HEADLINE = ("seconds", "num_items", "unparsed", "generated_now", "chance_accuracy")
 
 
 class Evaluator:
@@ -58,19 +45,35 @@ class Evaluator:
       tokenizer: Tokenizer,
       eval_cfg: EvalConfig | Any,
       sets: Mapping[str, SetSource] | None = None,
+      *,
+      mesh: jax.sharding.Mesh | None = None,
+      lockstep: bool = False,
   ):
-    """eval_cfg: an EvalConfig or `config.eval` (ConfigDict); sets: name -> jsonl path
-    or items, default eval_cfg.sets."""
+    """eval_cfg: an EvalConfig or `config.eval` (ConfigDict). sets: name -> a spec
+    ('<benchmark>:<path>' or an item jsonl path) or a list of items; default
+    eval_cfg.sets. mesh: the answer generator's rows are split over its devices.
+    lockstep: every process answers every benchmark item (the trainer's parameters
+    are sharded across processes), without resuming, process 0 writing; otherwise
+    processes split each benchmark's items and a rerun resumes from `outdir`."""
     if not isinstance(eval_cfg, EvalConfig):
       eval_cfg = EvalConfig.from_dict(eval_cfg)
-    self.cfg, self.tokenizer, self.eval_cfg = cfg, tokenizer, eval_cfg
+    self.cfg, self.tokenizer, self.eval_cfg, self.lockstep = cfg, tokenizer, eval_cfg, lockstep
     sets = dict(eval_cfg.sets) if sets is None else dict(sets)
     if not sets:
       raise ConfigError("config field 'eval.sets': no evaluation sets configured")
-    template = template_for(eval_cfg.system_prompt)
-    self.sets = {name: self._prepare(src, template) for name, src in sets.items()}
-    self.processor = ImageProcessorConfig.for_model(cfg)
-    self.scorer = OptionScorer(cfg, eval_cfg.batch_size, eval_cfg.length_bucket)
+    likelihood: dict[str, SetSource] = {}
+    self.benchmarks: dict[str, tuple[Benchmark, str, list[BenchItem]]] = {}
+    for name, src in sets.items():
+      kind, path = registry.split_spec(src) if isinstance(src, str) else (None, src)
+      if kind is None:
+        likelihood[name] = path
+      elif kind in registry.LIKELIHOOD:
+        likelihood[name] = registry.get(kind).load(path, shots=eval_cfg.few_shot)
+      else:
+        bench = registry.get(kind)
+        items = bench.load(path)[: eval_cfg.max_items or None]
+        self.benchmarks[name] = (bench, path, items)
+    self.order = list(sets)  # results in the order the sets were given
     self.answerer = (
         AnswerGenerator(
             cfg,
@@ -78,115 +81,60 @@ class Evaluator:
             eval_cfg.batch_size,
             eval_cfg.max_new_tokens,
             eval_cfg.length_bucket,
+            mesh=mesh,
             share_prefixes=eval_cfg.share_prefixes,
         )
-        if eval_cfg.generate
+        if eval_cfg.generate or self.benchmarks
+        else None
+    )
+    self.likelihood = (
+        LikelihoodSets(
+            cfg, tokenizer, eval_cfg, likelihood, self.answerer if eval_cfg.generate else None
+        )
+        if likelihood
         else None
     )
 
-  def _prepare(self, src: SetSource, template: Template) -> PreparedSet:
-    n = self.eval_cfg.max_items
-    if isinstance(src, (str, os.PathLike)):
-      items = load_items(src, n)
-    else:
-      items = list(src)[: n or None]
-    prompts, conts = [], []
-    for item in items:
-      try:
-        prompts.append(build_prompt(item, self.tokenizer, self.cfg, template))
-      except ValueError as e:  # a tokenizer/config mismatch, named with the item
-        raise ItemError(f"{item.source}: cannot build the prompt: {e}") from e
-      conts.append(
-          [continuation_ids(o, self.tokenizer, self.eval_cfg.score_eos) for o in item.options]
-      )
-    return PreparedSet(items, prompts, conts)
-
-  def images(self, item: EvalItem) -> np.ndarray:
-    """The item's images, processed: [n, 3, S, S] float32 in [0, 1]."""
-    try:
-      return process_batch([load_image(p) for p in item.images], self.processor)
-    except OSError as e:  # missing or unreadable since loading: name the item
-      raise ItemError(f"{item.source}: {e}") from e
-
-  def __call__(self, params) -> dict[str, dict[str, Any]]:
-    """{set name: metrics} for every set. Metrics (plain JSON types):
-
-    num_items, chance_accuracy (mean of 1 / options), mc_accuracy, mc_accuracy_by_type,
-    num_items_by_type; with `generate`: exact_match, exact_match_by_type; with
-    `predictions`: per item {id, type, answer, choice, correct, scores (per option, as
-    normalised), log_likelihoods (sums), num_tokens, generated, exact_match}.
-    Accuracies are fractions in [0, 1]; by-type maps cover items with a non-empty type.
-    """
+  def __call__(self, params, outdir: str | os.PathLike | None = None) -> dict[str, dict[str, Any]]:
+    """{set name: metrics}: a likelihood set's as `LikelihoodSets.__call__` describes, a
+    benchmark's its summary (harness.run_benchmark). outdir: where benchmark sets write
+    predictions and summaries (required when there are any)."""
+    if self.benchmarks and outdir is None:
+      raise ValueError(f"benchmark sets {sorted(self.benchmarks)} need an output directory")
     if self.answerer is not None:
       self.answerer.set_params(params)
-    return {name: self._evaluate_set(params, prepared) for name, prepared in self.sets.items()}
+    results = self.likelihood(params) if self.likelihood is not None else {}
+    for name, (bench, path, items) in self.benchmarks.items():
+      results[name] = self._benchmark(name, bench, path, items, pathlib.Path(outdir))
+    return {name: results[name] for name in self.order}
 
-  def _evaluate_set(self, params, prepared: PreparedSet) -> dict[str, Any]:
-    items, b = prepared.items, self.eval_cfg.batch_size
-    sums = [np.zeros(len(it.options), np.float64) for it in items]
-    counts = [np.zeros(len(it.options), np.int64) for it in items]
-    answers: list[str] = [""] * len(items)
-    queue: list[tuple[int, int, Row]] = []  # (item, option, row) waiting to be scored
+  def _benchmark(self, name, bench, path, items, outdir: pathlib.Path) -> dict[str, Any]:
+    from dsvl_jax.eval.harness import run_benchmark  # pylint: disable=g-import-not-at-top
 
-    def flush(rows):
-      s, c = self.scorer.score_batch(params, [r for _, _, r in rows])
-      for (i, j, _), si, ci in zip(rows, s, c):
-        sums[i][j], counts[i][j] = si, ci
+    if self.lockstep:
+      split = dict(resume=False, write=jax.process_index() == 0)
+    else:
+      barrier = None
+      if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
-    order = sorted(range(len(items)), key=lambda i: len(prepared.prompts[i]))
-    for start in range(0, len(order), b):
-      chunk = order[start : start + b]
-      images = {i: self.images(items[i]) for i in chunk}
-      if self.answerer is not None:
-        texts = self.answerer([Sample(prepared.prompts[i].ids, images[i]) for i in chunk])
-        for i, text in zip(chunk, texts):
-          answers[i] = text
-      for i in chunk:
-        queue += [
-            (i, j, Row(prepared.prompts[i].ids, cont, images[i]))
-            for j, cont in enumerate(prepared.continuations[i])
-        ]
-      while len(queue) >= b:
-        flush(queue[:b])
-        queue = queue[b:]
-    if queue:
-      flush(queue)
-    return self._summarise(items, sums, counts, answers)
-
-  def _summarise(self, items, sums, counts, answers) -> dict[str, Any]:
-    normalize = self.eval_cfg.normalize
-    choices = [choose(s, c, normalize) for s, c in zip(sums, counts)]
-    mc = [c == it.answer for c, it in zip(choices, items)]
-    types = [it.type for it in items]
-    out: dict[str, Any] = {
-        "num_items": len(items),
-        "chance_accuracy": metrics.chance_accuracy([len(it.options) for it in items]),
-        "mc_accuracy": metrics.accuracy(mc),
-        "mc_accuracy_by_type": metrics.by_type(mc, types),
-        "num_items_by_type": {t: types.count(t) for t in sorted(set(types)) if t},
-    }
-    exact = None
-    if self.answerer is not None:
-      exact = [metrics.exact_match(a, it.answer_text) for a, it in zip(answers, items)]
-      out["exact_match"] = metrics.accuracy(exact)
-      out["exact_match_by_type"] = metrics.by_type(exact, types)
-    if self.eval_cfg.predictions:
-      out["predictions"] = []
-      for k, it in enumerate(items):
-        record = {
-            "id": it.id,
-            "type": it.type,
-            "answer": it.answer_text,
-            "choice": it.options[choices[k]],
-            "correct": bool(mc[k]),
-            "scores": [float(x) for x in option_scores(sums[k], counts[k], normalize)],
-            "log_likelihoods": [float(x) for x in sums[k]],
-            "num_tokens": [int(x) for x in counts[k]],
-        }
-        if exact is not None:
-          record.update(generated=answers[k], exact_match=bool(exact[k]))
-        out["predictions"].append(record)
-    return out
+        barrier = functools.partial(multihost_utils.sync_global_devices, "eval predictions")
+      split = dict(
+          process_index=jax.process_index(), process_count=jax.process_count(), barrier=barrier
+      )
+    return run_benchmark(
+        name,
+        bench,
+        path,
+        self.answerer,
+        self.tokenizer,
+        self.cfg,
+        outdir,
+        system_prompt=self.eval_cfg.system_prompt,
+        progress=self.eval_cfg.progress,
+        items=items,
+        **split,
+    )
 
 
 def evaluate(
@@ -195,9 +143,22 @@ def evaluate(
     tokenizer: Tokenizer,
     eval_cfg: EvalConfig | Any,
     sets: Mapping[str, SetSource] | None = None,
+    outdir: str | os.PathLike | None = None,
 ) -> dict[str, dict[str, Any]]:
   """One-shot: {set name: metrics}; see `Evaluator` (build that to evaluate repeatedly)."""
-  return Evaluator(cfg, tokenizer, eval_cfg, sets)(params)
+  return Evaluator(cfg, tokenizer, eval_cfg, sets)(params, outdir)
+
+
+def headline(metrics: Mapping[str, Any]) -> dict[str, float]:
+  """A set's main numbers: a likelihood set's accuracies, a benchmark's top-level
+  scores (not per category, counts or timings)."""
+  if "benchmark" not in metrics:
+    return {k: metrics[k] for k in ("mc_accuracy", "exact_match") if k in metrics}
+  return {
+      k: v
+      for k, v in metrics.items()
+      if isinstance(v, float) and "/" not in k and k not in _NOT_HEADLINE
+  }
 
 
 def flat_metrics(

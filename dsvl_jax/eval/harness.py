@@ -19,6 +19,7 @@ appends to its own predictions file, and every process scores the union at the e
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import time
@@ -91,41 +92,49 @@ def run_benchmark(
     process_index: int = 0,
     process_count: int = 1,
     barrier=None,
+    items: Sequence[BenchItem] | None = None,
+    resume: bool = True,
+    write: bool = True,
 ) -> dict[str, Any]:
   """Evaluates `answerer` (eval.generation.AnswerGenerator with parameters set) on the
   benchmark `kind` (a registry name, or a module or object with the Benchmark members)
-  read from `path`; writes OUTDIR/NAME.predictions*.jsonl and OUTDIR/NAME.summary.json;
-  returns the summary."""
+  read from `path` (or its `items`, already loaded); writes
+  OUTDIR/NAME.predictions*.jsonl and OUTDIR/NAME.summary.json; returns the summary.
+
+  resume: items with a prediction in OUTDIR are not answered again, and processes
+  split the rest. Without it (the trainer: every process runs every item, in lockstep
+  over parameters sharded across them) all items are answered, the predictions file
+  is rewritten, and only a process with `write` touches OUTDIR."""
   bench = registry.get(kind) if isinstance(kind, str) else kind
   kind = bench.NAME
   outdir = pathlib.Path(outdir)
-  outdir.mkdir(parents=True, exist_ok=True)
-  items = bench.load(path)[: max_items or None]
+  if items is None:
+    items = bench.load(path)
+  items = list(items)[: max_items or None]
   ids = [it.id for it in items]
   if len(set(ids)) != len(ids):
     raise ValueError(f"{kind} at {path}: item ids are not unique")
-  done = read_predictions(outdir, name)
+  if write:
+    outdir.mkdir(parents=True, exist_ok=True)
+  done = read_predictions(outdir, name) if resume else {}
   pending = [it for it in items if it.id not in done][process_index::process_count]
   template = template_for(system_prompt)
   processor = ImageProcessorConfig.for_model(cfg)
-  out_file = predictions_path(outdir, name, process_index, process_count)
+  out_file = predictions_path(outdir, name, process_index, process_count) if write else None
   t0 = time.perf_counter()
-  if pending:
-    _answer(
-        bench,
-        pending,
-        answerer,
-        tokenizer,
-        cfg,
-        template,
-        processor,
-        out_file,
-        progress,
-        f"{name} ({kind})",
-    )
+  rows = _answer(
+      bench,
+      pending,
+      answerer,
+      (tokenizer, cfg, template, processor),
+      out_file,
+      "a" if resume else "w",
+      progress,
+      f"{name} ({kind})",
+  )
   if barrier is not None:
     barrier()
-  done = read_predictions(outdir, name)
+  done = read_predictions(outdir, name) if resume else {r["id"]: r for r in rows}
   missing = [i for i in ids if i not in done]
   if missing:
     raise RuntimeError(
@@ -140,7 +149,7 @@ def run_benchmark(
       "generated_now": len(pending),
       "seconds": time.perf_counter() - t0,
   }
-  if process_index == 0:
+  if process_index == 0 and write:
     (outdir / f"{name}.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
   return summary
 
@@ -149,48 +158,46 @@ def _answer(
     bench: Benchmark,
     items: Sequence[BenchItem],
     answerer,
-    tokenizer,
-    cfg,
-    template,
-    processor,
-    out_file: pathlib.Path,
+    prompting: tuple,
+    out_file: pathlib.Path | None,
+    file_mode: str,
     progress: bool,
     label: str,
-) -> None:
+) -> list[dict[str, Any]]:
+  """One predictions row per item (in answering order), each appended to `out_file`
+  (when given) and flushed per batch. prompting: (tokenizer, cfg, template, processor)."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
-  prepared = [(it, *build_sample(bench, it, tokenizer, cfg, template, processor)) for it in items]
+  cfg = prompting[1]
+  prepared = [(it, *build_sample(bench, it, *prompting)) for it in items]
   # Longest first (the first batch compiles the largest shapes; similar lengths share
   # batches), items asking about the same image next to each other (generation.py).
   prepared.sort(key=lambda p: p[0].id)
   key = sort_key([p[2] for p in prepared], cfg)
   prepared = [prepared[i] for i in sorted(range(len(prepared)), key=key)]
+  rows: list[dict[str, Any]] = []
+  if not prepared:
+    return rows
   bar = tqdm(total=len(prepared), desc=label, unit="item", disable=not progress, dynamic_ncols=True)
   batch_size = answerer.batch_size
-  # A line cut off by an interruption is ended first, so that the next one stays whole
-  # (read_predictions skips the cut one, whose item is among the pending).
-  with out_file.open("a+b") as f:
-    if f.tell() and (f.seek(-1, 2), f.read(1))[1] != b"\n":
-      f.write(b"\n")
-  with out_file.open("a") as f:
+  if out_file is not None and file_mode == "a":
+    # A line cut off by an interruption is ended first, so that the next one stays
+    # whole (read_predictions skips the cut one, whose item is among the pending).
+    with out_file.open("a+b") as f:
+      if f.tell() and (f.seek(-1, 2), f.read(1))[1] != b"\n":
+        f.write(b"\n")
+  with contextlib.ExitStack() as stack:
+    f = None if out_file is None else stack.enter_context(out_file.open(file_mode))
     for start in range(0, len(prepared), batch_size):
       chunk = prepared[start : start + batch_size]
       outputs = answerer([p[2] for p in chunk])
       for (item, text, _), output in zip(chunk, outputs):
         parsed = bench.parse(item, output)
-        f.write(
-            json.dumps(
-                {
-                    "id": item.id,
-                    "prompt": text,
-                    "output": output,
-                    "parsed": parsed,
-                    "correct": bool(bench.is_correct(item, parsed)),
-                },
-                ensure_ascii=False,
-            )
-            + "\n"
-        )
-      f.flush()  # an interruption loses at most the batch in flight
+        correct = bool(bench.is_correct(item, parsed))
+        rows.append(dict(id=item.id, prompt=text, output=output, parsed=parsed, correct=correct))
+      if f is not None:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[-len(chunk) :])
+        f.flush()  # an interruption loses at most the batch in flight
       bar.update(len(chunk))
   bar.close()
+  return rows

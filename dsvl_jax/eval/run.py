@@ -9,7 +9,6 @@ Prints one line per set and writes workdir/eval.json ({set name: metrics}).
 
 from __future__ import annotations
 
-import functools
 import json
 import pathlib
 import time
@@ -22,9 +21,8 @@ import numpy as np
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.eval_config import EvalConfig, default_config
+from dsvl_jax.eval.evaluator import Evaluator, headline
 from dsvl_jax.infer.load import load_model, load_tokenizer
-from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.processor.tokenizer import Tokenizer
 
 
 def format_table(results: dict[str, dict[str, Any]]) -> str:
@@ -39,9 +37,9 @@ def format_table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[str, Any]:
-  """Item-jsonl sets are scored by option likelihood (and exact match); benchmark sets
-  ('<benchmark>:<path>', eval/benchmarks) run through the generation harness, which
-  writes predictions and a summary per set into the workdir and resumes from them."""
+  """Every set of config.eval.sets through `Evaluator` (the trainer's eval_every uses the
+  same); benchmark sets write predictions and a summary per set into the workdir and
+  resume from them."""
   eval_cfg = EvalConfig.from_dict(config.eval if "eval" in config else default_config())
   if not eval_cfg.sets:  # before loading any weights
     raise ConfigError(
@@ -49,97 +47,36 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
         '--config.eval.sets=\'{"val": "data/val.jsonl"}\' or '
         '\'{"mmb": "mmbench:data/MMBench_DEV_EN.tsv"}\''
     )
-  specs = {name: registry.split_spec(spec) for name, spec in eval_cfg.sets}
-  bench_sets = {
-      n: s for n, s in specs.items() if s[0] is not None and s[0] not in registry.LIKELIHOOD
-  }
-  if bench_sets and not workdir:
+  kinds = [registry.split_spec(spec)[0] for _, spec in eval_cfg.sets]
+  if any(k is not None and k not in registry.LIKELIHOOD for k in kinds) and not workdir:
     raise ConfigError("--workdir is required for benchmark sets (predictions, summaries, resuming)")
   cfg, params = load_model(config, eval_cfg)
   tokenizer = load_tokenizer(eval_cfg, cfg, "eval")
+  mesh = None
+  if eval_cfg.data_parallel and jax.local_device_count() > 1:
+    # Each process splits its batches over its own devices; processes split the items.
+    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("rows",))
+  evaluator = Evaluator(cfg, tokenizer, eval_cfg, mesh=mesh)
   t0 = time.perf_counter()
-  plain: dict[str, Any] = {}
-  for n, (kind, p) in specs.items():
-    if kind is None:
-      plain[n] = p
-    elif kind in registry.LIKELIHOOD:
-      plain[n] = registry.get(kind).load(p, shots=eval_cfg.few_shot)[: eval_cfg.max_items or None]
-  results: dict[str, Any] = {}
-  if plain:
-    from dsvl_jax.eval.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
-
-    results.update(Evaluator(cfg, tokenizer, eval_cfg, sets=plain)(params))
-    print(format_table(results))
+  results = evaluator(params, workdir)
+  likelihood = {n: m for n, m in results.items() if "benchmark" not in m}
+  if likelihood:
+    print(format_table(likelihood))
     print(
         f"({time.perf_counter() - t0:.1f}s; option score: {eval_cfg.normalize} "
         f"log-likelihood{' incl. EOS' if eval_cfg.score_eos else ''})"
     )
-  if bench_sets:
-    results.update(run_benchmarks(cfg, params, tokenizer, eval_cfg, bench_sets, workdir))
+  for name, m in results.items():
+    if "benchmark" in m:
+      print(
+          f"{name} ({m['benchmark']}): "
+          + ", ".join(f"{k} {v:.4g}" for k, v in headline(m).items())
+          + f"; {m['num_items']} items, {m['unparsed']} unparsed, "
+          f"{m['generated_now']} generated now"
+      )
   if workdir:
     path = pathlib.Path(workdir) / "eval.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(results, indent=1, ensure_ascii=False))
     print(f"wrote {path}")
   return results
-
-
-def run_benchmarks(
-    cfg: VLMConfig,
-    params,
-    tokenizer: Tokenizer,
-    eval_cfg: EvalConfig,
-    sets: dict[str, tuple[str, str]],
-    workdir: str,
-) -> dict[str, Any]:
-  from dsvl_jax.eval.generation import AnswerGenerator  # pylint: disable=g-import-not-at-top
-  from dsvl_jax.eval.harness import run_benchmark  # pylint: disable=g-import-not-at-top
-
-  mesh = None
-  if eval_cfg.data_parallel and jax.local_device_count() > 1:
-    # Each process splits its batches over its own devices; processes split the items.
-    mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("rows",))
-  answerer = AnswerGenerator(
-      cfg,
-      tokenizer,
-      eval_cfg.batch_size,
-      eval_cfg.max_new_tokens,
-      eval_cfg.length_bucket,
-      mesh=mesh,
-      share_prefixes=eval_cfg.share_prefixes,
-  )
-  answerer.set_params(params)
-  barrier = None
-  if jax.process_count() > 1:
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-    barrier = functools.partial(multihost_utils.sync_global_devices, "eval predictions")
-  out = {}
-  for name, (kind, path) in sets.items():
-    out[name] = run_benchmark(
-        name,
-        kind,
-        path,
-        answerer,
-        tokenizer,
-        cfg,
-        workdir,
-        system_prompt=eval_cfg.system_prompt,
-        max_items=eval_cfg.max_items,
-        progress=eval_cfg.progress,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
-        barrier=barrier,
-    )
-    headline = {
-        k: v
-        for k, v in out[name].items()
-        if isinstance(v, float) and "/" not in k and k not in ("seconds", "num_items", "unparsed")
-    }
-    print(
-        f"{name} ({kind}): "
-        + ", ".join(f"{k} {v:.4g}" for k, v in headline.items())
-        + f"; {out[name]['num_items']} items, {out[name]['unparsed']} unparsed, "
-        f"{out[name]['generated_now']} generated now"
-    )
-  return out

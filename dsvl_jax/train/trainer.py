@@ -32,6 +32,7 @@ from dsvl_jax.config.schema import ConfigError, check
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.pipeline import TrainDataset
+from dsvl_jax.eval.evaluator import Evaluator, flat_metrics, headline
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import abstract_params, init_params, logical_axes
 from dsvl_jax.models.vlm import DeepseekVL
@@ -113,7 +114,8 @@ class Trainer:
   ):
     """devices: the mesh's devices; None = jax.devices(). Abstract devices (a TPU
     topology, experiments/aot_compile.py) build the same compiled step without
-    allocating anything: construction neither touches a device nor the workdir."""
+    allocating anything: construction neither touches a device nor the workdir (with
+    train.eval_every it reads the evaluation sets)."""
     self.config = config
     self.run_cfg = run = RunConfig.of(config)
     self.workdir = pathlib.Path(workdir).absolute()
@@ -180,7 +182,7 @@ class Trainer:
         donate_argnums=(0,),
     )
     self.compiled: dict[tuple, Any] = {}
-    self._evaluator = None
+    self.evaluator = None
     if run.train.eval_every:
       sets = (config.get("eval") or {}).get("sets") or {}
       check(
@@ -188,6 +190,9 @@ class Trainer:
           "eval.sets",
           f"train.eval_every={run.train.eval_every} but no evaluation sets are configured",
       )
+      # Built now (sets loaded, prompts tokenised): a bad set fails before training.
+      tokenizer = make_tokenizer(run.data.tokenizer, TokenLayout.of(run.model))
+      self.evaluator = Evaluator(run.model, tokenizer, config.eval, lockstep=True)
     self.compile_seconds = 0.0
     self.layout = TokenLayout.of(run.model)
 
@@ -413,22 +418,14 @@ class Trainer:
     return out
 
   def evaluate(self, state: TrainState, step: int, writer: MetricsWriter) -> dict[str, float]:
-    """Multiple choice and exact match on config.eval.sets (dsvl_jax/eval), every
-    train.eval_every steps; the evaluator (sets, prompts, compiled functions) is built
-    on first use and reused."""
-    if self._evaluator is None:
-      from dsvl_jax.eval.evaluator import Evaluator  # pylint: disable=g-import-not-at-top
-
-      tokenizer = make_tokenizer(self.run_cfg.data.tokenizer, self.layout)
-      self._evaluator = Evaluator(self.run_cfg.model, tokenizer, self.config.eval)
-    from dsvl_jax.eval.evaluator import flat_metrics  # pylint: disable=g-import-not-at-top
-
+    """Every set of config.eval.sets (the `--config.mode=eval` evaluator), every
+    train.eval_every steps; benchmark sets write into workdir/eval/step_<step>."""
+    outdir = pathlib.Path(self.workdir) / "eval" / f"step_{step}"
     with jax.set_mesh(self.mesh), sharding.activation_rules():
-      flat = flat_metrics(self._evaluator(state.params))
-    shown = {k: v for k, v in flat.items() if k.endswith(("/mc_accuracy", "/exact_match"))}
-    writer.write(
-        step, flat, console=f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items())
-    )
+      results = self.evaluator(state.params, outdir)
+    flat = flat_metrics(results)
+    shown = [f"{n}/{k} {v:.3f}" for n, m in results.items() for k, v in headline(m).items()]
+    writer.write(step, flat, console=f"step {step}: eval " + ", ".join(shown))
     return flat
 
 
