@@ -81,9 +81,7 @@ def test_training_and_mode_eval_give_the_same_numbers(trained, sets, tmp_path):
 
 
 def test_a_bad_benchmark_set_fails_before_training(tmp_path):
-  c = _with_eval(
-      run_config(**{"train.eval_every": 2}), {"pope": f"pope:{tmp_path / 'missing'}"}
-  )
+  c = _with_eval(run_config(**{"train.eval_every": 2}), {"pope": f"pope:{tmp_path / 'missing'}"})
   with pytest.raises((ConfigError, OSError, ValueError)):
     Trainer(c, tmp_path / "wd")
   assert not (tmp_path / "wd" / "checkpoints").exists()
