@@ -36,7 +36,10 @@ FIELDS = {
 def _cli(fields):
   out = []
   for k, v in fields.items():
-    v = "(" + ",".join(map(str, v)) + ",)" if isinstance(v, tuple) else v
+    if isinstance(v, tuple):
+      v = "(" + ",".join(map(str, v)) + ",)"
+    elif isinstance(v, dict):
+      v = json.dumps(v)
     out.append(f"--config.{k}={v}")
   return out
 
@@ -52,10 +55,26 @@ def _free_port():
     return s.getsockname()[1]
 
 
-def _two_processes(workdir, steps):
+def _eval_fields(root):
+  """A POPE fixture evaluated at step 5 (train.eval_every), in lockstep on every host."""
+  from benchmark_fixtures import pope  # pylint: disable=g-import-not-at-top
+
+  return {
+      "train.eval_every": 5,
+      "eval.sets": {"pope": f"pope:{pope.build(root / 'pope')}"},
+      "eval.max_new_tokens": 4,
+      "eval.batch_size": 4,
+      "eval.system_prompt": "",
+      "eval.progress": False,
+      "eval.generate": False,
+  }
+
+
+def _two_processes(workdir, steps, extra=None):
   """`python -m dsvl_jax.main` twice, as two hosts of 4 devices each."""
   c = run_config("siglip", **FIELDS)
   fields = {k: v for k, v in FIELDS.items()}
+  fields.update(extra or {})
   fields.update(
       {
           "data.seq_len": c.data.seq_len,
@@ -105,12 +124,15 @@ def _two_processes(workdir, steps):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """(two-process workdir, one-process workdir), both trained to step 5."""
+  """(two-process workdir, one-process workdir), both trained to step 5 and evaluated
+  on a benchmark there."""
+  evals = _eval_fields(tmp_path_factory.mktemp("bench"))
   multi = tmp_path_factory.mktemp("multi")
-  outs = _two_processes(multi, steps=5)
+  outs = _two_processes(multi, steps=5, extra=evals)
   assert "step 5: loss" in outs[0] and "step 5: loss" not in outs[1]  # process 0 logs
   single = tmp_path_factory.mktemp("single")
-  Trainer(run_config("siglip", **{**FIELDS, "train.steps": 5, "mesh.num_devices": 0}), single).run()
+  fields = {**FIELDS, **evals, "train.steps": 5, "mesh.num_devices": 0}
+  Trainer(run_config("siglip", **fields), single).run()
   return multi, single
 
 
@@ -142,6 +164,23 @@ def test_two_hosts_train_like_one(runs):
   # each host saved its own data iterator state (its rows) beside the shared arrays
   data = sorted(p.name for p in (multi / "checkpoints" / "5" / "data").glob("*.json"))
   assert data == ["process_0-of-2.json", "process_1-of-2.json"]
+
+
+def test_two_hosts_evaluate_a_benchmark_like_one(runs):
+  """train.eval_every with a benchmark: both hosts answer every item in lockstep over
+  the sharded parameters, process 0 alone writes; the answers are one process's."""
+  multi, single = runs
+  out = {}
+  for name, wd in (("multi", multi), ("single", single)):
+    folder = wd / "eval" / "step_5"
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "pope.predictions.jsonl",
+        "pope.summary.json",
+    ]
+    out[name] = [json.loads(line) for line in (folder / "pope.predictions.jsonl").open()]
+  assert len(out["multi"]) == 8 and out["multi"] == out["single"]
+  logged = {k for line in (multi / "metrics.jsonl").open() for k in json.loads(line)}
+  assert "eval/pope/accuracy" in logged
 
 
 def test_the_two_host_checkpoint_resumes_in_one_process(runs, tmp_path):
