@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import typing
-from typing import Any, Literal, Mapping
+from typing import Any, ClassVar, Literal, Mapping
 
 
 class ConfigError(ValueError):
@@ -25,25 +25,24 @@ def check(cond: bool, field: str, msg: str) -> None:
     raise ConfigError(f"config field '{field}': {msg}")
 
 
+# A field's default type -> (whether a value fits, what the error calls it, normaliser);
+# bool before int (a bool is an int), and no bool passes as an int or a number.
+_KINDS = (
+    (tuple, lambda v: isinstance(v, (list, tuple)), "a sequence", tuple),
+    (bool, lambda v: isinstance(v, bool), "a bool", None),
+    (int, lambda v: isinstance(v, int) and not isinstance(v, bool), "an int", None),
+    (float, lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number", float),
+    (str, lambda v: isinstance(v, str), "a string", None),
+)
+
+
 def _typed(default: Any, value: Any, path: str) -> Any:
   """Checks `value` against the type of the field's default; returns it normalised."""
-  if isinstance(default, tuple):
-    if isinstance(value, str) or not isinstance(value, (list, tuple)):
-      raise ConfigError(f"config field '{path}': expected a sequence, got {value!r}")
-    return tuple(value)
-  if isinstance(default, bool):
-    if not isinstance(value, bool):
-      raise ConfigError(f"config field '{path}': expected a bool, got {value!r}")
-  elif isinstance(default, int):
-    if isinstance(value, bool) or not isinstance(value, int):
-      raise ConfigError(f"config field '{path}': expected an int, got {value!r}")
-  elif isinstance(default, float):
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-      raise ConfigError(f"config field '{path}': expected a number, got {value!r}")
-    return float(value)
-  elif isinstance(default, str):
-    if not isinstance(value, str):
-      raise ConfigError(f"config field '{path}': expected a string, got {value!r}")
+  for kind, fits, what, normalise in _KINDS:
+    if isinstance(default, kind):
+      if not fits(value):
+        raise ConfigError(f"config field '{path}': expected {what}, got {value!r}")
+      return normalise(value) if normalise else value
   return value
 
 
@@ -110,6 +109,32 @@ def build_dataclass(
     if name in literals:
       _check_choice(*literals[name], kwargs[name], path)
   return cls(**kwargs)
+
+
+class Section:
+  """Base of a typed config section (a frozen dataclass naming its `SECTION`):
+  `from_dict(config.<section>)` builds it with every field checked, then validates it."""
+
+  SECTION: ClassVar[str]
+
+  def validate(self):
+    return self
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]):
+    return build_dataclass(cls, d, cls.SECTION).validate()
+
+
+def split_entries(d: Mapping[str, Any], key: str, prefix: str, what: str):
+  """(section fields but `key`, the `key` mapping) of a section holding named entries
+  (data.sources, eval.sets); `what` describes the mapping in the error."""
+  if hasattr(d, "to_dict"):
+    d = d.to_dict()
+  d = dict(d)
+  entries = d.pop(key, {}) or {}
+  if not isinstance(entries, Mapping):
+    raise ConfigError(f"config field '{prefix}.{key}': expected a mapping {what}")
+  return d, entries
 
 
 def with_defaults(cls, overrides: Mapping[str, Any], prefix: str) -> dict[str, Any]:

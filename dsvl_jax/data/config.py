@@ -14,7 +14,7 @@ from typing import Any, Literal, Mapping
 
 import ml_collections
 
-from dsvl_jax.config.schema import ConfigError, build_dataclass, check, with_defaults
+from dsvl_jax.config.schema import build_dataclass, check, split_entries, with_defaults
 from dsvl_jax.data import synthetic
 from dsvl_jax.data.mixing import MULTIMODAL, SCHEDULES, TEXT, ModalitySchedule
 from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN
@@ -167,12 +167,7 @@ class DataConfig:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "DataConfig":
-    if hasattr(d, "to_dict"):
-      d = d.to_dict()
-    d = dict(d)
-    raw_sources = d.pop("sources", {}) or {}
-    if not isinstance(raw_sources, Mapping):
-      raise ConfigError("config field 'data.sources': expected a mapping name -> source")
+    d, raw_sources = split_entries(d, "sources", "data", "name -> source")
     cfg = build_dataclass(cls, d, "data")
     sources = tuple(
         (

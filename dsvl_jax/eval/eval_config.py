@@ -10,7 +10,7 @@ from typing import Any, Literal, Mapping
 
 import ml_collections
 
-from dsvl_jax.config.schema import ConfigError, build_dataclass, check, with_defaults
+from dsvl_jax.config.schema import ConfigError, build_dataclass, check, split_entries, with_defaults
 from dsvl_jax.infer.chat_config import LoadDtype
 
 Normalize = Literal["mean", "sum"]  # option score: mean of token log-probs, or their sum
@@ -55,12 +55,7 @@ class EvalConfig:
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "EvalConfig":
-    if hasattr(d, "to_dict"):
-      d = d.to_dict()
-    d = dict(d)
-    sets = d.pop("sets", {}) or {}
-    if not isinstance(sets, Mapping):
-      raise ConfigError("config field 'eval.sets': expected a mapping name -> jsonl path")
+    d, sets = split_entries(d, "sets", "eval", "name -> jsonl path")
     for name, path in sets.items():
       if not isinstance(path, str):
         raise ConfigError(f"config field 'eval.sets.{name}': expected a path string, got {path!r}")

@@ -7,11 +7,11 @@ cli_chat.py's; every field is overridable (--config.chat.temperature=0).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal, Mapping
+from typing import Literal
 
 import ml_collections
 
-from dsvl_jax.config.schema import build_dataclass, check
+from dsvl_jax.config.schema import Section, check
 
 STOP_STRINGS = ("User:",)  # reference conversation.py stop_str (EOS stops by id)
 
@@ -23,7 +23,9 @@ LoadDtype = Literal["float32", "bfloat16"]
 
 
 @dataclasses.dataclass(frozen=True)
-class ChatConfig:
+class ChatConfig(Section):
+  SECTION = "chat"  # config.chat; not a field
+
   checkpoint: str = ""  # our checkpoint, a transformers or original directory ("" = random init)
   tokenizer: str = ""  # tokenizer.json / tokenizer.model ("" = the checkpoint's own)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
@@ -49,10 +51,6 @@ class ChatConfig:
         self.max_new_tokens >= 1, "chat.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}"
     )
     return self
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "ChatConfig":
-    return build_dataclass(cls, d, "chat").validate()
 
 
 def default_config() -> ml_collections.ConfigDict:

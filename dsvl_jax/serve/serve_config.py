@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-from typing import Any, Mapping
 
 import ml_collections
 
-from dsvl_jax.config.schema import build_dataclass, check
+from dsvl_jax.config.schema import Section, check
 from dsvl_jax.infer.chat_config import ImagePosition, LoadDtype
 
 
 @dataclasses.dataclass(frozen=True)
-class ServeConfig:
+class ServeConfig(Section):
+  SECTION = "serve"  # config.serve; not a field
+
   checkpoint: str = ""  # our checkpoint, a transformers or original directory ("" = random init)
   tokenizer: str = ""  # tokenizer.json / .model / builtin:bytes ("" = the checkpoint's own)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
@@ -97,10 +98,6 @@ class ServeConfig:
         f"{self.image_dir!r} is not a directory",
     )
     return self
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "ServeConfig":
-    return build_dataclass(cls, d, "serve").validate()
 
 
 def default_config() -> ml_collections.ConfigDict:
