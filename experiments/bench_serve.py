@@ -466,17 +466,8 @@ def main():
 
     questions = ["describe the picture", "what colours are there", "and in the corners"]
     for cached in (False, True):
-      server = Server(
-          cfg,
-          params,
-          tok,
-          num_slots=2,
-          max_len=1024,
-          prompt_bucket=64,
-          max_tokens=16,
-          default_max_tokens=16,
-          prefix_cache=cached,
-      )
+      sizes = dict(num_slots=2, max_len=1024, prompt_bucket=64, max_tokens=16)
+      server = Server(cfg, params, tok, **sizes, default_max_tokens=16, prefix_cache=cached)
       for warm in (True, False):  # the first conversation (another image) compiles
         uri = image_uri(int(warm))
         messages, times = [], []

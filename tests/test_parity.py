@@ -18,6 +18,7 @@ from conftest import tiny_config
 from convert import state_dict_to_params
 from dsvl_jax.models import DeepseekVL
 from dsvl_jax.models.vision import HybridTower, SiglipTower
+from dsvl_jax.processor.batching import left_pad
 
 # max|ours - ref| / max|ref| per output; measured on CPU: SigLIP 3.2e-7 / 5.0e-7 (1.3B / 7B
 # family), SAM 8.8e-7, aligner 6.3e-7 / 6.8e-7, LLM 7.0e-7 / 9.3e-7, VLM 1.0e-6 / 1.4e-6
@@ -102,13 +103,7 @@ def test_aligner_output(setup):
 
 
 def _left_pad(rows, pad_id):
-  t = max(len(r) for r in rows)
-  ids = np.full((len(rows), t), pad_id, np.int32)
-  mask = np.zeros((len(rows), t), np.int32)
-  for i, r in enumerate(rows):
-    ids[i, t - len(r) :] = r
-    mask[i, t - len(r) :] = 1
-  return ids, mask
+  return left_pad(rows, max(len(r) for r in rows), pad_id)
 
 
 def _positions(mask):
