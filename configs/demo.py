@@ -41,6 +41,21 @@ def synthetic(seed: int, kinds, modality: str, weight: float = 1.0) -> dict:
   )
 
 
+def demo_stage(
+    train: dict, lr: float, data: dict, multimodal_share: float, modality_warmup: int = 0, **sources
+) -> ml_collections.ConfigDict:
+  """One stage of the recipe: the train, optimizer and data fields it sets over c.train,
+  c.optimizer and c.data. Every stage warms its learning rate up over 10 steps; its data
+  is `data` with `sources` drawn at `multimodal_share` of the steps (reached from 0 over
+  `modality_warmup` steps; 0: from the first step)."""
+  mixture = dict(sources=sources, multimodal_share=multimodal_share)
+  if modality_warmup:
+    mixture.update(schedule="warmup", warmup_steps=modality_warmup)
+  return ml_collections.ConfigDict(
+      dict(train=train, optimizer=dict(lr=lr, warmup_steps=10), data=dict(data, **mixture))
+  )
+
+
 def get_config(arg=None):
   """No argument: the demo as `make run` runs it. 'accurate': 1200 vision steps (the
   towers learn to read the printed words) and 3000 stage-3 steps (the place binding
@@ -74,91 +89,54 @@ def get_config(arg=None):
   c.demo.train_seed = 2  # built-in scenes for training
   c.demo.heldout_seed = 1000  # held-out scenes: never trained on
   c.demo.heldout_scenes = 100  # scenes evaluated (one question per type each)
-  c.demo.lm = ml_collections.ConfigDict(
-      dict(
-          train=dict(steps=300, trainable=("llm",)),
-          optimizer=dict(lr=2e-3, warmup_steps=10),
-          data=dict(
-              stage=2,
-              pack=True,
-              seq_len=128,
-              multimodal_share=0.0,
-              sources=dict(text=synthetic(1, ("text", "text_chat", "text_qa"), "text")),
-          ),
-      )
+  text = synthetic(1, ("text", "text_chat", "text_qa"), "text")  # the built-in text
+  c.demo.lm = demo_stage(
+      dict(steps=300, trainable=("llm",)),
+      lr=2e-3,
+      data=dict(stage=2, pack=True, seq_len=128),
+      multimodal_share=0.0,
+      text=text,
   )
-  c.demo.vision = ml_collections.ConfigDict(
-      dict(
-          train=dict(steps=400, trainable=("llm", "siglip", "sam", "aligner")),
-          optimizer=dict(lr=5e-4, warmup_steps=10),
-          data=dict(
-              stage=1,
-              seq_len=32,
-              max_images_per_row=1,
-              multimodal_share=1.0,  # <= 32 tokens
-              sources=dict(objects=synthetic(5, ("object",), "multimodal")),
-          ),
-      )
+  c.demo.vision = demo_stage(
+      dict(steps=400, trainable=("llm", "siglip", "sam", "aligner")),
+      lr=5e-4,
+      data=dict(stage=1, seq_len=32, max_images_per_row=1),  # <= 32 tokens
+      multimodal_share=1.0,
+      objects=synthetic(5, ("object",), "multimodal"),
   )
-  c.demo.stage1 = ml_collections.ConfigDict(
+  c.demo.stage1 = demo_stage(
+      # Assembled like the real model: the text-pretrained LLM, the caption-pretrained
+      # towers, and the adaptor as initialised (random).
       dict(
-          # Assembled like the real model: the text-pretrained LLM, the caption-pretrained
-          # towers, and the adaptor as initialised (random).
-          train=dict(
-              steps=50,
-              trainable=("aligner",),
-              init_from="lm",
-              init_groups=dict(siglip="vision", sam="vision"),
-          ),
-          optimizer=dict(lr=2e-3, warmup_steps=10),
-          data=dict(
-              stage=1,
-              seq_len=48,
-              max_images_per_row=1,
-              multimodal_share=1.0,  # <= 46 tokens
-              sources=dict(captions=synthetic(2, ("caption",), "multimodal")),
-          ),
-      )
+          steps=50,
+          trainable=("aligner",),
+          init_from="lm",
+          init_groups=dict(siglip="vision", sam="vision"),
+      ),
+      lr=2e-3,
+      data=dict(stage=1, seq_len=48, max_images_per_row=1),  # <= 46 tokens
+      multimodal_share=1.0,
+      captions=synthetic(2, ("caption",), "multimodal"),
   )
-  c.demo.stage2 = ml_collections.ConfigDict(
-      dict(
-          train=dict(steps=400, trainable=("llm", "aligner")),
-          optimizer=dict(lr=1e-3, warmup_steps=10),
-          data=dict(
-              stage=2,
-              pack=True,
-              seq_len=128,
-              max_images_per_row=4,
-              schedule="warmup",
-              multimodal_share=0.8,
-              warmup_steps=100,
-              sources=dict(
-                  scenes=synthetic(2, ("caption", "interleaved"), "multimodal", 4.0),
-                  chats=synthetic(3, ("chat",), "multimodal", 1.0),
-                  text=synthetic(1, ("text", "text_chat", "text_qa"), "text"),
-              ),
-          ),
-      )
+  c.demo.stage2 = demo_stage(
+      dict(steps=400, trainable=("llm", "aligner")),
+      lr=1e-3,
+      data=dict(stage=2, pack=True, seq_len=128, max_images_per_row=4),
+      multimodal_share=0.8,
+      modality_warmup=100,
+      scenes=synthetic(2, ("caption", "interleaved"), "multimodal", 4.0),
+      chats=synthetic(3, ("chat",), "multimodal", 1.0),
+      text=text,
   )
-  c.demo.stage3 = ml_collections.ConfigDict(
-      dict(
-          train=dict(steps=2000, trainable=("llm", "aligner", "siglip", "sam_neck")),
-          optimizer=dict(lr=3e-4, warmup_steps=10),
-          # Packed: a chat is 57 tokens on average, so 8 unpacked rows of 128 were 56%
-          # padding. 4 packed rows of 160 hold ~9 chats (8 before) in 2/3 of the step time.
-          data=dict(
-              stage=3,
-              pack=True,
-              global_batch_size=4,
-              seq_len=160,
-              max_images_per_row=5,
-              multimodal_share=0.9,
-              sources=dict(
-                  chats=synthetic(4, ("chat",), "multimodal"),
-                  text=synthetic(1, ("text_chat", "text_qa"), "text"),
-              ),
-          ),
-      )
+  c.demo.stage3 = demo_stage(
+      dict(steps=2000, trainable=("llm", "aligner", "siglip", "sam_neck")),
+      lr=3e-4,
+      # Packed: a chat is 57 tokens on average, so 8 unpacked rows of 128 were 56%
+      # padding. 4 packed rows of 160 hold ~9 chats (8 before) in 2/3 of the step time.
+      data=dict(stage=3, pack=True, global_batch_size=4, seq_len=160, max_images_per_row=5),
+      multimodal_share=0.9,
+      chats=synthetic(4, ("chat",), "multimodal"),
+      text=synthetic(1, ("text_chat", "text_qa"), "text"),
   )
 
   if variant == "accurate":

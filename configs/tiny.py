@@ -31,23 +31,9 @@ def get_config(arg=None):
       max_images_per_row=4,  # image slots per multimodal row
       schedule="warmup",  # language share 1.0 at step 0 down to the paper's 7:3 ...
       warmup_steps=20,  # ... over these steps
-      sources=dict(
-          shapes=dict(
-              type="synthetic",
-              modality="multimodal",
-              weight=1.0,
-              synthetic_seed=0,
-              synthetic_size=10_000,
-              synthetic_kinds=("caption", "interleaved", "chat"),
-          ),
-          words=dict(
-              type="synthetic",
-              modality="text",
-              weight=1.0,
-              synthetic_seed=1,
-              synthetic_size=10_000,
-              synthetic_kinds=("text", "text_chat"),
-          ),
+      sources=dict(  # SourceConfig's defaults: synthetic, weight 1, 10,000 records, seed 0
+          shapes=dict(modality="multimodal", synthetic_kinds=("caption", "interleaved", "chat")),
+          words=dict(modality="text", synthetic_seed=1, synthetic_kinds=("text", "text_chat")),
       ),
   )
   # Stage 2 style (towers frozen); small vocabulary: whole rows projected at once.

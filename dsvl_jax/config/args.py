@@ -1,12 +1,13 @@
 """The argument of a config file (`--config=configs/deepseek_vl_7b.py:stage2`), parsed once.
 
-A config file names what each argument selects, `None` being no argument:
+A config file (or train/recipe.py for it) names what each argument selects, `None`
+being no argument:
 
-  STAGES = {None: None, "stage1": 1, "stage2": 2, "stage3": 3}
-  ARGS = tuple(STAGES)  # every valid arg (tests render each)
+  VARIANTS = {None: None, "accurate": "accurate"}  # arg -> the run's variant
+  ARGS = tuple(VARIANTS)  # every valid arg (tests render each)
 
   def get_config(arg=None):
-    stage = parse_arg(arg, STAGES, __file__, what="stage")
+    variant = parse_arg(arg, VARIANTS, __file__)
 
 An argument the file does not take fails at load time with one line naming the file,
 the argument and the ones it takes (main.py prints the line and exits 2).

@@ -3,8 +3,9 @@ sections every config holds.
 
 `base_config(model)` is a whole config for inference: the mode, the seed, the model and
 every section main.py may read, at their dataclasses' defaults. `with_stage(config,
-size, stage)` turns it into one training stage of configs/deepseek_vl_{1_3b,7b}.py;
-`stage_blocks(size, stage)` gives that stage's `train`, `optimizer` and `data` blocks.
+size, stage)` turns it into one training stage of configs/deepseek_vl_{1_3b,7b}.py
+(`paper_config` is those files' config); `stage_blocks(size, stage)` gives that stage's
+`train`, `optimizer` and `data` blocks.
 Table 4's values live in TABLE4; the data mixtures of Tables 1 and 2 become source
 weights. What the recipe does not set is the dataclasses' default (train/config.py,
 data/config.py), stated there once. Source paths are placeholders
@@ -14,8 +15,12 @@ command line (`--config.data.sources.captions.paths='("/data/sharegpt4v.jsonl",)
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import ml_collections
 
+from dsvl_jax.config import presets
+from dsvl_jax.config.args import parse_arg
 from dsvl_jax.data import config as data_config
 from dsvl_jax.eval import eval_config
 from dsvl_jax.infer import chat_config
@@ -23,33 +28,33 @@ from dsvl_jax.runtime import compile_cache, distributed
 from dsvl_jax.serve import serve_config
 from dsvl_jax.train import config as train_config
 
-# size -> stage -> Table 4 (learning rate, scheduler, warm-up steps, training steps,
-# global batch size, sequence length, sequence packing). All stages: AdamW beta
-# (0.9, 0.95), weight decay 0, gradient clip 1.0: OptimizerConfig's defaults.
+
+class Table4Row(NamedTuple):
+  """One (size, stage) row of the paper's Table 4."""
+
+  lr: float  # learning rate
+  schedule: str  # scheduler (step = DeepSeek-LLM multi-step)
+  warmup: int  # warm-up steps
+  steps: int  # training steps
+  batch: int  # global batch size (rows per step, all hosts)
+  seq: int  # sequence length
+  pack: bool  # sequence packing
+
+
+# (size, stage) -> its Table 4 row. All stages: AdamW beta (0.9, 0.95), weight decay 0,
+# gradient clip 1.0: OptimizerConfig's defaults.
 TABLE4 = {
-    "1.3b": {
-        1: dict(
-            lr=1.0e-3, schedule="cosine", warmup=128, steps=15000, batch=256, seq=512, pack=False
-        ),
-        2: dict(
-            lr=3e-5, schedule="step", warmup=2000, steps=96000, batch=1024, seq=4096, pack=True
-        ),
-        3: dict(
-            lr=2.0e-5, schedule="cosine", warmup=256, steps=10000, batch=256, seq=4096, pack=False
-        ),
-    },
-    "7b": {
-        1: dict(
-            lr=1.0e-3, schedule="cosine", warmup=128, steps=15000, batch=256, seq=512, pack=False
-        ),
-        2: dict(
-            lr=4.2e-5, schedule="step", warmup=2000, steps=42000, batch=2304, seq=4096, pack=True
-        ),
-        3: dict(
-            lr=2.0e-5, schedule="cosine", warmup=256, steps=10000, batch=256, seq=4096, pack=False
-        ),
-    },
+    #                      lr, scheduler, warm-up, steps, batch, sequence, packing
+    ("1.3b", 1): Table4Row(1.0e-3, "cosine", 128, 15000, 256, 512, False),
+    ("1.3b", 2): Table4Row(3e-5, "step", 2000, 96000, 1024, 4096, True),
+    ("1.3b", 3): Table4Row(2.0e-5, "cosine", 256, 10000, 256, 4096, False),
+    ("7b", 1): Table4Row(1.0e-3, "cosine", 128, 15000, 256, 512, False),
+    ("7b", 2): Table4Row(4.2e-5, "step", 2000, 42000, 2304, 4096, True),
+    ("7b", 3): Table4Row(2.0e-5, "cosine", 256, 10000, 256, 4096, False),
 }
+
+# The argument of configs/deepseek_vl_{1_3b,7b}.py -> the paper's stage (None: inference).
+STAGE_ARGS = {None: None, "stage1": 1, "stage2": 2, "stage3": 3}
 
 # Trained groups per stage (paper Figure 3): SAM stays frozen in stage 3 (add "sam_neck"
 # to train its neck and downsample convolutions).
@@ -118,29 +123,50 @@ def with_stage(
   return config
 
 
+def paper_config(
+    size: str, arg: str | None, grad_accum_steps: dict[int, int], file: str
+) -> ml_collections.ConfigDict:
+  """The config of configs/deepseek_vl_{size}.py (`file`) for its argument `arg`: the
+  "size" preset for inference, or with an arg of STAGE_ARGS its training stage with
+  `grad_accum_steps[stage]` micro-batches per step."""
+  stage = parse_arg(arg, STAGE_ARGS, file, what="stage")
+  config = base_config(presets.model(size))
+  if stage is None:
+    return config
+  return with_stage(config, size, stage, grad_accum_steps[stage])
+
+
+def paper_get_config(size: str, grad_accum_steps: dict[int, int], file: str):
+  """The `get_config(arg=None)` of a paper config file (see `paper_config`)."""
+
+  def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
+    return paper_config(size, arg, grad_accum_steps, file)
+
+  return get_config
+
+
 def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
   """{'train', 'optimizer', 'data'} blocks of one stage of one model size: every field of
   their dataclasses, the defaults where the recipe sets nothing."""
-  if size not in TABLE4 or stage not in TABLE4[size]:
-    raise ValueError(
-        f"no recipe for size {size!r} stage {stage!r}; sizes {list(TABLE4)}, stages 1, 2, 3"
-    )
-  t = TABLE4[size][stage]
+  if (size, stage) not in TABLE4:
+    sizes = sorted({s for s, _ in TABLE4})
+    raise ValueError(f"no recipe for size {size!r} stage {stage!r}; sizes {sizes}, stages 1, 2, 3")
+  t = TABLE4[size, stage]
   train = train_config.default_train_config(
-      steps=t["steps"],  # Table 4 training steps
+      steps=t.steps,  # Table 4 training steps
       trainable=TRAINABLE[stage],  # groups trained; the rest frozen (no optimizer state)
       loss_chunk_tokens=1024,  # vocabulary projection in 1024-token chunks (102,400 columns)
   )
   optimizer = train_config.default_optimizer_config(
-      lr=t["lr"],  # Table 4 learning rate
-      schedule=t["schedule"],  # Table 4 scheduler (step = DeepSeek-LLM multi-step)
-      warmup_steps=t["warmup"],  # Table 4 warm-up steps
+      lr=t.lr,  # Table 4 learning rate
+      schedule=t.schedule,  # Table 4 scheduler (step = DeepSeek-LLM multi-step)
+      warmup_steps=t.warmup,  # Table 4 warm-up steps
   )
   data = data_config.default_config(
       stage=stage,  # loss masks: stages 1-2 all text tokens, stage 3 answers only
-      pack=t["pack"],  # Table 4 sequence packing
-      seq_len=t["seq"],  # Table 4 sequence length
-      global_batch_size=t["batch"],  # Table 4 batch size (rows per step, all hosts)
+      pack=t.pack,  # Table 4 sequence packing
+      seq_len=t.seq,  # Table 4 sequence length
+      global_batch_size=t.batch,  # Table 4 batch size (rows per step, all hosts)
       max_images_per_row=MAX_IMAGES[stage],  # image slots per multimodal row
       schedule="warmup" if stage == 2 else "constant",  # modality warm-up in stage 2
       multimodal_share=MULTIMODAL_SHARE[stage],  # target share of multimodal steps
