@@ -60,29 +60,26 @@ STAGE_ARGS = {None: None, "stage1": 1, "stage2": 2, "stage3": 3}
 # to train its neck and downsample convolutions).
 TRAINABLE = {1: ("aligner",), 2: ("llm", "aligner"), 3: ("llm", "aligner", "siglip")}
 
-# (name, modality, weight): stage 1 = ShareGPT4V captions (1.25M) + document OCR
-# renderings (2.5M); stage 2 = Table 1 shares (text 70%); stage 3 = Table 2 shares.
+# stage -> {source: weight}: stage 1 = ShareGPT4V captions (1.25M) + document OCR
+# renderings (2.5M); stage 2 = Table 1 shares (text 70%); stage 3 = Table 2 shares. The
+# paper mixes a small share of SFT data into stage 2 (`sft`, section 4.4) so that a
+# small model can follow instructions while it is monitored.
 SOURCES = {
-    1: (("captions", "multimodal", 1.25), ("document_ocr", "multimodal", 2.5)),
-    2: (
-        ("interleaved", "multimodal", 15.2),
-        ("captions", "multimodal", 11.1),
-        ("table_chart", "multimodal", 2.1),
-        ("web_code", "multimodal", 0.4),
-        ("scene_ocr", "multimodal", 1.2),
-        # The paper mixes a small share of SFT data into stage 2 (section 4.4) so that
-        # a small model can follow instructions while it is monitored.
-        ("sft", "multimodal", 0.6),
-        ("text", "text", 1.0),
+    1: dict(captions=1.25, document_ocr=2.5),
+    2: dict(
+        interleaved=15.2,
+        captions=11.1,
+        table_chart=2.1,
+        web_code=0.4,
+        scene_ocr=1.2,
+        sft=0.6,
+        text=1.0,
     ),
-    3: (
-        ("taxonomy_sft", "multimodal", 10.5),
-        ("general_multimodal", "multimodal", 35.5),
-        ("table_chart", "multimodal", 4.1),
-        ("web_code", "multimodal", 2.0),
-        ("text_sft", "text", 47.9),
+    3: dict(
+        taxonomy_sft=10.5, general_multimodal=35.5, table_chart=4.1, web_code=2.0, text_sft=47.9
     ),
 }
+TEXT_SOURCES = ("text", "text_sft")  # text-only; every other source is multimodal
 MULTIMODAL_SHARE = {1: 1.0, 2: 0.3, 3: 0.521}  # stage 3: 52.1% multimodal SFT (Table 2)
 # Image slots per row: stage 2 packs interleaved documents; SFT chats have 1-2 images.
 MAX_IMAGES = {1: 1, 2: 4, 3: 2}
@@ -176,11 +173,11 @@ def stage_blocks(size: str, stage: int) -> dict[str, ml_collections.ConfigDict]:
       sources={
           name: dict(
               type="jsonl",
-              modality=modality,
+              modality="text" if name in TEXT_SOURCES else "multimodal",
               weight=weight,
               paths=(f"data/stage{stage}/{name}.jsonl",),
           )
-          for name, modality, weight in SOURCES[stage]
+          for name, weight in SOURCES[stage].items()
       },
   )
   return {"train": train, "optimizer": optimizer, "data": data}
