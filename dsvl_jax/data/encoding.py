@@ -38,7 +38,7 @@ from dsvl_jax.data.sources import (
 )
 from dsvl_jax.processor import conversation, image_processor
 from dsvl_jax.processor.layout import TokenLayout
-from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer, make_tokenizer
+from dsvl_jax.processor.tokenizer import Tokenizer, make_tokenizer, special_token_mismatch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,13 +67,12 @@ class BadSampleError(ValueError):
 def check_tokenizer(tok: Tokenizer, layout: TokenLayout) -> None:
   """Start-up check that the template's special strings are single config ids, so a bad
   tokenizer fails the run at once instead of every chat being skipped as malformed."""
-  for text, want in ((EOS_TOKEN, layout.eos_token_id), (tok.image_token, layout.image_token_id)):
-    got = tok.encode(text, add_bos=False)
-    if got != [want]:
-      raise ValueError(
-          f"data.tokenizer: {text!r} encodes to {got}, the model config "
-          f"needs [{want}]; use the checkpoint's own tokenizer"
-      )
+  if bad := special_token_mismatch(tok, layout):
+    text, got, want = bad
+    raise ValueError(
+        f"data.tokenizer: {text!r} encodes to {got}, the model config "
+        f"needs [{want}]; use the checkpoint's own tokenizer"
+    )
 
 
 def pixels_to_unit(pixels: np.ndarray) -> np.ndarray:

@@ -175,8 +175,10 @@ class Generator:
 
   # -- jitted pieces ------------------------------------------------------------------
 
-  def _prefill_fn(self, params, ids, mask, images, cache, rng, *, sampling: SamplingConfig):
-    """ids, mask [B, T]; cache sized S >= T. Returns (state, first tokens [B])."""
+  def _fill(self, params, ids, mask, images, cache):
+    """Prefills ids, mask [B, T] (left-padded, with their images) into cache columns
+    [0, T) of an empty cache [B, S]. Returns (last logits [B, V], cache, slots [B, S]:
+    1 where a real token sits, positions [B, T])."""
     b, t = ids.shape
     s = cache[0]["k"].shape[2]  # [B, KVH, S, Dh]
     positions = positions_from_mask(mask)
@@ -191,7 +193,12 @@ class Generator:
         cache=cache,
         cache_index=0,
     )
-    return self._first_token(logits, cache, slots, positions, t, rng, sampling)
+    return logits, cache, slots, positions
+
+  def _prefill_fn(self, params, ids, mask, images, cache, rng, *, sampling: SamplingConfig):
+    """ids, mask [B, T]; cache sized S >= T. Returns (state, first tokens [B])."""
+    logits, cache, slots, positions = self._fill(params, ids, mask, images, cache)
+    return self._first_token(logits, cache, slots, positions, ids.shape[1], rng, sampling)
 
   def _first_token(
       self, logits, cache, slots, positions, written: int, rng, sampling: SamplingConfig
@@ -245,20 +252,8 @@ class Generator:
     [B, T] (left-padded) into slots [P, P + T), RoPE positions continuing the prefix's.
     The same attention inputs as `_prefill_fn` on the whole prompt: the padding between
     prefix and suffix is masked. Returns (state, first tokens [B])."""
-    g, p = pids.shape
-    t = sids.shape[1]
-    s = cache[0]["k"].shape[2]  # [G, KVH, S, Dh]
-    pslots = jnp.zeros((g, s), jnp.int32).at[:, :p].set(pmask)
-    _, cache = forward_last(
-        self.module,
-        params,
-        pids,
-        images,
-        attention_mask=pslots,
-        positions=positions_from_mask(pmask),
-        cache=cache,
-        cache_index=0,
-    )
+    p, t = pids.shape[1], sids.shape[1]
+    _, cache, pslots, _ = self._fill(params, pids, pmask, images, cache)
     cache = jax.tree.map(lambda x: jnp.take(x, group, axis=0), cache)
     slots = jnp.take(pslots, group, axis=0).at[:, p : p + t].set(smask)
     start = jnp.take(pmask.sum(-1), group)
@@ -299,12 +294,7 @@ class Generator:
     if sampling.stop_strings and decode is None:
       raise ValueError("stop_strings need a decode function")
     tp = round_up(t, self.prompt_bucket)
-    s = round_up(tp + sampling.max_new_tokens, self.cache_bucket)
-    check_context(
-        self.cfg.llm,
-        s,
-        f"prompt ({t} tokens, bucketed to {tp}) + max_new_tokens ({sampling.max_new_tokens})",
-    )
+    s = self._cache_size(tp, sampling, f"prompt ({t} tokens, bucketed to {tp})")
     pad = tp - t
     ids = np.concatenate([np.full((b, pad), self.cfg.pad_token_id, np.int32), ids], 1)
     mask = np.concatenate([np.zeros((b, pad), np.int32), mask], 1)
@@ -312,17 +302,7 @@ class Generator:
     dtype = jnp.dtype(self.cfg.compute.dtype)
     cache = init_cache(self.cfg.llm, b, s, dtype, stacked=False)
     ids, mask, cache = self._rows((ids, mask, cache), b)
-
-    state, token = self._prefill(
-        self.params,
-        ids,
-        mask,
-        images,
-        cache,
-        jax.random.key(sampling.seed),
-        sampling=_static(sampling),
-    )
-    return self._decode(state, token, b, sampling, decode, on_token)
+    return self._decode(self._prefill, (ids, mask, images, cache), b, sampling, decode, on_token)
 
   def generate_shared(
       self,
@@ -357,13 +337,7 @@ class Generator:
     prefixes = list(prefixes) + [prefixes[-1]] * (gp - g)
     pp = round_up(max(len(ids) for ids, _ in prefixes), self.prompt_bucket)
     ts = round_up(max(len(x) for x in suffixes), SUFFIX_BUCKET)
-    s = round_up(pp + ts + sampling.max_new_tokens, self.cache_bucket)
-    check_context(
-        self.cfg.llm,
-        s,
-        f"prefix ({pp}) + suffix ({ts}) tokens, bucketed, + "
-        f"max_new_tokens ({sampling.max_new_tokens})",
-    )
+    s = self._cache_size(pp + ts, sampling, f"prefix ({pp}) + suffix ({ts}) tokens, bucketed,")
     pids, pmask = left_pad(
         [np.asarray(ids, np.int32) for ids, _ in prefixes], pp, self.cfg.pad_token_id
     )
@@ -377,25 +351,23 @@ class Generator:
     )
     cache = init_cache(self.cfg.llm, gp, s, jnp.dtype(self.cfg.compute.dtype), stacked=False)
     group, sids, smask = self._rows((group, sids, smask), b)
-    state, token = self._prefill_shared(
-        self.params,
-        pids,
-        pmask,
-        images,
-        cache,
-        group,
-        sids,
-        smask,
-        jax.random.key(sampling.seed),
-        sampling=_static(sampling),
-    )
-    return self._decode(state, token, b, sampling, decode, on_token)
+    inputs = (pids, pmask, images, cache, group, sids, smask)
+    return self._decode(self._prefill_shared, inputs, b, sampling, decode, on_token)
+
+  def _cache_size(self, prompt: int, sampling: SamplingConfig, what: str) -> int:
+    """Cache columns S for a bucketed prompt of `prompt` tokens plus max_new_tokens,
+    checked against the model's context (`what` describes the prompt in the error)."""
+    s = round_up(prompt + sampling.max_new_tokens, self.cache_bucket)
+    check_context(self.cfg.llm, s, f"{what} + max_new_tokens ({sampling.max_new_tokens})")
+    return s
 
   def _decode(
-      self, state: DecodeState, token, b: int, sampling: SamplingConfig, decode, on_token
+      self, prefill, inputs: tuple, b: int, sampling: SamplingConfig, decode, on_token
   ) -> Generation:
-    """The host loop after a prefill: EOS and stop strings per row, one step at a time."""
+    """Runs a jitted prefill (`inputs` go between the params and the key), then the host
+    loop: EOS and stop strings per row, one step at a time."""
     static = _static(sampling)
+    state, token = prefill(self.params, *inputs, jax.random.key(sampling.seed), sampling=static)
     out = [[] for _ in range(b)]
     reasons = ["length"] * b
     done = np.zeros(b, bool)

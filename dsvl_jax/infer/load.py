@@ -15,7 +15,7 @@ import jax
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.processor.layout import TokenLayout
-from dsvl_jax.processor.tokenizer import EOS_TOKEN, Tokenizer, make_tokenizer
+from dsvl_jax.processor.tokenizer import Tokenizer, make_tokenizer, special_token_mismatch
 
 
 def load_model(config, section) -> tuple[VLMConfig, Any]:
@@ -42,12 +42,11 @@ def load_tokenizer(section, cfg: VLMConfig, name: str) -> Tokenizer:
         f"'builtin:bytes' is needed (or a {name}.checkpoint holding one)"
     )
   tokenizer = make_tokenizer(spec, TokenLayout.of(cfg))
-  for text, want in ((EOS_TOKEN, cfg.eos_token_id), (tokenizer.image_token, cfg.image_token_id)):
-    got = tokenizer.encode(text, add_bos=False)
-    if got != [want]:
-      raise ConfigError(
-          f"config field '{name}.tokenizer': {spec!r} encodes {text!r} to "
-          f"{got}, the model config needs [{want}]; use the checkpoint's own "
-          f"tokenizer"
-      )
+  if bad := special_token_mismatch(tokenizer, cfg):
+    text, got, want = bad
+    raise ConfigError(
+        f"config field '{name}.tokenizer': {spec!r} encodes {text!r} to "
+        f"{got}, the model config needs [{want}]; use the checkpoint's own "
+        f"tokenizer"
+    )
   return tokenizer

@@ -303,3 +303,14 @@ def make_tokenizer(spec: str, layout: SpecialIds) -> Tokenizer:
   if spec.endswith(".json"):
     return Tokenizer.from_file(spec, layout)
   return Tokenizer.from_pretrained_dir(spec, layout)
+
+
+def special_token_mismatch(tok: Tokenizer, ids: SpecialIds) -> tuple[str, list[int], int] | None:
+  """(text, its ids, the config id) for the first of the template's EOS and the image
+  placeholder that does not encode to its single config id; None when both do (the chat
+  template and the image blocks rely on both)."""
+  for text, want in ((EOS_TOKEN, ids.eos_token_id), (tok.image_token, ids.image_token_id)):
+    got = tok.encode(text, add_bos=False)
+    if got != [want]:
+      return text, got, want
+  return None

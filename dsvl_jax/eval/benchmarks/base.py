@@ -101,6 +101,13 @@ def exact_match(item: BenchItem, parsed: Any) -> bool:
   return parsed is not None and parsed == item.answer
 
 
+def existing_image(path: pathlib.Path, where: str) -> pathlib.Path:
+  """`path`, checked at load time to be a file (FileNotFoundError naming `where`)."""
+  if not path.is_file():
+    raise FileNotFoundError(f"{where}: image {path} not found")
+  return path
+
+
 def image_loader(*sources) -> Callable[[], list[Image.Image]]:
   """`BenchItem.load_images` for image files or encoded bytes: decoded on call by the
   project's loader (a missing or corrupt image raises, naming it)."""
@@ -114,3 +121,28 @@ def option_lines(options: Sequence[str]) -> str:
 
 def accuracy(flags: Sequence[bool]) -> float:
   return float(sum(map(bool, flags)) / len(flags)) if len(flags) else 0.0
+
+
+def category_accuracy(categories: Sequence[str], flags: Sequence[bool]) -> dict[str, float]:
+  """{"category/<name>": accuracy of the flags whose category is <name>}, names sorted;
+  flags[i] belongs to categories[i]."""
+  return {
+      f"category/{name}": accuracy([ok for c, ok in zip(categories, flags) if c == name])
+      for name in sorted(set(categories))
+  }
+
+
+def accuracy_metrics(
+    items: Sequence[BenchItem], parsed: Sequence[Any], count: Callable[[int], Any] = int
+) -> dict[str, float]:
+  """`score` for one exact-match answer per item: "accuracy" over all items, then
+  "num_items" and "unparsed" (None answers, scored wrong) as `count` makes them, then
+  `category_accuracy`; parsed[i] answers items[i]."""
+  check_answers(items, parsed)
+  right = [exact_match(item, a) for item, a in zip(items, parsed)]
+  return {
+      "accuracy": accuracy(right),
+      "num_items": count(len(items)),
+      "unparsed": count(sum(a is None for a in parsed)),
+      **category_accuracy([item.category for item in items], right),
+  }

@@ -45,6 +45,7 @@ from dsvl_jax.eval.benchmarks.base import (
     BenchItem,
     BenchmarkFormatError,
     accuracy,
+    category_accuracy,
     check_answers,
     exact_match,
     image_loader,
@@ -227,6 +228,5 @@ def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str,
       "num_rotations": len(items),
       "unparsed": sum(a is None for a in parsed),
   }
-  for name in sorted(set(category.values())):
-    metrics[f"category/{name}"] = accuracy([ok for g, ok in passed.items() if category[g] == name])
+  metrics.update(category_accuracy([category[g] for g in passed], list(passed.values())))
   return metrics

@@ -55,6 +55,7 @@ from dsvl_jax.eval.benchmarks.base import (
     BenchmarkFormatError,
     check_answers,
     exact_match,
+    existing_image,
     image_loader,
 )
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
@@ -125,9 +126,7 @@ def load_file(file: pathlib.Path, image_dir: pathlib.Path) -> list[BenchItem]:
     if item_id in seen:
       raise BenchmarkFormatError(f"{where}: question_id {row['question_id']!r} repeats")
     seen.add(item_id)
-    image = image_dir / row["image"]
-    if not image.is_file():
-      raise FileNotFoundError(f"{where}: image {image} not found")
+    image = existing_image(image_dir / row["image"], where)
     items.append(
         BenchItem(
             id=item_id,

@@ -45,17 +45,17 @@ import json
 import pathlib
 from typing import Any, Sequence
 
+from dsvl_jax.eval.benchmarks import choice
 from dsvl_jax.eval.benchmarks.base import (
     LETTERS,
     BenchItem,
     BenchmarkFormatError,
-    accuracy,
-    check_answers,
+    accuracy_metrics,
     exact_match,
+    existing_image,
     image_loader,
     option_lines,
 )
-from dsvl_jax.eval.benchmarks.choice import INSTRUCTION, extract_choice
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 NAME = "scienceqa"
@@ -142,13 +142,11 @@ def load(path: str | pathlib.Path, split: str = "test") -> list[BenchItem]:
     raise BenchmarkFormatError(f"{file}: not an object of pid -> problem")
   items = []
   for pid in split_pids(root, problems, file, split):
-    p = problems[pid]
-    check_problem(p, f"{file}: pid {pid}")
+    p, where = problems[pid], f"{file}: pid {pid}"
+    check_problem(p, where)
     if not p.get("image"):
       continue  # text-only question: not in the IMG subset
-    image = root / IMAGES / p["split"] / pid / p["image"]
-    if not image.is_file():
-      raise FileNotFoundError(f"{file}: pid {pid}: image {image} not found")
+    image = existing_image(root / IMAGES / p["split"] / pid / p["image"], where)
     items.append(
         BenchItem(
             id=pid,
@@ -167,28 +165,14 @@ def load(path: str | pathlib.Path, split: str = "test") -> list[BenchItem]:
 
 def prompt(item: BenchItem) -> str:
   parts = [f"Context: {item.hint}"] if item.hint.strip() else []
-  parts += [item.question, option_lines(item.options), INSTRUCTION]
+  parts += [item.question, option_lines(item.options), choice.INSTRUCTION]
   return IMAGE_TOKEN + "\n".join(parts)
 
 
-def parse(item: BenchItem, output: str) -> str | None:
-  return extract_choice(output, item.options)
-
-
+parse = choice.item_answer
 is_correct = exact_match
 
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
   """accuracy, category/<subject> accuracy, num_items, unparsed (None = wrong)."""
-  check_answers(items, parsed)
-  right = [exact_match(it, a) for it, a in zip(items, parsed)]
-  out = {
-      "accuracy": accuracy(right),
-      "num_items": float(len(items)),
-      "unparsed": float(sum(a is None for a in parsed)),
-  }
-  for subject in sorted({it.category for it in items}):
-    out[f"category/{subject}"] = accuracy(
-        [r for it, r in zip(items, right) if it.category == subject]
-    )
-  return out
+  return accuracy_metrics(items, parsed, count=float)

@@ -34,8 +34,7 @@ from dsvl_jax.eval.benchmarks import choice
 from dsvl_jax.eval.benchmarks.base import (
     BenchItem,
     BenchmarkFormatError,
-    accuracy,
-    check_answers,
+    accuracy_metrics,
     exact_match,
     image_loader,
 )
@@ -130,15 +129,4 @@ is_correct = exact_match
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
   """Accuracy overall and per dimension (parsed[i] answers items[i])."""
-  check_answers(items, parsed)
-  right = [exact_match(item, a) for item, a in zip(items, parsed)]
-  metrics: dict[str, float] = {
-      "accuracy": accuracy(right),
-      "num_items": len(items),
-      "unparsed": sum(a is None for a in parsed),
-  }
-  for name in sorted({item.category for item in items}):
-    metrics[f"category/{name}"] = accuracy(
-        [ok for item, ok in zip(items, right) if item.category == name]
-    )
-  return metrics
+  return accuracy_metrics(items, parsed)
