@@ -144,6 +144,8 @@ def attention(
         f"attention_impl={impl!r} takes no additive bias (SAM's "
         f"relative positions run on 'xla' or 'blocked')"
     )
+  # The mask ingredients, which every backend takes by these names.
+  masking = dict(causal=causal, k_valid=k_valid, q_segment=q_segment, k_segment=k_segment)
   if impl == "chunked":
     from dsvl_jax.models.attention_chunked import chunked_attention  # pylint: disable=g-import-not-at-top
 
@@ -152,32 +154,17 @@ def attention(
         k,
         v,
         scale=scale,
-        causal=causal,
         q_slot=q_slot,
         k_slot=k_slot,
-        k_valid=k_valid,
-        q_segment=q_segment,
-        k_segment=k_segment,
         block=chunk,
         precision=precision,
+        **masking,
     )
   if impl == "splash":
     from dsvl_jax.models.attention_splash import splash_attention  # pylint: disable=g-import-not-at-top
 
-    return splash_attention(
-        q,
-        k,
-        v,
-        scale=scale,
-        causal=causal,
-        k_valid=k_valid,
-        q_segment=q_segment,
-        k_segment=k_segment,
-        interpret=interpret,
-    )
-  mask = make_mask(
-      q_slot, k_slot, causal=causal, k_valid=k_valid, q_segment=q_segment, k_segment=k_segment
-  )
+    return splash_attention(q, k, v, scale=scale, interpret=interpret, **masking)
+  mask = make_mask(q_slot, k_slot, **masking)
   if impl == "xla" or (impl == "blocked" and tq < BLOCKED_MIN_QUERIES):
     return _xla_attention(q, k, v, mask, bias, scale, precision)
   if impl == "blocked":

@@ -20,6 +20,7 @@ left padding survives decoding.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -105,33 +106,16 @@ class LLMBlock(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, ctx: dict[str, Any], cache: Cache | None):
     cfg, compute = self.cfg, self.compute
-    om = compute.llm_kernels_out_major
+    # Every projection of the block: bias-free, stored as compute.llm_kernels_out_major says.
+    proj = functools.partial(
+        layers.dense, compute, use_bias=False, out_major=compute.llm_kernels_out_major
+    )
     x = layers.constrain(x, ("batch", "length", "embed"))
     h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="input_norm")(x)
-    q = layers.dense(
-        compute,
-        (cfg.num_heads, cfg.head_dim),
-        ("embed", "heads", "head_dim"),
-        use_bias=False,
-        out_major=om,
-        name="q_proj",
-    )(h)
-    k = layers.dense(
-        compute,
-        (cfg.num_kv_heads, cfg.head_dim),
-        ("embed", "kv_heads", "head_dim"),
-        use_bias=False,
-        out_major=om,
-        name="k_proj",
-    )(h)
-    v = layers.dense(
-        compute,
-        (cfg.num_kv_heads, cfg.head_dim),
-        ("embed", "kv_heads", "head_dim"),
-        use_bias=False,
-        out_major=om,
-        name="v_proj",
-    )(h)
+    q = proj((cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"), name="q_proj")(h)
+    kv_shape, kv_axes = (cfg.num_kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim")
+    k = proj(kv_shape, kv_axes, name="k_proj")(h)
+    v = proj(kv_shape, kv_axes, name="v_proj")(h)
     q = apply_rope(q, ctx["cos"], ctx["sin"])
     k = apply_rope(k, ctx["cos"], ctx["sin"])
     q = layers.constrain(q, ("batch", "length", "heads", "head_dim"))
@@ -159,38 +143,14 @@ class LLMBlock(nn.Module):
         precision=layers.precision_of(compute.precision),
         chunk=compute.attention_block,
     )
-    out = layers.dense(
-        compute,
-        cfg.hidden_size,
-        ("heads", "head_dim", "embed"),
-        n_in=2,
-        use_bias=False,
-        out_major=om,
-        name="o_proj",
-    )(out)
+    out = proj(cfg.hidden_size, ("heads", "head_dim", "embed"), n_in=2, name="o_proj")(out)
     x = x + out
 
     h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="post_attention_norm")(x)
-    gate = layers.dense(
-        compute,
-        cfg.intermediate_size,
-        ("embed", "mlp"),
-        use_bias=False,
-        out_major=om,
-        name="gate_proj",
-    )(h)
-    up = layers.dense(
-        compute,
-        cfg.intermediate_size,
-        ("embed", "mlp"),
-        use_bias=False,
-        out_major=om,
-        name="up_proj",
-    )(h)
+    gate = proj(cfg.intermediate_size, ("embed", "mlp"), name="gate_proj")(h)
+    up = proj(cfg.intermediate_size, ("embed", "mlp"), name="up_proj")(h)
     h = layers.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-    x = x + layers.dense(
-        compute, cfg.hidden_size, ("mlp", "embed"), use_bias=False, out_major=om, name="down_proj"
-    )(h)
+    x = x + proj(cfg.hidden_size, ("mlp", "embed"), name="down_proj")(h)
     return x, new_cache
 
 

@@ -20,7 +20,7 @@ from flax import linen as nn
 from dsvl_jax.models import layers
 from dsvl_jax.models.attention import attention
 from dsvl_jax.models.config import ComputeConfig, SamConfig
-from dsvl_jax.models.siglip import ViTMlp, split_qkv
+from dsvl_jax.models.siglip import ViTMlp, ViTTower, split_qkv
 
 
 def block_period(cfg: SamConfig) -> int:
@@ -153,39 +153,17 @@ class SamNeck(nn.Module):
     return layers.layer_norm(compute, cfg.layer_norm_eps, "conv_out", name="norm2")(x)
 
 
-class Sam(nn.Module):
+class Sam(ViTTower):
   """CLIP-normalised pixels [B, S, S, 3] (NHWC) -> tokens [B, out_grid^2, output_dim]."""
-
-  cfg: SamConfig
-  compute: ComputeConfig
 
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
     cfg, compute = self.cfg, self.compute
-    x = layers.patch_embed(
-        self,
-        compute,
-        pixels,
-        cfg.width,
-        cfg.patch_size,
-        (cfg.grid, cfg.grid, cfg.width),
-        ("vit_h", "vit_w", "vit_embed"),
-    )
-
+    x = self.stem(pixels, (cfg.grid, cfg.grid, cfg.width), ("vit_h", "vit_w", "vit_embed"))
     p = block_period(cfg)
     windows = tuple(0 if i in cfg.global_attn_indexes else cfg.window_size for i in range(p))
     tap = cfg.hd_tap % p if cfg.hd_branch else -1
-    x, taps = layers.scan_blocks(
-        SamGroup,
-        cfg.depth // p,
-        in_axes=(),
-        name="blocks",
-        remat_policy=compute.remat_policy,
-        cfg=cfg,
-        compute=compute,
-        windows=windows,
-        tap=tap,
-    )(x)
+    x, taps = self.scanned_blocks(SamGroup, cfg.depth // p, windows=windows, tap=tap)(x)
 
     downsamples = [
         layers.conv(compute, c, 3, stride=2, padding=1, use_bias=False, name=f"downsample_{i}")

@@ -13,7 +13,7 @@ from flax import linen as nn
 
 from dsvl_jax.models import layers
 from dsvl_jax.models.attention import attention, placement_platform
-from dsvl_jax.models.config import ComputeConfig, SiglipConfig
+from dsvl_jax.models.config import ComputeConfig, SamConfig, SiglipConfig
 
 
 class ViTMlp(nn.Module):
@@ -90,33 +90,43 @@ class SiglipBlock(nn.Module):
     return x + ViTMlp(compute, cfg.mlp_dim, name="mlp")(h), None
 
 
-class Siglip(nn.Module):
-  """Normalised pixels [B, S, S, 3] (NHWC) -> tokens [B, (S/P)^2, width]."""
+class ViTTower(nn.Module):
+  """What the SigLIP and SAM towers share: the patchify stem and one nn.scan of blocks."""
 
-  cfg: SiglipConfig
+  cfg: SiglipConfig | SamConfig
   compute: ComputeConfig
+
+  def stem(self, pixels: jax.Array, pos_shape: tuple[int, ...], pos_axes: layers.Axes) -> jax.Array:
+    """pixels [B, S, S, 3] -> [B, S/P, S/P, width]: the conv `patch_embed` plus the learned
+    position table `pos_embed` [*pos_shape] (layers.patch_embed)."""
+    cfg = self.cfg
+    return layers.patch_embed(
+        self, self.compute, pixels, cfg.width, cfg.patch_size, pos_shape, pos_axes
+    )
+
+  def scanned_blocks(self, block_cls: type[nn.Module], depth: int, **block_kwargs) -> nn.Module:
+    """`depth` block_cls(cfg, compute, **block_kwargs) under nn.scan as 'blocks'; a block
+    carries x alone: x -> (x, its outputs stacked over the layers)."""
+    return layers.scan_blocks(
+        block_cls,
+        depth,
+        in_axes=(),
+        name="blocks",
+        remat_policy=self.compute.remat_policy,
+        cfg=self.cfg,
+        compute=self.compute,
+        **block_kwargs,
+    )
+
+
+class Siglip(ViTTower):
+  """Normalised pixels [B, S, S, 3] (NHWC) -> tokens [B, (S/P)^2, width]."""
 
   @nn.compact
   def __call__(self, pixels: jax.Array) -> jax.Array:
     cfg, compute = self.cfg, self.compute
-    x = layers.patch_embed(
-        self,
-        compute,
-        pixels,
-        cfg.width,
-        cfg.patch_size,
-        (cfg.num_tokens, cfg.width),
-        ("vit_tokens", "vit_embed"),
-    )
+    x = self.stem(pixels, (cfg.num_tokens, cfg.width), ("vit_tokens", "vit_embed"))
     b, gh, gw, d = x.shape
     x = x.reshape(b, gh * gw, d)  # row-major over the patch grid, as torch's flatten(2)
-    x, _ = layers.scan_blocks(
-        SiglipBlock,
-        cfg.num_blocks,
-        in_axes=(),
-        name="blocks",
-        remat_policy=compute.remat_policy,
-        cfg=cfg,
-        compute=compute,
-    )(x)
+    x, _ = self.scanned_blocks(SiglipBlock, cfg.num_blocks)(x)
     return layers.layer_norm(compute, cfg.layer_norm_eps, "vit_embed", name="norm")(x)

@@ -127,33 +127,19 @@ class DeepseekVL(nn.Module):
       input_ids: jax.Array,
       images: jax.Array | None = None,
       *,
-      attention_mask: jax.Array | None = None,
-      positions: jax.Array | None = None,
-      segment_ids: jax.Array | None = None,
-      cache: Cache | None = None,
-      cache_index: jax.Array | int = 0,
       return_hidden: bool = False,
       logits_to_keep: int = 0,
+      **inputs: Any,
   ) -> dict[str, jax.Array | Cache | None]:
     """Logits for a batch.
 
-    input_ids [B, T]; images [N, 3, S, S] in [0, 1] or None.
-    attention_mask [B, T] (1 = real token); with a cache, [B, S_cache] over all slots.
-    positions [B, T]: RoPE positions; default cumsum(attention_mask) - 1 (left padding)
-      or arange(T). Required with a cache.
+    input_ids, images and the keyword `inputs` (attention_mask, positions, segment_ids,
+    cache, cache_index): as hidden_states takes them.
     logits_to_keep: k > 0 computes logits for the last k positions only (a prefill needs
       one; the [T, V] projection of a long prompt is otherwise a large share of its cost).
     Returns {'logits': [B, T or k, V] float32, 'cache': ..., 'hidden': [B, T, D] if asked}.
     """
-    hidden, new_cache = self.hidden_states(
-        input_ids,
-        images,
-        attention_mask=attention_mask,
-        positions=positions,
-        segment_ids=segment_ids,
-        cache=cache,
-        cache_index=cache_index,
-    )
+    hidden, new_cache = self.hidden_states(input_ids, images, **inputs)
     kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
     out = {"logits": self.llm.logits(kept), "cache": new_cache}
     if return_hidden:
@@ -172,7 +158,16 @@ class DeepseekVL(nn.Module):
       cache_index: jax.Array | int = 0,
   ) -> tuple[jax.Array, Cache | None]:
     """The LLM's final-normed hidden states [B, T, D] (and the cache): __call__ without
-    the LM head, for losses that project to the vocabulary chunk by chunk."""
+    the LM head, for losses that project to the vocabulary chunk by chunk.
+
+    input_ids [B, T]; images: flat [N, 3, S, S] in [0, 1], per-row slots [B, M, 3, S, S]
+      (module docstring), or None.
+    attention_mask [B, T] (1 = real token); with a cache, [B, S_cache] over all slots.
+    positions [B, T]: RoPE positions; default cumsum(attention_mask) - 1 (left padding)
+      or arange(T). Required with a cache.
+    segment_ids [B, T]: packed sequences; needs cache=None.
+    Returns (hidden [B, T, D], the updated cache or None).
+    """
     if positions is None:
       if cache is not None:
         raise ValueError("positions are required when decoding with a cache")
