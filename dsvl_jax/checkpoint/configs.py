@@ -36,39 +36,61 @@ ORIGINAL_TOWERS = {
     "sam_b_downsample": SamConfig(),
 }
 
-_LLAMA_DEFAULTS = dict(
-    vocab_size=32000,
-    hidden_size=4096,
-    intermediate_size=11008,
-    num_hidden_layers=32,
-    num_attention_heads=32,
-    rms_norm_eps=1e-6,
-    rope_theta=10000.0,
-    max_position_embeddings=2048,
+# Tables of (key, our field, default) rows, read by `_read` and written by `_write` in
+# row order (config.json's). The Llama sizes both layouts write first, LlamaConfig defaults:
+_LLAMA_KEYS = (
+    ("vocab_size", "vocab_size", 32000),
+    ("hidden_size", "hidden_size", 4096),
+    ("intermediate_size", "intermediate_size", 11008),
+    ("num_hidden_layers", "num_layers", 32),
+    ("num_attention_heads", "num_heads", 32),
+)
+
+# transformers' SigLIP and SAM vision configs side by side (None: not that tower's key):
+# key, our field, SiglipVisionConfig default, SamVisionConfig default.
+_VISION_KEYS = (
+    ("hidden_size", "width", 768, 768),
+    ("intermediate_size", "mlp_dim", 3072, None),
+    ("output_channels", "neck_channels", None, 256),
+    ("num_hidden_layers", "depth", 12, 12),
+    ("num_attention_heads", "num_heads", 12, 12),
+    ("image_size", "image_size", 224, 1024),
+    ("patch_size", "patch_size", 16, 16),
+    ("mlp_dim", "mlp_dim", None, 3072),
+)
+_SIGLIP_KEYS, _SAM_KEYS = (
+    tuple((k, f, d[i]) for k, f, *d in _VISION_KEYS if d[i] is not None) for i in range(2)
 )
 
 
+def _read(config: dict, rows) -> dict:
+  """{our field: config[key], else the default} over (key, field, default) rows."""
+  return {f: config.get(k, default) for k, f, default in rows}
+
+
+def _write(ours: Any, rows, **values) -> dict:
+  """{key: our field's value} over (key, field, default) rows; `values` overrides by key."""
+  return {k: values[k] if k in values else getattr(ours, f) for k, f, _ in rows}
+
+
 def _llm_from(text: dict) -> LLMConfig:
-  t = {**_LLAMA_DEFAULTS, **{k: v for k, v in text.items() if v is not None}}
-  heads = t["num_attention_heads"]
+  t = {k: v for k, v in text.items() if v is not None}
+  sizes = _read(t, _LLAMA_KEYS)
+  heads = sizes["num_heads"]
   rope = t.get("rope_parameters") or {}
-  theta = rope.get("rope_theta", t["rope_theta"])
+  theta = rope.get("rope_theta", t.get("rope_theta", 10000.0))
   if t.get("rope_scaling") or rope.get("rope_type", "default") != "default":
     raise ConversionError(
         "rope scaling is not supported (DeepSeek-VL uses plain RoPE): "
         f"{t.get('rope_scaling') or rope}"
     )
   return LLMConfig(
-      vocab_size=t["vocab_size"],
-      hidden_size=t["hidden_size"],
-      num_layers=t["num_hidden_layers"],
-      num_heads=heads,
+      **sizes,
       num_kv_heads=t.get("num_key_value_heads") or heads,
-      head_dim=t.get("head_dim") or t["hidden_size"] // heads,
-      intermediate_size=t["intermediate_size"],
-      rms_norm_eps=float(t["rms_norm_eps"]),
+      head_dim=t.get("head_dim") or sizes["hidden_size"] // heads,
+      rms_norm_eps=float(t.get("rms_norm_eps", 1e-6)),
       rope_theta=float(theta),
-      max_position_embeddings=t["max_position_embeddings"],
+      max_position_embeddings=t.get("max_position_embeddings", 2048),
       tie_embeddings=False,
   )
 
@@ -96,13 +118,7 @@ def from_hf(config: dict, has_lm_head: bool = True) -> VLMConfig:
   llm = dataclasses.replace(_llm_from(text), tie_embeddings=not has_lm_head)
   v = config.get("vision_config") or {}
   siglip = SiglipConfig(
-      image_size=v.get("image_size", 224),
-      patch_size=v.get("patch_size", 16),
-      width=v.get("hidden_size", 768),
-      depth=v.get("num_hidden_layers", 12),
-      num_heads=v.get("num_attention_heads", 12),
-      mlp_dim=v.get("intermediate_size", 3072),
-      layer_norm_eps=float(v.get("layer_norm_eps", 1e-6)),
+      **_read(v, _SIGLIP_KEYS), layer_norm_eps=float(v.get("layer_norm_eps", 1e-6))
   )
   if v.get("hidden_act", "gelu") != "gelu":
     raise ConversionError(
@@ -112,18 +128,13 @@ def from_hf(config: dict, has_lm_head: bool = True) -> VLMConfig:
   sam, aligner = None, AlignerConfig(type="mlp_gelu", depth=2)
   if config.get("model_type") == "deepseek_vl_hybrid" or "high_res_vision_config" in config:
     h = config.get("high_res_vision_config") or {}
-    neck = h.get("output_channels", 256)
+    sizes = _read(h, _SAM_KEYS)
+    neck = sizes["neck_channels"]
     sam = SamConfig(
-        image_size=h.get("image_size", 1024),
-        patch_size=h.get("patch_size", 16),
-        width=h.get("hidden_size", 768),
-        depth=h.get("num_hidden_layers", 12),
-        num_heads=h.get("num_attention_heads", 12),
-        mlp_dim=h.get("mlp_dim", 3072),
+        **sizes,
         layer_norm_eps=float(h.get("layer_norm_eps", 1e-6)),
         window_size=h.get("window_size", 14),
         global_attn_indexes=tuple(h.get("global_attn_indexes", (2, 5, 8, 11))),
-        neck_channels=neck,
         resize_to=4 * siglip.grid,
         downsample_channels=(2 * neck, 4 * neck),
     )
@@ -171,11 +182,7 @@ def to_hf(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
   c, s = cfg.llm, cfg.siglip
   text = dict(
       model_type="llama",
-      vocab_size=c.vocab_size,
-      hidden_size=c.hidden_size,
-      intermediate_size=c.intermediate_size,
-      num_hidden_layers=c.num_layers,
-      num_attention_heads=c.num_heads,
+      **_write(c, _LLAMA_KEYS),
       num_key_value_heads=c.num_kv_heads,
       head_dim=c.head_dim,
       hidden_act="silu",
@@ -185,18 +192,12 @@ def to_hf(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
       attention_bias=False,
       mlp_bias=False,
       tie_word_embeddings=c.tie_embeddings,
-      bos_token_id=cfg.bos_token_id,
-      eos_token_id=cfg.eos_token_id,
-      pad_token_id=cfg.pad_token_id,
+      **{k: getattr(cfg, k) for k in ("bos_token_id", "eos_token_id", "pad_token_id")},
   )
   vision = dict(
       model_type="siglip_vision_model",
-      hidden_size=s.width,
-      intermediate_size=s.mlp_dim,
-      num_hidden_layers=s.num_blocks,
-      num_attention_heads=s.num_heads,
-      image_size=s.image_size,
-      patch_size=s.patch_size,
+      # Blocks past select_layer are not exported.
+      **_write(s, _SIGLIP_KEYS, num_hidden_layers=s.num_blocks),
       num_channels=3,
       hidden_act="gelu",
       layer_norm_eps=s.layer_norm_eps,
@@ -228,13 +229,7 @@ def to_hf(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
         model_type="deepseek_vl_hybrid",
         high_res_vision_config=dict(
             model_type="sam_vision_model",
-            hidden_size=m.width,
-            output_channels=m.neck_channels,
-            num_hidden_layers=m.depth,
-            num_attention_heads=m.num_heads,
-            image_size=m.image_size,
-            patch_size=m.patch_size,
-            mlp_dim=m.mlp_dim,
+            **_write(m, _SAM_KEYS),
             num_channels=3,
             global_attn_indexes=list(m.global_attn_indexes),
             window_size=m.window_size,
@@ -265,11 +260,7 @@ def to_original(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
   c = cfg.llm
   language = dict(
       model_type="llama",
-      vocab_size=c.vocab_size,
-      hidden_size=c.hidden_size,
-      intermediate_size=c.intermediate_size,
-      num_hidden_layers=c.num_layers,
-      num_attention_heads=c.num_heads,
+      **_write(c, _LLAMA_KEYS),
       num_key_value_heads=c.num_kv_heads,
       rms_norm_eps=c.rms_norm_eps,
       rope_theta=c.rope_theta,
@@ -277,6 +268,12 @@ def to_original(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
       torch_dtype=torch_dtype,
   )
   siglip = _tower_to_original(cfg.siglip, "siglip_large_patch16_384")
+  aligner = dict(
+      projector_type=cfg.aligner.type,
+      depth=cfg.aligner.depth,
+      input_dim=cfg.siglip.width,
+      n_embed=c.hidden_size,
+  )
   if cfg.hybrid:
     vision = dict(
         cls="HybridVisionTower",
@@ -293,20 +290,8 @@ def to_original(cfg: VLMConfig, torch_dtype: str = "float32") -> dict:
             low_res_cfg={**siglip, "output_dim": cfg.siglip.width},
         ),
     )
-    aligner = dict(
-        projector_type=cfg.aligner.type,
-        depth=cfg.aligner.depth,
-        input_dim=cfg.siglip.width,
-        n_embed=c.hidden_size,
-    )
   else:
     vision = dict(cls="CLIPVisionTower", model_type="vision", params=siglip)
-    aligner = dict(
-        projector_type=cfg.aligner.type,
-        depth=cfg.aligner.depth,
-        input_dim=cfg.siglip.width,
-        n_embed=c.hidden_size,
-    )
   return dict(
       model_type="multi_modality",
       vision_config=vision,

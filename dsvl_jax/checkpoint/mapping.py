@@ -146,85 +146,74 @@ class Layout:
   neck_hd: tuple[str, str, str, str]  # absolute
   downsample: str  # absolute, formatted with n = 0, 1, ...
   hd_alpha: str  # absolute
-  aligner: dict  # our aligner leaf -> key prefix
+  aligner: dict  # our aligner leaf -> key prefix; `linear` formatted with k1 = k + 1, two_k = 2k
   unused: tuple[str, ...]  # regexes of tensors the model never uses (skipped, reported)
 
 
-HF = Layout(
-    name="hf",
-    llm="model.language_model.",
-    lm_head="lm_head.weight",
-    siglip="model.vision_model.",
-    siglip_hybrid="model.vision_model.",
+_ORIG_SAM = "vision_model.vision_tower_high.vision_tower."
+_HF_NECK = ("conv1", "layer_norm1", "conv2", "layer_norm2")
+
+
+def _layouts(**fields) -> tuple[Layout, Layout]:
+  """(HF, ORIGINAL) from Layout fields given as (hf, original) pairs, also inside dicts."""
+
+  def column(value, i):
+    return {k: column(v, i) for k, v in value.items()} if isinstance(value, dict) else value[i]
+
+  hf, original = (
+      Layout(name=name, **{k: column(v, i) for k, v in fields.items()})
+      for i, name in enumerate(("hf", "original"))
+  )
+  return hf, original
+
+
+# Every field is (hf, original), side by side.
+HF, ORIGINAL = _layouts(
+    llm=("model.language_model.", "language_model.model."),
+    lm_head=("lm_head.weight", "language_model.lm_head.weight"),
+    siglip=("model.vision_model.", "vision_model.vision_tower."),
+    siglip_hybrid=("model.vision_model.", "vision_model.vision_tower_low.vision_tower."),
     siglip_names=dict(
-        patch="embeddings.patch_embedding",
-        pos="embeddings.position_embedding.weight",
-        block="encoder.layers.{i}.",
-        qkv=("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"),
-        proj="self_attn.out_proj",
-        norm1="layer_norm1",
-        norm2="layer_norm2",
-        final="post_layernorm",
+        patch=("embeddings.patch_embedding", "patch_embed.proj"),
+        pos=("embeddings.position_embedding.weight", "pos_embed"),
+        block=("encoder.layers.{i}.", "blocks.{i}."),
+        qkv=(("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("attn.qkv",)),
+        proj=("self_attn.out_proj", "attn.proj"),
+        norm1=("layer_norm1", "norm1"),
+        norm2=("layer_norm2", "norm2"),
+        final=("post_layernorm", "norm"),
     ),
-    sam="model.high_res_vision_model.vision_encoder.",
+    sam=("model.high_res_vision_model.vision_encoder.", _ORIG_SAM),
     sam_names=dict(
-        patch="patch_embed.projection",
-        block="layers.{i}.",
-        norm1="layer_norm1",
-        norm2="layer_norm2",
+        patch=("patch_embed.projection", "patch_embed.proj"),
+        block=("layers.{i}.", "blocks.{i}."),
+        norm1=("layer_norm1", "norm1"),
+        norm2=("layer_norm2", "norm2"),
     ),
-    neck=("neck.conv1", "neck.layer_norm1", "neck.conv2", "neck.layer_norm2"),
-    neck_hd=tuple(
-        f"model.high_res_vision_neck.{n}" for n in ("conv1", "layer_norm1", "conv2", "layer_norm2")
+    neck=(tuple(f"neck.{n}" for n in _HF_NECK), tuple(f"neck.{n}" for n in range(4))),
+    neck_hd=(
+        tuple(f"model.high_res_vision_neck.{n}" for n in _HF_NECK),
+        tuple(f"{_ORIG_SAM}neck_hd.{n}" for n in range(4)),
     ),
-    downsample="model.high_res_vision_proj.conv{n1}",
-    hd_alpha="model.high_res_vision_alpha",
+    downsample=("model.high_res_vision_proj.conv{n1}", _ORIG_SAM + "downsamples.{n}"),
+    hd_alpha=("model.high_res_vision_alpha", _ORIG_SAM + "hd_alpha_downsamples"),
+    # ORIG numbers nn.Sequential slots (GELUs take the odd ones); transformers names them.
     aligner=dict(
-        linear_0="model.aligner.linear1",
-        linear_1="model.aligner.linear2",
-        high_up_proj="model.aligner.high_res_vision_proj",
-        low_up_proj="model.aligner.vision_proj",
-        proj="model.aligner.proj",
+        linear=("model.aligner.linear{k1}", "aligner.layers.{two_k}"),
+        high_up_proj=("model.aligner.high_res_vision_proj", "aligner.high_up_proj"),
+        low_up_proj=("model.aligner.vision_proj", "aligner.low_up_proj"),
+        proj=("model.aligner.proj", "aligner.layers.1"),
     ),
-    # SigLIP's attention-pool head, saved when vision_use_head=True (transformers'
+    # hf: SigLIP's attention-pool head, saved when vision_use_head=True (transformers'
     # SiglipVisionConfig default); DeepSeek-VL reads the last hidden state, like ORIG's
     # attn_pool. Either SigLIP prefix (HF_SIGLIP_PREFIXES), both families.
-    unused=(r".*rotary_emb\.inv_freq$", r"model\.vision_model\.(vision_model\.)?head\..*"),
-)
-
-_ORIG_SAM = "vision_model.vision_tower_high.vision_tower."
-ORIGINAL = Layout(
-    name="original",
-    llm="language_model.model.",
-    lm_head="language_model.lm_head.weight",
-    siglip="vision_model.vision_tower.",
-    siglip_hybrid="vision_model.vision_tower_low.vision_tower.",
-    siglip_names=dict(
-        patch="patch_embed.proj",
-        pos="pos_embed",
-        block="blocks.{i}.",
-        qkv=("attn.qkv",),
-        proj="attn.proj",
-        norm1="norm1",
-        norm2="norm2",
-        final="norm",
-    ),
-    sam=_ORIG_SAM,
-    sam_names=dict(patch="patch_embed.proj", block="blocks.{i}.", norm1="norm1", norm2="norm2"),
-    neck=("neck.0", "neck.1", "neck.2", "neck.3"),
-    neck_hd=tuple(f"{_ORIG_SAM}neck_hd.{n}" for n in range(4)),
-    downsample=_ORIG_SAM + "downsamples.{n}",
-    hd_alpha=_ORIG_SAM + "hd_alpha_downsamples",
-    aligner=dict(
-        linear="aligner.layers.{two_k}",
-        high_up_proj="aligner.high_up_proj",
-        low_up_proj="aligner.low_up_proj",
-        proj="aligner.layers.1",
-    ),
     unused=(
-        r".*rotary_emb\.inv_freq$",
-        r"vision_model\.(.*\.)?attn_pool\..*",
-        r"vision_model\.(high|low)_layer_norm\..*",
+        (r".*rotary_emb\.inv_freq$", r"model\.vision_model\.(vision_model\.)?head\..*"),
+        (
+            r".*rotary_emb\.inv_freq$",
+            r"vision_model\.(.*\.)?attn_pool\..*",
+            r"vision_model\.(high|low)_layer_norm\..*",
+        ),
     ),
 )
 
@@ -347,8 +336,7 @@ def _aligner_specs(b: _Builder, cfg: VLMConfig, lay: Layout) -> None:
         f"(linear1, linear2); this model has depth {cfg.aligner.depth}"
     )
   for k in range(cfg.aligner.depth):
-    # ORIG numbers nn.Sequential slots (GELUs take the odd ones); transformers names them.
-    key = lay.aligner[f"linear_{k}"] if lay is HF else lay.aligner["linear"].format(two_k=2 * k)
+    key = lay.aligner["linear"].format(k1=k + 1, two_k=2 * k)
     b.add(
         f"aligner/linear_{k}/kernel",
         f"{key}.weight",
