@@ -10,6 +10,8 @@ take segment ids or lengths natively can use them:
 * `q_segment` / `k_segment` [B, T] int: packed-sequence ids; tokens attend only within
   their own segment.
 
+The backends take causal, k_valid and the segments as one `masking.Masking`.
+
 Backends (`impl`, the model config's `compute.attention_impl`):
 
   auto     per call, for the platform (`resolve_impl`): splash on TPU, cudnn on GPU,
@@ -38,6 +40,7 @@ import jax
 import jax.numpy as jnp
 
 from dsvl_jax.models.config import ATTENTION_IMPLS
+from dsvl_jax.models.masking import Masking
 
 IMPLS = ATTENTION_IMPLS  # the choices of compute.attention_impl (its AttentionImpl type)
 BLOCKED_MIN_QUERIES = 64  # below this a head's logits are small: 'blocked' runs 'xla'
@@ -144,27 +147,17 @@ def attention(
         f"attention_impl={impl!r} takes no additive bias (SAM's "
         f"relative positions run on 'xla' or 'blocked')"
     )
-  # The mask ingredients, which every backend takes by these names.
-  masking = dict(causal=causal, k_valid=k_valid, q_segment=q_segment, k_segment=k_segment)
+  masking = Masking(causal, k_valid, q_segment, k_segment)
   if impl == "chunked":
     from dsvl_jax.models.attention_chunked import chunked_attention  # pylint: disable=g-import-not-at-top
 
-    return chunked_attention(
-        q,
-        k,
-        v,
-        scale=scale,
-        q_slot=q_slot,
-        k_slot=k_slot,
-        block=chunk,
-        precision=precision,
-        **masking,
-    )
+    kw = dict(q_slot=q_slot, k_slot=k_slot, block=chunk, precision=precision)
+    return chunked_attention(q, k, v, masking, scale=scale, **kw)
   if impl == "splash":
     from dsvl_jax.models.attention_splash import splash_attention  # pylint: disable=g-import-not-at-top
 
-    return splash_attention(q, k, v, scale=scale, interpret=interpret, **masking)
-  mask = make_mask(q_slot, k_slot, **masking)
+    return splash_attention(q, k, v, masking, scale=scale, interpret=interpret)
+  mask = make_mask(q_slot, k_slot, **masking._asdict())
   if impl == "xla" or (impl == "blocked" and tq < BLOCKED_MIN_QUERIES):
     return _xla_attention(q, k, v, mask, bias, scale, precision)
   if impl == "blocked":

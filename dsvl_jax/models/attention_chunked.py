@@ -25,6 +25,8 @@ import functools
 import jax
 import jax.numpy as jnp
 
+from dsvl_jax.models.masking import Masking
+
 _NEG = float(jnp.finfo(jnp.float32).min)
 
 
@@ -32,14 +34,11 @@ def chunked_attention(
     q: jax.Array,
     k: jax.Array,
     v: jax.Array,
+    masking: Masking,
     *,
     scale: float,
-    causal: bool,
     q_slot: jax.Array | None,
     k_slot: jax.Array | None,
-    k_valid: jax.Array | None,
-    q_segment: jax.Array | None,
-    k_segment: jax.Array | None,
     block: int = 512,
     precision: jax.lax.Precision | None = None,
 ) -> jax.Array:
@@ -55,14 +54,15 @@ def chunked_attention(
   # Every ingredient as an array (absent ones neutral), keys padded to whole blocks.
   q_slot = jnp.zeros((b, tq), i32) if q_slot is None else q_slot.astype(i32)
   k_slot = jnp.zeros((b, tk), i32) if k_slot is None else k_slot.astype(i32)
+  k_valid = masking.k_valid
   k_valid = jnp.ones((b, tk), bool) if k_valid is None else k_valid.astype(bool)
-  q_segment = jnp.zeros((b, tq), i32) if q_segment is None else q_segment.astype(i32)
-  k_segment = jnp.zeros((b, tk), i32) if k_segment is None else k_segment.astype(i32)
+  q_segment, k_segment = masking.segments(b, tq, tk)
   if pad:
     widths = ((0, 0), (0, pad), (0, 0), (0, 0))
     k, v = jnp.pad(k, widths), jnp.pad(v, widths)
     k_slot, k_segment = (jnp.pad(x, ((0, 0), (0, pad))) for x in (k_slot, k_segment))
     k_valid = jnp.pad(k_valid, ((0, 0), (0, pad)))  # padding keys are invalid
+  causal = masking.causal
   return _flash(
       q, k, v, q_slot, k_slot, k_valid, q_segment, k_segment, scale, causal, block, precision
   )

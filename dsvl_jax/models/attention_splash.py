@@ -32,6 +32,8 @@ from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_ke
 from jax.experimental.pallas.ops.tpu.splash_attention import splash_attention_mask as sm
 from jax.sharding import PartitionSpec
 
+from dsvl_jax.models.masking import Masking
+
 BLOCK = 128  # TPU tile: q/kv blocks of 128 (the MXU is 128 or 256 wide)
 
 
@@ -59,12 +61,9 @@ def splash_attention(
     q: jax.Array,
     k: jax.Array,
     v: jax.Array,
+    masking: Masking,
     *,
     scale: float,
-    causal: bool,
-    k_valid: jax.Array | None,
-    q_segment: jax.Array | None,
-    k_segment: jax.Array | None,
     interpret: bool = False,
 ) -> jax.Array:
   """q: [B, T, H, D]; k, v: [B, T, KVH, D] -> [B, T, H, D] (self-attention only)."""
@@ -75,12 +74,10 @@ def splash_attention(
         f"attention_impl='splash' attends a sequence to itself; got {tq} queries over "
         f"{tk} keys (a KV cache). Use 'xla' or 'chunked' for decoding."
     )
-  i32 = jnp.int32
-  seg = jnp.zeros((b, tq), i32) if q_segment is None else q_segment.astype(i32)
-  kseg = jnp.zeros((b, tk), i32) if k_segment is None else k_segment.astype(i32)
-  if k_valid is not None:
-    seg = jnp.where(k_valid.astype(bool), seg, -1)
-    kseg = jnp.where(k_valid.astype(bool), kseg, -1)
+  seg, kseg = masking.segments(b, tq, tk)
+  if masking.k_valid is not None:
+    valid = masking.k_valid.astype(bool)
+    seg, kseg = jnp.where(valid, seg, -1), jnp.where(valid, kseg, -1)
   pad = -tq % BLOCK
   if pad:
     widths = ((0, 0), (0, pad), (0, 0), (0, 0))
@@ -88,7 +85,7 @@ def splash_attention(
     seg = jnp.pad(seg, ((0, 0), (0, pad)), constant_values=-1)
     kseg = jnp.pad(kseg, ((0, 0), (0, pad)), constant_values=-1)
   t = tq + pad
-  kernel = _kernel(t, h // kvh, causal, interpret)
+  kernel = _kernel(t, h // kvh, masking.causal, interpret)
 
   def local(q, k, v, seg, kseg):
     """Per device: [b, T, H, D] -> the kernel per (row, kv head)."""

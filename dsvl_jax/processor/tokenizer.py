@@ -248,20 +248,14 @@ class Tokenizer:
 
   @classmethod
   def from_sentencepiece(
-      cls,
-      model_path: str | pathlib.Path,
-      cfg: SpecialIds,
-      *,
-      image_token: str = IMAGE_TOKEN,
-      bos_token: str = BOS_TOKEN,
-      eos_token: str = EOS_TOKEN,
+      cls, model_path: str | pathlib.Path, cfg: SpecialIds, *, image_token: str = IMAGE_TOKEN
   ) -> "Tokenizer":
-    """Loads a sentencepiece `.model`; the literal special strings map to config ids."""
-    return cls(
-        _SentencePieceBackend(pathlib.Path(model_path), cfg, image_token, bos_token, eos_token),
-        cfg,
-        image_token,
+    """Loads a sentencepiece `.model`; the literal special strings (DeepSeek's BOS and
+    EOS spellings, `image_token`) map to config ids."""
+    backend = _SentencePieceBackend(
+        pathlib.Path(model_path), cfg, image_token, BOS_TOKEN, EOS_TOKEN
     )
+    return cls(backend, cfg, image_token)
 
   @classmethod
   def builtin_bytes(
