@@ -69,6 +69,8 @@ BASE: dict[str, Any] = dict(
         scan_layers=True,  # LLM layers under nn.scan (compile time flat in depth)
         scan_unroll=1,  # LLM layers per scan iteration
         llm_kernels_out_major=False,  # kernels stored [*in, *out] (CPU generators flip them)
+        # Low-rank adapters (models/config.LoraConfig); --config.model.compute.lora.rank=16
+        lora=dict(rank=0, alpha=16.0, targets=("llm/layers*/*_proj",)),
     ),
     image_token_id=100015,  # <image_placeholder>
     bos_token_id=100000,  # <｜begin▁of▁sentence｜>

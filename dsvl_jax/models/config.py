@@ -9,6 +9,7 @@ typed, and validated once, at start-up, with errors that name the offending fiel
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 from typing import Any, Literal, Mapping
 
 from dsvl_jax.config.presets import CLIP_MEAN, CLIP_STD, SIGLIP_MEAN, SIGLIP_STD
@@ -27,6 +28,30 @@ ATTENTION_IMPLS = choices(AttentionImpl)  # models/attention.py IMPLS is this tu
 DTYPES = choices(Dtype)
 PRECISIONS = choices(Precision)
 ALIGNER_TYPES = choices(AlignerType)
+
+
+@dataclasses.dataclass(frozen=True)
+class LoraConfig:
+  """Low-rank adapters (LoRA, Hu et al. 2021) on the Dense kernels whose module path
+  matches a pattern of `targets`: y = x W + (alpha / rank) (x A) B, with A [*in, rank]
+  random and B [rank, *out] zero, so an adapter starts as the identity (models/lora.py).
+  Paths are module paths with '/' ("llm/layers/q_proj"; "llm/layers_3/q_proj" when the
+  layers are not scanned); patterns are fnmatch's (`*` crosses '/')."""
+
+  rank: int = 0  # 0 = no adapters
+  alpha: float = 16.0  # the update is scaled by alpha / rank
+  # The LLM's attention and MLP projections. Also adaptable: "vision/siglip/*" (SigLIP's
+  # blocks), "vision/sam/blocks/*", "aligner/*".
+  targets: tuple[str, ...] = ("llm/layers*/*_proj",)
+
+  def validate(self, prefix: str) -> None:
+    _check(self.rank >= 0, f"{prefix}.rank", f"must be >= 0 (0 = off), got {self.rank}")
+    _check(self.alpha > 0, f"{prefix}.alpha", f"must be > 0, got {self.alpha}")
+    _check(not self.rank or bool(self.targets), f"{prefix}.targets", "no pattern given")
+
+  def adapts(self, path: str) -> bool:
+    """Whether the Dense at module path `path` carries an adapter."""
+    return self.rank > 0 and any(fnmatch.fnmatchcase(path, t) for t in self.targets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,10 +75,15 @@ class ComputeConfig:
   # how the generators hold them on a CPU, where a decode step of 8 rows reads them
   # 1.6x faster (infer/generate.py inference_params). Training keeps [*in, *out].
   llm_kernels_out_major: bool = False
+  # Low-rank adapters on chosen kernels (rank 0 = none). Here, not in the architecture
+  # fields, because compute is what reaches every Dense; an adapter checkpoint's model
+  # config carries it, so whatever loads the checkpoint builds the same tree.
+  lora: LoraConfig = LoraConfig()
 
   def validate(self, prefix: str) -> None:
     _check(self.attention_block >= 1, f"{prefix}.attention_block", "must be >= 1")
     _check(self.scan_unroll >= 1, f"{prefix}.scan_unroll", "must be >= 1")
+    self.lora.validate(f"{prefix}.lora")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,6 +336,7 @@ _NESTED = {
     (VLMConfig, "sam"): SamConfig,
     (VLMConfig, "aligner"): AlignerConfig,
     (VLMConfig, "compute"): ComputeConfig,
+    (ComputeConfig, "lora"): LoraConfig,
 }
 
 

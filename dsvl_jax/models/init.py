@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from dsvl_jax.models import lora
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.vlm import DeepseekVL
 
@@ -62,6 +63,16 @@ def init_params(cfg: VLMConfig, rng: jax.Array, shardings: Any = None) -> dict:
     return _unsharded_init(cfg, jax.ShapeDtypeStruct(rng.shape, rng.dtype))(rng)
   device = next(iter(jax.tree.leaves(shardings)[0].device_set))
   return _compile_init(_jit_init(cfg, shardings), rng, device.platform)(rng)
+
+
+def init_adapters(cfg: VLMConfig, rng: jax.Array, shardings: Any = None) -> dict:
+  """Fresh adapters (lora.split's first part) of a config with compute.lora, for a base
+  read from a checkpoint: the base's own initialisers are dead code and compile away."""
+  fn = jax.jit(lambda r: lora.split(nn.unbox(_boxed_init(cfg, r)))[0], out_shardings=shardings)
+  platform = jax.default_backend() if shardings is None else None
+  if platform is None:
+    platform = next(iter(jax.tree.leaves(shardings)[0].device_set)).platform
+  return _compile_init(fn, rng, platform)(rng)
 
 
 def abstract_params(cfg: VLMConfig) -> dict:

@@ -95,7 +95,37 @@ class Dense(nn.Module):
           pdtype,
       )
       y = y + b.astype(dtype)
+    lora = self.compute.lora
+    if lora.adapts("/".join(self.scope.path)):
+      y = y + self._adapter(x, x_in, in_shape, lora.rank, lora.alpha / lora.rank)
     return y
+
+  def _adapter(self, x, x_in, in_shape, rank: int, scale: float) -> jax.Array:
+    """scale * (x . lora_a) . lora_b: lora_a [*in, rank] as peft draws lora_A (uniform,
+    bound 1/sqrt(fan_in)), lora_b [rank, *out] zeros, so y is unchanged at the start."""
+    n_in, axes = self.n_in, self.kernel_axes
+    pdtype, dtype = dtype_of(self.compute.param_dtype), dtype_of(self.compute.dtype)
+    a_init = nn.initializers.variance_scaling(
+        1 / 3, "fan_in", "uniform", in_axis=tuple(range(n_in)), out_axis=-1
+    )
+    a = self.param(
+        "lora_a",
+        nn.with_logical_partitioning(a_init, axes[:n_in] + ("lora_rank",)),
+        in_shape + (rank,),
+        pdtype,
+    )
+    b = self.param(
+        "lora_b",
+        nn.with_logical_partitioning(nn.initializers.zeros_init(), ("lora_rank",) + axes[n_in:]),
+        (rank,) + self.features,
+        pdtype,
+    )
+    prec = precision_of(self.compute.precision)
+    h = jax.lax.dot_general(
+        x.astype(dtype), a.astype(dtype), ((x_in, tuple(range(n_in))), ((), ())), precision=prec
+    )
+    h = jax.lax.dot_general(h, b.astype(dtype), (((h.ndim - 1,), (0,)), ((), ())), precision=prec)
+    return h * jnp.asarray(scale, dtype)
 
 
 def dense(

@@ -54,6 +54,7 @@ RULES: tuple[tuple[str, Any], ...] = (
     # (tests/test_sharding.py caught it), and the convs are too small to need sharding.
     ("conv_out", None),
     ("scalar", None),
+    ("lora_rank", None),  # an adapter's rank dimension (a few to a few hundred)
 )
 
 

@@ -33,8 +33,9 @@ from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.pipeline import TrainDataset
 from dsvl_jax.eval.evaluator import Evaluator, flat_metrics, headline
+from dsvl_jax.models import lora
 from dsvl_jax.models.config import VLMConfig
-from dsvl_jax.models.init import abstract_params, init_params, logical_axes
+from dsvl_jax.models.init import abstract_params, init_adapters, init_params, logical_axes
 from dsvl_jax.models.vlm import DeepseekVL
 from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.processor.tokenizer import make_tokenizer
@@ -210,27 +211,30 @@ class Trainer:
   def initial_params(self) -> Any:
     """train.init_from: a checkpoint of any kind dsvl_jax.load reads (a previous stage's
     workdir included), or random initialisation; then train.init_groups replace the
-    parameters of their groups from other checkpoints."""
+    parameters of their groups from other checkpoints. With adapters
+    (model.compute.lora) those checkpoints give the base and the adapters start fresh."""
     run = self.run_cfg
-    shardings = self.state_sharding.params
+    adapter_shardings, base_shardings = lora.split(self.state_sharding.params)
+    key = jax.random.key(run.seed)
+    adapters = None
     if run.train.init_from:
-      params = self._read(run.train.init_from, "train.init_from")
+      base = self._read(run.train.init_from, "train.init_from", base_shardings)
     else:
-      params = init_params(run.model, jax.random.key(run.seed), shardings)
+      adapters, base = lora.split(init_params(run.model, key, self.state_sharding.params))
     for group, path in run.train.init_groups:
-      other = self._read(path, f"train.init_groups.{group}")
-      mask = freezing.trainable_mask(params, (group,))
-      params = freezing.merge(
-          freezing.partition(other, mask)[0], freezing.partition(params, mask)[1]
-      )
-    return params
+      other = self._read(path, f"train.init_groups.{group}", base_shardings)
+      mask = freezing.group_mask(base, (group,), f"train.init_groups.{group}")
+      base = freezing.merge(freezing.partition(other, mask)[0], freezing.partition(base, mask)[1])
+    if adapters is None and run.model.compute.lora.rank:
+      adapters = init_adapters(run.model, key, adapter_shardings)
+    return lora.merge(base, adapters or {})
 
-  def _read(self, path: str, field: str) -> Any:
-    """Parameters of a checkpoint whose architecture must be config.model's."""
+  def _read(self, path: str, field: str, shardings: Any) -> Any:
+    """Parameters of a checkpoint whose architecture must be config.model's (adapters
+    aside: the base tree, placed by `shardings`)."""
     from dsvl_jax.checkpoint.formats import read_any  # pylint: disable=g-import-not-at-top
 
     run = self.run_cfg
-    shardings = self.state_sharding.params
     loaded_cfg, params = read_any(
         path, dtype=run.model.compute.param_dtype, shardings_fn=lambda _: shardings
     )
