@@ -15,6 +15,9 @@ Pickle checkpoints (.bin/.pt) are refused: convert them to safetensors first.
 Examples:
   python -m convert import --src deepseek-vl-7b-chat --dst ckpt/7b --dtype bfloat16
   python -m convert export --src ckpt/7b --dst out/7b-hf --layout hf --shard-size 5GB
+  python -m convert export --adapter --src out/lora-run --dst out/lora-peft   # PEFT folder
+  python -m convert export --merge --src out/lora-run --dst out/merged-hf     # merged model
+  python -m convert import --adapter --src my-peft-lora --base ckpt/7b --dst ckpt/7b-lora
 """
 
 from __future__ import annotations
@@ -22,7 +25,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dsvl_jax.checkpoint.formats import DTYPES, export_checkpoint, import_checkpoint
+from dsvl_jax.checkpoint.formats import (
+    DTYPES,
+    export_checkpoint,
+    import_adapter,
+    import_checkpoint,
+)
 from dsvl_jax.checkpoint.mapping import ConversionError
 
 
@@ -37,6 +45,12 @@ def main(argv=None) -> int:
   imp.add_argument("--src", required=True, help="checkpoint directory (either layout)")
   imp.add_argument("--dst", required=True, help="new directory for the orbax checkpoint")
   imp.add_argument("--dtype", default="float32", choices=DTYPES, help="parameter dtype")
+  imp.add_argument(
+      "--adapter",
+      action="store_true",
+      help="--src is a PEFT LoRA folder; --base the model it adapts (written together)",
+  )
+  imp.add_argument("--base", help="with --adapter: the base checkpoint (any kind)")
   exp = sub.add_parser("export", help="dsvl_jax checkpoint -> PyTorch safetensors directory")
   exp.add_argument("--src", required=True, help="our checkpoint (or a PyTorch directory)")
   exp.add_argument("--dst", required=True, help="new directory for safetensors + config.json")
@@ -45,11 +59,23 @@ def main(argv=None) -> int:
   exp.add_argument(
       "--dtype", default=None, choices=DTYPES, help="storage dtype (default: as stored in --src)"
   )
+  mode = exp.add_mutually_exclusive_group()
+  mode.add_argument(
+      "--adapter", action="store_true", help="write the LoRA adapters alone, as a PEFT folder"
+  )
+  mode.add_argument(
+      "--merge", action="store_true", help="write the model with its LoRA adapters merged"
+  )
   for p in (imp, exp):
     p.add_argument("--quiet", action="store_true", help="no progress bar")
   args = parser.parse_args(argv)
   try:
-    if args.command == "import":
+    if args.command == "import" and args.adapter:
+      if not args.base:
+        parser.error("import --adapter needs --base (the checkpoint the adapter was made for)")
+      n = import_adapter(args.src, args.base, args.dst, dtype=args.dtype)
+      print(f"imported a PEFT adapter ({n} adapted modules) on {args.base} into {args.dst}")
+    elif args.command == "import":
       report = import_checkpoint(args.src, args.dst, dtype=args.dtype, progress=not args.quiet)
       print(f"imported {report.num_tensors} tensors ({report.layout} layout) into {args.dst}")
       if report.unused:
@@ -65,8 +91,10 @@ def main(argv=None) -> int:
           shard_size=args.shard_size,
           dtype=args.dtype,
           progress=not args.quiet,
+          adapters="peft" if args.adapter else "merge" if args.merge else "refuse",
       )
-      print(f"exported {args.layout} layout to {args.dst}: {', '.join(files)}")
+      what = "a PEFT adapter" if args.adapter else f"{args.layout} layout"
+      print(f"exported {what} to {args.dst}: {', '.join(files)}")
   except ConversionError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1

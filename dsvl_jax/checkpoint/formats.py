@@ -18,10 +18,12 @@ from typing import Any, Iterator
 import jax.numpy as jnp
 
 from dsvl_jax.checkpoint import params_io
+from dsvl_jax.checkpoint.adapters import from_peft, save_peft
 from dsvl_jax.checkpoint.configs import from_json, to_hf, to_original
 from dsvl_jax.checkpoint.convert import ImportReport, detect_layout, from_params, to_params
 from dsvl_jax.checkpoint.mapping import ConversionError
 from dsvl_jax.checkpoint.safetensors_io import SafetensorsSource, parse_size, write_safetensors
+from dsvl_jax.models import lora
 from dsvl_jax.models.config import VLMConfig
 
 # Files that travel with the weights (tokenizer, processor, generation settings).
@@ -166,11 +168,15 @@ def export_checkpoint(
     shard_size: str = "5GB",
     dtype: str | None = None,
     progress: bool = True,
+    adapters: str = "refuse",
 ) -> list[str]:
   """Our checkpoint, a training workdir or step (or a PyTorch directory) -> safetensors
   in `layout` + config.json.
 
   dtype: storage dtype of the written tensors (default: as stored in `src`).
+  adapters, for a checkpoint with LoRA adapters: "peft" writes them alone as a PEFT
+  folder (checkpoint/adapters.py), "merge" the full model with them merged into its
+  kernels; "refuse" (default) raises rather than drop them silently.
   """
   src, dst = pathlib.Path(src), pathlib.Path(dst)
   if layout not in ("hf", "original"):
@@ -189,6 +195,19 @@ def export_checkpoint(
     sidecar_dir = src
   dtype = dtype or stored
   cfg, params = read_any(src, dtype=dtype, progress=progress)
+  rank = cfg.compute.lora.rank
+  if adapters == "peft":
+    if not rank:
+      raise ConversionError(f"{src}: holds no LoRA adapters to export")
+    with _staging(dst) as tmp:
+      return save_peft(params, cfg, tmp, base=str(src))
+  if rank and adapters == "merge":
+    cfg, params = lora.merged(params, cfg)
+  elif rank:
+    raise ConversionError(
+        f"{src}: holds LoRA adapters; export them with --adapter (a PEFT folder) or the "
+        f"model with them merged with --merge"
+    )
   config = to_hf(cfg, dtype) if layout == "hf" else to_original(cfg, dtype)
   with _staging(dst) as tmp:
     tmp.mkdir()
@@ -197,3 +216,21 @@ def export_checkpoint(
     params_io.write_config(tmp, cfg)
     files += ["config.json", params_io.CONFIG_NAME] + _copy_sidecars(sidecar_dir, tmp)
   return files
+
+
+def import_adapter(
+    src: str | pathlib.Path,
+    base: str | pathlib.Path,
+    dst: str | pathlib.Path,
+    dtype: str = "float32",
+) -> int:
+  """A PEFT LoRA folder on `base` (any checkpoint `read_any` reads) -> our checkpoint
+  holding both (its model config carries the adapter's compute.lora). Returns the
+  number of adapted modules."""
+  base_cfg, base_params = read_any(base, dtype=dtype)
+  cfg, adapters = from_peft(src, base_cfg)
+  with _staging(pathlib.Path(dst)) as tmp:
+    params_io.save(tmp, lora.merge(base_params, adapters), cfg)
+    sidecars = params_io.training_checkpoint(base)
+    _copy_sidecars(sidecars[1] if sidecars else pathlib.Path(base), tmp)
+  return len(lora.flatten(adapters)) // 2

@@ -9,9 +9,14 @@ with adapters the two merged.
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Any
 
+import jax.numpy as jnp
 from flax import traverse_util
+
+from dsvl_jax.models.config import VLMConfig
 
 ADAPTER_LEAVES = ("lora_a", "lora_b")
 
@@ -21,19 +26,43 @@ def is_adapter(path: str) -> bool:
   return path.rsplit("/", 1)[-1] in ADAPTER_LEAVES
 
 
+def flatten(tree: Any) -> dict[str, Any]:
+  return traverse_util.flatten_dict(tree, sep="/")
+
+
+def unflatten(flat: dict[str, Any]) -> dict:
+  return traverse_util.unflatten_dict(flat, sep="/")
+
+
 def split(params: Any) -> tuple[dict, dict]:
   """(adapters, base): the adapter leaves and the rest, each a nested dict."""
-  flat = traverse_util.flatten_dict(params, sep="/")
+  flat = flatten(params)
   adapters = {k: v for k, v in flat.items() if is_adapter(k)}
   base = {k: v for k, v in flat.items() if not is_adapter(k)}
-  return (
-      traverse_util.unflatten_dict(adapters, sep="/"),
-      traverse_util.unflatten_dict(base, sep="/"),
-  )
+  return unflatten(adapters), unflatten(base)
 
 
 def merge(base: Any, adapters: Any) -> dict:
   """The inverse of `split`: one tree holding both."""
-  flat = traverse_util.flatten_dict(base, sep="/")
-  flat.update(traverse_util.flatten_dict(adapters, sep="/"))
-  return traverse_util.unflatten_dict(flat, sep="/")
+  return unflatten({**flatten(base), **flatten(adapters)})
+
+
+def merged(params: Any, cfg: VLMConfig) -> tuple[VLMConfig, dict]:
+  """(cfg without adapters, params with each adapted kernel W + (alpha / rank) A B): the
+  same function, no adapters. Kernels are in-major (the training layout)."""
+  adapters, base = split(params)
+  flat, scale = flatten(base), cfg.compute.lora.alpha / cfg.compute.lora.rank
+  for path, a in flatten(adapters).items():
+    if not path.endswith("/lora_a"):
+      continue
+    module = path[: -len("/lora_a")]
+    b, w = flatten(adapters)[module + "/lora_b"], flat[module + "/kernel"]
+    stack = a.ndim + b.ndim - w.ndim - 2  # leading layer dims shared by w, a and b
+    n = math.prod(a.shape[:stack])
+    r = a.shape[-1]
+    a32 = jnp.asarray(a, jnp.float32).reshape(n, -1, r)
+    b32 = jnp.asarray(b, jnp.float32).reshape(n, r, -1)
+    delta = jnp.einsum("sir,sro->sio", a32, b32, precision="highest").reshape(w.shape)
+    flat[module + "/kernel"] = (w.astype(jnp.float32) + scale * delta).astype(w.dtype)
+  no_lora = dataclasses.replace(cfg.compute, lora=dataclasses.replace(cfg.compute.lora, rank=0))
+  return cfg.replace(compute=no_lora), unflatten(flat)
