@@ -21,6 +21,7 @@ import pathlib
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 
 from dsvl_jax.models.config import VLMConfig
@@ -114,10 +115,14 @@ def restore_params_dir(params_dir: str | pathlib.Path, abstract: Any) -> Any:
 
 
 def abstract_like(abstract: Any, dtype: Any, shardings: Any = None) -> Any:
-  """ShapeDtypeStructs with a new dtype and (optionally) shardings."""
+  """ShapeDtypeStructs with float leaves in a new dtype (integer ones, a quantised
+  kernel's codes, as they are) and (optionally) shardings."""
+
+  def like(a, s):
+    kept = a.dtype if not jnp.issubdtype(a.dtype, jnp.floating) else dtype
+    return jax.ShapeDtypeStruct(a.shape, kept, sharding=s)
+
   if shardings is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype, sharding=device), abstract)
-  return jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, dtype, sharding=s), abstract, shardings
-  )
+    return jax.tree.map(lambda a: like(a, device), abstract)
+  return jax.tree.map(like, abstract, shardings)

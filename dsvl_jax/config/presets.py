@@ -70,7 +70,13 @@ BASE: dict[str, Any] = dict(
         scan_unroll=1,  # LLM layers per scan iteration
         llm_kernels_out_major=False,  # kernels stored [*in, *out] (CPU generators flip them)
         # Low-rank adapters (models/config.LoraConfig); --config.model.compute.lora.rank=16
-        lora=dict(rank=0, alpha=16.0, targets=("llm/layers*/*_proj",)),
+        lora=dict(
+            rank=0,  # 0 = none
+            alpha=16.0,  # updates scaled by alpha / rank
+            targets=("llm/layers*/*_proj",),  # fnmatch patterns over module paths
+            base_quant="none",  # QLoRA: none | nf4 | int8 (the adapted kernels)
+            quant_block=64,  # values per quantisation scale
+        ),
     ),
     image_token_id=100015,  # <image_placeholder>
     bos_token_id=100000,  # <｜begin▁of▁sentence｜>

@@ -73,7 +73,8 @@ def inference_config(cfg: VLMConfig) -> VLMConfig:
           cfg.compute,
           scan_layers=False,
           attention_impl=for_inference(cfg.compute.attention_impl),
-          llm_kernels_out_major=cpu,
+          # quantised kernels (QLoRA) stay as stored: their blocks run along [*in, *out]
+          llm_kernels_out_major=cpu and cfg.compute.lora.base_quant == "none",
       )
   )
 

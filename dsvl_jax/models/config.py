@@ -22,6 +22,7 @@ Precision = Literal["default", "high", "highest"]
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]  # models/layers.py policies
 AttentionImpl = Literal["auto", "xla", "blocked", "chunked", "cudnn", "splash"]  # attention.py
 AlignerType = Literal["mlp_gelu", "low_high_hybrid_split_mlp_gelu"]
+QuantKind = Literal["none", "nf4", "int8"]  # models/quant.py
 
 REMAT_POLICIES = choices(RematPolicy)
 ATTENTION_IMPLS = choices(AttentionImpl)  # models/attention.py IMPLS is this tuple
@@ -43,9 +44,19 @@ class LoraConfig:
   # The LLM's attention and MLP projections. Also adaptable: "vision/siglip/*" (SigLIP's
   # blocks), "vision/sam/blocks/*", "aligner/*".
   targets: tuple[str, ...] = ("llm/layers*/*_proj",)
+  # QLoRA: the adapted (frozen) kernels stored as 4-bit NormalFloat or int8 codes with a
+  # float32 scale per block of `quant_block` values (models/quant.py); "none" = as is.
+  base_quant: QuantKind = "none"
+  quant_block: int = 64
 
   def validate(self, prefix: str) -> None:
     _check(self.rank >= 0, f"{prefix}.rank", f"must be >= 0 (0 = off), got {self.rank}")
+    _check(self.quant_block >= 2, f"{prefix}.quant_block", "must be >= 2")
+    _check(
+        self.base_quant == "none" or self.rank > 0,
+        f"{prefix}.base_quant",
+        "quantises the adapted kernels: set a rank",
+    )
     _check(self.alpha > 0, f"{prefix}.alpha", f"must be > 0, got {self.alpha}")
     _check(not self.rank or bool(self.targets), f"{prefix}.targets", "no pattern given")
 

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from dsvl_jax.models import quant
 from dsvl_jax.models.config import ComputeConfig
 
 Axes = tuple[str | None, ...]
@@ -72,7 +73,12 @@ class Dense(nn.Module):
         1.0, "fan_in", "truncated_normal", in_axis=ins, out_axis=outs
     )
     pdtype, dtype = dtype_of(self.compute.param_dtype), dtype_of(self.compute.dtype)
-    kernel = self.param("kernel", nn.with_logical_partitioning(init, axes), shape, pdtype)
+    lora = self.compute.lora
+    adapted = lora.adapts("/".join(self.scope.path))
+    if adapted and lora.base_quant != "none":
+      kernel = self._quantized_kernel(init, shape, axes, pdtype, dtype)
+    else:
+      kernel = self.param("kernel", nn.with_logical_partitioning(init, axes), shape, pdtype)
     x_in = tuple(range(x.ndim - n_in, x.ndim))
     prec = precision_of(self.compute.precision)
     rows = math.prod(x.shape[: x.ndim - n_in])
@@ -95,10 +101,20 @@ class Dense(nn.Module):
           pdtype,
       )
       y = y + b.astype(dtype)
-    lora = self.compute.lora
-    if lora.adapts("/".join(self.scope.path)):
+    if adapted:
       y = y + self._adapter(x, x_in, in_shape, lora.rank, lora.alpha / lora.rank)
     return y
+
+  def _quantized_kernel(self, init, shape, axes, pdtype, dtype) -> jax.Array:
+    """The kernel from `kernel_q` {'codes', 'scale'} (models/quant.py), in `dtype`; a
+    random init quantises a random kernel."""
+    kind, block = self.compute.lora.base_quant, self.compute.lora.quant_block
+
+    def init_stored(rng):
+      stored = quant.quantize(init(rng, shape, pdtype), kind, block)
+      return {k: nn.Partitioned(v, names=axes) for k, v in stored.items()}
+
+    return quant.dequantize(self.param("kernel_q", init_stored), kind, dtype)
 
   def _adapter(self, x, x_in, in_shape, rank: int, scale: float) -> jax.Array:
     """scale * (x . lora_a) . lora_b: lora_a [*in, rank] as peft draws lora_A (uniform,

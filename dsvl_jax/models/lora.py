@@ -16,6 +16,7 @@ from typing import Any
 import jax.numpy as jnp
 from flax import traverse_util
 
+from dsvl_jax.models import quant
 from dsvl_jax.models.config import VLMConfig
 
 ADAPTER_LEAVES = ("lora_a", "lora_b")
@@ -47,16 +48,38 @@ def merge(base: Any, adapters: Any) -> dict:
   return unflatten({**flatten(base), **flatten(adapters)})
 
 
+def quantized(params: Any, cfg: VLMConfig) -> dict:
+  """A float base (kernels at every adapted module) with those kernels stored as
+  cfg.compute.lora.base_quant codes and scales (`kernel_q`, models/quant.py), as the
+  model with that config holds them. Adapters, if any, pass through."""
+  spec = cfg.compute.lora
+  out = {}
+  for path, value in flatten(params).items():
+    module, leaf = path.rsplit("/", 1)
+    if leaf == "kernel" and spec.base_quant != "none" and spec.adapts(module):
+      for name, part in quant.quantize(value, spec.base_quant, spec.quant_block).items():
+        out[f"{module}/kernel_q/{name}"] = part
+    else:
+      out[path] = value
+  return unflatten(out)
+
+
 def merged(params: Any, cfg: VLMConfig) -> tuple[VLMConfig, dict]:
   """(cfg without adapters, params with each adapted kernel W + (alpha / rank) A B): the
-  same function, no adapters. Kernels are in-major (the training layout)."""
+  same function, no adapters (a quantised W dequantised first, to float32). Kernels are
+  in-major (the training layout)."""
   adapters, base = split(params)
   flat, scale = flatten(base), cfg.compute.lora.alpha / cfg.compute.lora.rank
   for path, a in flatten(adapters).items():
     if not path.endswith("/lora_a"):
       continue
     module = path[: -len("/lora_a")]
-    b, w = flatten(adapters)[module + "/lora_b"], flat[module + "/kernel"]
+    b = flatten(adapters)[module + "/lora_b"]
+    if module + "/kernel" in flat:
+      w = flat[module + "/kernel"]
+    else:
+      codes, q_scale = flat.pop(module + "/kernel_q/codes"), flat.pop(module + "/kernel_q/scale")
+      w = quant.dequantize({"codes": codes, "scale": q_scale}, cfg.compute.lora.base_quant)
     stack = a.ndim + b.ndim - w.ndim - 2  # leading layer dims shared by w, a and b
     n = math.prod(a.shape[:stack])
     r = a.shape[-1]
@@ -64,5 +87,6 @@ def merged(params: Any, cfg: VLMConfig) -> tuple[VLMConfig, dict]:
     b32 = jnp.asarray(b, jnp.float32).reshape(n, r, -1)
     delta = jnp.einsum("sir,sro->sio", a32, b32, precision="highest").reshape(w.shape)
     flat[module + "/kernel"] = (w.astype(jnp.float32) + scale * delta).astype(w.dtype)
-  no_lora = dataclasses.replace(cfg.compute, lora=dataclasses.replace(cfg.compute.lora, rank=0))
+  plain = dataclasses.replace(cfg.compute.lora, rank=0, base_quant="none")
+  no_lora = dataclasses.replace(cfg.compute, lora=plain)
   return cfg.replace(compute=no_lora), unflatten(flat)

@@ -22,6 +22,7 @@ import re
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 from flax import traverse_util
 
 from dsvl_jax.config.schema import ConfigError
@@ -100,3 +101,8 @@ def merge(a: Any, b: Any) -> Any:
 
 def count(tree: Any) -> int:
   return int(sum(x.size for x in jax.tree.leaves(tree)))
+
+
+def nbytes(tree: Any) -> int:
+  """Bytes of the arrays (or ShapeDtypeStructs) in `tree`, as stored."""
+  return int(sum(x.size * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)))

@@ -146,14 +146,21 @@ class Trainer:
     labels = freezing.partition(freezing.group_labels(abstract), self.mask)[0]
     self.tx = make_optimizer(run.optimizer, run.train.steps, labels)
     self.schedule = learning_rate(run.optimizer, run.train.steps)
+    pdtype = jnp.dtype(run.model.compute.param_dtype)
+    # Float leaves in the storage dtype; a quantised kernel's integer codes as they are.
+    abstract = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(
+            a.shape, pdtype if jnp.issubdtype(a.dtype, jnp.floating) else a.dtype
+        ),
+        abstract,
+    )
     trainable, frozen = freezing.partition(abstract, self.mask)
     self.param_counts = {
         "params/trainable": freezing.count(trainable),
         "params/frozen": freezing.count(frozen),
+        "params/trainable_bytes": freezing.nbytes(trainable),
+        "params/frozen_bytes": freezing.nbytes(frozen),
     }
-
-    pdtype = jnp.dtype(run.model.compute.param_dtype)
-    abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, pdtype), abstract)
     state_abstract = jax.eval_shape(self._init_state, abstract)
     param_logical = logical_axes(run.model)
     self.state_sharding = partitioning.state_shardings(state_abstract, param_logical, self.mesh)
@@ -212,22 +219,36 @@ class Trainer:
     """train.init_from: a checkpoint of any kind dsvl_jax.load reads (a previous stage's
     workdir included), or random initialisation; then train.init_groups replace the
     parameters of their groups from other checkpoints. With adapters
-    (model.compute.lora) those checkpoints give the base and the adapters start fresh."""
+    (model.compute.lora) those checkpoints give the base, the adapters start fresh, and
+    with lora.base_quant the base's adapted kernels are then quantised (QLoRA)."""
     run = self.run_cfg
-    adapter_shardings, base_shardings = lora.split(self.state_sharding.params)
+    spec = run.model.compute.lora
+    float_cfg = run.model.replace(
+        compute=dataclasses.replace(
+            run.model.compute, lora=dataclasses.replace(spec, base_quant="none")
+        )
+    )
+    float_shardings = sharding.logical_to_mesh(
+        logical_axes(float_cfg), self.mesh, shapes=abstract_params(float_cfg)
+    )
+    adapter_shardings, base_shardings = lora.split(float_shardings)
     key = jax.random.key(run.seed)
     adapters = None
     if run.train.init_from:
       base = self._read(run.train.init_from, "train.init_from", base_shardings)
     else:
-      adapters, base = lora.split(init_params(run.model, key, self.state_sharding.params))
+      adapters, base = lora.split(init_params(float_cfg, key, float_shardings))
     for group, path in run.train.init_groups:
       other = self._read(path, f"train.init_groups.{group}", base_shardings)
       mask = freezing.group_mask(base, (group,), f"train.init_groups.{group}")
       base = freezing.merge(freezing.partition(other, mask)[0], freezing.partition(base, mask)[1])
-    if adapters is None and run.model.compute.lora.rank:
+    if adapters is None and spec.rank:
       adapters = init_adapters(run.model, key, adapter_shardings)
-    return lora.merge(base, adapters or {})
+    params = lora.merge(base, adapters or {})
+    if spec.base_quant != "none":
+      quantize = functools.partial(lora.quantized, cfg=run.model)
+      params = jax.jit(quantize, out_shardings=self.state_sharding.params)(params)
+    return params
 
   def _read(self, path: str, field: str, shardings: Any) -> Any:
     """Parameters of a checkpoint whose architecture must be config.model's (adapters
@@ -317,6 +338,7 @@ class Trainer:
           f"{'resuming' if resuming else 'training'} {self.workdir} at step {start} "
           f"of {run.train.steps}: {self.param_counts['params/trainable']:,} trainable "
           f"and {self.param_counts['params/frozen']:,} frozen parameters "
+          f"({self.param_counts['params/frozen_bytes'] / 2**20:,.1f} MiB stored) "
           f"({', '.join(run.train.trainable)} trained); mesh "
           f"{dict(self.mesh.shape)}"
       )

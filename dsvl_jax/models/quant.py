@@ -1,0 +1,90 @@
+"""Frozen kernels stored quantised (QLoRA's base), dequantised inside the matmul.
+
+A kernel [..., n] is cut into blocks of `block` consecutive values along its last axis;
+each block keeps its absolute maximum as a float32 scale [..., n / block] and its values
+as codes relative to it:
+
+  nf4   4-bit NormalFloat (Dettmers et al. 2023, QLoRA): the code is the nearest of the
+        16 levels in NF4 (quantiles of a standard normal, scaled to [-1, 1]); two codes
+        a byte, the first in the high nibble: uint8 [..., n / 2]
+  int8  round(127 x / absmax): int8 [..., n]
+
+Dequantising is a table lookup (nf4) or a cast, times the block's scale; under the
+scanned LLM only one layer's kernels exist in full at a time.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Kind = Literal["none", "nf4", "int8"]
+
+# QLoRA's NormalFloat4 levels, as published (bitsandbytes' NF4 table).
+NF4 = np.array(
+    [
+        -1.0,
+        -0.6961928009986877,
+        -0.5250730514526367,
+        -0.39491748809814453,
+        -0.28444138169288635,
+        -0.18477343022823334,
+        -0.09105003625154495,
+        0.0,
+        0.07958029955625534,
+        0.16093020141124725,
+        0.24611230194568634,
+        0.33791524171829224,
+        0.44070982933044434,
+        0.5626170039176941,
+        0.7229568362236023,
+        1.0,
+    ],
+    np.float32,
+)
+
+
+def block_size(n: int, block: int) -> int:
+  """The block along a last axis of n values: `block`, or n when shorter."""
+  return min(block, n)
+
+
+def stored_shapes(shape: tuple[int, ...], kind: Kind, block: int) -> dict[str, tuple]:
+  """{'codes': ..., 'scale': ...} shapes for a kernel of `shape`."""
+  *lead, n = shape
+  b = block_size(n, block)
+  codes = n // 2 if kind == "nf4" else n
+  return {"codes": (*lead, codes), "scale": (*lead, n // b)}
+
+
+def quantize(w: jax.Array, kind: Kind, block: int) -> dict[str, jax.Array]:
+  """w [..., n] -> {'codes', 'scale'} (module docstring)."""
+  *lead, n = w.shape
+  b = block_size(n, block)
+  if n % b or (kind == "nf4" and n % 2):
+    raise ValueError(f"a last axis of {n} does not split into blocks of {b} ({kind})")
+  x = w.astype(jnp.float32).reshape(*lead, n // b, b)
+  scale = jnp.max(jnp.abs(x), axis=-1)
+  x = x / jnp.where(scale == 0, 1.0, scale)[..., None]
+  x = x.reshape(*lead, n)
+  if kind == "int8":
+    return {"codes": jnp.round(x * 127).astype(jnp.int8), "scale": scale}
+  idx = jnp.argmin(jnp.abs(x[..., None] - jnp.asarray(NF4)), axis=-1).astype(jnp.uint8)
+  return {"codes": (idx[..., 0::2] << 4) | idx[..., 1::2], "scale": scale}
+
+
+def dequantize(stored: dict[str, jax.Array], kind: Kind, dtype=jnp.float32) -> jax.Array:
+  """{'codes', 'scale'} -> the kernel [..., n] in `dtype`."""
+  codes, scale = stored["codes"], stored["scale"]
+  if kind == "int8":
+    x = codes.astype(jnp.float32) / 127
+  else:
+    idx = jnp.stack([codes >> 4, codes & 15], axis=-1).reshape(*codes.shape[:-1], -1)
+    x = jnp.asarray(NF4)[idx]
+  *lead, n = x.shape
+  blocks = scale.shape[-1]
+  x = x.reshape(*lead, blocks, n // blocks) * scale[..., None]
+  return x.reshape(*lead, n).astype(dtype)
