@@ -26,7 +26,7 @@ from dsvl_jax.train.config import (
     default_train_config,
 )
 
-VARIANTS = {None: None, "accurate": "accurate"}  # arg -> the run's variant
+VARIANTS = {None: None, "accurate": "accurate", "lora": "lora"}  # arg -> the run's variant
 ARGS = tuple(VARIANTS)  # every valid arg (tests render each)
 
 
@@ -89,6 +89,7 @@ def get_config(arg=None):
   c.demo.train_seed = 2  # built-in scenes for training
   c.demo.heldout_seed = 1000  # held-out scenes: never trained on
   c.demo.heldout_scenes = 100  # scenes evaluated (one question per type each)
+  c.demo.results = "eval.json"  # in the workdir
   text = synthetic(1, ("text", "text_chat", "text_qa"), "text")  # the built-in text
   c.demo.lm = demo_stage(
       dict(steps=300, trainable=("llm",)),
@@ -142,6 +143,15 @@ def get_config(arg=None):
   if variant == "accurate":
     c.demo.vision.train.steps = 1200
     c.demo.stage3.train.steps = 3000
+  if variant == "lora":
+    # Stage 3 with the LLM trained through rank-16 adapters (its base frozen), the rest
+    # as in stage 3, from the same stage-2 checkpoint; stages before it are shared with
+    # `make run`'s workdir (a finished stage is skipped).
+    c.demo.stages = ("lm", "vision", "stage1", "stage2", "stage3_lora")
+    c.demo.stage3_lora = c.demo.stage3.copy_and_resolve_references()
+    c.demo.stage3_lora.optimizer.lr = 1e-3  # adapters start at zero and move further
+    c.demo.stage3_lora.lora = dict(rank=16, alpha=32.0)  # model.compute.lora fields
+    c.demo.results = "eval_lora.json"
 
   # Scoring settings of the held-out evaluation (the demo builds its sets).
   c.eval.system_prompt = ""  # as trained

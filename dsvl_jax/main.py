@@ -61,7 +61,9 @@ def main(argv):
     compile_cache.setup(config.get("compile_cache"))
     module, function = MODES[config.mode].split(":")
     getattr(importlib.import_module(module), function)(config, _WORKDIR.value)
-  except ConfigError as e:  # one line, no traceback: the fix is in the command line
+  # One line, no traceback: the fix is in the command line (a field, or a path it names:
+  # a data manifest, a checkpoint, a tokenizer that is not there).
+  except (ConfigError, FileNotFoundError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -43,8 +43,16 @@ def main(argv):
       f"batch {config.data.global_batch_size} x {config.data.seq_len}, "
       f"{config.train.grad_accum_steps} micro-batches; mesh {tuple(config.mesh.shape)}"
   )
+  import jax  # pylint: disable=g-import-not-at-top
+
   for i, modality in enumerate(modalities):
-    r = aot.compile_step(config, _TOPOLOGY.value, modality)
+    try:
+      r = aot.compile_step(config, _TOPOLOGY.value, modality)
+    except jax.errors.JaxRuntimeError as e:  # the compiler's own verdict, in its words
+      if "RESOURCE_EXHAUSTED" not in str(e):
+        raise
+      print(f"{_TOPOLOGY.value}, {modality} step: does not fit: {str(e).splitlines()[0]}")
+      continue
     if i == 0:
       print(r.report)
     rows = config.data.global_batch_size // (r.mesh["data"] * r.mesh["fsdp"])

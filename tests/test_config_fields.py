@@ -11,6 +11,7 @@ import dataclasses
 import importlib.util
 import subprocess
 import sys
+import tempfile
 import typing
 
 import pytest
@@ -222,6 +223,17 @@ def test_a_workdir_written_before_a_field_was_shipped_still_resumes(tmp_path):
         (["--config=configs/tiny.py", "--config.train.steps=1.5"], "--config.train.steps=1.5"),
         (["--config=configs/tiny.py:bogus"], "unknown family 'bogus'"),
         (["--config=configs/nope.py"], "No such file or directory: 'configs/nope.py'"),
+        (
+            [
+                "--config=configs/tiny.py",
+                f"--workdir={tempfile.mkdtemp()}",
+                "--config.data.schedule=constant",
+                "--config.data.multimodal_share=1.0",
+                '--config.data.sources={"mine": {"type": "jsonl", "paths": ["absent.jsonl"], '
+                '"modality": "multimodal"}}',
+            ],
+            "manifest not found: 'absent.jsonl'",
+        ),
     ],
 )
 def test_a_command_line_mistake_is_one_line_and_exit_2(args, says):

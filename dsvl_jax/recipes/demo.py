@@ -106,6 +106,8 @@ def stage_config(
   for part in ("train", "optimizer", "data"):
     for key, value in overrides.get(part, {}).items():
       c[part][key] = value.to_dict() if hasattr(value, "to_dict") else value
+  for key, value in overrides.get("lora", {}).items():  # this stage's adapters
+    c.model.compute.lora[key] = value
   c.data.tokenizer = tokenizer
   names = list(config.demo.stages)
   previous = names[names.index(name) - 1] if names.index(name) else ""
@@ -115,6 +117,16 @@ def stage_config(
       g: workdirs[s] for g, s in overrides.get("train", {}).get("init_groups", {}).items()
   }
   return c
+
+
+def param_counts(workdir: pathlib.Path, trainable) -> dict[str, int]:
+  """{'trainable', 'frozen'}: parameters of a stage's checkpoint as the stage split them."""
+  import dsvl_jax  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.train import freezing  # pylint: disable=g-import-not-at-top
+
+  params = dsvl_jax.load(str(workdir)).params
+  trained, frozen = freezing.partition(params, freezing.trainable_mask(params, trainable))
+  return {"trainable": freezing.count(trained), "frozen": freezing.count(frozen)}
 
 
 def finished(workdir: pathlib.Path, steps: int) -> bool:
@@ -257,14 +269,16 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
     workdirs[name] = str(wd)
   results = evaluate_heldout(config, root, root / demo.stages[-1], tok)
   results["seconds"] = {"total": time.perf_counter() - start, **timings}
-  (root / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
+  last = stage_config(config, demo.stages[-1], str(tok), workdirs)
+  results["params"] = param_counts(root / demo.stages[-1], last.train.trainable)
+  (root / demo.results).write_text(json.dumps(results, indent=2) + "\n")
   print(
       f"[demo] held-out exact match {results['heldout_accuracy']:.3f} (colour "
       f"{results['accuracy_by_type'].get('colour', 0):.3f}, shape "
       f"{results['accuracy_by_type'].get('shape', 0):.3f}, word "
       f"{results['accuracy_by_type'].get('word', 0):.3f}); multiple choice "
       f"{results['multiple_choice_accuracy']:.3f}; chance {results['chance']:.3f}; "
-      f"blank images {results['blank_image_accuracy']:.3f} -> {root / 'eval.json'}",
+      f"blank images {results['blank_image_accuracy']:.3f} -> {root / demo.results}",
       flush=True,
   )
   return results

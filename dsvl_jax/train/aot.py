@@ -50,7 +50,11 @@ def topology_devices(topology: str) -> tuple[list[Any], Chip]:
   kind = topology.split(":")[0]
   if kind not in CHIPS:
     raise ValueError(f"unknown TPU generation {kind!r} in {topology!r}; known: {sorted(CHIPS)}")
-  desc = topologies.get_topology_desc(platform="tpu", topology_name=topology)
+  dims = [int(x) for x in topology.split(":")[1].split("x")]
+  kwargs = {}
+  if len(dims) == 2 and dims[0] * dims[1] < 4:  # below a host's 2x2: the slice is the host
+    kwargs["chips_per_host_bounds"] = [*dims, 1]
+  desc = topologies.get_topology_desc(platform="tpu", topology_name=topology, **kwargs)
   return list(desc.devices), CHIPS[kind]
 
 
