@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from flax import traverse_util
 from test_train import _final, fake_batch
-from train_fixtures import run_config
+from train_fixtures import run_config, sigterm_then_resume
 
 from dsvl_jax.config.files import load_config
 from dsvl_jax.config.schema import ConfigError
@@ -185,3 +185,16 @@ def test_a_lora_run_keeps_its_base_and_resumes_exactly(base_run, tmp_path):
       f"llm/layers/{p}/{leaf}" for p in PROJECTIONS for leaf in lora.ADAPTER_LEAVES
   }
   assert jnp.dtype(jax.tree.leaves(adapters)[0].dtype) == jnp.float32
+
+
+def test_a_lora_run_resumes_after_sigterm_bit_for_bit(base_run, tmp_path):
+  fields = {**_lora_fields(base_run), "train.steps": 6}
+  Trainer(run_config(**fields), tmp_path / "whole").run()
+  workdir, stopped, out = sigterm_then_resume(tmp_path, fields)
+  assert 2 <= stopped < 6 and "SIGTERM" in out, out
+  step_a, params_a, train_a, data_a = _final(tmp_path / "whole")
+  step_b, params_b, train_b, data_b = _final(workdir)
+  assert step_a == step_b == 6
+  chex.assert_trees_all_equal(params_a, params_b)
+  chex.assert_trees_all_equal(train_a, train_b)
+  assert data_a == data_b

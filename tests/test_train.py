@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from conftest import tiny_config
 from flax import traverse_util
-from train_fixtures import run_config
+from train_fixtures import run_config, sigterm_then_resume
 
 from dsvl_jax.config.files import load_config
 from dsvl_jax.config.schema import ConfigError
@@ -462,40 +462,10 @@ def test_skipped_updates_are_summed_over_each_log_window(tmp_path):
 
 @pytest.mark.slow
 def test_sigterm_saves_exits_zero_and_resumes_equal(uninterrupted, tmp_path):
-  import os
-  import signal
-  import subprocess
-  import sys
-  import time
-
   full, _ = uninterrupted
-  repo = pathlib.Path(__file__).parent.parent
-  config_file = tmp_path / "config.py"  # the same run_config() as the in-process runs
-  config_file.write_text(
-      f"import sys\nsys.path.insert(0, {str(repo / 'tests')!r})\n"
-      "from train_fixtures import run_config\n"
-      "def get_config(arg=None):\n  return run_config()\n"
-  )
-  workdir = tmp_path / "run"
-  args = [sys.executable, "-m", "dsvl_jax.main", f"--config={config_file}", f"--workdir={workdir}"]
-  env = dict(os.environ, PYTHONPATH=str(repo))
-  proc = subprocess.Popen(
-      args, cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-  )
-  metrics = workdir / "metrics.jsonl"
-  deadline = time.time() + 240
-  while time.time() < deadline and proc.poll() is None:
-    if metrics.exists() and len(metrics.read_text().splitlines()) >= 2:
-      break
-    time.sleep(0.05)
-  proc.send_signal(signal.SIGTERM)
-  out, _ = proc.communicate(timeout=240)
-  assert proc.returncode == 0, out
-  stopped, *_ = _final(workdir)
+  workdir, stopped, out = sigterm_then_resume(tmp_path, {})
   assert 2 <= stopped < 6, out
   assert "SIGTERM" in out
-  done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, timeout=300)
-  assert done.returncode == 0, done.stdout + done.stderr
   step_a, params_a, train_a, data_a = _final(full)
   step_b, params_b, train_b, data_b = _final(workdir)
   assert step_a == step_b == 6
