@@ -6,6 +6,7 @@ import dataclasses
 import json
 
 import hf_reference as ref
+import jax
 import numpy as np
 import peft
 import pytest
@@ -184,3 +185,38 @@ def test_a_lora_run_exports_imports_and_merges_through_the_cli(tmp_path):
   merged = dsvl_jax.load(str(tmp_path / "merged"))
   assert merged.config.compute.lora.rank == 0
   _close(_ours(merged.config, merged.params, batch), ours, batch[1])
+
+
+def test_chat_eval_and_serve_load_an_unmerged_peft_adapter(tmp_path):
+  """`{chat,eval,serve}.adapter`: the checkpoint with a PEFT folder's adapters beside its
+  kernels (logits equal to the merged tree's), and a bad folder is a ConfigError naming
+  the field."""
+  from dsvl_jax.checkpoint import params_io
+  from dsvl_jax.config.files import load_config
+  from dsvl_jax.config.schema import ConfigError
+  from dsvl_jax.infer.load import load_model
+  from dsvl_jax.models.init import init_params
+
+  base_cfg = tiny_config("siglip")
+  base_params = jax.tree.map(np.asarray, init_params(base_cfg, jax.random.key(4)))
+  params_io.save(tmp_path / "base", base_params, base_cfg)
+  cfg = _with_lora(base_cfg)
+  rng = np.random.default_rng(5)
+  shapes = lora.flatten(lora.split(abstract_params(cfg))[0])
+  adapters = lora.unflatten(
+      {k: rng.normal(0, 0.1, v.shape).astype(np.float32) for k, v in shapes.items()}
+  )
+  peft_io.save_peft(lora.merge(base_params, adapters), cfg, tmp_path / "peft")
+
+  config = load_config("configs/tiny.py")
+  batch = _batch(base_cfg)
+  want = _ours(cfg, lora.merge(base_params, adapters), batch)
+  for name in ("chat", "eval", "serve"):
+    section = config[name]
+    section.checkpoint, section.adapter = str(tmp_path / "base"), str(tmp_path / "peft")
+    got_cfg, got = load_model(config, section, name)
+    assert got_cfg.compute.lora.rank == RANK
+    np.testing.assert_array_equal(_ours(got_cfg, got, batch), want)
+    section.adapter = str(tmp_path)
+    with pytest.raises(ConfigError, match=f"'{name}.adapter'.*not a PEFT adapter folder"):
+      load_model(config, section, name)

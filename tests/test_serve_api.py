@@ -32,7 +32,7 @@ def server(tmp_path_factory, monkeypatch_module):
   config = serve_config(
       image_dir=str(images), api_key_env="DSVL_TEST_KEY", max_images=2, max_queue=64
   )
-  _, params = load_model(config, config.serve)  # the same random init the server made
+  _, params = load_model(config, config.serve, "serve")  # the same random init the server made
   with running_server(config) as (url, service):
     gen = Generator(service.cfg, params, prompt_bucket=config.serve.prompt_bucket)
     yield url, service, gen, images

@@ -75,7 +75,7 @@ def test_upload_ask_and_read_the_streamed_answer(tmp_path):
   config.model.image_token_id = n
 
   # What the page must show: the engine's prompt for [image, question], greedy.
-  cfg, params = load_model(config, config.serve)
+  cfg, params = load_model(config, config.serve, "serve")
   tok = Tokenizer.from_sentencepiece(tmp_path / "sp.model", cfg)
   pixels = process_batch([load_image(image_path)], ImageProcessorConfig.for_model(cfg))
   gen = Generator(cfg, params, prompt_bucket=16)

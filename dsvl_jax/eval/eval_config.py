@@ -25,6 +25,7 @@ class EvalConfig:
   # in config data (`default_config`)
   sets: tuple[tuple[str, str], ...] = ()
   checkpoint: str = ""  # mode=eval: what dsvl_jax.load reads ("" = random init of config.model)
+  adapter: str = ""  # a PEFT LoRA folder applied over the checkpoint, unmerged ("" = none)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
   tokenizer: str = ""  # tokenizer.json / .model / 'builtin:bytes' ("" = the checkpoint's own)
   normalize: Normalize = "mean"  # option score: mean (length-normalised) or sum of log-probs

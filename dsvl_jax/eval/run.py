@@ -50,7 +50,7 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
   kinds = [registry.split_spec(spec)[0] for _, spec in eval_cfg.sets]
   if any(k is not None and k not in registry.LIKELIHOOD for k in kinds) and not workdir:
     raise ConfigError("--workdir is required for benchmark sets (predictions, summaries, resuming)")
-  cfg, params = load_model(config, eval_cfg)
+  cfg, params = load_model(config, eval_cfg, "eval")
   tokenizer = load_tokenizer(eval_cfg, cfg, "eval")
   mesh = None
   if eval_cfg.data_parallel and jax.local_device_count() > 1:

@@ -112,7 +112,7 @@ def sampling_from(chat: ChatConfig) -> SamplingConfig:
 def build_session(config: ml_collections.ConfigDict) -> ChatSession:
   """Model from config.chat.checkpoint (or random init of config.model), tokenizer."""
   chat = ChatConfig.from_dict(config.chat)  # checked before any weights load
-  cfg, params = load_model(config, chat)
+  cfg, params = load_model(config, chat, "chat")
   tokenizer = load_tokenizer(chat, cfg, "chat")
   return ChatSession(
       cfg,

@@ -27,6 +27,7 @@ class ChatConfig(Section):
   SECTION = "chat"  # config.chat; not a field
 
   checkpoint: str = ""  # our checkpoint, a transformers or original directory ("" = random init)
+  adapter: str = ""  # a PEFT LoRA folder applied over the checkpoint, unmerged ("" = none)
   tokenizer: str = ""  # tokenizer.json / tokenizer.model ("" = the checkpoint's own)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
   temperature: float = 0.2  # 0 = greedy

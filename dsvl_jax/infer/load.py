@@ -18,17 +18,35 @@ from dsvl_jax.processor.layout import TokenLayout
 from dsvl_jax.processor.tokenizer import Tokenizer, make_tokenizer, special_token_mismatch
 
 
-def load_model(config, section) -> tuple[VLMConfig, Any]:
-  """(model config, parameters) from section.checkpoint, else a random init."""
+def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
+  """(model config, parameters) from section.checkpoint, else a random init; with
+  section.adapter, a PEFT LoRA folder's adapters beside the kernels they adapt. `name`:
+  the section's config path, for errors."""
   if section.checkpoint:
     import dsvl_jax  # pylint: disable=g-import-not-at-top
 
     loaded = dsvl_jax.load(section.checkpoint, dtype=section.dtype)
-    return loaded.config, loaded.params
-  from dsvl_jax.models.init import init_params  # pylint: disable=g-import-not-at-top
+    cfg, params = loaded.config, loaded.params
+  else:
+    from dsvl_jax.models.init import init_params  # pylint: disable=g-import-not-at-top
 
-  cfg = VLMConfig.from_dict(config.model)
-  return cfg, init_params(cfg, jax.random.key(config.seed))
+    cfg = VLMConfig.from_dict(config.model)
+    params = init_params(cfg, jax.random.key(config.seed))
+  if section.adapter:
+    from dsvl_jax.checkpoint.adapters import from_peft  # pylint: disable=g-import-not-at-top
+    from dsvl_jax.checkpoint.mapping import ConversionError  # pylint: disable=g-import-not-at-top
+    from dsvl_jax.models import lora  # pylint: disable=g-import-not-at-top
+
+    if cfg.compute.lora.rank:
+      raise ConfigError(
+          f"config field '{name}.adapter': {section.checkpoint} holds adapters already"
+      )
+    try:
+      cfg, adapters = from_peft(section.adapter, cfg)
+    except ConversionError as e:
+      raise ConfigError(f"config field '{name}.adapter': {e}") from e
+    params = lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), adapters))
+  return cfg, params
 
 
 def load_tokenizer(section, cfg: VLMConfig, name: str) -> Tokenizer:

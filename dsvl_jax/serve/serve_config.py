@@ -20,6 +20,7 @@ class ServeConfig(Section):
   SECTION = "serve"  # config.serve; not a field
 
   checkpoint: str = ""  # our checkpoint, a transformers or original directory ("" = random init)
+  adapter: str = ""  # a PEFT LoRA folder applied over the checkpoint, unmerged ("" = none)
   tokenizer: str = ""  # tokenizer.json / .model / builtin:bytes ("" = the checkpoint's own)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
   model_name: str = ""  # the id /v1/models lists ("" = the checkpoint's folder name)

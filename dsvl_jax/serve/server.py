@@ -26,7 +26,7 @@ def build(config: ml_collections.ConfigDict):
   serve = ServeConfig.from_dict(config.serve if "serve" in config else default_config())
   if not serve.checkpoint:  # a random init: the context is known before any weights load
     serve.validate(VLMConfig.from_dict(config.model).llm.max_position_embeddings)
-  cfg, params = load_model(config, serve)
+  cfg, params = load_model(config, serve, "serve")
   serve.validate(cfg.llm.max_position_embeddings)
   tokenizer = load_tokenizer(serve, cfg, "serve")
   engine = Engine(
