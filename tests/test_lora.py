@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import traverse_util
-from test_train import _final, fake_batch
+from test_train import _final, fake_batch, mirrored_paths
 from train_fixtures import run_config, sigterm_then_resume
 
 from dsvl_jax.config.files import load_config
@@ -123,18 +123,7 @@ def test_a_stage_trains_its_adapters_and_full_groups_only(trainable):
   assert {p for p, m in flat(mask).items() if m} == expected
 
   # Adam's mu and nu exist for exactly the trained leaves.
-  mirrored = []
-  for path, leaf in jax.tree_util.tree_leaves_with_path(new.opt_state):
-    keys = []  # the trailing dict keys: the parameter's path inside mu or nu
-    for entry in reversed(path):
-      if not isinstance(entry, jax.tree_util.DictKey):
-        break
-      keys.append(str(entry.key))
-    if keys:
-      mirrored.append("/".join(reversed(keys)))
-    else:
-      assert leaf.size == 1, f"unexpected optimizer leaf {path}"
-  assert sorted(mirrored) == sorted(2 * list(expected))
+  assert sorted(mirrored_paths(new.opt_state)) == sorted(2 * list(expected))
 
 
 def test_adapters_in_a_frozen_group_are_refused():

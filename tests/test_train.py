@@ -71,6 +71,23 @@ STAGES = {
 }
 
 
+def mirrored_paths(opt_state) -> list[str]:
+  """The parameter path of every array leaf of an optimizer state (the trailing dict keys
+  inside mu or nu); its other leaves must be scalars (step counts)."""
+  mirrored = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(opt_state):
+    keys = []
+    for entry in reversed(path):
+      if not isinstance(entry, jax.tree_util.DictKey):
+        break
+      keys.append(str(entry.key))
+    if keys:
+      mirrored.append("/".join(reversed(keys)))
+    else:
+      assert leaf.size == 1, f"unexpected optimizer leaf {path}"
+  return mirrored
+
+
 @pytest.mark.parametrize("stage", list(STAGES))
 def test_each_stage_trains_exactly_its_groups(stage):
   cfg = tiny_config("hybrid")
@@ -100,18 +117,7 @@ def test_each_stage_trains_exactly_its_groups(stage):
 
   # Optimizer state: Adam's mu and nu mirror the trainable parameters and nothing else.
   trainable = {p for p, t in flat_mask.items() if t}
-  mirrored = []
-  for path, leaf in jax.tree_util.tree_leaves_with_path(new.opt_state):
-    keys = []
-    for entry in reversed(path):
-      if not isinstance(entry, jax.tree_util.DictKey):
-        break
-      keys.append(str(entry.key))
-    if keys:
-      mirrored.append("/".join(reversed(keys)))
-    else:
-      assert leaf.size == 1, f"unexpected optimizer leaf {path}"  # step counts only
-  assert sorted(mirrored) == sorted(2 * list(trainable))
+  assert sorted(mirrored_paths(new.opt_state)) == sorted(2 * list(trainable))
 
   # No backward pass through a frozen tower: the step's program has exactly the
   # forward convolutions plus the weight gradient of each trained conv (the images are

@@ -6,27 +6,18 @@ import json
 
 import pytest
 from benchmark_fixtures import pope, textmc
+from test_bench_harness import _config
 from train_fixtures import run_config
 
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.eval import run as eval_run
 from dsvl_jax.train.trainer import Trainer
 
-EVAL = dict(
-    max_new_tokens=4,
-    batch_size=4,
-    length_bucket=64,
-    progress=False,
-    few_shot=1,
-    system_prompt="",
-    generate=False,
-    max_items=6,
-)
-
 
 def _with_eval(c, sets):
+  """The benchmark harness tests' evaluation settings, six items a set."""
   c.eval.sets = sets
-  c.eval.update(EVAL)
+  c.eval.update({k: v for k, v in _config({}).eval.items() if k != "sets"}, max_items=6)
   return c
 
 
