@@ -90,6 +90,7 @@ def get_config(arg=None):
   c.demo.heldout_seed = 1000  # held-out scenes: never trained on
   c.demo.heldout_scenes = 100  # scenes evaluated (one question per type each)
   c.demo.results = "eval.json"  # in the workdir
+  c.demo.count_params = False  # results also give the last stage's trained / frozen counts
   text = synthetic(1, ("text", "text_chat", "text_qa"), "text")  # the built-in text
   c.demo.lm = demo_stage(
       dict(steps=300, trainable=("llm",)),
@@ -155,6 +156,7 @@ def get_config(arg=None):
     c.demo.stage3_lora.optimizer.lr_scales = dict(aligner=0.1, siglip=0.1, sam_neck=0.1)
     c.demo.stage3_lora.lora = dict(rank=32, alpha=32.0)  # model.compute.lora fields
     c.demo.results = "eval_lora.json"
+    c.demo.count_params = True
 
   # Scoring settings of the held-out evaluation (the demo builds its sets).
   c.eval.system_prompt = ""  # as trained

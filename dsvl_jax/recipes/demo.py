@@ -269,8 +269,9 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
     workdirs[name] = str(wd)
   results = evaluate_heldout(config, root, root / demo.stages[-1], tok)
   results["seconds"] = {"total": time.perf_counter() - start, **timings}
-  last = stage_config(config, demo.stages[-1], str(tok), workdirs)
-  results["params"] = param_counts(root / demo.stages[-1], last.train.trainable)
+  if demo.count_params:
+    last = stage_config(config, demo.stages[-1], str(tok), workdirs)
+    results["params"] = param_counts(root / demo.stages[-1], last.train.trainable)
   (root / demo.results).write_text(json.dumps(results, indent=2) + "\n")
   print(
       f"[demo] held-out exact match {results['heldout_accuracy']:.3f} (colour "
