@@ -4,6 +4,7 @@ PEFT's logits; the merged model equals the unmerged one."""
 
 import dataclasses
 import json
+import shutil
 
 import hf_reference as ref
 import jax
@@ -139,7 +140,7 @@ def test_an_adapter_we_cannot_map_is_refused_by_name(base, tmp_path):
     peft_io.from_peft(tmp_path / "dora", base_cfg)
 
 
-def test_a_lora_run_exports_imports_and_merges_through_the_cli(tmp_path):
+def test_a_lora_run_exports_imports_and_merges_through_the_cli(tmp_path, capsys):
   """Train LoRA on a base run, then `python -m convert`: export --adapter loads in PEFT
   on the exported base with our logits; import --adapter restores the run's parameters
   bit for bit; export --merge equals the unmerged model; a plain export refuses."""
@@ -164,6 +165,16 @@ def test_a_lora_run_exports_imports_and_merges_through_the_cli(tmp_path):
 
   assert convert(["export", "--quiet", "--src", str(lora_wd), "--dst", str(tmp_path / "x")]) == 1
   assert not (tmp_path / "x").exists()
+  # a run that also trained the aligner in full: its PEFT adapter would drop that
+  shutil.copytree(lora_wd, tmp_path / "aligner_too")
+  run_json = tmp_path / "aligner_too" / "config.json"
+  run_config_data = json.loads(run_json.read_text())
+  run_config_data["train"]["trainable"] = ["llm", "aligner"]
+  run_json.write_text(json.dumps(run_config_data))
+  args = ["--quiet", "--src", str(tmp_path / "aligner_too"), "--dst", str(tmp_path / "y")]
+  capsys.readouterr()
+  assert convert(["export", "--adapter", *args]) == 1 and not (tmp_path / "y").exists()
+  assert "trained ['aligner'] in full" in capsys.readouterr().err
   assert convert(["export", "--quiet", "--src", str(base_wd), "--dst", str(tmp_path / "hf")]) == 0
   args = ["--quiet", "--src", str(lora_wd), "--dst", str(tmp_path / "peft")]
   assert convert(["export", "--adapter", *args]) == 0

@@ -199,6 +199,12 @@ def export_checkpoint(
   if adapters == "peft":
     if not rank:
       raise ConversionError(f"{src}: holds no LoRA adapters to export")
+    full = _trained_in_full(params, trained[1]) if trained is not None else []
+    if full:
+      raise ConversionError(
+          f"{src}: the run trained {full} in full beside its adapters; a PEFT adapter "
+          f"would leave them out: export the model with --merge"
+      )
     with _staging(dst) as tmp:
       return save_peft(params, cfg, tmp, base=str(src))
   if rank and adapters == "merge":
@@ -216,6 +222,21 @@ def export_checkpoint(
     params_io.write_config(tmp, cfg)
     files += ["config.json", params_io.CONFIG_NAME] + _copy_sidecars(sidecar_dir, tmp)
   return files
+
+
+# A parameter path's first components -> its train.trainable group (train/freezing.py has
+# the full table; SAM's neck is a group of its own without Dense kernels to adapt).
+_GROUP_PREFIXES = (("vision/siglip/", "siglip"), ("vision/sam/", "sam"), ("aligner/", "aligner"))
+
+
+def _trained_in_full(params: Any, workdir: pathlib.Path) -> list[str]:
+  """The groups a training run trained in full: those of its train.trainable that hold
+  no adapters."""
+  trainable = json.loads((workdir / params_io.RUN_CONFIG).read_text())["train"]["trainable"]
+  adapted = set()
+  for path in lora.flatten(lora.split(params)[0]):
+    adapted.add(next((g for p, g in _GROUP_PREFIXES if path.startswith(p)), "llm"))
+  return sorted(set(trainable) - adapted)
 
 
 def import_adapter(
