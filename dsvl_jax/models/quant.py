@@ -47,6 +47,9 @@ NF4 = np.array(
 )
 
 
+_NF4_MIDPOINTS = (NF4[1:] + NF4[:-1]) / 2
+
+
 def block_size(n: int, block: int) -> int:
   """The block along a last axis of n values: `block`, or n when shorter."""
   return min(block, n)
@@ -72,7 +75,9 @@ def quantize(w: jax.Array, kind: Kind, block: int) -> dict[str, jax.Array]:
   x = x.reshape(*lead, n)
   if kind == "int8":
     return {"codes": jnp.round(x * 127).astype(jnp.int8), "scale": scale}
-  idx = jnp.argmin(jnp.abs(x[..., None] - jnp.asarray(NF4)), axis=-1).astype(jnp.uint8)
+  # The nearest level (the lower one at a tie), found among the 15 midpoints between
+  # levels: no [..., n, 16] distance table, whose bytes would be 16x the kernel's.
+  idx = jnp.searchsorted(jnp.asarray(_NF4_MIDPOINTS), x, side="left").astype(jnp.uint8)
   return {"codes": (idx[..., 0::2] << 4) | idx[..., 1::2], "scale": scale}
 
 
