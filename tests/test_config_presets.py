@@ -234,12 +234,12 @@ def test_lists_of_choices_come_from_one_place():
   # pylint: disable=g-import-not-at-top
   from dsvl_jax.models import attention, layers
   from dsvl_jax.models.config import ATTENTION_IMPLS, REMAT_POLICIES, AttentionImpl
-  from dsvl_jax.train import freezing
+  from dsvl_jax.models.groups import GROUP_PATTERNS
   from dsvl_jax.train.config import GROUPS, LRScales, OptimizerConfig
 
   assert attention.IMPLS == ATTENTION_IMPLS == choices(AttentionImpl)
   assert tuple(f.name for f in dataclasses.fields(LRScales)) == GROUPS
-  assert {g for g, _ in freezing.GROUP_PATTERNS} == set(GROUPS)
+  assert {g for g, _ in GROUP_PATTERNS} == set(GROUPS)
   remat = layers._REMAT_POLICIES  # pylint: disable=protected-access
   assert {"none", *remat} == set(REMAT_POLICIES)  # "none": no nn.remat
   assert typing.get_type_hints(OptimizerConfig)["lr_scales"] is LRScales

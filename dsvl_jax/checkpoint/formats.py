@@ -25,6 +25,7 @@ from dsvl_jax.checkpoint.mapping import ConversionError
 from dsvl_jax.checkpoint.safetensors_io import SafetensorsSource, parse_size, write_safetensors
 from dsvl_jax.models import lora
 from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.groups import group_of
 
 # Files that travel with the weights (tokenizer, processor, generation settings).
 SIDECAR_FILES = (
@@ -224,18 +225,11 @@ def export_checkpoint(
   return files
 
 
-# A parameter path's first components -> its train.trainable group (train/freezing.py has
-# the full table; SAM's neck is a group of its own without Dense kernels to adapt).
-_GROUP_PREFIXES = (("vision/siglip/", "siglip"), ("vision/sam/", "sam"), ("aligner/", "aligner"))
-
-
 def _trained_in_full(params: Any, workdir: pathlib.Path) -> list[str]:
   """The groups a training run trained in full: those of its train.trainable that hold
   no adapters."""
   trainable = json.loads((workdir / params_io.RUN_CONFIG).read_text())["train"]["trainable"]
-  adapted = set()
-  for path in lora.flatten(lora.split(params)[0]):
-    adapted.add(next((g for p, g in _GROUP_PREFIXES if path.startswith(p)), "llm"))
+  adapted = {group_of(path) for path in lora.flatten(lora.split(params)[0])}
   return sorted(set(trainable) - adapted)
 
 

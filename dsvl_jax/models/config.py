@@ -133,6 +133,20 @@ class LLMConfig:
     _check(self.rms_norm_eps > 0, f"{prefix}.rms_norm_eps", "must be positive")
 
 
+def _check_vit(cfg: "SiglipConfig | SamConfig", prefix: str) -> None:
+  """What both vision towers need: whole patches and whole heads."""
+  _check(
+      cfg.image_size % cfg.patch_size == 0,
+      f"{prefix}.patch_size",
+      f"{cfg.patch_size} does not divide image_size={cfg.image_size}",
+  )
+  _check(
+      cfg.width % cfg.num_heads == 0,
+      f"{prefix}.num_heads",
+      f"{cfg.num_heads} does not divide width={cfg.width}",
+  )
+
+
 @dataclasses.dataclass(frozen=True)
 class SiglipConfig:
   """SigLIP ViT hyper-parameters (reference 1.3)."""
@@ -162,16 +176,7 @@ class SiglipConfig:
     return self.depth + self.select_layer + 1
 
   def validate(self, prefix: str) -> None:
-    _check(
-        self.image_size % self.patch_size == 0,
-        f"{prefix}.patch_size",
-        f"{self.patch_size} does not divide image_size={self.image_size}",
-    )
-    _check(
-        self.width % self.num_heads == 0,
-        f"{prefix}.num_heads",
-        f"{self.num_heads} does not divide width={self.width}",
-    )
+    _check_vit(self, prefix)
     _check(
         -self.depth <= self.select_layer <= -1,
         f"{prefix}.select_layer",
@@ -222,16 +227,7 @@ class SamConfig:
     return self.global_attn_indexes[0]
 
   def validate(self, prefix: str) -> None:
-    _check(
-        self.image_size % self.patch_size == 0,
-        f"{prefix}.patch_size",
-        f"{self.patch_size} does not divide image_size={self.image_size}",
-    )
-    _check(
-        self.width % self.num_heads == 0,
-        f"{prefix}.num_heads",
-        f"{self.num_heads} does not divide width={self.width}",
-    )
+    _check_vit(self, prefix)
     _check(
         len(self.global_attn_indexes) > 0
         and all(0 <= i < self.depth for i in self.global_attn_indexes),

@@ -70,11 +70,12 @@ def merged(params: Any, cfg: VLMConfig) -> tuple[VLMConfig, dict]:
   in-major (the training layout)."""
   adapters, base = split(params)
   flat, scale = flatten(base), cfg.compute.lora.alpha / cfg.compute.lora.rank
-  for path, a in flatten(adapters).items():
+  flat_adapters = flatten(adapters)
+  for path, a in flat_adapters.items():
     if not path.endswith("/lora_a"):
       continue
     module = path[: -len("/lora_a")]
-    b = flatten(adapters)[module + "/lora_b"]
+    b = flat_adapters[module + "/lora_b"]
     if module + "/kernel" in flat:
       w = flat[module + "/kernel"]
     else:

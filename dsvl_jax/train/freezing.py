@@ -1,7 +1,7 @@
 """Which parameters a stage trains, by parameter path (paper 3.2, Table 4).
 
-Every parameter belongs to exactly one group, by the first matching pattern below
-("vision/sam/neck/conv1/kernel" is `sam_neck`, not `sam`). A stage trains the groups
+Every parameter belongs to exactly one group (models/groups.py: "vision/sam/neck/conv1/
+kernel" is `sam_neck`, not `sam`). A stage trains the groups
 named in `train.trainable`:
 
   stage 1   aligner                   (both towers and the LLM frozen)
@@ -18,7 +18,6 @@ state; `partition` / `merge` split and rejoin the tree (None marks the other par
 
 from __future__ import annotations
 
-import re
 from typing import Any, Sequence
 
 import jax
@@ -27,22 +26,7 @@ from flax import traverse_util
 
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.models import lora
-
-GROUP_PATTERNS: tuple[tuple[str, str], ...] = (
-    ("sam_neck", r"vision/sam/(neck|neck_hd|downsample_\d+|hd_alpha)(/.*)?"),
-    ("sam", r"vision/sam/.*"),
-    ("siglip", r"vision/siglip/.*"),
-    ("aligner", r"aligner/.*"),
-    ("llm", r"llm/.*"),
-)
-_COMPILED = tuple((g, re.compile(p)) for g, p in GROUP_PATTERNS)
-
-
-def group_of(path: str) -> str:
-  for group, pattern in _COMPILED:
-    if pattern.fullmatch(path):
-      return group
-  raise ValueError(f"parameter {path!r} belongs to no group of {[g for g, _ in GROUP_PATTERNS]}")
+from dsvl_jax.models.groups import group_of
 
 
 def group_labels(params: Any) -> Any:
