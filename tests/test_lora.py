@@ -126,6 +126,59 @@ def test_a_stage_trains_its_adapters_and_full_groups_only(trainable):
   assert sorted(mirrored_paths(new.opt_state)) == sorted(2 * list(expected))
 
 
+def test_dropout_is_on_the_adapter_input_as_peft_does_it():
+  """y = x W + s (dropout(x) A) B, the base path never dropped: with W = 0 and A = B = I
+  (s = 1) a training forward returns dropout(x) itself, each entry 0 or x / (1 - p)."""
+  from dsvl_jax.models import layers
+  from dsvl_jax.models.config import ComputeConfig, LoraConfig
+
+  p, n = 0.5, 64
+  compute = ComputeConfig(lora=LoraConfig(rank=n, alpha=float(n), targets=("*",), dropout=p))
+  dense = layers.dense(compute, n, ("embed", "mlp"), use_bias=False, name="proj")
+  x = np.random.default_rng(0).normal(size=(8, n)).astype(np.float32)
+  params = {"kernel": np.zeros((n, n), np.float32), "lora_a": np.eye(n), "lora_b": np.eye(n)}
+  params = jax.tree.map(lambda v: jnp.asarray(v, jnp.float32), params)
+  y = np.asarray(dense.apply({"params": params}, x, rngs={"dropout": jax.random.key(1)}))
+  kept = y != 0
+  np.testing.assert_allclose(y[kept], x[kept] / (1 - p), rtol=1e-6)
+  assert 0.3 < kept.mean() < 0.7
+  np.testing.assert_array_equal(dense.apply({"params": params}, x), x)  # no rng: inference
+
+
+def test_dropout_changes_training_steps_only():
+  base_cfg, cfg = configs("siglip", dropout=0.5)
+  _, plain = configs("siglip")
+  params = init_params(cfg, jax.random.key(0))
+  adapters, base = lora.split(params)
+  rng = np.random.default_rng(1)
+  noisy = {
+      k: v + rng.normal(0, 0.05, v.shape).astype(np.float32) for k, v in flat(adapters).items()
+  }
+  params = lora.merge(base, traverse_util.unflatten_dict(noisy, sep="/"))
+  batch = fake_batch(base_cfg)
+  model = DeepseekVL(cfg)
+
+  def train_forward(p, key):
+    return model.apply({"params": p}, batch["inputs"], batch["images"], rngs={"dropout": key})[
+        "logits"
+    ]
+
+  # without a dropout key (inference, evaluation) nothing is dropped
+  np.testing.assert_array_equal(_forward(cfg, params, batch), _forward(plain, params, batch))
+  one, two = jax.random.key(1), jax.random.key(2)
+  np.testing.assert_array_equal(train_forward(params, one), train_forward(params, one))
+  assert not np.allclose(train_forward(params, one), train_forward(params, two), atol=1e-4)
+  # the train step draws its key from the state's rng: the same state steps the same way
+  mask = freezing.trainable_mask(params, ("llm",))
+  labels = freezing.partition(freezing.group_labels(params), mask)[0]
+  tx = make_optimizer(optimizer_config({"lr": 1e-2}), 10, labels)
+  step = jax.jit(make_train_step(model, tx, mask))
+  state = init_state(params, tx, mask, 0)
+  a, b = step(state, batch)[1]["loss"], step(state, batch)[1]["loss"]
+  other = step(state.replace(rng=jax.random.PRNGKey(5)), batch)[1]["loss"]
+  assert a == b and a != other
+
+
 def test_adapters_in_a_frozen_group_are_refused():
   _, cfg = configs("siglip")
   with pytest.raises(ConfigError, match="model.compute.lora.targets.*'llm'"):

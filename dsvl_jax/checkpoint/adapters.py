@@ -91,7 +91,7 @@ def to_peft(params: Any, cfg: VLMConfig) -> tuple[dict[str, np.ndarray], dict[st
       # A full match of exactly the adapted modules (a list of names would also match
       # SigLIP's q_proj, say, by suffix).
       "target_modules": "|".join(re.escape(n) for n in names),
-      "lora_dropout": 0.0,
+      "lora_dropout": cfg.compute.lora.dropout,
       "task_type": None,
       "inference_mode": True,
       "init_lora_weights": True,
@@ -150,7 +150,10 @@ def from_peft(src: str | pathlib.Path, base_cfg: VLMConfig) -> tuple[VLMConfig, 
     found.setdefault(where[m.group(1)], {})[m.group(2)] = value
   modules = sorted({module for module, _ in found})
   targets = tuple(p.replace("llm/layers/", "llm/layers*/") for p in modules)
-  lora_cfg = LoraConfig(rank=rank, alpha=float(config["lora_alpha"]), targets=targets)
+  dropout = float(config.get("lora_dropout") or 0.0)
+  lora_cfg = LoraConfig(
+      rank=rank, alpha=float(config["lora_alpha"]), targets=targets, dropout=dropout
+  )
   cfg = base_cfg.replace(compute=dataclasses.replace(base_cfg.compute, lora=lora_cfg)).validate()
   shapes = lora.flatten(lora.split(abstract_params(cfg))[0])
   flat = {k: np.zeros(v.shape, np.float32) for k, v in shapes.items()}

@@ -76,6 +76,8 @@ BASE: dict[str, Any] = dict(
             targets=("llm/layers*/*_proj",),  # fnmatch patterns over module paths
             base_quant="none",  # QLoRA: none | nf4 | int8 (the adapted kernels)
             quant_block=64,  # values per quantisation scale
+            dropout=0.0,  # on the adapters' input, in training
+            stacked=0,  # serving builds it (several adapters at once); 0 in a config
         ),
     ),
     image_token_id=100015,  # <image_placeholder>

@@ -170,9 +170,10 @@ class Request:
       prompt: Prompt,
       sampling: SamplingConfig,
       sink: Callable[[Event], None],
+      adapter: int = 0,
   ):
     self.id = next(_ids)
-    self.prompt, self.sampling, self.sink = prompt, sampling, sink
+    self.prompt, self.sampling, self.sink, self.adapter = prompt, sampling, sink, adapter
     self.stream = TextStream(engine.tokenizer.decode, sampling.stop_strings)
     self.tokens: list[int] = []
     self.sampled = 0  # tokens chosen, the stopping EOS included
@@ -190,10 +191,12 @@ class Request:
 
 @dataclasses.dataclass
 class _Row:
-  """What a slot's cache row holds: content keys of its real tokens and their columns."""
+  """What a slot's cache row holds: content keys of its real tokens and their columns,
+  computed through adapter `adapter`."""
 
   keys: np.ndarray
   cols: np.ndarray
+  adapter: int = 0
 
 
 def _common_prefix(a: np.ndarray, b: np.ndarray) -> int:
@@ -267,8 +270,11 @@ class Engine:
   def __exit__(self, *exc) -> None:
     self.close()
 
-  def check(self, prompt: Prompt, sampling: SamplingConfig) -> None:
-    """Raises RequestTooLong if the prompt and its token budget cannot fit a slot."""
+  def check(self, prompt: Prompt, sampling: SamplingConfig, adapter: int = 0) -> None:
+    """Raises RequestTooLong if the prompt and its token budget cannot fit a slot, and
+    EngineError for images that do not match their tokens or an unknown adapter."""
+    if not 0 <= adapter < self.model.num_adapters:
+      raise EngineError(f"adapter {adapter}: the model holds {self.model.num_adapters - 1}")
     t = len(prompt.ids)
     padded = round_up(t, self.prompt_bucket)
     need = padded + sampling.max_new_tokens
@@ -286,13 +292,18 @@ class Engine:
       )
 
   def submit(
-      self, prompt: Prompt, sampling: SamplingConfig, sink: Callable[[Event], None]
+      self,
+      prompt: Prompt,
+      sampling: SamplingConfig,
+      sink: Callable[[Event], None],
+      adapter: int = 0,
   ) -> Request:
     """Queues a request; its events go to `sink` (called on the engine thread). It
     stops as Generator.generate does: EOS, any of sampling.stop_strings in the text
-    (the server adds the template's "User:"), or sampling.max_new_tokens tokens."""
-    self.check(prompt, sampling)
-    req = Request(self, prompt, sampling, sink)
+    (the server adds the template's "User:"), or sampling.max_new_tokens tokens.
+    adapter: with stacked adapters (infer/slots.py), the one this request applies."""
+    self.check(prompt, sampling, adapter)
+    req = Request(self, prompt, sampling, sink, adapter)
     with self._cond:
       if self._closing:
         raise EngineClosed("the engine is shut down")
@@ -306,10 +317,10 @@ class Engine:
       self._cond.notify_all()
     return req
 
-  def generate(self, prompt: Prompt, sampling: SamplingConfig) -> Completion:
+  def generate(self, prompt: Prompt, sampling: SamplingConfig, adapter: int = 0) -> Completion:
     """Submits and waits (blocking convenience)."""
     sink = QueueSink()
-    self.submit(prompt, sampling, sink)
+    self.submit(prompt, sampling, sink, adapter)
     return sink.result()
 
   def status(self) -> dict[str, Any]:
@@ -373,7 +384,7 @@ class Engine:
       keys = req.prompt.content_keys(self.cfg.image_token_id, k)
       for i in free:
         row = self._rows[i]
-        if row is None:
+        if row is None or row.adapter != req.adapter:  # its values came through another
           continue
         c = min(_common_prefix(row.keys, keys), len(ids) - 1)  # one token left to prefill
         c -= int(np.sum(ids[:c] == self.cfg.image_token_id)) % k  # never half an image
@@ -406,7 +417,15 @@ class Engine:
     self._rows[slot] = None  # overwritten from here on
     try:
       self._state, token = self.model.prefill(
-          self._state, slot, x, m, req.prompt.images[first_image:], offset, reuse, req.sampling
+          self._state,
+          slot,
+          x,
+          m,
+          req.prompt.images[first_image:],
+          offset,
+          reuse,
+          req.sampling,
+          req.adapter,
       )
     except Exception as e:  # pylint: disable=broad-except
       logging.exception("prefill failed")
@@ -422,7 +441,9 @@ class Engine:
     req.cached_tokens = reuse
     cols = offset + pad + np.arange(len(suffix))
     keys = req.prompt.content_keys(self.cfg.image_token_id, k)
-    req.row = _Row(keys, cols if not reuse else np.concatenate([row.cols[:reuse], cols]))
+    req.row = _Row(
+        keys, cols if not reuse else np.concatenate([row.cols[:reuse], cols]), req.adapter
+    )
     req.next_col = offset + tb
     req.timing["first_token"] = time.perf_counter()
     self._take(slot, token)
@@ -471,7 +492,9 @@ class Engine:
       fed = np.asarray(req.tokens[: req.sampled - 1], np.int64)
       start = req.next_col - len(fed)
       self._rows[slot] = _Row(
-          np.concatenate([row.keys, fed]), np.concatenate([row.cols, start + np.arange(len(fed))])
+          np.concatenate([row.keys, fed]),
+          np.concatenate([row.cols, start + np.arange(len(fed))]),
+          row.adapter,
       )
     delta = req.stream.finish()
     if delta:

@@ -24,6 +24,7 @@ from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec
 
 from dsvl_jax.infer.sampling import SamplingConfig, select
+from dsvl_jax.models import quant
 from dsvl_jax.models.attention import for_inference, placement_platform
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.layers import precision_of
@@ -96,11 +97,18 @@ def inference_params(params: dict, cfg: VLMConfig) -> dict:
       for name, n_in in LLM_KERNEL_INPUTS.items():
         layer[name] = {**layer[name], "kernel": out_major(layer[name]["kernel"], n_in)}
       llm[f"layers_{i}"] = layer
+  out = {}
   if cfg.llm.tie_embeddings:
     head = llm["embed_tokens"]["embedding"]
   else:
-    head = jnp.transpose(llm.pop("lm_head")["kernel"])
-  return {"model": {**params, "llm": llm}, "head": head}
+    lm_head = dict(llm.pop("lm_head"))
+    if "kernel_q" in lm_head:  # QLoRA with the head adapted: dequantised once
+      kernel = quant.dequantize(lm_head.pop("kernel_q"), cfg.compute.lora.base_quant)
+      lm_head["kernel"] = kernel.astype(jnp.dtype(cfg.compute.param_dtype))
+    head = jnp.transpose(lm_head.pop("kernel"))
+    if lm_head:  # an adapter on the head, applied by forward_last
+      out["head_lora"] = lm_head
+  return {"model": {**params, "llm": llm}, "head": head, **out}
 
 
 # LLMBlock's kernels and their input dims (o_proj contracts heads and head_dim).
@@ -122,19 +130,25 @@ def out_major(kernel: jax.Array, n_in: int) -> jax.Array:
 
 def forward_last(module: DeepseekVL, params: dict, *args, **kwargs):
   """`module` on `inference_params`: (float32 logits of the last position [B, V], the
-  updated cache). The arguments are DeepseekVL.hidden_states'."""
+  updated cache). The arguments are DeepseekVL.hidden_states' (`adapter` included)."""
   hidden, cache = module.apply(
       {"params": params["model"]}, *args, method=DeepseekVL.hidden_states, **kwargs
   )
   compute = module.cfg.compute
-  dtype = jnp.dtype(compute.dtype)
-  logits = jnp.einsum(
-      "vd,bd->vb",
-      params["head"].astype(dtype),
-      hidden[:, -1].astype(dtype),
-      precision=precision_of(compute.precision),
-  )
-  return logits.T.astype(jnp.float32), cache
+  dtype, prec = jnp.dtype(compute.dtype), precision_of(compute.precision)
+  h = hidden[:, -1].astype(dtype)
+  logits = jnp.einsum("vd,bd->vb", params["head"].astype(dtype), h, precision=prec).T
+  if "head_lora" in params:  # as layers.Dense adds it, per row when stacked
+    spec, a, b = compute.lora, params["head_lora"]["lora_a"], params["head_lora"]["lora_b"]
+    if spec.stacked:
+      rows = kwargs["adapter"]
+      a, b, eq = jnp.take(a, rows, axis=0), jnp.take(b, rows, axis=0), ("bd,bdr->br", "br,brv->bv")
+    else:
+      eq = ("bd,dr->br", "br,rv->bv")
+    delta = jnp.einsum(eq[0], h, a.astype(dtype), precision=prec)
+    delta = jnp.einsum(eq[1], delta, b.astype(dtype), precision=prec)
+    logits = logits + delta * jnp.asarray(spec.alpha / spec.rank, dtype)
+  return logits.astype(jnp.float32), cache
 
 
 class Generator:

@@ -33,20 +33,39 @@ def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
     cfg = VLMConfig.from_dict(config.model)
     params = init_params(cfg, jax.random.key(config.seed))
   if section.adapter:
-    from dsvl_jax.checkpoint.adapters import from_peft  # pylint: disable=g-import-not-at-top
-    from dsvl_jax.checkpoint.mapping import ConversionError  # pylint: disable=g-import-not-at-top
     from dsvl_jax.models import lora  # pylint: disable=g-import-not-at-top
 
-    if cfg.compute.lora.rank:
-      raise ConfigError(
-          f"config field '{name}.adapter': {section.checkpoint} holds adapters already"
-      )
-    try:
-      cfg, adapters = from_peft(section.adapter, cfg)
-    except ConversionError as e:
-      raise ConfigError(f"config field '{name}.adapter': {e}") from e
+    cfg, adapters = _read_peft(section.adapter, cfg, section, f"{name}.adapter")
     params = lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), adapters))
   return cfg, params
+
+
+def _read_peft(folder: str, cfg: VLMConfig, section, field: str) -> tuple[VLMConfig, Any]:
+  """(cfg with the adapter's compute.lora, its adapter tree) of a PEFT folder for the
+  base `cfg`; errors name the config `field`."""
+  from dsvl_jax.checkpoint.adapters import from_peft  # pylint: disable=g-import-not-at-top
+  from dsvl_jax.checkpoint.mapping import ConversionError  # pylint: disable=g-import-not-at-top
+
+  if cfg.compute.lora.rank:
+    raise ConfigError(f"config field '{field}': {section.checkpoint} holds adapters already")
+  try:
+    return from_peft(folder, cfg)
+  except ConversionError as e:
+    raise ConfigError(f"config field '{field}': {e}") from e
+
+
+def stack_adapters(section, cfg: VLMConfig, params: Any, name: str) -> tuple[VLMConfig, Any]:
+  """section.adapters ({model name: PEFT folder}) stacked over the base
+  (models/adapter_stack.py): adapter i + 1 is the i-th name in sorted order, 0 the base alone (config
+  data keeps no order of its own)."""
+  from dsvl_jax.models import adapter_stack, lora  # pylint: disable=g-import-not-at-top
+
+  read = [
+      _read_peft(folder, cfg, section, f"{name}.adapters.{key}")
+      for key, folder in sorted(section.adapters.items())
+  ]
+  cfg, stacked = adapter_stack.stack(cfg, [(own.compute.lora, tree) for own, tree in read])
+  return cfg, lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), stacked))
 
 
 def load_tokenizer(section, cfg: VLMConfig, name: str) -> Tokenizer:

@@ -10,9 +10,17 @@ S - 1 is scratch: a step writes idle slots' keys there, so an idle slot's row, k
 for the prefix cache, is never changed. Row b computes what `Generator` computes for a
 batch of one: the same left-padded prompt, mask-derived positions, sampling and key
 schedule, so a request's tokens do not depend on what else is running.
+
+Adapters (compute.lora.stacked = N, models/adapter_stack.py): each slot holds the index
+of the adapter its request asked for (0: the base). A prefill runs one request, so it
+takes that adapter's slice of every stacked leaf and runs the one-adapter model (the
+vision towers and aligner included); a decode step passes every row's index to the
+LLM, whose adapted Dense layers apply each row its own adapter in the same matmuls.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import flax
 import jax
@@ -21,7 +29,9 @@ import numpy as np
 
 from dsvl_jax.infer.generate import forward_last, inference_config, inference_params
 from dsvl_jax.infer.sampling import ROW_FIELDS, SamplingConfig, row_values, select_rows
+from dsvl_jax.models import lora
 from dsvl_jax.models.config import VLMConfig
+from dsvl_jax.models.init import logical_axes
 from dsvl_jax.models.llm import Cache, check_context, init_cache, positions_from_mask
 from dsvl_jax.models.vlm import DeepseekVL
 
@@ -39,6 +49,7 @@ class SlotState:
   seen: jax.Array  # [B, V] bool: generated tokens (repetition penalty)
   keys: jax.Array  # [B, 2] uint32: per-slot PRNG key data
   sampling: dict[str, jax.Array]  # ROW_FIELDS -> [B] (infer/sampling.py `row_values`)
+  adapter: jax.Array  # [B] int32: the slot's adapter (0 = none; stacked adapters only)
 
 
 class SlotModel:
@@ -50,6 +61,20 @@ class SlotModel:
     self.cfg = inference_config(cfg)
     self.module = DeepseekVL(self.cfg)
     self.params = inference_params(params, self.cfg)
+    self.num_adapters = max(cfg.compute.lora.stacked, 1)  # the base (index 0) included
+    self._adapter_axes: dict[str, int] = {}  # stacked leaf -> its adapter axis
+    self.prefill_module = self.module
+    if self.num_adapters > 1:
+      one = dataclasses.replace(cfg.compute.lora, stacked=0)
+      self.prefill_module = DeepseekVL(
+          self.cfg.replace(compute=dataclasses.replace(self.cfg.compute, lora=one))
+      )
+      names = lora.flatten(lora.split(logical_axes(self.cfg))[0])
+      self._adapter_axes = {
+          path: spec.index("lora_adapters")
+          for path, spec in names.items()
+          if not path.startswith("llm/lm_head/")  # inference_params moves it to head_lora
+      }
     self.num_slots, self.max_len = num_slots, max_len
     self._prefill = jax.jit(self._prefill_fn, donate_argnums=(1,))
     self._decode = jax.jit(self._decode_fn, donate_argnums=(1,), static_argnames=("rows",))
@@ -71,6 +96,7 @@ class SlotModel:
         seen=jnp.zeros((b, v), bool),
         keys=jnp.zeros((b, 2), jnp.uint32),
         sampling={f: jnp.full((b,), rows[f]) for f in ROW_FIELDS},
+        adapter=jnp.zeros((b,), jnp.int32),
     )
 
   # -- host calls ---------------------------------------------------------------------
@@ -85,13 +111,17 @@ class SlotModel:
       offset: int,
       start_pos: int,
       sampling: SamplingConfig,
+      adapter: int = 0,
   ) -> tuple[SlotState, int]:
     """Writes a prompt into `slot` and picks its first token.
 
     ids, mask [1, T] (left-padded; T a bucket); images [n, 3, S, S] or None: the images
     of these ids; offset: the first column written (columns before it are kept);
-    start_pos: the RoPE position of the first real token (the kept tokens' count).
+    start_pos: the RoPE position of the first real token (the kept tokens' count);
+    adapter: the request's adapter (< num_adapters; 0 = none).
     """
+    if not 0 <= adapter < self.num_adapters:
+      raise ValueError(f"adapter {adapter}: this model holds {self.num_adapters - 1}")
     key = jax.random.key_data(jax.random.key(sampling.seed))
     state, token = self._prefill(
         self.params,
@@ -104,6 +134,7 @@ class SlotModel:
         np.int32(start_pos),
         row_values(sampling),
         key,
+        np.int32(adapter),
     )
     return state, int(token)
 
@@ -120,7 +151,21 @@ class SlotModel:
 
   # -- jitted -------------------------------------------------------------------------
 
-  def _prefill_fn(self, params, state, slot, ids, mask, images, offset, start_pos, row, key):
+  def _one_adapter(self, params: dict, adapter: jax.Array) -> dict:
+    """The parameters of `prefill_module`: adapter `adapter`'s slice of stacked leaves."""
+    if self.num_adapters == 1:
+      return params
+    flat = lora.flatten(params["model"])
+    for path, axis in self._adapter_axes.items():
+      flat[path] = jnp.take(flat[path], adapter, axis=axis)
+    out = {**params, "model": lora.unflatten(flat)}
+    if "head_lora" in params:
+      out["head_lora"] = jax.tree.map(lambda x: jnp.take(x, adapter, axis=0), params["head_lora"])
+    return out
+
+  def _prefill_fn(
+      self, params, state, slot, ids, mask, images, offset, start_pos, row, key, adapter
+  ):
     s = state.mask.shape[1]
     t = ids.shape[1]
     take = lambda x: jax.lax.dynamic_slice_in_dim(x, slot, 1, axis=0)
@@ -130,8 +175,8 @@ class SlotModel:
     row_mask = jax.lax.dynamic_update_slice(row_mask, mask, (0, offset))
     positions = positions_from_mask(mask, start_pos)
     logits, cache = forward_last(
-        self.module,
-        params,
+        self.prefill_module,
+        self._one_adapter(params, adapter),
         ids,
         images,
         attention_mask=row_mask,
@@ -151,6 +196,7 @@ class SlotModel:
         seen=put(state.seen, seen.at[0, token].set(True)),
         keys=state.keys.at[slot].set(jax.random.key_data(key)),
         sampling={f: state.sampling[f].at[slot].set(row[f]) for f in ROW_FIELDS},
+        adapter=state.adapter.at[slot].set(adapter),
     )
     return new, token
 
@@ -173,6 +219,7 @@ class SlotModel:
         positions=state.next_pos[:, None],
         cache=state.cache,
         cache_index=index,
+        adapter=state.adapter if self.num_adapters > 1 else None,
     )
     split = jax.vmap(jax.random.split)(jax.random.wrap_key_data(state.keys))
     token = select_rows(logits, state.seen, state.sampling, split[:, 1])

@@ -48,9 +48,22 @@ class LoraConfig:
   # float32 scale per block of `quant_block` values (models/quant.py); "none" = as is.
   base_quant: QuantKind = "none"
   quant_block: int = 64
+  # Dropout on an adapter's input in training (peft's lora_dropout); the base path and
+  # inference never drop.
+  dropout: float = 0.0
+  # Serving many adapters over one base (infer/slots.py): lora_a / lora_b hold this many
+  # adapters on a leading axis, each batch row picking its own by index (index 0 is
+  # all zeros: the base). 0 = one adapter, no such axis.
+  stacked: int = 0
 
   def validate(self, prefix: str) -> None:
     _check(self.rank >= 0, f"{prefix}.rank", f"must be >= 0 (0 = off), got {self.rank}")
+    _check(0 <= self.dropout < 1, f"{prefix}.dropout", f"must be in [0, 1), got {self.dropout}")
+    _check(
+        self.stacked == 0 or (self.stacked >= 2 and self.rank > 0),
+        f"{prefix}.stacked",
+        f"0, or >= 2 adapters (the base's zeros and one or more) with a rank; got {self.stacked}",
+    )
     _check(self.quant_block >= 2, f"{prefix}.quant_block", "must be >= 2")
     _check(
         self.base_quant == "none" or self.rank > 0,

@@ -61,7 +61,9 @@ class Dense(nn.Module):
   out_major: bool = False
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, adapter: jax.Array | None = None) -> jax.Array:
+    """x [*batch, *in] -> [*batch, *out]. adapter [B] int32: with stacked adapters
+    (compute.lora.stacked), the adapter each row of x (its leading axis) applies."""
     n_in, n_out = self.n_in, len(self.features)
     in_shape = x.shape[x.ndim - n_in :]
     ins, outs = tuple(range(n_in)), tuple(range(n_in, n_in + n_out))
@@ -102,7 +104,7 @@ class Dense(nn.Module):
       )
       y = y + b.astype(dtype)
     if adapted:
-      y = y + self._adapter(x, x_in, in_shape, lora.rank, lora.alpha / lora.rank)
+      y = y + self._adapter(x, x_in, in_shape, adapter)
     return y
 
   def _quantized_kernel(self, init, shape, axes, pdtype, dtype) -> jax.Array:
@@ -116,32 +118,49 @@ class Dense(nn.Module):
 
     return quant.dequantize(self.param("kernel_q", init_stored), kind, dtype)
 
-  def _adapter(self, x, x_in, in_shape, rank: int, scale: float) -> jax.Array:
-    """scale * (x . lora_a) . lora_b: lora_a [*in, rank] as peft draws lora_A (uniform,
-    bound 1/sqrt(fan_in)), lora_b [rank, *out] zeros, so y is unchanged at the start."""
-    n_in, axes = self.n_in, self.kernel_axes
+  def _adapter(self, x, x_in, in_shape, adapter) -> jax.Array:
+    """(alpha / rank) * (x . lora_a) . lora_b: lora_a [*in, rank] as peft draws lora_A
+    (uniform, bound 1/sqrt(fan_in)), lora_b [rank, *out] zeros, so y is unchanged at the
+    start. Stacked (lora.stacked = N): lora_a [N, *in, rank], lora_b [N, rank, *out],
+    row b of x through adapter[b]. Dropout on x where training passes a 'dropout' rng."""
+    lora, n_in, axes = self.compute.lora, self.n_in, self.kernel_axes
     pdtype, dtype = dtype_of(self.compute.param_dtype), dtype_of(self.compute.dtype)
+    stack, stack_axes = ((lora.stacked,), ("lora_adapters",)) if lora.stacked else ((), ())
+    first_in = len(stack)
     a_init = nn.initializers.variance_scaling(
-        1 / 3, "fan_in", "uniform", in_axis=tuple(range(n_in)), out_axis=-1
+        1 / 3, "fan_in", "uniform", in_axis=tuple(range(first_in, first_in + n_in)), out_axis=-1
     )
     a = self.param(
         "lora_a",
-        nn.with_logical_partitioning(a_init, axes[:n_in] + ("lora_rank",)),
-        in_shape + (rank,),
+        nn.with_logical_partitioning(a_init, stack_axes + axes[:n_in] + ("lora_rank",)),
+        stack + in_shape + (lora.rank,),
         pdtype,
     )
     b = self.param(
         "lora_b",
-        nn.with_logical_partitioning(nn.initializers.zeros_init(), ("lora_rank",) + axes[n_in:]),
-        (rank,) + self.features,
+        nn.with_logical_partitioning(
+            nn.initializers.zeros_init(), stack_axes + ("lora_rank",) + axes[n_in:]
+        ),
+        stack + (lora.rank,) + self.features,
         pdtype,
     )
+    if lora.dropout > 0 and self.has_rng("dropout"):
+      x = nn.Dropout(lora.dropout, deterministic=False)(x)
     prec = precision_of(self.compute.precision)
-    h = jax.lax.dot_general(
-        x.astype(dtype), a.astype(dtype), ((x_in, tuple(range(n_in))), ((), ())), precision=prec
-    )
-    h = jax.lax.dot_general(h, b.astype(dtype), (((h.ndim - 1,), (0,)), ((), ())), precision=prec)
-    return h * jnp.asarray(scale, dtype)
+    a_in = tuple(range(first_in, first_in + n_in))
+    if lora.stacked:
+      if adapter is None:  # init creates the leaves; a forward pass must say whose
+        if self.is_initializing():
+          adapter = jnp.zeros(x.shape[:1], jnp.int32)
+        else:
+          raise ValueError(f"{'/'.join(self.scope.path)}: stacked adapters need a row index")
+      a, b = jnp.take(a, adapter, axis=0), jnp.take(b, adapter, axis=0)  # [B, ...]
+      dims_a, dims_b = ((x_in, a_in), ((0,), (0,))), lambda h: (((h.ndim - 1,), (1,)), ((0,), (0,)))
+    else:
+      dims_a, dims_b = ((x_in, a_in), ((), ())), lambda h: (((h.ndim - 1,), (0,)), ((), ()))
+    h = jax.lax.dot_general(x.astype(dtype), a.astype(dtype), dims_a, precision=prec)
+    h = jax.lax.dot_general(h, b.astype(dtype), dims_b(h), precision=prec)
+    return h * jnp.asarray(lora.alpha / lora.rank, dtype)
 
 
 def dense(
@@ -287,7 +306,7 @@ def scan_blocks(
   return nn.scan(
       block_cls,
       variable_axes={"params": 0},
-      split_rngs={"params": True},
+      split_rngs={"params": True, "dropout": True},
       in_axes=in_axes,
       length=length,
       unroll=unroll,

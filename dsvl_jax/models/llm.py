@@ -110,12 +110,13 @@ class LLMBlock(nn.Module):
     proj = functools.partial(
         layers.dense, compute, use_bias=False, out_major=compute.llm_kernels_out_major
     )
+    ad = ctx["adapter"]  # [B] per-row adapter with stacked adapters, else None
     x = layers.constrain(x, ("batch", "length", "embed"))
     h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="input_norm")(x)
-    q = proj((cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"), name="q_proj")(h)
+    q = proj((cfg.num_heads, cfg.head_dim), ("embed", "heads", "head_dim"), name="q_proj")(h, ad)
     kv_shape, kv_axes = (cfg.num_kv_heads, cfg.head_dim), ("embed", "kv_heads", "head_dim")
-    k = proj(kv_shape, kv_axes, name="k_proj")(h)
-    v = proj(kv_shape, kv_axes, name="v_proj")(h)
+    k = proj(kv_shape, kv_axes, name="k_proj")(h, ad)
+    v = proj(kv_shape, kv_axes, name="v_proj")(h, ad)
     q = apply_rope(q, ctx["cos"], ctx["sin"])
     k = apply_rope(k, ctx["cos"], ctx["sin"])
     q = layers.constrain(q, ("batch", "length", "heads", "head_dim"))
@@ -143,14 +144,14 @@ class LLMBlock(nn.Module):
         precision=layers.precision_of(compute.precision),
         chunk=compute.attention_block,
     )
-    out = proj(cfg.hidden_size, ("heads", "head_dim", "embed"), n_in=2, name="o_proj")(out)
+    out = proj(cfg.hidden_size, ("heads", "head_dim", "embed"), n_in=2, name="o_proj")(out, ad)
     x = x + out
 
     h = layers.RMSNorm(compute, cfg.rms_norm_eps, name="post_attention_norm")(x)
-    gate = proj(cfg.intermediate_size, ("embed", "mlp"), name="gate_proj")(h)
-    up = proj(cfg.intermediate_size, ("embed", "mlp"), name="up_proj")(h)
+    gate = proj(cfg.intermediate_size, ("embed", "mlp"), name="gate_proj")(h, ad)
+    up = proj(cfg.intermediate_size, ("embed", "mlp"), name="up_proj")(h, ad)
     h = layers.constrain(jax.nn.silu(gate) * up, ("batch", "length", "mlp"))
-    x = x + proj(cfg.hidden_size, ("mlp", "embed"), name="down_proj")(h)
+    x = x + proj(cfg.hidden_size, ("mlp", "embed"), name="down_proj")(h, ad)
     return x, new_cache
 
 
@@ -192,12 +193,12 @@ class LLM(nn.Module):
     """[B, T] int -> [B, T, D]."""
     return self.embed_tokens(input_ids)
 
-  def logits(self, hidden: jax.Array) -> jax.Array:
-    """[B, T, D] (after the final norm) -> [B, T, V] float32."""
+  def logits(self, hidden: jax.Array, adapter: jax.Array | None = None) -> jax.Array:
+    """[B, T, D] (after the final norm) -> [B, T, V] float32; adapter as __call__'s."""
     if self.cfg.tie_embeddings:
       out = self.embed_tokens.attend(hidden)
     else:
-      out = self.lm_head(hidden)
+      out = self.lm_head(hidden, adapter)
     return layers.constrain(out, ("batch", "length", "vocab")).astype(jnp.float32)
 
   def __call__(
@@ -209,12 +210,14 @@ class LLM(nn.Module):
       segment_ids: jax.Array | None = None,
       cache: Cache | None = None,
       cache_index: jax.Array | int = 0,
+      adapter: jax.Array | None = None,
   ) -> tuple[jax.Array, Cache | None]:
     """Runs the decoder.
 
     embeds [B, T, D]; positions [B, T] RoPE positions.
     attention_mask: [B, T] (no cache) or [B, S] over all cache slots (with cache).
     segment_ids [B, T]: packed sequences; needs cache=None.
+    adapter [B] int32: each row's adapter when compute.lora.stacked (serving), else None.
     Returns (hidden [B, T, D] after the final norm, updated cache or None).
     """
     cfg = self.cfg
@@ -239,6 +242,7 @@ class LLM(nn.Module):
         "q_segment": segment_ids,
         "k_segment": segment_ids,
         "cache_index": jnp.asarray(cache_index, jnp.int32),
+        "adapter": adapter,
     }
     x = layers.constrain(embeds.astype(dtype), ("batch", "length", "embed"))
     if self.compute.scan_layers:

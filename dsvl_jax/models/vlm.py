@@ -141,7 +141,7 @@ class DeepseekVL(nn.Module):
     """
     hidden, new_cache = self.hidden_states(input_ids, images, **inputs)
     kept = hidden[:, -logits_to_keep:] if logits_to_keep > 0 else hidden
-    out = {"logits": self.llm.logits(kept), "cache": new_cache}
+    out = {"logits": self.llm.logits(kept, inputs.get("adapter")), "cache": new_cache}
     if return_hidden:
       out["hidden"] = hidden
     return out
@@ -156,6 +156,7 @@ class DeepseekVL(nn.Module):
       segment_ids: jax.Array | None = None,
       cache: Cache | None = None,
       cache_index: jax.Array | int = 0,
+      adapter: jax.Array | None = None,
   ) -> tuple[jax.Array, Cache | None]:
     """The LLM's final-normed hidden states [B, T, D] (and the cache): __call__ without
     the LM head, for losses that project to the vocabulary chunk by chunk.
@@ -166,6 +167,8 @@ class DeepseekVL(nn.Module):
     positions [B, T]: RoPE positions; default cumsum(attention_mask) - 1 (left padding)
       or arange(T). Required with a cache.
     segment_ids [B, T]: packed sequences; needs cache=None.
+    adapter [B] int32: each row's adapter with stacked adapters (compute.lora.stacked;
+      the LLM's only: images need one adapter, infer/slots.py selects it).
     Returns (hidden [B, T, D], the updated cache or None).
     """
     if positions is None:
@@ -183,6 +186,7 @@ class DeepseekVL(nn.Module):
         segment_ids=segment_ids,
         cache=cache,
         cache_index=cache_index,
+        adapter=adapter,
     )
 
   def lm_logits(self, hidden: jax.Array) -> jax.Array:

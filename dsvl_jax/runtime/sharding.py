@@ -55,6 +55,7 @@ RULES: tuple[tuple[str, Any], ...] = (
     ("conv_out", None),
     ("scalar", None),
     ("lora_rank", None),  # an adapter's rank dimension (a few to a few hundred)
+    ("lora_adapters", None),  # adapters served together, stacked (serving)
 )
 
 

@@ -3,7 +3,8 @@
   POST /v1/chat/completions   plain, or streamed as server-sent events (OpenAI's chunks,
                               then `data: [DONE]`); usage in the response (streamed: in a
                               last chunk when stream_options.include_usage)
-  GET  /v1/models             the one model served
+  GET  /v1/models             the checkpoint's name, then each of serve.adapters'
+                              (a request's "model" picks one; they share decode steps)
   GET  /health                liveness and the engine's counters (no key needed)
 
 Errors come as OpenAI's body {"error": {"message", "type", "param", "code"}}: 400 for
@@ -157,7 +158,8 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
     return {
         "object": "list",
         "data": [
-            {"id": service.model_name, "object": "model", "created": 0, "owned_by": "dsvl_jax"}
+            {"id": name, "object": "model", "created": 0, "owned_by": "dsvl_jax"}
+            for name in service.models
         ],
     }
 
@@ -171,13 +173,13 @@ def create_app(service: ChatService, api_key: str | None = None) -> FastAPI:
     del raw  # the request's bytes, not kept while it decodes
     sink = AsyncSink()
     try:
-      handle = engine.submit(prepared.prompt, prepared.sampling, sink)
+      handle = engine.submit(prepared.prompt, prepared.sampling, sink, prepared.adapter)
     except QueueFull as e:
       raise RequestError(str(e), status=429, code="queue_full", kind="rate_limit_error") from e
     except EngineClosed as e:
       raise RequestError(str(e), status=503, code="shutting_down", kind="server_error") from e
     cid, created, req = protocol.completion_id(), int(time.time()), prepared.request
-    name = service.model_name
+    name = prepared.model
 
     if req.stream:
 

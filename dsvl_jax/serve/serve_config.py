@@ -21,6 +21,10 @@ class ServeConfig(Section):
 
   checkpoint: str = ""  # our checkpoint, a transformers or original directory ("" = random init)
   adapter: str = ""  # a PEFT LoRA folder applied over the checkpoint, unmerged ("" = none)
+  # Several PEFT LoRA folders served beside the checkpoint, {model name: folder}: a
+  # request picks one by its "model" (the checkpoint's own name: no adapter), and
+  # requests for different ones share the decode steps (infer/slots.py).
+  adapters: dict = dataclasses.field(default_factory=dict)
   tokenizer: str = ""  # tokenizer.json / .model / builtin:bytes ("" = the checkpoint's own)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
   model_name: str = ""  # the id /v1/models lists ("" = the checkpoint's folder name)
@@ -92,6 +96,29 @@ class ServeConfig(Section):
         self.repetition_penalty > 0,
         "serve.repetition_penalty",
         f"must be > 0, got {self.repetition_penalty}",
+    )
+    check(
+        isinstance(self.adapters, dict)
+        and all(isinstance(k, str) and k and isinstance(v, str) for k, v in self.adapters.items()),
+        "serve.adapters",
+        f"expected {{model name: PEFT adapter folder}}, got {self.adapters!r}",
+    )
+    check(
+        not (self.adapter and self.adapters),
+        "serve.adapters",
+        "serve.adapter applies one adapter to the checkpoint; several go in serve.adapters, "
+        "not both",
+    )
+    for name, folder in self.adapters.items():
+      check(
+          pathlib.Path(folder).is_dir(),
+          f"serve.adapters.{name}",
+          f"{folder!r} is not a directory",
+      )
+    check(
+        not (self.model_name and self.model_name in self.adapters),
+        "serve.adapters",
+        f"{self.model_name!r} names the checkpoint (serve.model_name) and an adapter",
     )
     check(
         not self.image_dir or pathlib.Path(self.image_dir).is_dir(),

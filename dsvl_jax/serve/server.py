@@ -13,7 +13,7 @@ import os
 import ml_collections
 from absl import logging
 
-from dsvl_jax.infer.load import load_model, load_tokenizer
+from dsvl_jax.infer.load import load_model, load_tokenizer, stack_adapters
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.serve.serve_config import ServeConfig, default_config
 
@@ -29,6 +29,8 @@ def build(config: ml_collections.ConfigDict):
   cfg, params = load_model(config, serve, "serve")
   serve.validate(cfg.llm.max_position_embeddings)
   tokenizer = load_tokenizer(serve, cfg, "serve")
+  if serve.adapters:
+    cfg, params = stack_adapters(serve, cfg, params, "serve")
   engine = Engine(
       cfg,
       params,

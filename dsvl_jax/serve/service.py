@@ -30,6 +30,8 @@ class Prepared:
   request: ChatRequest
   prompt: Prompt
   sampling: SamplingConfig
+  model: str  # the served model it asked for (the checkpoint's name or an adapter's)
+  adapter: int  # that model's adapter index in the engine (0: the checkpoint alone)
 
 
 class ChatService:
@@ -45,6 +47,9 @@ class ChatService:
   ):
     self.engine, self.cfg, self.tokenizer = engine, cfg, tokenizer
     self.model_name = model_name
+    # Every name a request may give: the checkpoint's (no adapter), then serve.adapters'
+    # by name (the engine's stacked adapter indices, infer/load.py `stack_adapters`).
+    self.models = {model_name: 0, **{n: i + 1 for i, n in enumerate(sorted(serve.adapters))}}
     self.max_body_bytes, self.max_preparing = serve.max_body_bytes, serve.max_preparing
     self.system_prompt = serve.system_prompt
     self.processor = ImageProcessorConfig.for_model(cfg)
@@ -65,11 +70,14 @@ class ChatService:
     The cheap checks come first: nothing is decoded or tokenised for a request that
     names another model or whose text alone cannot fit a slot."""
     req = parse_chat_request(body, self.limits, self.defaults)
-    if req.model is not None and req.model != self.model_name:
-      shown = req.model if len(req.model) <= 80 else req.model[:77] + "..."
+    model = self.model_name if req.model is None else req.model
+    if model not in self.models:
+      shown = model if len(model) <= 80 else model[:77] + "..."
+      served = ", ".join(repr(m) for m in list(self.models)[:8])
+      more = f" and {len(self.models) - 8} more" if len(self.models) > 8 else ""
       raise RequestError(
-          f"model {shown!r} is not served here; this server serves "
-          f"{self.model_name!r} (GET /v1/models)",
+          f"model {shown!r} is not served here; this server serves {served}{more} "
+          f"(GET /v1/models)",
           status=404,
           param="model",
           code="model_not_found",
@@ -87,12 +95,12 @@ class ChatService:
         ignore_eos=req.ignore_eos,
     )
     try:
-      self.engine.check(prompt, sampling)
+      self.engine.check(prompt, sampling, self.models[model])
     except RequestTooLong as e:
       raise RequestError(str(e), param="messages", code="context_length_exceeded") from e
     except EngineError as e:
       raise RequestError(str(e), param="messages") from e
-    return Prepared(req, prompt, sampling)
+    return Prepared(req, prompt, sampling, model, self.models[model])
 
   def _check_text_fits(self, req: ChatRequest) -> None:
     """Refuses, without tokenising, a conversation whose text has more tokens than a slot

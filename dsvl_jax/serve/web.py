@@ -3,6 +3,7 @@
 Like the official demo: image upload, multi-turn chat (the whole conversation, its
 images included, is the prompt of every turn, as the chat CLI builds it), streamed
 answers, and sampling controls. A turn's images go before its text (the CLI's order).
+With serve.adapters, a menu picks the checkpoint or one of its adapters.
 """
 
 from __future__ import annotations
@@ -67,8 +68,10 @@ def build_page(service: ChatService, title: str, image_position: str = "first"):
 
   d = service.defaults
 
-  def respond(message, history, temperature, top_p, max_tokens, seed):
+  def respond(message, history, temperature, top_p, max_tokens, seed, model):
     try:
+      if model not in service.models:
+        raise RequestError(f"model {model!r} is not served here")
       messages, paths = conversation(history, message, image_position)
       if len(paths) > service.limits.max_images:
         raise RequestError(
@@ -85,7 +88,7 @@ def build_page(service: ChatService, title: str, image_position: str = "first"):
           seed=int(seed),
       )
       sink = QueueSink()
-      handle = service.engine.submit(prompt, sampling, sink)
+      handle = service.engine.submit(prompt, sampling, sink, service.models[model])
     except (RequestError, EngineError, OSError, ValueError) as e:
       raise gr.Error(str(e)) from e
     text = ""
@@ -121,6 +124,8 @@ def build_page(service: ChatService, title: str, image_position: str = "first"):
               label="max new tokens",
           ),
           gr.Number(value=0, precision=0, label="seed"),
+          # the checkpoint or one of serve.adapters
+          gr.Dropdown(list(service.models), value=service.model_name, label="model"),
       ],
       additional_inputs_accordion=gr.Accordion("Sampling", open=False),
   )

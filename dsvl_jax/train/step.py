@@ -64,19 +64,29 @@ def micro_batches(batch: dict[str, jax.Array], accum: int) -> dict[str, jax.Arra
 def make_loss_and_grads(
     model: DeepseekVL, mask: Any, *, accum: int = 1, loss_chunk: int = 0
 ) -> Callable[[Any, dict], tuple[jax.Array, Any]]:
-  """(params, batch) -> (loss, gradients of the trainable parameters; None where frozen).
+  """(params, batch, rng=None) -> (loss, gradients of the trainable parameters; None
+  where frozen).
 
   The loss is the global-batch mean over supervised tokens (module docstring), computed
-  in `accum` micro-batches whose gradients add up to the one-pass gradient.
+  in `accum` micro-batches whose gradients add up to the one-pass gradient. rng: a raw
+  key for the adapters' dropout (model.cfg.compute.lora.dropout), folded per micro-batch.
   """
+  dropout = model.cfg.compute.lora.rank > 0 and model.cfg.compute.lora.dropout > 0
 
-  def loss_and_grads(params, batch):
+  def loss_and_grads(params, batch, rng=None):
     trainable, frozen = freezing.partition(params, mask)
     frozen = jax.lax.stop_gradient(frozen)
     total = jnp.maximum(jnp.sum(batch["weights"].astype(jnp.float32)), 1.0)
 
-    def loss_fn(tr, mb):
+    def loss_fn(tr, mb, index=0):
       merged = freezing.merge(tr, frozen)
+      rngs = {}
+      if dropout:
+        if rng is None:
+          raise ValueError("compute.lora.dropout needs a key: loss_and_grads(..., rng=)")
+        key = jax.random.fold_in(rng, index)
+        rngs = {"dropout": jax.random.fold_in(key, 0)}
+        head_rngs = {"dropout": jax.random.fold_in(key, 1)}
       hidden, _ = model.apply(
           {"params": merged},
           mb["inputs"],
@@ -84,10 +94,13 @@ def make_loss_and_grads(
           positions=mb["positions"],
           segment_ids=mb["segment_ids"],
           method=DeepseekVL.hidden_states,
+          rngs=rngs,
       )
 
       def logits_fn(h):
-        return model.apply({"params": merged}, h, method=DeepseekVL.lm_logits)
+        return model.apply(
+            {"params": merged}, h, method=DeepseekVL.lm_logits, rngs=head_rngs if dropout else {}
+        )
 
       nll_sum, _ = cross_entropy_sum(hidden, mb["targets"], mb["weights"], logits_fn, loss_chunk)
       return nll_sum / total
@@ -96,14 +109,15 @@ def make_loss_and_grads(
     if accum == 1:
       return grad_fn(trainable, batch)
 
-    def body(carry, mb):
+    def body(carry, xs):
+      mb, index = xs
       loss_acc, grad_acc = carry
-      loss_i, grad_i = grad_fn(trainable, mb)
+      loss_i, grad_i = grad_fn(trainable, mb, index)
       return (loss_acc + loss_i, jax.tree.map(jnp.add, grad_acc, grad_i)), None
 
     zeros = jax.tree.map(jnp.zeros_like, trainable)
     (loss, grads), _ = jax.lax.scan(
-        body, (jnp.zeros((), jnp.float32), zeros), micro_batches(batch, accum)
+        body, (jnp.zeros((), jnp.float32), zeros), (micro_batches(batch, accum), jnp.arange(accum))
     )
     return loss, grads
 
@@ -122,7 +136,8 @@ def make_train_step(
   loss_and_grads = make_loss_and_grads(model, mask, accum=accum, loss_chunk=loss_chunk)
 
   def step(state: TrainState, batch: dict[str, jax.Array]):
-    loss, grads = loss_and_grads(state.params, batch)
+    rng, key = jax.random.split(state.rng)
+    loss, grads = loss_and_grads(state.params, batch, key)
     trainable, frozen = freezing.partition(state.params, mask)
     grad_norm = optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
@@ -138,7 +153,7 @@ def make_train_step(
         step=state.step + 1,
         params=freezing.merge(updated, frozen),
         opt_state=opt_state,
-        rng=jax.random.split(state.rng)[0],
+        rng=rng,
         nonfinite=state.nonfinite + (~ok).astype(jnp.int32),
     )
     supervised = jnp.sum(batch["weights"].astype(jnp.float32))
