@@ -3,6 +3,9 @@ x W + (alpha / rank) x A B; a stage trains exactly its adapters and its full gro
 optimizer state for those alone; a LoRA run from a base checkpoint leaves the base
 untouched and resumes bit for bit."""
 
+import json
+import pathlib
+
 import chex
 import jax
 import jax.numpy as jnp
@@ -12,6 +15,7 @@ from flax import traverse_util
 from test_train import _final, fake_batch, mirrored_paths
 from train_fixtures import run_config, sigterm_then_resume
 
+import dsvl_jax
 from dsvl_jax.config.files import load_config
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.models import DeepseekVL, VLMConfig, lora
@@ -213,10 +217,23 @@ def test_a_lora_run_keeps_its_base_and_resumes_exactly(base_run, tmp_path):
   chex.assert_trees_all_equal(train_a, train_b)
   assert data_a == data_b
 
+  # A step saves what the run trains (the adapters, the aligner in full); its base is
+  # the base run's last step, named in base.json and read back by dsvl_jax.load.
+  trained = {p for p in flat(params_a)}
+  assert {p.rsplit("/", 2)[0] for p in trained if not lora.is_adapter(p)} <= {"aligner"}
+  assert {freezing.group_of(p) for p in trained} == {"llm", "aligner"}
+  ref = json.loads((tmp_path / "whole" / "base.json").read_text())
+  assert pathlib.Path(ref["path"]) == base_run / "checkpoints" / "2"
+  loaded = dsvl_jax.load(str(tmp_path / "whole")).params
+  assert {k: v for k, v in flat(loaded).items() if k in trained}.keys() == flat(params_a).keys()
+  chex.assert_trees_all_equal(
+      {k: v for k, v in flat(loaded).items() if k in trained}, flat(params_a)
+  )
+
   # The frozen base is the checkpoint's, bit for bit (the LLM's through its adapters,
   # the vision tower's); the aligner, trained in full, moved; so did every adapter leaf.
   _, base_params, _, _ = _final(base_run)
-  adapters, base = lora.split(params_a)
+  adapters, base = lora.split(loaded)
   before, after = flat(base_params), flat(base)
   assert before.keys() == after.keys()
   for path in before:
@@ -240,3 +257,35 @@ def test_a_lora_run_resumes_after_sigterm_bit_for_bit(base_run, tmp_path):
   chex.assert_trees_all_equal(params_a, params_b)
   chex.assert_trees_all_equal(train_a, train_b)
   assert data_a == data_b
+
+
+def test_a_random_base_is_written_once_and_a_changed_base_is_refused(tmp_path):
+  """Without train.init_from the base is the run's random init, written once to
+  WORKDIR/base; a run resumes from it exactly; a base whose fingerprint no longer
+  matches base.json stops a resume and a load with one line each."""
+  from dsvl_jax.checkpoint import run_base
+
+  fields = {"train.steps": 4, "model.compute.lora.rank": RANK, "model.compute.lora.alpha": ALPHA}
+  Trainer(run_config(**fields), tmp_path / "whole").run()
+  Trainer(run_config(**fields), tmp_path / "cut").run(until=2)
+  Trainer(run_config(**fields), tmp_path / "cut").run()
+  chex.assert_trees_all_equal(_final(tmp_path / "whole")[1], _final(tmp_path / "cut")[1])
+  ref = json.loads((tmp_path / "cut" / "base.json").read_text())
+  assert pathlib.Path(ref["path"]) == tmp_path / "cut" / "base"
+  base = dsvl_jax.load(ref["path"]).params
+  assert not any(lora.is_adapter(p) for p in flat(base))
+  loaded = dsvl_jax.load(str(tmp_path / "cut")).params
+  frozen = lambda tree: {k: v for k, v in flat(tree).items() if freezing.group_of(k) != "aligner"}
+  chex.assert_trees_all_equal(frozen(lora.split(loaded)[1]), frozen(base))
+
+  perturbed = jax.tree.map(lambda x: x * 1.001, base)
+  assert run_base.fingerprint(perturbed) != run_base.fingerprint(base)
+  ref["fingerprint"] = run_base.fingerprint(perturbed)
+  (tmp_path / "cut" / "base.json").write_text(json.dumps(ref))
+  with pytest.raises(ConfigError, match="has changed since the run started") as e:
+    dsvl_jax.load(str(tmp_path / "cut"))
+  assert "\n" not in str(e.value)
+  with pytest.raises(ConfigError, match="has changed since the run started"):
+    Trainer(run_config(**{**fields, "train.steps": 6}), tmp_path / "cut").run()
+  assert _final(tmp_path / "cut")[0] == 4  # nothing moved aside as damaged
+  assert not (tmp_path / "cut" / "checkpoints_damaged").exists()

@@ -5,6 +5,7 @@ from the real tree; a QLoRA run keeps its codes and generates like its float twi
 
 import dataclasses
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -152,13 +153,21 @@ def test_a_qlora_run_keeps_its_codes_and_generates_like_its_float_twin(tmp_path)
   }
   summary = Trainer(run_config(**fields), tmp_path / "q").run()
   assert summary["params/frozen_bytes"] < summary["params/frozen"] * 4
-  _, params, _, _ = _final(tmp_path / "q")
+  # Resumed from step 2, the base re-read and re-quantised: the same step 3.
+  Trainer(run_config(**fields), tmp_path / "cut").run(until=2)
+  Trainer(run_config(**fields), tmp_path / "cut").run()
+  _, saved, _, _ = _final(tmp_path / "q")
+  chex.assert_trees_all_equal(saved, _final(tmp_path / "cut")[1])
+  # the frozen base is not saved: of the LLM only its adapters are
+  assert all(lora.is_adapter(p) for p in lora.flatten(saved) if freezing.group_of(p) == "llm")
   _, base_params, _, _ = _final(base_wd)
   run = dsvl_jax.load(str(tmp_path / "q"))
+  params = run.params
   expected = lora.flatten(lora.quantized(base_params, run.config))
-  for path, value in lora.flatten(params).items():
-    if "kernel_q" in path:
-      np.testing.assert_array_equal(value, expected[path], path)
+  codes = {p: v for p, v in lora.flatten(params).items() if "kernel_q" in p}
+  assert len(codes) == 2 * 7  # codes and scales of the LLM's seven projections
+  for path, value in codes.items():
+    np.testing.assert_array_equal(value, expected[path], path)
   assert all(np.any(np.asarray(v)) for v in jax.tree.leaves(lora.split(params)[0]))
 
   plain_cfg, plain = lora.merged(run.params, run.config)  # the float twin, merged

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 
 import jax.numpy as jnp
 
-from dsvl_jax.checkpoint import params_io
+from dsvl_jax.checkpoint import params_io, run_base
 from dsvl_jax.checkpoint.adapters import from_peft, save_peft
 from dsvl_jax.checkpoint.configs import from_json, to_hf, to_original
 from dsvl_jax.checkpoint.convert import ImportReport, detect_layout, from_params, to_params
@@ -103,7 +103,14 @@ def read_any(
 
     shardings = shardings_fn(cfg) if shardings_fn else None
     target = params_io.abstract_like(abstract_params(cfg), jnp.dtype(dtype), shardings)
-    return cfg, params_io.restore_params_dir(params_dir, target)
+    ref = run_base.read(workdir) if trained is not None else None
+    if ref is None:
+      return cfg, params_io.restore_params_dir(params_dir, target)
+    # A LoRA run: its trained leaves over the base it names (checkpoint/run_base.py).
+    plain_fn = (lambda _: shardings_fn(run_base.plain(cfg))) if shardings_fn else None
+    _, base = read_any(ref["path"], dtype, plain_fn)
+    run_base.check(ref, base, workdir)
+    return cfg, run_base.compose(cfg, base, params_dir, target)
   source, layout, cfg = read_pytorch_dir(src)
   cfg = with_dtype(cfg, dtype)
   try:

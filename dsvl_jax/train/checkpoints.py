@@ -4,7 +4,9 @@ A training workdir:
 
   WORKDIR/config.json                the run's whole config (checked on restart)
   WORKDIR/checkpoints/<step>/params  every parameter (an orbax PyTree: what
-                                     `dsvl_jax.load` and `python -m convert export` read)
+                                     `dsvl_jax.load` and `python -m convert export` read);
+                                     a LoRA run's only the trained ones, its frozen base
+                                     named in WORKDIR/base.json (checkpoint/run_base.py)
   WORKDIR/checkpoints/<step>/train   optimizer state (trainable parameters only), step,
                                      PRNG key, skipped-update count
   WORKDIR/checkpoints/<step>/data    the grain iterator state, one JSON per host
@@ -29,7 +31,7 @@ import logging
 import pathlib
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 import grain
 import jax
@@ -41,6 +43,7 @@ from jax.experimental import multihost_utils
 from dsvl_jax.checkpoint import params_io
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.data.pipeline import regroup_states
+from dsvl_jax.models import lora
 from dsvl_jax.train.step import TrainState
 
 DAMAGED = "checkpoints_damaged"  # beside checkpoints/: orbax neither lists nor deletes it
@@ -52,9 +55,22 @@ class CheckpointError(ConfigError):
 
 
 class Checkpoints:
-  """Saves and restores (state, data iterator) under WORKDIR/checkpoints."""
+  """Saves and restores (state, data iterator) under WORKDIR/checkpoints.
 
-  def __init__(self, workdir: str | pathlib.Path, keep: int, async_save: bool = True):
+  saved: None (every parameter saved), or (mask, base): only the parameters where the
+  mask (a tree like the params) is True are saved, and a restore lays them over `base()`
+  (called once, outside the damaged-step handling: a missing or changed base is the
+  run's error, not a damaged step's).
+  """
+
+  def __init__(
+      self,
+      workdir: str | pathlib.Path,
+      keep: int,
+      async_save: bool = True,
+      saved: tuple[Any, Callable[[], Any]] | None = None,
+  ):
+    self.saved = saved
     self.directory = pathlib.Path(workdir).absolute() / params_io.TRAIN_CHECKPOINTS
     self._mngr = ocp.CheckpointManager(
         self.directory,
@@ -75,14 +91,23 @@ class Checkpoints:
     self._mngr.save(
         step,
         args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
+            params=ocp.args.StandardSave(self._kept(state.params)),
             train=ocp.args.StandardSave(_train_item(state)),
             data=grain.checkpoint.CheckpointSave(data_iterator),
         ),
         force=True,
     )
 
-  def restore(self, step: int, abstract: TrainState, data_iterator: Any) -> TrainState:
+  def _kept(self, tree: Any) -> Any:
+    """What a checkpoint holds of a params-like tree."""
+    if self.saved is None:
+      return tree
+    keep = lora.flatten(self.saved[0])
+    return lora.unflatten({k: v for k, v in lora.flatten(tree).items() if keep[k]})
+
+  def restore(
+      self, step: int, abstract: TrainState, data_iterator: Any, base: Any = None
+  ) -> TrainState:
     """State at `step` onto `abstract` (ShapeDtypeStructs with shardings); the data
     iterator is set in place once everything was read. Each item is read by its orbax
     handler, not through the manager, whose restore ends in a barrier that a process
@@ -101,8 +126,11 @@ class Checkpoints:
     handler = ocp.StandardCheckpointHandler()
     try:
       params = handler.restore(
-          epath.Path(step_dir / "params"), args=ocp.args.StandardRestore(abstract.params)
+          epath.Path(step_dir / "params"),
+          args=ocp.args.StandardRestore(self._kept(abstract.params)),
       )
+      if base is not None:
+        params = lora.merge(base, params)
       t = handler.restore(
           epath.Path(step_dir / "train"), args=ocp.args.StandardRestore(_train_item(abstract))
       )
@@ -123,11 +151,12 @@ class Checkpoints:
     workdir = self.directory.parent
     damaged = []
     steps = self.all_steps()
+    base = self.saved[1]() if steps and self.saved is not None else None
     for step in reversed(steps):
       before = data_iterator.get_state()  # set back if another process failed
       _ABANDONED_READS.watch(self.directory / str(step))  # stragglers can beat the error
       try:
-        state, cause = self.restore(step, abstract, data_iterator), None
+        state, cause = self.restore(step, abstract, data_iterator, base), None
         _ABANDONED_READS.forget(self.directory / str(step))
       # orbax, tensorstore and json raise many types for a damaged file
       except Exception as e:  # pylint: disable=broad-except

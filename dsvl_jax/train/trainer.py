@@ -18,6 +18,7 @@ import functools
 import json
 import logging
 import pathlib
+import shutil
 import signal
 import threading
 import time
@@ -27,7 +28,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from jax.experimental import multihost_utils
 
+from dsvl_jax.checkpoint import params_io, run_base
 from dsvl_jax.config.schema import ConfigError, check
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
@@ -43,7 +46,7 @@ from dsvl_jax.runtime import sharding
 from dsvl_jax.train import flops as flops_lib
 from dsvl_jax.train import freezing, partitioning
 from dsvl_jax.train import workdir as workdir_lib
-from dsvl_jax.train.checkpoints import Checkpoints
+from dsvl_jax.train.checkpoints import CheckpointError, Checkpoints
 from dsvl_jax.train.config import (
     MeshConfig,
     OptimizerConfig,
@@ -206,9 +209,10 @@ class Trainer:
 
   @functools.cached_property
   def checkpoints(self) -> Checkpoints:
-    return Checkpoints(
-        self.workdir, self.run_cfg.train.keep_checkpoints, self.run_cfg.train.async_checkpoints
-    )
+    train = self.run_cfg.train
+    # A LoRA run saves what it trains; the base is named once (checkpoint/run_base.py).
+    saved = (self.mask, self.base_params) if self.run_cfg.model.compute.lora.rank else None
+    return Checkpoints(self.workdir, train.keep_checkpoints, train.async_checkpoints, saved)
 
   # -- state ---------------------------------------------------------------------------
 
@@ -219,19 +223,12 @@ class Trainer:
     """train.init_from: a checkpoint of any kind dsvl_jax.load reads (a previous stage's
     workdir included), or random initialisation; then train.init_groups replace the
     parameters of their groups from other checkpoints. With adapters
-    (model.compute.lora) those checkpoints give the base, the adapters start fresh, and
-    with lora.base_quant the base's adapted kernels are then quantised (QLoRA)."""
+    (model.compute.lora) those checkpoints give the base, the adapters start fresh, the
+    base is named in WORKDIR/base.json (written to WORKDIR/base first when it is no
+    checkpoint yet), and with lora.base_quant its adapted kernels are quantised (QLoRA)."""
     run = self.run_cfg
     spec = run.model.compute.lora
-    float_cfg = run.model.replace(
-        compute=dataclasses.replace(
-            run.model.compute, lora=dataclasses.replace(spec, base_quant="none")
-        )
-    )
-    float_shardings = sharding.logical_to_mesh(
-        logical_axes(float_cfg), self.mesh, shapes=abstract_params(float_cfg)
-    )
-    adapter_shardings, base_shardings = lora.split(float_shardings)
+    float_cfg, base_shardings, adapter_shardings, float_shardings = self._base_layout()
     key = jax.random.key(run.seed)
     adapters = None
     if run.train.init_from:
@@ -242,13 +239,72 @@ class Trainer:
       other = self._read(path, f"train.init_groups.{group}", base_shardings)
       mask = freezing.group_mask(base, (group,), f"train.init_groups.{group}")
       base = freezing.merge(freezing.partition(other, mask)[0], freezing.partition(base, mask)[1])
-    if adapters is None and spec.rank:
+    if not spec.rank:
+      return base
+    self._name_base(base)
+    if adapters is None:
       adapters = init_adapters(run.model, key, adapter_shardings)
-    params = lora.merge(base, adapters or {})
-    if spec.base_quant != "none":
-      quantize = functools.partial(lora.quantized, cfg=run.model)
-      params = jax.jit(quantize, out_shardings=self.state_sharding.params)(params)
-    return params
+    return lora.merge(self._quantized(base), adapters)
+
+  def _base_layout(self) -> tuple[Any, Any, Any, Any]:
+    """(the model's config with float kernels (QLoRA's before quantising), the base's
+    shardings, the adapters' shardings, the whole float tree's shardings)."""
+    cfg = self.run_cfg.model
+    float_cfg = cfg.replace(
+        compute=dataclasses.replace(
+            cfg.compute, lora=dataclasses.replace(cfg.compute.lora, base_quant="none")
+        )
+    )
+    shardings = sharding.logical_to_mesh(
+        logical_axes(float_cfg), self.mesh, shapes=abstract_params(float_cfg)
+    )
+    adapter_shardings, base_shardings = lora.split(shardings)
+    return float_cfg, base_shardings, adapter_shardings, shardings
+
+  def _quantized(self, base: Any) -> Any:
+    """The float base with its adapted kernels quantised (lora.base_quant), in place."""
+    cfg = self.run_cfg.model
+    if cfg.compute.lora.base_quant == "none":
+      return base
+    base_sharding = lora.split(self.state_sharding.params)[1]
+    quantize = functools.partial(lora.quantized, cfg=cfg)
+    return jax.jit(quantize, out_shardings=base_sharding)(base)
+
+  def _name_base(self, base: Any) -> None:
+    """WORKDIR/base.json for a LoRA run's float base: train.init_from's checkpoint (a
+    training workdir's step folder, which later steps of that run do not change) when
+    the base is that checkpoint alone, else WORKDIR/base, written here."""
+    train = self.run_cfg.train
+    print_ = run_base.fingerprint(base)
+    known = run_base.read(self.workdir)
+    if known is not None:  # an earlier start of this run that saved no step yet
+      run_base.check(known, base, self.workdir)
+      return
+    if train.init_from and not train.init_groups:
+      trained = params_io.training_checkpoint(train.init_from)
+      path = trained[0].parent if trained is not None else pathlib.Path(train.init_from)
+    else:
+      path = self.workdir / run_base.BASE_DIR
+      if path.exists() and self.is_chief:  # a write cut short before base.json
+        shutil.rmtree(path)
+      if jax.process_count() > 1:
+        multihost_utils.sync_global_devices("cleared the run's base folder")
+      params_io.save(path, base, run_base.plain(self.run_cfg.model))
+    run_base.write(self.workdir, path, print_)
+
+  def base_params(self) -> Any:
+    """A LoRA run's frozen base as its checkpoints leave it out: read from the
+    checkpoint WORKDIR/base.json names, checked against its fingerprint, quantised as
+    the run's config says."""
+    ref = run_base.read(self.workdir)
+    if ref is None:
+      raise CheckpointError(
+          f"{self.workdir}: a LoRA run's checkpoints but no {run_base.BASE_FILE} naming "
+          f"its base"
+      )
+    base = self._read(ref["path"], f"{self.workdir}/{run_base.BASE_FILE}", self._base_layout()[1])
+    run_base.check(ref, base, self.workdir)
+    return self._quantized(base)
 
   def _read(self, path: str, field: str, shardings: Any) -> Any:
     """Parameters of a checkpoint whose architecture must be config.model's (adapters
@@ -516,7 +572,6 @@ def _global_counts(local: dict[str, int]) -> dict[str, int]:
   the same steps: it runs two collectives when there are several processes."""
   if jax.process_count() == 1:
     return local
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
 
   blob = np.frombuffer(json.dumps(local).encode(), np.uint8)
   sizes = multihost_utils.process_allgather(np.int32(blob.size))
