@@ -177,3 +177,28 @@ def test_a_qlora_run_keeps_its_codes_and_generates_like_its_float_twin(tmp_path)
   ours = Generator(run.config, run.params).generate(ids, mask, sampling=greedy).tokens
   twin = Generator(plain_cfg, plain).generate(ids, mask, sampling=greedy).tokens
   assert ours == twin
+
+
+def test_a_base_from_host_memory_is_quantised_leaf_by_leaf_onto_the_mesh(tmp_path):
+  """What a QLoRA run on an accelerator does with a float base it read into host memory
+  (Trainer._staging): each kernel goes over, is quantised where the run holds it and
+  let go. Here the 'host' is one CPU device and the run's mesh is four."""
+  fields = {
+      "mesh.num_devices": 4,
+      "mesh.shape": (1, 4, 1),
+      "model.compute.lora.rank": 4,
+      "model.compute.lora.base_quant": "int8",
+      "model.compute.lora.quant_block": 16,
+  }
+  trainer = Trainer(run_config(**fields), tmp_path)
+  float_cfg, base_shardings, _, _ = trainer._base_layout()
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  base = lora.split(init_params(float_cfg, jax.random.key(0)))[1]
+  staged = jax.device_put(base, one)
+  got = trainer._quantized(staged)
+  targets = lora.flatten(lora.split(trainer.state_sharding.params)[1])
+  want = lora.flatten(lora.quantized(base, trainer.run_cfg.model))
+  assert set(lora.flatten(got)) == set(want) == set(targets)
+  for path, value in lora.flatten(got).items():
+    np.testing.assert_array_equal(value, want[path], path)
+    assert value.sharding.is_equivalent_to(targets[path], value.ndim), path

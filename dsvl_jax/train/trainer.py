@@ -36,7 +36,7 @@ from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.pipeline import TrainDataset
 from dsvl_jax.eval.evaluator import Evaluator, flat_metrics, headline
-from dsvl_jax.models import lora
+from dsvl_jax.models import lora, quant
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import abstract_params, init_adapters, init_params, logical_axes
 from dsvl_jax.models.vlm import DeepseekVL
@@ -101,6 +101,12 @@ class RunConfig:
     b, a = run.data.global_batch_size, run.train.grad_accum_steps
     check(b % a == 0, "train.grad_accum_steps", f"{a} does not divide data.global_batch_size={b}")
     return run
+
+
+def _same_devices(leaf: Any, target: Any) -> bool:
+  """Whether a jax array sits on the devices of `target` (a sharding)."""
+  devices = getattr(leaf, "sharding", None)
+  return target is not None and devices is not None and devices.device_set == target.device_set
 
 
 def _shape_key(modality: str, batch: dict[str, np.ndarray]) -> tuple:
@@ -231,12 +237,13 @@ class Trainer:
     float_cfg, base_shardings, adapter_shardings, float_shardings = self._base_layout()
     key = jax.random.key(run.seed)
     adapters = None
+    staged = self._staging(base_shardings)
     if run.train.init_from:
-      base = self._read(run.train.init_from, "train.init_from", base_shardings)
+      base = self._read(run.train.init_from, "train.init_from", staged)
     else:
       adapters, base = lora.split(init_params(float_cfg, key, float_shardings))
     for group, path in run.train.init_groups:
-      other = self._read(path, f"train.init_groups.{group}", base_shardings)
+      other = self._read(path, f"train.init_groups.{group}", staged)
       mask = freezing.group_mask(base, (group,), f"train.init_groups.{group}")
       base = freezing.merge(freezing.partition(other, mask)[0], freezing.partition(base, mask)[1])
     if not spec.rank:
@@ -261,14 +268,42 @@ class Trainer:
     adapter_shardings, base_shardings = lora.split(shardings)
     return float_cfg, base_shardings, adapter_shardings, shardings
 
+  def _staging(self, base_shardings: Any) -> Any:
+    """Where a QLoRA run reads its float base: host memory when the host has a CPU
+    backend beside the accelerator, so that the float base never sits on the devices
+    whole (`_quantized` moves it over leaf by leaf); else, and without QLoRA, the
+    base's own shardings."""
+    if self.run_cfg.model.compute.lora.base_quant == "none" or jax.default_backend() == "cpu":
+      return base_shardings
+    try:
+      host = jax.sharding.SingleDeviceSharding(jax.local_devices(backend="cpu")[0])
+    except RuntimeError:  # JAX_PLATFORMS names the accelerator alone
+      return base_shardings
+    return jax.tree.map(lambda _: host, base_shardings)
+
   def _quantized(self, base: Any) -> Any:
-    """The float base with its adapted kernels quantised (lora.base_quant), in place."""
-    cfg = self.run_cfg.model
-    if cfg.compute.lora.base_quant == "none":
+    """The float base (on the devices or in host memory, `_staging`) placed as the run
+    holds it, its adapted kernels quantised (lora.base_quant) one at a time: the peak is
+    the quantised base plus one float kernel, not the float base and the quantised one."""
+    spec = self.run_cfg.model.compute.lora
+    if spec.base_quant == "none":
       return base
-    base_sharding = lora.split(self.state_sharding.params)[1]
-    quantize = functools.partial(lora.quantized, cfg=cfg)
-    return jax.jit(quantize, out_shardings=base_sharding)(base)
+    targets = lora.flatten(lora.split(self.state_sharding.params)[1])
+    flat, out = lora.flatten(base), {}
+    for path in list(flat):
+      leaf = flat.pop(path)
+      if not _same_devices(leaf, targets.get(path)):
+        leaf = np.asarray(leaf)  # from host memory: the global value, on every process
+      module, name = path.rsplit("/", 1)
+      if name == "kernel" and spec.adapts(module):
+        where = {k: targets[f"{module}/kernel_q/{k}"] for k in ("codes", "scale")}
+        quantize = functools.partial(quant.quantize, kind=spec.base_quant, block=spec.quant_block)
+        for k, v in jax.jit(quantize, out_shardings=where)(leaf).items():
+          out[f"{module}/kernel_q/{k}"] = v
+      else:
+        out[path] = jax.device_put(leaf, targets[path])
+      del leaf
+    return lora.unflatten(out)
 
   def _name_base(self, base: Any) -> None:
     """WORKDIR/base.json for a LoRA run's float base: train.init_from's checkpoint (a
@@ -302,7 +337,8 @@ class Trainer:
           f"{self.workdir}: a LoRA run's checkpoints but no {run_base.BASE_FILE} naming "
           f"its base"
       )
-    base = self._read(ref["path"], f"{self.workdir}/{run_base.BASE_FILE}", self._base_layout()[1])
+    field = f"{self.workdir}/{run_base.BASE_FILE}"
+    base = self._read(ref["path"], field, self._staging(self._base_layout()[1]))
     run_base.check(ref, base, self.workdir)
     return self._quantized(base)
 
