@@ -4,7 +4,6 @@ PEFT's logits; the merged model equals the unmerged one."""
 
 import dataclasses
 import json
-import shutil
 
 import hf_reference as ref
 import jax
@@ -96,10 +95,14 @@ def test_our_adapter_runs_in_peft_and_merges(base, tmp_path):
   _close(_ours(plain_cfg, merged, batch), ours, batch[1])
 
 
-def test_an_adapter_peft_made_imports(base, tmp_path):
+@pytest.mark.parametrize("saved", [None, ["aligner"]], ids=["lora", "lora+aligner"])
+def test_an_adapter_peft_made_imports(base, tmp_path, saved):
+  """PEFT's own adapter, randomised in PEFT; with modules_to_save the aligner trained in
+  full (its copy randomised too) comes along."""
   base_cfg, hf, base_params = base
   model = peft.get_peft_model(
-      hf, peft.LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=LLM_REGEX)
+      hf,
+      peft.LoraConfig(r=RANK, lora_alpha=ALPHA, target_modules=LLM_REGEX, modules_to_save=saved),
   ).eval()
   try:
     gen = torch.Generator().manual_seed(3)
@@ -107,6 +110,8 @@ def test_an_adapter_peft_made_imports(base, tmp_path):
       for name, p in model.named_parameters():
         if "lora_B" in name:  # PEFT starts B at zero (and A as we do)
           p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+        if "modules_to_save" in name:  # the trained copy PEFT saves
+          p.add_(0.1 * torch.randn(p.shape, generator=gen))
     model.save_pretrained(str(tmp_path / "theirs"))
     batch = _batch(base_cfg)
     theirs = _theirs(model, base_cfg, batch)
@@ -114,7 +119,11 @@ def test_an_adapter_peft_made_imports(base, tmp_path):
     model.unload()
   cfg, adapters = peft_io.from_peft(tmp_path / "theirs", base_cfg)
   assert cfg.compute.lora.rank == RANK and cfg.compute.lora.alpha == ALPHA
+  assert ("aligner" in adapters) == bool(saved)
   _close(_ours(cfg, lora.merge(base_params, adapters), batch), theirs, batch[1])
+  if saved:  # PEFT's aligner matters: without it the logits are the base aligner's
+    plain = lora.merge(base_params, {k: v for k, v in adapters.items() if k != "aligner"})
+    assert np.abs(_ours(cfg, plain, batch) - theirs).max() > 1e-4
 
 
 def test_an_adapter_we_cannot_map_is_refused_by_name(base, tmp_path):
@@ -141,9 +150,10 @@ def test_an_adapter_we_cannot_map_is_refused_by_name(base, tmp_path):
 
 
 def test_a_lora_run_exports_imports_and_merges_through_the_cli(tmp_path, capsys):
-  """Train LoRA on a base run, then `python -m convert`: export --adapter loads in PEFT
-  on the exported base with our logits; import --adapter restores the run's parameters
-  bit for bit; export --merge equals the unmerged model; a plain export refuses."""
+  """Train LoRA on a base run, the aligner in full beside it, then `python -m convert`:
+  export --adapter (the aligner as PEFT's modules_to_save) loads in PEFT on the
+  exported base with our logits; import --adapter restores the run's parameters bit for
+  bit; export --merge equals the unmerged model; a plain export refuses."""
   from train_fixtures import run_config
 
   import dsvl_jax
@@ -155,7 +165,7 @@ def test_a_lora_run_exports_imports_and_merges_through_the_cli(tmp_path, capsys)
   fields = {
       "train.steps": 3,
       "train.init_from": str(base_wd),
-      "train.trainable": ("llm",),  # through its adapters: the rest stays the base's
+      "train.trainable": ("llm", "aligner"),  # the LLM through its adapters
       "model.compute.lora.rank": RANK,
   }
   Trainer(run_config(**fields), lora_wd).run()
@@ -165,22 +175,19 @@ def test_a_lora_run_exports_imports_and_merges_through_the_cli(tmp_path, capsys)
 
   assert convert(["export", "--quiet", "--src", str(lora_wd), "--dst", str(tmp_path / "x")]) == 1
   assert not (tmp_path / "x").exists()
-  # a run that also trained the aligner in full: its PEFT adapter would drop that
-  shutil.copytree(lora_wd, tmp_path / "aligner_too")
-  run_json = tmp_path / "aligner_too" / "config.json"
-  run_config_data = json.loads(run_json.read_text())
-  run_config_data["train"]["trainable"] = ["llm", "aligner"]
-  run_json.write_text(json.dumps(run_config_data))
-  args = ["--quiet", "--src", str(tmp_path / "aligner_too"), "--dst", str(tmp_path / "y")]
-  capsys.readouterr()
-  assert convert(["export", "--adapter", *args]) == 1 and not (tmp_path / "y").exists()
-  assert "trained ['aligner'] in full" in capsys.readouterr().err
   assert convert(["export", "--quiet", "--src", str(base_wd), "--dst", str(tmp_path / "hf")]) == 0
   args = ["--quiet", "--src", str(lora_wd), "--dst", str(tmp_path / "peft")]
   assert convert(["export", "--adapter", *args]) == 0
+  saved = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())["modules_to_save"]
+  assert saved == ["model.aligner"]
   hf = ref.model_class(run.config).from_pretrained(tmp_path / "hf").eval()
+  base_logits = _theirs(hf, run.config, batch)
   model = peft.PeftModel.from_pretrained(hf, str(tmp_path / "peft")).eval()
   _close(ours, _theirs(model, run.config, batch), batch[1])
+  # without the trained aligner PEFT's answer is another one: modules_to_save carries it
+  no_aligner = lora.merge(run.params, {"aligner": _final_base_aligner(base_wd)})
+  assert np.abs(_ours(run.config, no_aligner, batch) - ours).max() > 1e-4
+  assert np.abs(base_logits - ours).max() > 1e-4
 
   args = ["--src", str(tmp_path / "peft"), "--base", str(base_wd), "--dst", str(tmp_path / "in")]
   assert convert(["import", "--adapter", *args]) == 0
@@ -196,6 +203,12 @@ def test_a_lora_run_exports_imports_and_merges_through_the_cli(tmp_path, capsys)
   merged = dsvl_jax.load(str(tmp_path / "merged"))
   assert merged.config.compute.lora.rank == 0
   _close(_ours(merged.config, merged.params, batch), ours, batch[1])
+
+
+def _final_base_aligner(base_wd):
+  import dsvl_jax
+
+  return dsvl_jax.load(str(base_wd)).params["aligner"]
 
 
 def test_chat_eval_and_serve_load_an_unmerged_peft_adapter(tmp_path):

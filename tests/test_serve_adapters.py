@@ -243,3 +243,15 @@ def test_bad_adapter_settings_fail_at_start_in_one_line(serve, message):
   with pytest.raises(ConfigError, match=message) as e:
     build(config)
   assert "\n" not in str(e.value)
+
+
+def test_an_adapter_with_a_module_trained_in_full_is_refused_in_one_line(tmp_path):
+  """PEFT's modules_to_save replace a whole module: no per-request choice of it."""
+  config = serve_config()
+  cfg, params = load_model(config, config.serve, "serve")
+  own, tree = _random_adapter(cfg, LoraConfig(rank=2, alpha=2.0), 3)
+  save_peft(lora.merge(params, tree), own, tmp_path / "full", full=("aligner",))
+  config.serve.adapters = {"full": str(tmp_path / "full")}
+  with pytest.raises(ConfigError, match="1 = 'full'.*aligner/.*trained in full") as e:
+    build(config)
+  assert "\n" not in str(e.value)

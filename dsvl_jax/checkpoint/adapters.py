@@ -26,6 +26,7 @@ import numpy as np
 from dsvl_jax.checkpoint.mapping import ConversionError, param_specs
 from dsvl_jax.models import lora
 from dsvl_jax.models.config import LoraConfig, VLMConfig
+from dsvl_jax.models.groups import group_of
 
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
@@ -65,10 +66,38 @@ def _by_module(adapters: Any) -> dict[str, dict[str, np.ndarray]]:
   return modules
 
 
-def to_peft(params: Any, cfg: VLMConfig) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-  """(PEFT tensors, adapter_config.json) of the adapters in `params`."""
+def _group_specs(cfg: VLMConfig, group: str) -> tuple[str, list]:
+  """(the transformers module holding parameter group `group`, the group's ParamSpecs):
+  the module PEFT's modules_to_save names for a group trained in full."""
+  specs = [s for s in param_specs(cfg, "hf") if group_of("/".join(s.path)) == group]
+  modules = [k.rsplit(".", 1)[0].split(".") for s in specs for ks in s.keys for k in ks]
+  common = []
+  for parts in zip(*modules):
+    if len(set(parts)) > 1:
+      break
+    common.append(parts[0])
+  if len(common) < 2:  # "model" alone would save the whole model
+    raise ConversionError(f"group {group!r} is no single transformers module PEFT could save")
+  return ".".join(common), specs
+
+
+def to_peft(
+    params: Any, cfg: VLMConfig, full: tuple[str, ...] = ()
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+  """(PEFT tensors, adapter_config.json) of the adapters in `params`, and of the groups
+  `full` trained in full beside them as PEFT's `modules_to_save` (their modules'
+  tensors under transformers' names, as PEFT saves a ModulesToSaveWrapper)."""
   rank, index = cfg.compute.lora.rank, linear_modules(cfg)
-  tensors, names = {}, []
+  tensors, names, saved = {}, [], []
+  flat = lora.flatten(params)
+  for group in full:
+    module, specs = _group_specs(cfg, group)
+    saved.append(module)
+    for spec in specs:
+      value = np.asarray(flat["/".join(spec.path)], np.float32)
+      for ks, v in zip(spec.keys, list(value) if spec.stacked else [value]):
+        for k, t in zip(ks, spec.transform.to_torch(np, v)):
+          tensors[PREFIX + k] = np.ascontiguousarray(t)
   for module, leaves in sorted(_by_module(lora.split(params)[0]).items()):
     if module not in index:
       raise ConversionError(
@@ -95,17 +124,24 @@ def to_peft(params: Any, cfg: VLMConfig) -> tuple[dict[str, np.ndarray], dict[st
       "task_type": None,
       "inference_mode": True,
       "init_lora_weights": True,
-      "modules_to_save": None,
+      "modules_to_save": saved or None,
       **_UNSUPPORTED,
   }
   return tensors, config
 
 
-def save_peft(params: Any, cfg: VLMConfig, dst: str | pathlib.Path, base: str = "") -> list[str]:
-  """Writes a PEFT adapter folder `dst` (new); base: its base_model_name_or_path."""
+def save_peft(
+    params: Any,
+    cfg: VLMConfig,
+    dst: str | pathlib.Path,
+    base: str = "",
+    full: tuple[str, ...] = (),
+) -> list[str]:
+  """Writes a PEFT adapter folder `dst` (new); base: its base_model_name_or_path; full:
+  groups trained in full, saved as modules_to_save (`to_peft`)."""
   from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
 
-  tensors, config = to_peft(params, cfg)
+  tensors, config = to_peft(params, cfg, full)
   dst = pathlib.Path(dst)
   dst.mkdir(parents=True)
   save_file(tensors, str(dst / WEIGHTS_FILE), metadata={"format": "pt"})
@@ -140,8 +176,12 @@ def from_peft(src: str | pathlib.Path, base_cfg: VLMConfig) -> tuple[VLMConfig, 
   for module, (names, stacked) in linear_modules(base_cfg).items():
     where.update({n: (module, i if stacked else None) for i, n in enumerate(names)})
   found: dict[tuple[str, int | None], dict[str, np.ndarray]] = {}
+  whole = {}  # modules_to_save: transformers key -> tensor
   for key, value in tensors.items():
     m = re.fullmatch(r"base_model\.model\.(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
+    if m is None and key.startswith(PREFIX) and config.get("modules_to_save"):
+      whole[key[len(PREFIX) :]] = value
+      continue
     if m is None or m.group(1) not in where:
       raise ConversionError(
           f"{src / WEIGHTS_FILE}: {key} adapts no linear module of this model that we map "
@@ -176,4 +216,28 @@ def from_peft(src: str | pathlib.Path, base_cfg: VLMConfig) -> tuple[VLMConfig, 
         flat[path] = value.reshape(shape).astype(np.float32)
       else:
         flat[path][layer] = value.reshape(shape)
+  flat.update(_saved_modules(whole, base_cfg, src))
   return cfg, lora.unflatten(flat)
+
+
+def _saved_modules(whole: dict[str, np.ndarray], cfg: VLMConfig, src: pathlib.Path) -> dict:
+  """Our leaves ('aligner/...') of a PEFT folder's modules_to_save tensors; every
+  tensor must be a parameter of the model, and a parameter is read whole or not at all."""
+  out, used = {}, set()
+  for spec in param_specs(cfg, "hf"):
+    keys = [k for ks in spec.keys for k in ks]
+    present = [k in whole for k in keys]
+    if not any(present):
+      continue
+    if not all(present):
+      missing = next(k for k, p in zip(keys, present) if not p)
+      raise ConversionError(f"{src / WEIGHTS_FILE}: modules_to_save lacks {missing}")
+    layers = [spec.transform.to_flax(np, *[whole[k] for k in ks]) for ks in spec.keys]
+    out["/".join(spec.path)] = np.asarray(np.stack(layers) if spec.stacked else layers[0])
+    used.update(keys)
+  if unknown := sorted(set(whole) - used):
+    raise ConversionError(
+        f"{src / WEIGHTS_FILE}: {PREFIX}{unknown[0]} is no parameter of this model"
+        + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else "")
+    )
+  return {k: v.astype(np.float32) for k, v in out.items()}

@@ -207,14 +207,10 @@ def export_checkpoint(
   if adapters == "peft":
     if not rank:
       raise ConversionError(f"{src}: holds no LoRA adapters to export")
+    # groups the run trained in full go along as PEFT's modules_to_save
     full = _trained_in_full(params, trained[1]) if trained is not None else []
-    if full:
-      raise ConversionError(
-          f"{src}: the run trained {full} in full beside its adapters; a PEFT adapter "
-          f"would leave them out: export the model with --merge"
-      )
     with _staging(dst) as tmp:
-      return save_peft(params, cfg, tmp, base=str(src))
+      return save_peft(params, cfg, tmp, base=str(src), full=tuple(full))
   if rank and adapters == "merge":
     cfg, params = lora.merged(params, cfg)
   elif rank:

@@ -64,7 +64,11 @@ def stack_adapters(section, cfg: VLMConfig, params: Any, name: str) -> tuple[VLM
       _read_peft(folder, cfg, section, f"{name}.adapters.{key}")
       for key, folder in sorted(section.adapters.items())
   ]
-  cfg, stacked = adapter_stack.stack(cfg, [(own.compute.lora, tree) for own, tree in read])
+  try:
+    cfg, stacked = adapter_stack.stack(cfg, [(own.compute.lora, tree) for own, tree in read])
+  except ValueError as e:
+    names = ", ".join(f"{i} = {key!r}" for i, key in enumerate(sorted(section.adapters), 1))
+    raise ConfigError(f"config field '{name}.adapters' ({names}): {e}") from e
   return cfg, lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), stacked))
 
 

@@ -33,8 +33,11 @@ def stack(cfg: VLMConfig, adapters: Sequence[tuple[LoraConfig, Any]]) -> tuple[V
   stacked = {path: np.zeros(s.shape, np.float32) for path, s in shapes.items()}
   for i, (own, tree) in enumerate(adapters, start=1):
     for path, value in lora.flatten(tree).items():
-      if path not in stacked:
-        raise ValueError(f"adapter {i}: {path} is not an adapter leaf of this base")
+      if path not in stacked:  # e.g. PEFT's modules_to_save: a whole module, not per row
+        raise ValueError(
+            f"adapter {i}: {path} is no low-rank adapter leaf; a module trained in full "
+            f"cannot change per request (serve that adapter alone, or merged)"
+        )
       k, r = names[path].index("lora_adapters"), names[path].index("lora_rank") - 1
       value = np.asarray(value, np.float32)
       if path.endswith("/lora_b"):
