@@ -8,6 +8,9 @@ PEFT computes W x + (lora_alpha / r) B A x. Ours (models/lora.py) are `lora_a`
 are transformers' (the "hf" layout of mapping.py), so an adapter written here loads with
 `peft.PeftModel.from_pretrained` onto `DeepseekVL(Hybrid)ForConditionalGeneration`.
 
+Groups a LoRA run trained in full beside its adapters (the aligner, say) travel as
+PEFT's `modules_to_save`: the module's tensors under `base_model.model.<its names>`.
+
 Adaptable here: kernels that are one torch Linear (the LLM's projections, the aligner).
 SigLIP's fused qkv is three torch Linears, and SAM's blocks have no transformers names
 in PEFT's sense that we map, so adapters there are refused with the module named.
