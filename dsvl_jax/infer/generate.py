@@ -140,13 +140,13 @@ def forward_last(module: DeepseekVL, params: dict, *args, **kwargs):
   logits = jnp.einsum("vd,bd->vb", params["head"].astype(dtype), h, precision=prec).T
   if "head_lora" in params:  # as layers.Dense adds it, per row when stacked
     spec, a, b = compute.lora, params["head_lora"]["lora_a"], params["head_lora"]["lora_b"]
-    if spec.stacked:
-      rows = kwargs["adapter"]
-      a, b, eq = jnp.take(a, rows, axis=0), jnp.take(b, rows, axis=0), ("bd,bdr->br", "br,brv->bv")
+    if spec.stacked:  # all adapters' A, each row's kept (layers.Dense says why)
+      delta = jnp.einsum("bd,ndr->bnr", h, a.astype(dtype), precision=prec)
+      delta = delta * jax.nn.one_hot(kwargs["adapter"], spec.stacked, dtype=dtype)[..., None]
+      delta = jnp.einsum("bnr,nrv->bv", delta, b.astype(dtype), precision=prec)
     else:
-      eq = ("bd,dr->br", "br,rv->bv")
-    delta = jnp.einsum(eq[0], h, a.astype(dtype), precision=prec)
-    delta = jnp.einsum(eq[1], delta, b.astype(dtype), precision=prec)
+      delta = jnp.einsum("bd,dr->br", h, a.astype(dtype), precision=prec)
+      delta = jnp.einsum("br,rv->bv", delta, b.astype(dtype), precision=prec)
     logits = logits + delta * jnp.asarray(spec.alpha / spec.rank, dtype)
   return logits.astype(jnp.float32), cache
 

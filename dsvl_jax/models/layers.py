@@ -148,18 +148,23 @@ class Dense(nn.Module):
       x = nn.Dropout(lora.dropout, deterministic=False)(x)
     prec = precision_of(self.compute.precision)
     a_in = tuple(range(first_in, first_in + n_in))
+    h = jax.lax.dot_general(
+        x.astype(dtype), a.astype(dtype), ((x_in, a_in), ((), ())), precision=prec
+    )  # [*batch, (N,) rank]
     if lora.stacked:
+      # Every row through all N adapters' A (read once), each row's own kept by a
+      # one-hot mask, contracted with B over (N, rank): no per-row copy of the adapters,
+      # which made XLA:CPU fault in a fresh buffer every step (BUILD.md, "Many adapters").
       if adapter is None:  # init creates the leaves; a forward pass must say whose
-        if self.is_initializing():
-          adapter = jnp.zeros(x.shape[:1], jnp.int32)
-        else:
+        if not self.is_initializing():
           raise ValueError(f"{'/'.join(self.scope.path)}: stacked adapters need a row index")
-      a, b = jnp.take(a, adapter, axis=0), jnp.take(b, adapter, axis=0)  # [B, ...]
-      dims_a, dims_b = ((x_in, a_in), ((0,), (0,))), lambda h: (((h.ndim - 1,), (1,)), ((0,), (0,)))
+        adapter = jnp.zeros(x.shape[:1], jnp.int32)
+      pick = jax.nn.one_hot(adapter, lora.stacked, dtype=dtype)
+      h = h * pick.reshape(pick.shape[:1] + (1,) * (h.ndim - 3) + pick.shape[1:] + (1,))
+      contract = ((h.ndim - 2, h.ndim - 1), (0, 1))
     else:
-      dims_a, dims_b = ((x_in, a_in), ((), ())), lambda h: (((h.ndim - 1,), (0,)), ((), ()))
-    h = jax.lax.dot_general(x.astype(dtype), a.astype(dtype), dims_a, precision=prec)
-    h = jax.lax.dot_general(h, b.astype(dtype), dims_b(h), precision=prec)
+      contract = ((h.ndim - 1,), (0,))
+    h = jax.lax.dot_general(h, b.astype(dtype), (contract, ((), ())), precision=prec)
     return h * jnp.asarray(lora.alpha / lora.rank, dtype)
 
 
