@@ -283,8 +283,9 @@ class Trainer:
 
   def _quantized(self, base: Any) -> Any:
     """The float base (on the devices or in host memory, `_staging`) placed as the run
-    holds it, its adapted kernels quantised (lora.base_quant) one at a time: the peak is
-    the quantised base plus one float kernel, not the float base and the quantised one."""
+    holds it, its adapted kernels quantised (lora.base_quant) one at a time and their
+    float arrays deleted (`base` is consumed): the peak is the quantised base plus one
+    float kernel beside what has not been quantised yet."""
     spec = self.run_cfg.model.compute.lora
     if spec.base_quant == "none":
       return base
@@ -300,9 +301,10 @@ class Trainer:
         quantize = functools.partial(quant.quantize, kind=spec.base_quant, block=spec.quant_block)
         for k, v in jax.jit(quantize, out_shardings=where)(leaf).items():
           out[f"{module}/kernel_q/{k}"] = v
+        if isinstance(leaf, jax.Array):  # on the devices already: its memory goes now
+          leaf.delete()
       else:
         out[path] = jax.device_put(leaf, targets[path])
-      del leaf
     return lora.unflatten(out)
 
   def _name_base(self, base: Any) -> None:
