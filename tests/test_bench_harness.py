@@ -252,3 +252,29 @@ def test_rows_split_over_devices_give_the_same_answers(tmp_path):
     rows = [json.loads(x) for x in (tmp_path / name / "mixed.predictions.jsonl").open()]
     outputs[name] = {r["id"]: r["output"] for r in rows}
   assert outputs["one"] == outputs["eight"]
+
+
+def test_a_rerun_by_another_model_or_settings_refuses_to_mix_answers(fixtures, tmp_path):
+  """Predictions are resumed only for the model, generation settings and prompts that
+  made them (NAME.run.json); anything else stops in one line naming what differs."""
+  from dsvl_jax.config.schema import ConfigError
+
+  sets = {"pope": f"pope:{fixtures['pope']}"}
+  eval_run.run(_config(sets, max_items=4), str(tmp_path))
+  again = eval_run.run(_config(sets), str(tmp_path))  # same model: the rest is answered
+  assert again["pope"]["generated_now"] == again["pope"]["num_items"] - 4
+  for field, value, differs in (
+      ("seed", 1, "params"),
+      ("eval.max_new_tokens", 7, "max_new_tokens"),
+      ("eval.system_prompt", "default", "system_prompt"),
+  ):
+    config = _config(sets)
+    node, leaf = (config.eval, field[5:]) if field.startswith("eval.") else (config, field)
+    assert node[leaf] != value
+    node[leaf] = value
+    with pytest.raises(ConfigError, match=f"another model or other settings .*{differs}") as e:
+      eval_run.run(config, str(tmp_path))
+    assert "\n" not in str(e.value)
+  (tmp_path / "pope.run.json").unlink()
+  with pytest.raises(ConfigError, match="no record of the model"):
+    eval_run.run(_config(sets), str(tmp_path))

@@ -16,7 +16,7 @@ next to each other (`sort_key`).
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
@@ -59,6 +59,20 @@ class AnswerGenerator:
       self.generator = Generator(self.cfg, params, prompt_bucket=self.prompt_bucket, mesh=self.mesh)
     else:
       self.generator.set_params(params)
+
+  def identity(self) -> dict[str, Any]:
+    """What its answers depend on: the parameters (run_base.fingerprint), the compute
+    dtype and the generation settings (a resumed benchmark run must match them)."""
+    if self.generator is None:
+      raise RuntimeError("AnswerGenerator: call set_params(params) first")
+    from dsvl_jax.checkpoint.run_base import fingerprint  # pylint: disable=g-import-not-at-top
+
+    return {
+        "params": fingerprint(self.generator.params),
+        "dtype": self.cfg.compute.dtype,
+        "max_new_tokens": self.sampling.max_new_tokens,
+        "stop_strings": list(self.sampling.stop_strings),
+    }
 
   def __call__(self, prompts: Sequence[Sample]) -> list[str]:
     """Samples (ids [P], images [n, 3, S, S]) -> one answer string each."""

@@ -3,7 +3,8 @@
   items (the benchmark's loader, public files as released)
   -> prompts: the "deepseek" template around the benchmark's user turn, images through
      the model's processor (exactly as the chat CLI builds a turn)
-  -> pending = items without a line in the predictions file (a rerun resumes)
+  -> pending = items without a line in the predictions file (a rerun resumes, when the
+     same model, generation settings and prompts answered them: NAME.run.json)
   -> sorted by prompt length (items about the same image adjacent), cut into batches
      of `batch_size`; prompt lengths are padded to `length_bucket` multiples, so each
      compiled shape is reused; a prefix rows share is computed once (generation.py)
@@ -21,12 +22,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import pathlib
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
+from dsvl_jax.checkpoint.run_base import FINGERPRINT_RTOL
+from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.benchmarks.base import BenchItem, Benchmark
 from dsvl_jax.eval.generation import sort_key
@@ -53,6 +57,46 @@ def read_predictions(outdir: pathlib.Path, name: str) -> dict[str, dict[str, Any
         continue
       done[row["id"]] = row
   return done
+
+
+def _check_run(
+    outdir: pathlib.Path,
+    name: str,
+    identity: dict[str, Any],
+    done: dict[str, dict[str, Any]],
+    prompts: dict[str, str],
+) -> None:
+  """Refuses to resume predictions that another model, other generation settings or
+  another prompt produced (OUTDIR/NAME.run.json records what answered them), so a run
+  never mixes answers."""
+  if not done:
+    return
+  where = f"{outdir}/{name}.predictions*.jsonl"
+  fix = "evaluate into another directory, or remove them to start afresh"
+  record = outdir / f"{name}.run.json"
+  if not record.is_file():
+    raise ConfigError(f"{where}: no record of the model that answered them ({record}); {fix}")
+  before = json.loads(record.read_text())
+  differ = [
+      k for k in sorted(set(before) | set(identity)) if not _same(before.get(k), identity.get(k))
+  ]
+  changed = [i for i, row in done.items() if i in prompts and row.get("prompt") != prompts[i]]
+  if changed:
+    differ.append(f"the prompt of {len(changed)} items (first: {changed[0]})")
+  if differ:
+    raise ConfigError(
+        f"{where} were answered by another model or other settings ({', '.join(differ)} "
+        f"differ); {fix}"
+    )
+
+
+def _same(a: Any, b: Any) -> bool:
+  """Equal, parameter fingerprints to their summing's rounding (run_base)."""
+  if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+    return all(_same(x, y) for x, y in zip(a, b))
+  if isinstance(a, float) and isinstance(b, float):
+    return math.isclose(a, b, rel_tol=FINGERPRINT_RTOL)
+  return a == b
 
 
 def build_sample(
@@ -117,8 +161,15 @@ def run_benchmark(
   if write:
     outdir.mkdir(parents=True, exist_ok=True)
   done = read_predictions(outdir, name) if resume else {}
-  pending = [it for it in items if it.id not in done][process_index::process_count]
   template = template_for(system_prompt)
+  if resume:
+    identity = {"system_prompt": system_prompt}
+    if hasattr(answerer, "identity"):
+      identity.update(answerer.identity())
+    _check_run(outdir, name, identity, done, {it.id: bench.prompt(it) for it in items})
+    if process_index == 0 and write:
+      (outdir / f"{name}.run.json").write_text(json.dumps(identity, indent=1) + "\n")
+  pending = [it for it in items if it.id not in done][process_index::process_count]
   processor = ImageProcessorConfig.for_model(cfg)
   out_file = predictions_path(outdir, name, process_index, process_count) if write else None
   t0 = time.perf_counter()
