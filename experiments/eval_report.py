@@ -5,8 +5,8 @@ Table 5 (benchmarks as columns, models as rows), the published numbers beside ou
       --run "ours 1.3B chat=out/eval-1.3b" [--out report.md]
 
 A run is "label=WORKDIR" of `--config.mode=eval`; each WORKDIR/<set>.summary.json is
-matched to a column by its benchmark ("benchmark" field) and, for POPE and MMBench,
-its headline metric. Published: the DeepSeek-VL paper (arXiv 2403.05525), chat models.
+matched to a column by its benchmark ("benchmark" field) and, for MMBench, its language
+(MMB or MMB-CN). Published: the DeepSeek-VL paper (arXiv 2403.05525), chat models.
 """
 
 from __future__ import annotations
@@ -15,41 +15,47 @@ import argparse
 import json
 import pathlib
 
-# column -> (benchmark, metric in the summary, scale to the paper's unit)
+# column -> (benchmark, metric in the summary, scale to the paper's unit, language or
+# None): Table 5's columns in its order (MMB and MMB-CN: MMBench dev, English and
+# Chinese), then ScienceQA-IMG, which the paper does not report.
 COLUMNS = {
-    "MMB": ("mmbench", "circular_accuracy", 100.0),
-    "SEED": ("seedbench", "accuracy", 100.0),
-    "POPE": ("pope", "f1", 100.0),
-    "MMMU": ("mmmu", "accuracy", 100.0),
-    "OCRBench": ("ocrbench", "score", 1.0),
-    "ScienceQA-IMG": ("scienceqa", "accuracy", 100.0),
+    "MMMU": ("mmmu", "accuracy", 100.0, None),
+    "CMMMU": ("cmmmu", "accuracy", 100.0, None),
+    "MMB": ("mmbench", "circular_accuracy", 100.0, "en"),
+    "MMB-CN": ("mmbench", "circular_accuracy", 100.0, "zh"),
+    "SEED": ("seedbench", "accuracy", 100.0, None),
+    "OCRBench": ("ocrbench", "score", 1.0, None),
+    "POPE": ("pope", "f1", 100.0, None),
+    "MathVista": ("mathvista", "accuracy", 100.0, None),
+    "MM-Vet": ("mmvet", "score", 100.0, None),
+    "ScienceQA-IMG": ("scienceqa", "accuracy", 100.0, None),
 }
-PUBLISHED = {  # paper section 4 (Table 5): chat models
-    "DeepSeek-VL-7B-chat (paper)": {
-        "MMB": 73.2,
-        "SEED": 70.4,
-        "POPE": 88.1,
-        "MMMU": 36.6,
-        "OCRBench": 456,
-    },
-    "DeepSeek-VL-1.3B-chat (paper)": {
-        "MMB": 64.6,
-        "SEED": 66.7,
-        "POPE": 87.6,
-        "MMMU": 32.2,
-        "OCRBench": 409,
-    },
+# The paper's Table 5 (chat models), as ../shared/paper.md transcribes it.
+PUBLISHED = {
+    "DeepSeek-VL-7B-chat (paper)": dict(
+        zip(COLUMNS, (36.6, 37.9, 73.2, 72.8, 70.4, 456, 88.1, 36.1, 41.5))
+    ),
+    "DeepSeek-VL-1.3B-chat (paper)": dict(
+        zip(COLUMNS, (32.2, 27.4, 64.6, 61.3, 66.7, 409, 87.6, 31.1, 34.8))
+    ),
 }
 
 
 def read_run(workdir: pathlib.Path) -> dict[str, float]:
-  """{column: value} of the summaries in a workdir (the first of each benchmark)."""
+  """{column: value} of the summaries in a workdir; two summaries for one column (two
+  MMBench-EN runs, say) are refused rather than one picked by name."""
   out: dict[str, float] = {}
+  source: dict[str, str] = {}
   for path in sorted(workdir.glob("*.summary.json")):
     summary = json.loads(path.read_text())
-    for column, (bench, metric, scale) in COLUMNS.items():
-      if summary.get("benchmark") == bench and metric in summary and column not in out:
-        out[column] = summary[metric] * scale
+    for column, (bench, metric, scale, language) in COLUMNS.items():
+      if summary.get("benchmark") != bench or metric not in summary:
+        continue
+      if language is not None and summary.get("language", "en") != language:
+        continue
+      if column in out:
+        raise SystemExit(f"{workdir}: {source[column]} and {path.name} are both {column}; keep one")
+      out[column], source[column] = summary[metric] * scale, path.name
   return out
 
 
@@ -74,8 +80,8 @@ def main() -> None:
   rows = {} if args.no_published else dict(PUBLISHED)
   for spec in args.run:
     label, sep, workdir = spec.partition("=")
-    if not sep:
-      ap.error(f"--run {spec!r}: expected label=WORKDIR")
+    if not (sep and label and pathlib.Path(workdir).is_dir()):
+      ap.error(f"--run {spec!r}: expected label=WORKDIR, an existing folder")
     rows[label] = read_run(pathlib.Path(workdir))
   text = table(rows)
   print(text)

@@ -25,7 +25,8 @@ rotations generated here, with those same ids. `group` is the original index.
 Prompt and answer extraction: `choice.py` (the same English instruction for the
 Chinese set). Metrics: circular_accuracy (the official number), vanilla_accuracy
 (rotation 0 only, i.e. each question asked once as released), category/<name>
-(circular), num_items (questions), num_rotations, unparsed (rotations).
+(circular), num_items (questions), num_rotations, unparsed (rotations), language ("zh"
+for MMBench-CN, read from the questions).
 """
 
 from __future__ import annotations
@@ -208,8 +209,9 @@ parse = choice.item_answer
 is_correct = exact_match
 
 
-def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
-  """CircularEval over the rotations in `items` (parsed[i] answers items[i])."""
+def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, Any]:
+  """CircularEval over the rotations in `items` (parsed[i] answers items[i]); `language`
+  "zh" when most questions are Chinese (MMBench-CN), else "en"."""
   check_answers(items, parsed)
   right: dict[str, list[bool]] = {}
   category: dict[str, str] = {}
@@ -221,7 +223,10 @@ def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str,
     if item.extra.get("rotation", 0) == 0:
       vanilla.append(ok)
   passed = {g: all(flags) for g, flags in right.items()}
-  metrics: dict[str, float] = {
+  chinese = sum(any("\u4e00" <= ch <= "\u9fff" for ch in item.question) for item in items)
+  metrics: dict[str, Any] = {
+      # MMBench-CN or MMBench (EN): reports put them in their own columns
+      "language": "zh" if chinese * 2 > len(items) else "en",
       "circular_accuracy": accuracy(list(passed.values())),
       "vanilla_accuracy": accuracy(vanilla),
       "num_items": len(passed),
