@@ -263,6 +263,11 @@ def test_a_rerun_by_another_model_or_settings_refuses_to_mix_answers(fixtures, t
   eval_run.run(_config(sets, max_items=4), str(tmp_path))
   again = eval_run.run(_config(sets), str(tmp_path))  # same model: the rest is answered
   assert again["pope"]["generated_now"] == again["pope"]["num_items"] - 4
+  # answers the official rule decided by its default "yes" are counted
+  from dsvl_jax.eval.benchmarks import pope
+
+  rows = [json.loads(x) for x in (tmp_path / "pope.predictions.jsonl").open()]
+  assert again["pope"]["fallbacks"] == sum(pope.fallback(None, r["output"]) for r in rows)
   for field, value, differs in (
       ("seed", 1, "params"),
       ("eval.max_new_tokens", 7, "max_new_tokens"),

@@ -82,43 +82,42 @@ def test_pope_missing_image_names_line(pope_dir):
     pope.load(pope_dir)
 
 
-def _official(output: str) -> str:
-  """POPE's evaluate.py rule as written there (applied to the stripped output)."""
-  text = output.strip()
-  if "." in text:
-    text = text.split(".")[0]
-  words = text.replace(",", "").split(" ")
-  return "no" if ("No" in words or "not" in words or "no" in words) else "yes"
-
-
+# The official rule (github.com/AoiDragon/POPE evaluate.py at 08d957b917e5, unchanged
+# since f3ec604337f1; LLaVA's llava/eval/eval_pope.py at c121f0432da2 has the same):
+# the text before the first ".", commas deleted, split on " ", "no" when one word is
+# exactly "No", "not" or "no", else "yes". Expected answers below were worked out from
+# that code by hand; `fallback`: "yes" without the word yes in the first sentence.
 POPE_OUTPUTS = [
-    ("Yes, there is a dog.", "yes"),
-    ("Yes", "yes"),
-    ("yes", "yes"),
-    ("YES!", "yes"),
-    ("No.", "no"),
-    ("no", "no"),
-    (" No, there is no dog in the image.\n", "no"),
-    ("There is not a dog", "no"),
-    ("There is a dog, not a cat.", "no"),  # comma removed, "not" is a word
-    ("No, it isn't.", "no"),  # the comma goes before the split: "No" is a word
-    ("Yes. There is no cat.", "yes"),  # only the first sentence is read
-    ("There is a dog. No doubt.", None),  # first sentence has neither word
-    ("I cannot tell", None),  # official: "yes"
-    ("There is a dog in the image.", None),  # official: "yes"
-    ("NO", None),  # the official no-words are case-sensitive; official: "yes"
-    ("Not at all.", None),  # "Not" is not one of them either
-    ("Nothing here", None),
-    ("Yesterday it was there", None),
-    ("", None),
+    ("Yes, there is a dog.", "yes", False),
+    ("Yes", "yes", False),
+    ("yes", "yes", False),
+    ("YES!", "yes", False),
+    ("No.", "no", False),
+    ("no", "no", False),
+    ("no.", "no", False),
+    (" No, there is no dog in the image.\n", "no", False),  # stripped first, as LLaVA writes
+    ("There is not a dog", "no", False),
+    ("There is no dog in the image.", "no", False),
+    ("There is a dog, not a cat.", "no", False),  # comma removed, "not" is a word
+    ("No, it isn't.", "no", False),  # the comma goes before the split: "No" is a word
+    ("Yes. There is no cat.", "yes", False),  # only the first sentence is read
+    ("Yes. But there is not a cat.", "yes", False),
+    ("There is a dog. No doubt.", "yes", True),
+    ("I cannot tell", "yes", True),
+    ("There is a dog in the image.", "yes", True),  # the audit's case: official "yes"
+    ("NO", "yes", True),  # the no-words are case-sensitive
+    ("Not at all.", "yes", True),  # "Not" is not one of them either
+    ("There isn't a dog.", "yes", True),  # "isn't" is not "not"
+    ("Nothing here", "yes", True),
+    ("Yesterday it was there", "yes", True),
+    ("", "yes", True),
 ]
 
 
-@pytest.mark.parametrize("output,expected", POPE_OUTPUTS)
-def test_pope_extraction(output, expected):
+@pytest.mark.parametrize("output,expected,fell_back", POPE_OUTPUTS)
+def test_pope_extraction_is_the_official_rule(output, expected, fell_back):
   assert pope.parse(None, output) == expected
-  # a parsed answer is always the official script's answer
-  assert expected is None or _official(output) == expected
+  assert pope.fallback(None, output) == fell_back
 
 
 def _metrics(tp, fp, tn, fn, unparsed_yes, unparsed_no):
@@ -155,27 +154,27 @@ def test_pope_metrics_from_planted_answers(pope_dir):
       "There is not.",  # TP, TN
       "No.",
       "I cannot tell",
-  ]  # FN, unparsed (label no)
+  ]  # FN, FP (label no: the official default "yes")
   parsed = [pope.parse(it, o) for it, o in zip(items, outputs)]
-  assert parsed == ["yes", "yes", "yes", "no", "yes", "no", "no", None]
+  assert parsed == ["yes", "yes", "yes", "no", "yes", "no", "no", "yes"]
   got = pope.score(items, parsed)
-  want = _metrics(tp=3, fp=1, tn=2, fn=1, unparsed_yes=0, unparsed_no=1)
-  assert want["accuracy"] == 5 / 8 and want["precision"] == 3 / 4
-  assert want["recall"] == 3 / 4 and want["yes_ratio"] == 4 / 7
+  want = _metrics(tp=3, fp=2, tn=2, fn=1, unparsed_yes=0, unparsed_no=0)
+  assert want["accuracy"] == 5 / 8 and want["precision"] == 3 / 5
+  assert want["recall"] == 3 / 4 and want["yes_ratio"] == 5 / 8
   _check(got, want)
-  assert got["f1"] == pytest.approx(0.75)
+  assert got["f1"] == pytest.approx(2 / 3)
   _check(got, _metrics(tp=2, fp=1, tn=1, fn=0, unparsed_yes=0, unparsed_no=0), "random/")
   assert got["random/f1"] == pytest.approx(0.8)
   _check(got, _metrics(tp=1, fp=0, tn=1, fn=0, unparsed_yes=0, unparsed_no=0), "popular/")
-  # adversarial: one miss and one unparsed: nothing right, no precision (0/0 -> 0)
+  # adversarial: a miss and a false "yes": nothing right
   assert {k: got[f"adversarial/{k}"] for k in want} == {
       "accuracy": 0.0,
       "precision": 0.0,
       "recall": 0.0,
       "f1": 0.0,
-      "yes_ratio": 0.0,
+      "yes_ratio": 0.5,
       "num_items": 2.0,
-      "unparsed": 1.0,
+      "unparsed": 0.0,
   }
 
 

@@ -33,7 +33,14 @@ from dsvl_jax.eval.likelihood import LikelihoodSets, SetSource
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.processor.tokenizer import Tokenizer
 
-_NOT_HEADLINE = ("seconds", "num_items", "unparsed", "generated_now", "chance_accuracy")
+_NOT_HEADLINE = (
+    "seconds",
+    "num_items",
+    "unparsed",
+    "fallbacks",
+    "generated_now",
+    "chance_accuracy",
+)
 
 
 class Evaluator:

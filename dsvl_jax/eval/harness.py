@@ -197,6 +197,12 @@ def run_benchmark(
       "benchmark": kind,
       "path": str(path),
       **bench.score(items, parsed),
+      # answers an official rule decided by its default (POPE's "yes", MMMU's random pick)
+      **(
+          {"fallbacks": sum(bool(bench.fallback(it, done[it.id]["output"])) for it in items)}
+          if hasattr(bench, "fallback")
+          else {}
+      ),
       "generated_now": len(pending),
       "seconds": time.perf_counter() - t0,
   }

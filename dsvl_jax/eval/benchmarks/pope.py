@@ -22,14 +22,14 @@ instruction MME writes into its questions and VLMEvalKit appends to yes/no quest
 that lack one; LLaVA-1.5 instead appends "Answer the question using a single word or
 phrase.").
 
-Answer rule: POPE's evaluate.py, with its silent default removed. The official script
-reads only the text before the first "." (the whole text if there is none), deletes
-commas, splits on single spaces and answers "no" when one of the words is exactly "No",
-"not" or "no" (case-sensitive: "NO", "Not" do not count); everything else becomes
-"yes". Here the output is stripped first (the reference answer files hold stripped
-outputs), the "no" test is the official one, and "yes" is returned only when that first
-sentence holds the word "yes" (any case); anything else is None (unparsed), never a
-guessed "yes". So a parsed answer always equals the official script's answer.
+Answer rule: POPE's evaluate.py (github.com/AoiDragon/POPE, evaluate.py at 08d957b,
+as LLaVA's eval_pope.py scores it too): only the text before the first "." (the whole
+text if there is none) is read; commas are deleted; it is split on single spaces, and
+the answer is "no" when one of the words is exactly "No", "not" or "no" (case-sensitive:
+"NO", "Not" do not count), else "yes", whatever the text says. The output is stripped
+first, as the answer files the script reads hold stripped outputs. The summary's
+`fallbacks` counts the answers that became "yes" without the word "yes" (any case) in
+that first sentence: the official rule's silent default, reported, not changed.
 
 Metrics (overall and, when the items span several splits, "<split>/<metric>" for each),
 positive class = "yes":
@@ -161,18 +161,20 @@ def first_sentence(output: str) -> str:
   return output.strip().split(".", 1)[0]
 
 
-def extract(output: str) -> str | None:
-  """'no' / 'yes' / None for a raw output (the rule in the module docstring)."""
-  sentence = first_sentence(output)
-  words = sentence.replace(",", "").split(" ")
-  if any(w in _NO_WORDS for w in words):
-    return "no"
-  if _YES.search(sentence):
-    return "yes"
-  return None  # evaluate.py would count this as "yes"
+def extract(output: str) -> str:
+  """'no' / 'yes' for a raw output (the official rule, module docstring)."""
+  words = first_sentence(output).replace(",", "").split(" ")
+  return "no" if any(w in _NO_WORDS for w in words) else "yes"
 
 
-def parse(item: BenchItem, output: str) -> str | None:
+def fallback(item: BenchItem, output: str) -> bool:
+  """Whether the official rule said "yes" to an output that does not say yes (the
+  harness reports the count as `fallbacks`)."""
+  del item
+  return extract(output) == "yes" and not _YES.search(first_sentence(output))
+
+
+def parse(item: BenchItem, output: str) -> str:
   del item  # the rule does not depend on the question
   return extract(output)
 
