@@ -138,6 +138,7 @@ def test_mmbench_circular_eval(tmp_path, circular):
   items = mmbench.load(mmb_fixture.build(tmp_path, circular=circular))
   parsed = [mmbench.parse(m, o) for m, o in zip(items, planted_outputs(items))]
   assert mmbench.score(items, parsed) == {
+      "language": "en",  # the fixture's English questions (MMB, not MMB-CN)
       "circular_accuracy": 2 / 5,  # 15 and 1001 pass; 27, 113, 240 each miss one
       "vanilla_accuracy": 4 / 5,  # rotation 0 is right everywhere but 240
       "category/attribute_recognition": 1 / 2,  # 15 passes, 240 fails
