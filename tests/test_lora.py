@@ -289,3 +289,31 @@ def test_a_random_base_is_written_once_and_a_changed_base_is_refused(tmp_path):
     Trainer(run_config(**{**fields, "train.steps": 6}), tmp_path / "cut").run()
   assert _final(tmp_path / "cut")[0] == 4  # nothing moved aside as damaged
   assert not (tmp_path / "cut" / "checkpoints_damaged").exists()
+
+
+def test_a_lora_run_saved_whole_before_base_json_resumes_as_it_was(base_run, tmp_path, monkeypatch):
+  """Steps a LoRA run saved whole (no base.json: before runs named their base) resume,
+  and the run goes on saving whole steps."""
+  from dsvl_jax.checkpoint import run_base
+  from dsvl_jax.train import checkpoints
+
+  fields = _lora_fields(base_run)
+  Trainer(run_config(**fields), tmp_path / "new").run()
+  with monkeypatch.context() as m:  # the old behaviour: every parameter saved, no base.json
+    m.setattr(run_base, "write", lambda *a, **k: None)
+    m.setattr(
+        Trainer,
+        "checkpoints",
+        property(
+            lambda self: self.__dict__.setdefault(
+                "_ckpt", checkpoints.Checkpoints(self.workdir, 3, False)
+            )
+        ),
+    )
+    Trainer(run_config(**fields), tmp_path / "old").run(until=2)
+  assert not (tmp_path / "old" / "base.json").exists()
+  Trainer(run_config(**fields), tmp_path / "old").run()
+  step, whole, _, _ = _final(tmp_path / "old")
+  assert step == 4 and any(not lora.is_adapter(p) for p in flat(whole) if "llm" in p)
+  new = _final(tmp_path / "new")[1]
+  chex.assert_trees_all_equal({k: flat(whole)[k] for k in flat(new)}, flat(new))

@@ -56,8 +56,8 @@ def _read_peft(folder: str, cfg: VLMConfig, section, field: str) -> tuple[VLMCon
 
 def stack_adapters(section, cfg: VLMConfig, params: Any, name: str) -> tuple[VLMConfig, Any]:
   """section.adapters ({model name: PEFT folder}) stacked over the base
-  (models/adapter_stack.py): adapter i + 1 is the i-th name in sorted order, 0 the base alone (config
-  data keeps no order of its own)."""
+  (models/adapter_stack.py): adapter i + 1 is the i-th name in sorted order (config data
+  keeps no order of its own), 0 the base alone."""
   from dsvl_jax.models import adapter_stack, lora  # pylint: disable=g-import-not-at-top
 
   read = [

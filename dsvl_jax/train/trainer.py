@@ -217,7 +217,13 @@ class Trainer:
   def checkpoints(self) -> Checkpoints:
     train = self.run_cfg.train
     # A LoRA run saves what it trains; the base is named once (checkpoint/run_base.py).
-    saved = (self.mask, self.base_params) if self.run_cfg.model.compute.lora.rank else None
+    # One whose steps were saved whole before base.json existed goes on saving them so.
+    whole = (
+        params_io.latest_params_dir(self.workdir) is not None
+        and run_base.read(self.workdir) is None
+    )
+    lora_run = self.run_cfg.model.compute.lora.rank > 0
+    saved = (self.mask, self.base_params) if lora_run and not whole else None
     return Checkpoints(self.workdir, train.keep_checkpoints, train.async_checkpoints, saved)
 
   # -- state ---------------------------------------------------------------------------
