@@ -3,6 +3,7 @@ completions equal Generator.generate on the same prompt; every bad request gets 
 status and message and the server goes on serving; a closed connection frees its slot."""
 
 import base64
+import contextlib
 import json
 import threading
 import time
@@ -370,8 +371,11 @@ def test_queue_full_is_429_and_the_server_recovers():
     # A long answer holds the one slot and a second one waits. The engine stops after 32
     # decode steps until released, far from 960 tokens: timing it would be a race, as
     # 960 tiny-model tokens take half a second; and an EOS must not end it early.
+    # The gate holds until released (or 600 s): while it holds, the engine turns no more,
+    # so nothing but this test changes what its status shows (a 60 s gate that timed
+    # out on a loaded CI host let the engine go on and the check below read a moved queue).
     gate, step, steps = threading.Event(), service.engine._step, iter(range(32))
-    service.engine._step = lambda: (next(steps, None) is None and gate.wait(60), step())
+    service.engine._step = lambda: (next(steps, None) is None and gate.wait(600), step())
     hold = {
         "messages": [
             {"role": "system", "content": ""},
@@ -383,11 +387,15 @@ def test_queue_full_is_429_and_the_server_recovers():
         "stream": True,
         "ignore_eos": True,
     }
-    with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=60) as r:
+    with (
+        contextlib.ExitStack() as release,
+        httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=300) as r,
+    ):
+      release.callback(gate.set)  # whatever fails below, the engine is let go
       assert r.status_code == 200
       next(r.iter_lines())
-      with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=60):
-        deadline = time.time() + 30
+      with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=300):
+        deadline = time.time() + 120
         while service.engine.status()["queued"] < 1 and time.time() < deadline:
           time.sleep(0.02)
         assert service.engine.status()["queued"] == 1, service.engine.status()
