@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import pathlib
-from typing import Any, Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -61,10 +61,17 @@ def write(workdir: str | pathlib.Path, path: str | pathlib.Path, print_: list[fl
     (pathlib.Path(workdir) / BASE_FILE).write_text(json.dumps(ref, indent=2) + "\n")
 
 
+def matches(got: list[float], want: list[float]) -> bool:
+  """Whether two fingerprints are of the same parameters (to their summing's rounding)."""
+  return len(got) == len(want) and all(
+      math.isclose(g, w, rel_tol=FINGERPRINT_RTOL) for g, w in zip(got, want)
+  )
+
+
 def check(ref: dict, base: Any, workdir: str | pathlib.Path) -> None:
   """Refuses a base whose fingerprint is not the one the run recorded."""
   got, want = fingerprint(base), ref["fingerprint"]
-  if not all(math.isclose(g, w, rel_tol=FINGERPRINT_RTOL) for g, w in zip(got, want)):
+  if not matches(got, want):
     raise ConfigError(
         f"{workdir}: its base {ref['path']} has changed since the run started (parameter "
         f"sums {got} against {want} recorded in {BASE_FILE}); restore that base or "
@@ -86,19 +93,12 @@ def saved_paths(params_dir: str | pathlib.Path) -> list[str]:
   return sorted(lora.flatten(meta.tree if hasattr(meta, "tree") else meta))
 
 
-def compose(
-    cfg: VLMConfig,
-    base: Any,
-    params_dir: str | pathlib.Path,
-    abstract: Any,
-    quantize: Callable[[Any], Any] | None = None,
-) -> Any:
+def compose(cfg: VLMConfig, base: Any, params_dir: str | pathlib.Path, abstract: Any) -> Any:
   """The run's parameters: `base` (float, the plain config's tree), its adapted kernels
-  quantised as cfg says (`quantize`: how, given a place for them; default
-  lora.quantized), under the leaves saved in params_dir, restored onto `abstract` (the
-  whole tree's ShapeDtypeStructs)."""
+  quantised as cfg says, under the leaves saved in params_dir, restored onto `abstract`
+  (the whole tree's ShapeDtypeStructs)."""
   if cfg.compute.lora.base_quant != "none":
-    base = (quantize or (lambda p: lora.quantized(p, cfg)))(base)
+    base = lora.quantized(base, cfg)
   flat_abstract = lora.flatten(abstract)
   target = lora.unflatten({k: flat_abstract[k] for k in saved_paths(params_dir)})
   with ocp.StandardCheckpointer() as ckptr:

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import pathlib
 import time
 from typing import Any, Sequence
 
 import numpy as np
 
-from dsvl_jax.checkpoint.run_base import FINGERPRINT_RTOL
+from dsvl_jax.checkpoint.run_base import matches
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.benchmarks.base import BenchItem, Benchmark
@@ -78,7 +77,7 @@ def _check_run(
     raise ConfigError(f"{where}: no record of the model that answered them ({record}); {fix}")
   before = json.loads(record.read_text())
   differ = [
-      k for k in sorted(set(before) | set(identity)) if not _same(before.get(k), identity.get(k))
+      k for k in sorted(set(before) | set(identity)) if not _same(k, before.get(k), identity.get(k))
   ]
   changed = [i for i, row in done.items() if i in prompts and row.get("prompt") != prompts[i]]
   if changed:
@@ -90,12 +89,10 @@ def _check_run(
     )
 
 
-def _same(a: Any, b: Any) -> bool:
-  """Equal, parameter fingerprints to their summing's rounding (run_base)."""
-  if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
-    return all(_same(x, y) for x, y in zip(a, b))
-  if isinstance(a, float) and isinstance(b, float):
-    return math.isclose(a, b, rel_tol=FINGERPRINT_RTOL)
+def _same(key: str, a: Any, b: Any) -> bool:
+  """Equal; parameter fingerprints to their summing's rounding (run_base.matches)."""
+  if key == "params" and isinstance(a, list) and isinstance(b, list):
+    return matches(a, b)
   return a == b
 
 
