@@ -21,18 +21,16 @@ def _config(sets, **eval_fields):
   c.eval.tokenizer = "builtin:bytes"
   c.eval.sets = {name: spec for name, spec in sets.items()}
   # textmc is scored by likelihood alone (generate=False), as the paper scores MMLU
-  c.eval.update(
-      dict(
-          max_new_tokens=6,
-          batch_size=4,
-          length_bucket=64,
-          progress=False,
-          few_shot=1,
-          system_prompt="",
-          generate=False,
-          **eval_fields,
-      )
+  defaults = dict(
+      max_new_tokens=6,
+      batch_size=4,
+      length_bucket=64,
+      progress=False,
+      few_shot=1,
+      system_prompt="",
+      generate=False,
   )
+  c.eval.update({**defaults, **eval_fields})
   return c
 
 
@@ -47,9 +45,9 @@ def counted(monkeypatch):
   calls = []
   original = AnswerGenerator.__call__
 
-  def wrapped(self, prompts):
+  def wrapped(self, prompts, max_new_tokens=None):
     calls.append(len(prompts))
-    return original(self, prompts)
+    return original(self, prompts, max_new_tokens)
 
   monkeypatch.setattr(AnswerGenerator, "__call__", wrapped)
   return calls
@@ -283,3 +281,57 @@ def test_a_rerun_by_another_model_or_settings_refuses_to_mix_answers(fixtures, t
   (tmp_path / "pope.run.json").unlink()
   with pytest.raises(ConfigError, match="no record of the model"):
     eval_run.run(_config(sets), str(tmp_path))
+
+
+def test_set_options_reach_the_loader_and_a_wrong_one_fails_in_one_line(fixtures, tmp_path):
+  """eval.set_options[name] are the loader's keywords: POPE's questions in one folder
+  and its COCO images in another run only with image_dir given; an option the loader
+  lacks, or options for a set that is not there, stop at start in one line."""
+  import shutil
+
+  from dsvl_jax.config.schema import ConfigError
+
+  questions, coco = tmp_path / "pope", tmp_path / "coco" / "val2014"
+  shutil.copytree(pathlib.Path(fixtures["pope"]).parent / "val2014", coco)
+  questions.mkdir()
+  for f in pathlib.Path(fixtures["pope"]).glob("coco_pope_*.json"):
+    shutil.copy(f, questions)
+  sets = {"pope": f"pope:{questions}"}
+  with pytest.raises(FileNotFoundError, match="image folder"):
+    eval_run.run(_config(sets, max_items=2), str(tmp_path / "out"))
+  c = _config(sets, max_items=2)
+  c.eval.set_options = {"pope": {"image_dir": str(coco)}}
+  assert eval_run.run(c, str(tmp_path / "out"))["pope"]["num_items"] == 2
+  for options, message in (
+      ({"pope": {"image_root": "x"}}, r"pope has no option \['image_root'\]; its options"),
+      ({"other": {"split": "dev"}}, r"not in eval.sets: \['other'\]"),
+  ):
+    c = _config(sets)
+    c.eval.set_options = options
+    with pytest.raises(ConfigError, match=message) as e:
+      eval_run.run(c, str(tmp_path / "bad"))
+    assert "\n" not in str(e.value)
+
+
+def test_each_benchmark_answers_at_its_published_length(fixtures, tmp_path, monkeypatch):
+  """eval.max_new_tokens=0: each benchmark's MAX_NEW_TOKENS reaches the generator and
+  its run record; a number given overrides every set."""
+  from dsvl_jax.eval.benchmarks import registry
+
+  seen = []
+  original = AnswerGenerator.__call__
+
+  def wrapped(self, prompts, max_new_tokens=None):
+    seen.append(max_new_tokens)
+    return original(self, prompts, 3)  # short answers: the test is about the setting
+
+  monkeypatch.setattr(AnswerGenerator, "__call__", wrapped)
+  sets = {"pope": f"pope:{fixtures['pope']}"}
+  eval_run.run(_config(sets, max_items=2, max_new_tokens=0), str(tmp_path / "a"))
+  published = registry.get("pope").MAX_NEW_TOKENS
+  assert seen and set(seen) == {published}
+  record = json.loads((tmp_path / "a" / "pope.run.json").read_text())
+  assert record["max_new_tokens"] == published
+  seen.clear()
+  eval_run.run(_config(sets, max_items=2, max_new_tokens=9), str(tmp_path / "b"))
+  assert set(seen) == {9}

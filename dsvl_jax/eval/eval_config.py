@@ -24,6 +24,9 @@ class EvalConfig:
   # benchmark release (mmbench, seedbench, pope, scienceqa, mmmu, ocrbench); a mapping
   # in config data (`default_config`)
   sets: tuple[tuple[str, str], ...] = ()
+  # set name -> keyword options of its benchmark's loader, e.g. {"pope": {"image_dir":
+  # "/coco/val2014"}}, {"mmmu": {"split": "dev"}} (BUILD.md lists each benchmark's)
+  set_options: tuple[tuple[str, tuple[tuple[str, Any], ...]], ...] = ()
   checkpoint: str = ""  # mode=eval: what dsvl_jax.load reads ("" = random init of config.model)
   adapter: str = ""  # a PEFT LoRA folder applied over the checkpoint, unmerged ("" = none)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
@@ -33,7 +36,9 @@ class EvalConfig:
   batch_size: int = 8  # rows (item x option) per scoring forward; prompts per generation batch
   length_bucket: int = 64  # rows and prompts are padded to a multiple of this (fewer compiles)
   generate: bool = True  # also greedy-generate answers and report exact match
-  max_new_tokens: int = 32  # generation length limit per answer
+  # generation length limit per answer; 0 = each benchmark's published setup (its
+  # MAX_NEW_TOKENS), 32 for item-jsonl exact match
+  max_new_tokens: int = 0
   system_prompt: str = "default"  # "default" = the released prompt, "" = none, else the text
   max_items: int = 0  # first items of each set (0 = all)
   predictions: bool = True  # keep per-item predictions in the result (and eval.json)
@@ -41,18 +46,37 @@ class EvalConfig:
   few_shot: int = 0  # textmc sets: solved examples in the prompt (the file's first lines)
   data_parallel: bool = True  # benchmark sets: split each batch's rows over local devices
   share_prefixes: bool = True  # a prompt prefix (image) rows of a batch share: computed once
+  # An OpenAI-compatible endpoint that judges (MM-Vet's grader; the extraction fallback
+  # of MMBench, SEED-Bench, MathVista): base URL ("http://host:8000/v1", "" = none),
+  # model name, and the environment variable holding its API key (never the key itself)
+  judge_url: str = ""
+  judge_model: str = ""
+  judge_key_env: str = "OPENAI_API_KEY"
 
   def validate(self) -> "EvalConfig":
     check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
     check(self.length_bucket >= 1, "eval.length_bucket", f"must be >= 1, got {self.length_bucket}")
     check(
-        self.max_new_tokens >= 1, "eval.max_new_tokens", f"must be >= 1, got {self.max_new_tokens}"
+        self.max_new_tokens >= 0, "eval.max_new_tokens", f"must be >= 0, got {self.max_new_tokens}"
     )
     check(self.max_items >= 0, "eval.max_items", f"must be >= 0, got {self.max_items}")
     check(self.few_shot >= 0, "eval.few_shot", f"must be >= 0, got {self.few_shot}")
     for name, path in self.sets:
       check(bool(path), f"eval.sets.{name}", "empty path")
+    unknown = sorted(set(dict(self.set_options)) - set(dict(self.sets)))
+    check(not unknown, "eval.set_options", f"options for sets that are not in eval.sets: {unknown}")
+    if self.judge_url:
+      check(
+          self.judge_url.startswith(("http://", "https://")),
+          "eval.judge_url",
+          f"expected http(s)://host[:port]/v1, got {self.judge_url!r}",
+      )
+      check(bool(self.judge_model), "eval.judge_model", "a judge_url needs the model name")
     return self
+
+  def options(self, name: str) -> dict[str, Any]:
+    """The loader keywords of set `name` ({} when none are given)."""
+    return dict(dict(self.set_options).get(name, ()))
 
   @classmethod
   def from_dict(cls, d: Mapping[str, Any]) -> "EvalConfig":
@@ -60,10 +84,25 @@ class EvalConfig:
     for name, path in sets.items():
       if not isinstance(path, str):
         raise ConfigError(f"config field 'eval.sets.{name}': expected a path string, got {path!r}")
+    d, options = split_entries(d, "set_options", "eval", "set name -> {option: value}")
+    frozen = []
+    for name, opts in sorted(options.items()):
+      if hasattr(opts, "to_dict"):
+        opts = opts.to_dict()
+      if not isinstance(opts, Mapping):
+        raise ConfigError(
+            f"config field 'eval.set_options.{name}': expected a mapping option -> value, "
+            f"got {opts!r}"
+        )
+      frozen.append((name, tuple(sorted(opts.items()))))
     cfg = build_dataclass(cls, d, "eval")
-    return dataclasses.replace(cfg, sets=tuple(sorted(sets.items()))).validate()
+    return dataclasses.replace(
+        cfg, sets=tuple(sorted(sets.items())), set_options=tuple(frozen)
+    ).validate()
 
 
 def default_config() -> ml_collections.ConfigDict:
   """The defaults as config data (field meanings on EvalConfig); `sets` a mapping."""
-  return ml_collections.ConfigDict(with_defaults(EvalConfig, {"sets": {}}, "eval"))
+  return ml_collections.ConfigDict(
+      with_defaults(EvalConfig, {"sets": {}, "set_options": {}}, "eval")
+  )

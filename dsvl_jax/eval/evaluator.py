@@ -29,15 +29,19 @@ from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.benchmarks.base import BenchItem, Benchmark
 from dsvl_jax.eval.eval_config import EvalConfig
 from dsvl_jax.eval.generation import AnswerGenerator
+from dsvl_jax.eval.judge import Judge
 from dsvl_jax.eval.likelihood import LikelihoodSets, SetSource
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.processor.tokenizer import Tokenizer
+
+ITEM_MAX_NEW_TOKENS = 32  # exact-match answers of item-jsonl sets (eval.max_new_tokens=0)
 
 _NOT_HEADLINE = (
     "seconds",
     "num_items",
     "unparsed",
     "fallbacks",
+    "judged",
     "generated_now",
     "chance_accuracy",
 )
@@ -75,18 +79,28 @@ class Evaluator:
       if kind is None:
         likelihood[name] = path
       elif kind in registry.LIKELIHOOD:
-        likelihood[name] = registry.get(kind).load(path, shots=eval_cfg.few_shot)
+        module = registry.get(kind)
+        options = registry.load_options(module, name, eval_cfg.options(name), ("shots",))
+        likelihood[name] = module.load(path, shots=eval_cfg.few_shot, **options)
       else:
         bench = registry.get(kind)
-        items = bench.load(path)[: eval_cfg.max_items or None]
+        options = registry.load_options(bench, name, eval_cfg.options(name))
+        items = bench.load(path, **options)[: eval_cfg.max_items or None]
         self.benchmarks[name] = (bench, path, items)
+    self.judge = judge_from(eval_cfg)
+    needs = [n for n, (b, _, _) in self.benchmarks.items() if getattr(b, "JUDGE", "") == "required"]
+    if needs and self.judge is None:
+      raise ConfigError(
+          f"config field 'eval.judge_url': sets {needs} are graded by an LLM judge; give an "
+          "OpenAI-compatible endpoint (eval.judge_url, eval.judge_model, eval.judge_key_env)"
+      )
     self.order = list(sets)  # results in the order the sets were given
     self.answerer = (
         AnswerGenerator(
             cfg,
             tokenizer,
             eval_cfg.batch_size,
-            eval_cfg.max_new_tokens,
+            eval_cfg.max_new_tokens or ITEM_MAX_NEW_TOKENS,
             eval_cfg.length_bucket,
             mesh=mesh,
             share_prefixes=eval_cfg.share_prefixes,
@@ -140,8 +154,18 @@ class Evaluator:
         system_prompt=self.eval_cfg.system_prompt,
         progress=self.eval_cfg.progress,
         items=items,
+        max_new_tokens=self.eval_cfg.max_new_tokens,
+        judge=self.judge,
         **split,
     )
+
+
+def judge_from(eval_cfg: EvalConfig) -> Judge | None:
+  """The configured judge (eval.judge_url; its key from eval.judge_key_env), or None."""
+  if not eval_cfg.judge_url:
+    return None
+  key = os.environ.get(eval_cfg.judge_key_env, "") if eval_cfg.judge_key_env else ""
+  return Judge(eval_cfg.judge_url, eval_cfg.judge_model, key)
 
 
 def evaluate(

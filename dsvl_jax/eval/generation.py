@@ -15,6 +15,7 @@ next to each other (`sort_key`).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -60,9 +61,10 @@ class AnswerGenerator:
     else:
       self.generator.set_params(params)
 
-  def identity(self) -> dict[str, Any]:
+  def identity(self, max_new_tokens: int | None = None) -> dict[str, Any]:
     """What its answers depend on: the parameters (run_base.fingerprint), the compute
-    dtype and the generation settings (a resumed benchmark run must match them)."""
+    dtype and the generation settings (a resumed benchmark run must match them);
+    max_new_tokens as `__call__` takes it."""
     if self.generator is None:
       raise RuntimeError("AnswerGenerator: call set_params(params) first")
     from dsvl_jax.checkpoint.run_base import fingerprint  # pylint: disable=g-import-not-at-top
@@ -70,32 +72,36 @@ class AnswerGenerator:
     return {
         "params": fingerprint(self.generator.params),
         "dtype": self.cfg.compute.dtype,
-        "max_new_tokens": self.sampling.max_new_tokens,
+        "max_new_tokens": max_new_tokens or self.sampling.max_new_tokens,
         "stop_strings": list(self.sampling.stop_strings),
     }
 
-  def __call__(self, prompts: Sequence[Sample]) -> list[str]:
-    """Samples (ids [P], images [n, 3, S, S]) -> one answer string each."""
+  def __call__(self, prompts: Sequence[Sample], max_new_tokens: int | None = None) -> list[str]:
+    """Samples (ids [P], images [n, 3, S, S]) -> one answer string each, of at most
+    max_new_tokens tokens (None: the constructor's)."""
     if self.generator is None:
       raise RuntimeError("AnswerGenerator: call set_params(params) first")
+    sampling = self.sampling
+    if max_new_tokens:
+      sampling = dataclasses.replace(sampling, max_new_tokens=max_new_tokens)
     answers: list[str] = []
     for start in range(0, len(prompts), self.batch_size):
       chunk = list(prompts[start : start + self.batch_size])
       filled = chunk + [chunk[-1]] * (self.batch_size - len(chunk))
-      result = self._shared(filled) if self.share_prefixes else None
+      result = self._shared(filled, sampling) if self.share_prefixes else None
       if result is None:
         batch = collate(filled, self.cfg)
         result = self.generator.generate(
             batch["input_ids"],
             batch["attention_mask"],
             batch["images"],
-            self.sampling,
+            sampling,
             decode=self.tokenizer.decode,
         )
       answers += [self.decode(tokens) for tokens in result.tokens[: len(chunk)]]
     return answers
 
-  def _shared(self, rows: Sequence[Sample]):
+  def _shared(self, rows: Sequence[Sample], sampling: SamplingConfig):
     """generate_shared's result when some rows share a prefix, else None."""
     splits = [split_prompt(r, self.cfg) for r in rows]
     keys: dict[tuple, int] = {}
@@ -105,7 +111,7 @@ class AnswerGenerator:
     first = {g: i for i, g in reversed(list(enumerate(group)))}
     prefixes = [(splits[first[g]][1], rows[first[g]].images) for g in range(len(keys))]
     return self.generator.generate_shared(
-        prefixes, [sp[2] for sp in splits], group, self.sampling, decode=self.tokenizer.decode
+        prefixes, [sp[2] for sp in splits], group, sampling, decode=self.tokenizer.decode
     )
 
   def decode(self, tokens: Sequence[int]) -> str:

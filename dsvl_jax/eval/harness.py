@@ -8,9 +8,11 @@
   -> sorted by prompt length (items about the same image adjacent), cut into batches
      of `batch_size`; prompt lengths are padded to `length_bucket` multiples, so each
      compiled shape is reused; a prefix rows share is computed once (generation.py)
-  -> greedy answers (eval/generation.py), the benchmark's parse and per-item check
+  -> greedy answers (eval/generation.py, the benchmark's published length), the
+     benchmark's parse, its LLM judge where it has one and one is given (eval/judge.py),
+     and the per-item check
   -> one predictions line per item, appended and flushed per batch:
-     {"id", "prompt", "output", "parsed", "correct"}
+     {"id", "prompt", "output", "parsed", "correct"} (+ "judge": the judge's log)
   -> the benchmark's score over every item -> summary JSON
 
 Several processes (`jax.distributed`) split the pending items round-robin; each
@@ -136,6 +138,8 @@ def run_benchmark(
     items: Sequence[BenchItem] | None = None,
     resume: bool = True,
     write: bool = True,
+    max_new_tokens: int = 0,
+    judge=None,
 ) -> dict[str, Any]:
   """Evaluates `answerer` (eval.generation.AnswerGenerator with parameters set) on the
   benchmark `kind` (a registry name, or a module or object with the Benchmark members)
@@ -145,10 +149,21 @@ def run_benchmark(
   resume: items with a prediction in OUTDIR are not answered again, and processes
   split the rest. Without it (the trainer: every process runs every item, in lockstep
   over parameters sharded across them) all items are answered, the predictions file
-  is rewritten, and only a process with `write` touches OUTDIR."""
+  is rewritten, and only a process with `write` touches OUTDIR.
+
+  max_new_tokens: the answers' length limit (0: the benchmark's published MAX_NEW_TOKENS,
+  else the answerer's). judge: an eval.judge.Judge for a benchmark with a `judge` hook
+  (required when the benchmark's JUDGE is "required"); each row records its log."""
   bench = registry.get(kind) if isinstance(kind, str) else kind
   kind = bench.NAME
   outdir = pathlib.Path(outdir)
+  length = max_new_tokens or getattr(bench, "MAX_NEW_TOKENS", 0) or None
+  judging = judge if hasattr(bench, "judge") else None
+  if getattr(bench, "JUDGE", "") == "required" and judging is None:
+    raise ConfigError(
+        f"eval set {name!r} ({kind}) is scored by an LLM judge: set eval.judge_url and "
+        "eval.judge_model (any OpenAI-compatible endpoint, BUILD.md)"
+    )
   if items is None:
     items = bench.load(path)
   items = list(items)[: max_items or None]
@@ -162,7 +177,9 @@ def run_benchmark(
   if resume:
     identity = {"system_prompt": system_prompt}
     if hasattr(answerer, "identity"):
-      identity.update(answerer.identity())
+      identity.update(answerer.identity(length))
+    if judging is not None:
+      identity["judge"] = judging.name
     _check_run(outdir, name, identity, done, {it.id: bench.prompt(it) for it in items})
     if process_index == 0 and write:
       (outdir / f"{name}.run.json").write_text(json.dumps(identity, indent=1) + "\n")
@@ -179,6 +196,8 @@ def run_benchmark(
       "a" if resume else "w",
       progress,
       f"{name} ({kind})",
+      length,
+      judging,
   )
   if barrier is not None:
     barrier()
@@ -200,6 +219,14 @@ def run_benchmark(
           if hasattr(bench, "fallback")
           else {}
       ),
+      **(
+          {
+              "judge": judging.name,
+              "judged": sum(bool(done[i].get("judge", {}).get("judged")) for i in ids),
+          }
+          if judging is not None
+          else {}
+      ),
       "generated_now": len(pending),
       "seconds": time.perf_counter() - t0,
   }
@@ -217,9 +244,13 @@ def _answer(
     file_mode: str,
     progress: bool,
     label: str,
+    max_new_tokens: int | None = None,
+    judge=None,
 ) -> list[dict[str, Any]]:
   """One predictions row per item (in answering order), each appended to `out_file`
-  (when given) and flushed per batch. prompting: (tokenizer, cfg, template, processor)."""
+  (when given) and flushed per batch. prompting: (tokenizer, cfg, template, processor).
+  judge: the benchmark's `judge` hook runs on each parsed answer; a row it logs carries
+  {"judge": log}."""
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
 
   cfg = prompting[1]
@@ -244,11 +275,17 @@ def _answer(
     f = None if out_file is None else stack.enter_context(out_file.open(file_mode))
     for start in range(0, len(prepared), batch_size):
       chunk = prepared[start : start + batch_size]
-      outputs = answerer([p[2] for p in chunk])
+      outputs = answerer([p[2] for p in chunk], max_new_tokens)
       for (item, text, _), output in zip(chunk, outputs):
         parsed = bench.parse(item, output)
+        log = None
+        if judge is not None:
+          parsed, log = bench.judge(item, output, parsed, judge)
         correct = bool(bench.is_correct(item, parsed))
-        rows.append(dict(id=item.id, prompt=text, output=output, parsed=parsed, correct=correct))
+        row = dict(id=item.id, prompt=text, output=output, parsed=parsed, correct=correct)
+        if log:
+          row["judge"] = log
+        rows.append(row)
       if f is not None:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[-len(chunk) :])
         f.flush()  # an interruption loses at most the batch in flight

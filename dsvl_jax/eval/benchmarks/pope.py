@@ -66,6 +66,11 @@ FILE_PATTERN = "coco_pope_*.json"
 IMAGE_DIR_NAME = "val2014"
 INSTRUCTION = "Please answer yes or no."
 LABELS = ("yes", "no")
+MAX_NEW_TOKENS = 512  # VLMEvalKit's DeepSeek-VL wrapper (vlmeval/vlm/deepseek_vl.py @e8e78f0)
+SETUP = (
+    "prompt: question + ' Please answer yes or no.' (VLMEvalKit yes/no datasets @e8e78f0); "
+    "parser: AoiDragon/POPE evaluate.py @08d957b"
+)
 _NO_WORDS = ("No", "not", "no")  # evaluate.py's list, case-sensitive
 _YES = re.compile(r"\byes\b", re.IGNORECASE)
 

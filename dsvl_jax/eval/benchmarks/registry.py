@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+from typing import Any, Mapping, Sequence
 
+from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.eval.benchmarks.base import Benchmark, LikelihoodBenchmark
 
 MODULES = {
@@ -13,6 +16,9 @@ MODULES = {
     "scienceqa": "dsvl_jax.eval.benchmarks.scienceqa",  # ScienceQA-IMG
     "mmmu": "dsvl_jax.eval.benchmarks.mmmu",  # MMMU dev / validation parquet
     "ocrbench": "dsvl_jax.eval.benchmarks.ocrbench",  # OCRBench
+    "cmmmu": "dsvl_jax.eval.benchmarks.cmmmu",  # CMMMU val / test
+    "mathvista": "dsvl_jax.eval.benchmarks.mathvista",  # MathVista testmini
+    "mmvet": "dsvl_jax.eval.benchmarks.mmvet",  # MM-Vet, graded by an LLM judge
     "textmc": "dsvl_jax.eval.benchmarks.textmc",  # text MC by likelihood (MMLU, HellaSwag)
 }
 LIKELIHOOD = ("textmc",)  # scored by option likelihood, not generation
@@ -36,3 +42,23 @@ def split_spec(spec: str) -> tuple[str | None, str]:
   if sep and head in MODULES:
     return head, rest
   return None, spec
+
+
+def load_options(
+    module, set_name: str, options: Mapping[str, Any], reserved: Sequence[str] = ()
+) -> dict[str, Any]:
+  """`options` (eval.set_options[set_name]) checked against the keyword parameters of
+  the module's `load` (a one-line ConfigError naming the accepted ones)."""
+  params = inspect.signature(module.load).parameters
+  accepted = [
+      n
+      for n, p in list(params.items())[1:]
+      if p.kind is p.POSITIONAL_OR_KEYWORD and n not in reserved
+  ]
+  unknown = sorted(set(options) - set(accepted))
+  if unknown:
+    raise ConfigError(
+        f"config field 'eval.set_options.{set_name}': {module.NAME} has no option {unknown}; "
+        f"its options: {accepted or 'none'}"
+    )
+  return dict(options)
