@@ -27,7 +27,7 @@ COLUMNS = {
     "OCRBench": ("ocrbench", "score", 1.0, None),
     "POPE": ("pope", "f1", 100.0, None),
     "MathVista": ("mathvista", "accuracy", 100.0, None),
-    "MM-Vet": ("mmvet", "score", 100.0, None),
+    "MM-Vet": ("mmvet", "total", 1.0, None),
     "ScienceQA-IMG": ("scienceqa", "accuracy", 100.0, None),
 }
 # The paper's Table 5 (chat models), as ../shared/paper.md transcribes it.

@@ -101,23 +101,38 @@ def test_mmvet_is_graded_by_our_server_through_the_eval_mode(judge_server, tmp_p
     eval_run.run(_config(sets), str(tmp_path / "out"))
   assert "\n" not in str(e.value)
   judged = dict(
-      judge_url=url + "/v1", judge_model=service.model_name, judge_key_env="DSVL_JUDGE_TEST_KEY"
+      judge_url=url + "/v1",
+      judge_model=service.model_name,
+      judge_key_env="DSVL_JUDGE_TEST_KEY",
+      max_items=3,  # each is graded by up to six ~2,800-token requests
   )
   with pytest.MonkeyPatch.context() as mp:
     mp.setenv("DSVL_JUDGE_TEST_KEY", KEY)
     result = eval_run.run(_config(sets, **judged), str(tmp_path / "out"))["mmvet"]
-    items = {it.id: it for it in mmvet.load(path)}
+    items = {it.id: it for it in mmvet.load(path)[:3]}
     rows = [json.loads(x) for x in (tmp_path / "out" / "mmvet.predictions.jsonl").open()]
     assert {r["id"] for r in rows} == set(items) and result["num_items"] == len(items)
     for row in rows:
-      item, log = items[row["id"]], row["judge"]
+      item, calls = items[row["id"]], row["judge"]["calls"]
       prompt = mmvet.grader_prompt(item, row["output"])
-      assert log["replies"][0] == _greedy(service, gen, prompt, 3)
-      assert row["parsed"] == mmvet.score_from_replies(log["replies"])
+      # the temperature-0 calls (the first, and the first retry) are the server's greedy
+      # answers to exactly the official prompt (+ the official retry suffix)
+      assert calls[0]["reply"] == _greedy(service, gen, prompt, mmvet.GRADER_MAX_TOKENS)
+      if len(calls) > 1:
+        assert calls[1]["temperature"] == 0.0 and calls[1]["retry"]
+        retry = _greedy(service, gen, prompt + mmvet.RETRY_SUFFIX, mmvet.GRADER_MAX_TOKENS)
+        assert calls[1]["reply"] == retry
+      # the score is the first readable reply's, or 0.0 after the official five tries
+      readable = [mmvet.read_score(c["reply"]) for c in calls[: mmvet.MAX_TRIES]]
+      expected = next((x for x in readable if x is not None), 0.0)
+      assert row["parsed"] == expected and row["judge"]["gave_up"] == (len(calls) > mmvet.MAX_TRIES)
     assert result["judge"] == f"{service.model_name} @ {url}/v1"
     assert result["judged"] == len(items) and result["unparsed"] == 0
     expected_total = 100 * sum(r["parsed"] for r in rows) / len(rows)
     assert result["total"] == pytest.approx(expected_total, abs=0.05)
+    # resumed: nothing is answered or graded again
+    again = eval_run.run(_config(sets, **judged), str(tmp_path / "out"))["mmvet"]
+    assert again["generated_now"] == 0 and again["total"] == result["total"]
     other = dict(judged, judge_model=service.model_name + "-other")
     with pytest.raises(ConfigError, match="judge"):
       eval_run.run(_config(sets, **other), str(tmp_path / "out"))
