@@ -1,4 +1,5 @@
-"""MMMU (dev / validation): loader, prompt, and the MMMU repository's answer rules.
+"""MMMU (dev / validation): loader, VLMEvalKit's DeepSeek-VL prompt, the MMMU repository's
+answer rules.
 
 Release (Hugging Face `MMMU/MMMU`): one folder per subject (30 of them, e.g.
 `Accounting/`, `Art_Theory/`), each holding `dev-*.parquet` (5 items),
@@ -17,28 +18,59 @@ Release (Hugging Face `MMMU/MMMU`): one folder per subject (30 of them, e.g.
   question_type      "multiple-choice" | "open"
   subfield           text
 
-`load(path, split)` takes one parquet file, or a folder of per-subject folders
-(`<Subject>/<split>-*.parquet`), or a folder of `<split>-*.parquet` files (the merged
-re-uploads keep the same columns). The subject, the item's category, comes from the id
-(as the official scorer groups it), else from the file's folder name. Encoded image
-bytes are kept; pixels are decoded only when `BenchItem.images()` is called.
+`load(path, split="validation")` takes one parquet file, or a folder of per-subject
+folders (`<Subject>/<split>-*.parquet`), or a folder of `<split>-*.parquet` files (the
+merged re-uploads keep the same columns). The subject, the item's category, comes from
+the id (as the official scorer groups it), else from the file's folder name. Encoded
+image bytes are kept; pixels are decoded only when `BenchItem.images()` is called.
 
-Prompt (the MMMU repository's LLaVA configuration): the question, the options one per
-line as "(A) text", then "Answer with the option's letter from the given choices
-directly."; open questions: the question then "Answer the question using a single word
-or phrase.". Images (see `image_layout`): each `<image n>` tag becomes the placeholder
-at its first appearance, scanning question then options, and that is the image order.
+Prompt and length: the published DeepSeek-VL setup, VLMEvalKit (open-compass/VLMEvalKit
+@e8e78f05f3080fe28154f2130321f17951c3be94): `vlmeval/vlm/deepseek_vl.py` has no custom
+prompt and generates greedily with max_new_tokens=512 (MAX_NEW_TOKENS);
+`vlmeval/dataset/image_mcq.py` MMMUDataset.build_prompt is ImageMCQDataset.build_prompt
+(MMMU has no hint):
 
-Scoring follows the MMMU repository's eval_utils (the scheme is summarised beside each
-function), except that an answer its parser would replace by a random option is left
-unparsed (None) and scored wrong.
+  Question: {question}
+  Options:
+  A. {option A}
+  ...
+  Please select the correct answer from the options above. \n
+
+and for an open question (its TSV row has no options) only "Question: {question}\n".
+The template strips the message, as DeepSeek-VL's processor does. Images
+(MMMUDataset.split_MMMU): when the text holds `<image k>` tags, each tag is replaced by
+image k where it stands, a repeated tag repeating the image, and images no tag names
+are not shown; text without tags gets all its images first. (The 2024 code, bbf8a3e
+`vlmeval/utils/dataset.py` split_MMMU, builds the same text but drops every image of a
+text without tags; we follow the current code there.)
+
+Answer rules: the MMMU repository (MMMU-Benchmark/MMMU
+@bb0b95a945998d91dfef37e969e07d49d1139438, `mmmu/utils/eval_utils.py`):
+  multiple choice  parse_multi_choice_response (see `parse_choice`); where it finds no
+                   candidate it picks random.choice(letters). Here `parse` returns None
+                   for those (`fallback` says so, the per-item `correct` is False) and
+                   `score` draws the picks from a fresh random.Random(42), the seed of the
+                   official run, in the official run's order: subjects in the order of
+                   `mmmu/utils/data_utils.py` CAT_SHORT2LONG (SUBJECTS), items by their
+                   number within the subject (the release's row order: `run_llava.py`
+                   concatenates the subjects in that order and parses each answer as it
+                   comes; `main_parse_and_eval.py` parses subject by subject in the same
+                   order). So the same predictions always give the same score, however
+                   they were batched or resumed.
+  open             parse_open_response / normalize_str / extract_numbers (see
+                   `parse_open`), eval_open (see `open_correct`).
+Metrics (`main_eval_only.py` with `calculate_ins_level_acc`): accuracy over all items
+(the official "Overall", instance-level), per discipline ("domain/<name>",
+DOMAIN_CAT2SUB_CAT) and per subject ("category/<Subject>"). As in the official number,
+the accuracy counts the random picks that happen to be right ("fallbacks_right" of the
+"fallbacks"); the official script prints them rounded to 3 decimals, here unrounded.
 """
 
 from __future__ import annotations
 
 import ast
-import functools
 import pathlib
+import random
 import re
 from typing import Any, Sequence
 
@@ -55,6 +87,12 @@ from dsvl_jax.eval.benchmarks.base import (
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 NAME = "mmmu"
+MAX_NEW_TOKENS = 512  # VLMEvalKit vlmeval/vlm/deepseek_vl.py default_kwargs @e8e78f05
+SETUP = (
+    "prompt: VLMEvalKit MMMUDataset.build_prompt (ImageMCQDataset + split_MMMU) @e8e78f05; "
+    "parser: MMMU mmmu/utils/eval_utils.py parse_multi_choice_response (random fallback, "
+    "seed 42) / parse_open_response / eval_open @bb0b95a9"
+)
 
 NUM_IMAGE_COLUMNS = 7
 IMAGE_COLUMNS = tuple(f"image_{k}" for k in range(1, NUM_IMAGE_COLUMNS + 1))
@@ -77,10 +115,49 @@ METADATA = ("subfield", "img_type", "topic_difficulty")
 
 MULTIPLE_CHOICE = "multiple-choice"
 OPEN = "open"
-MC_INSTRUCTION = "Answer with the option's letter from the given choices directly."
-OPEN_INSTRUCTION = "Answer the question using a single word or phrase."
+# VLMEvalKit vlmeval/dataset/image_mcq.py ImageMCQDataset.build_prompt @e8e78f05 (data:
+# the instruction sentence as published, its trailing " \n" included).
+MC_INSTRUCTION = "Please select the correct answer from the options above. \n"
 
-# The official report's six disciplines over the 30 subjects.
+# The official run's seed (mmmu/utils/eval_utils.py seeds `random` with 42 at import;
+# run_llava.py --seed defaults to 42) and its subject order (mmmu/utils/data_utils.py
+# CAT_SHORT2LONG values, the order run_llava.py concatenates and parses them in).
+SEED = 42
+SUBJECTS = (
+    "Accounting",
+    "Agriculture",
+    "Architecture_and_Engineering",
+    "Art",
+    "Art_Theory",
+    "Basic_Medical_Science",
+    "Biology",
+    "Chemistry",
+    "Clinical_Medicine",
+    "Computer_Science",
+    "Design",
+    "Diagnostics_and_Laboratory_Medicine",
+    "Economics",
+    "Electronics",
+    "Energy_and_Power",
+    "Finance",
+    "Geography",
+    "History",
+    "Literature",
+    "Manage",
+    "Marketing",
+    "Materials",
+    "Math",
+    "Mechanical_Engineering",
+    "Music",
+    "Pharmacy",
+    "Physics",
+    "Psychology",
+    "Public_Health",
+    "Sociology",
+)
+
+# The official report's six disciplines over the 30 subjects (data_utils.py
+# DOMAIN_CAT2SUB_CAT).
 DOMAINS = {
     "Art and Design": ("Art", "Art_Theory", "Design", "Music"),
     "Business": ("Accounting", "Economics", "Finance", "Manage", "Marketing"),
@@ -106,6 +183,7 @@ DOMAINS = {
 
 _TAG = re.compile(r"<image (\d+)>")
 _ID = re.compile(r"^[a-z]+_(.+)_\d+$")
+_NUMBER = re.compile(r"_(\d+)$")
 
 
 # ---------------------------------------------------------------- loading
@@ -137,7 +215,8 @@ def _literal_list(text: Any, where: str, column: str) -> list[str]:
 
 
 def open_answers(answer: str) -> tuple[str, ...]:
-  """An open question's accepted answers: a list literal gives several, else one."""
+  """An open question's accepted answers: a list literal gives several (the official
+  answer file holds them as a list), else one."""
   text = answer.strip()
   if text.startswith("[") and text.endswith("]"):
     try:
@@ -154,41 +233,22 @@ def _subject(item_id: str, file: pathlib.Path) -> str:
   return m.group(1) if m else file.parent.name
 
 
-def prompt_body(question: str, options: Sequence[str], question_type: str) -> str:
-  """The prompt text with the release's `<image n>` tags still in place."""
-  if question_type == MULTIPLE_CHOICE:
-    lines = "".join(f"({LETTERS[i]}) {o}\n" for i, o in enumerate(options))
-    return f"{question}\n{lines}{MC_INSTRUCTION}"
-  return f"{question}\n{OPEN_INSTRUCTION}"
+def prompt_body(question: str, options: Sequence[str]) -> str:
+  """VLMEvalKit's prompt text, the release's `<image n>` tags still in place (an open
+  question has no options, so no option block and no instruction)."""
+  text = f"Question: {question}\n"
+  if options:
+    lines = "".join(f"{LETTERS[i]}. {o}\n" for i, o in enumerate(options))
+    text += f"Options:\n{lines}{MC_INSTRUCTION}"
+  return text
 
 
-def image_layout(body: str, available: Sequence[int]) -> tuple[list[int], list[int]]:
-  """(leading, referenced) image numbers, together the order of the item's images.
-
-  referenced: the numbers of the `<image n>` tags in order of first appearance.
-  leading: images present in the row but never referenced, in column order; their
-  placeholders go before the question (where this project's prompts put the images
-  of a question without placeholders), so the model still sees every image it has.
-  """
-  referenced = list(dict.fromkeys(int(n) for n in _TAG.findall(body)))
-  leading = [n for n in available if n not in referenced]
-  return leading, referenced
-
-
-def render_tags(body: str) -> str:
-  """Each tag's first appearance becomes the placeholder; a repeated tag (rare in
-  MMMU) becomes the words "image n". One placeholder per distinct image keeps the
-  token count down (7 images already take most of the context) and matches the
-  one-image-per-placeholder contract; the words keep the back-reference readable."""
-  seen: set[str] = set()
-
-  def one(m: re.Match) -> str:
-    if m.group(1) in seen:
-      return f"image {m.group(1)}"
-    seen.add(m.group(1))
-    return IMAGE_TOKEN
-
-  return _TAG.sub(one, body)
+def image_order(body: str, available: Sequence[int]) -> list[int]:
+  """The image numbers in placeholder order (VLMEvalKit split_MMMU): the tags' numbers
+  as they appear, repeats included, when the text has tags; else every image of the
+  row (`available`, column order), all placed before the text."""
+  tags = [int(n) for n in _TAG.findall(body)]
+  return tags or list(available)
 
 
 def _source(cell: dict, base: pathlib.Path, where: str) -> bytes | pathlib.Path:
@@ -220,16 +280,16 @@ def _item(row: dict, file: pathlib.Path, index: int, split: str) -> BenchItem:
     options = []
     answer = open_answers(row["answer"] or "")
   available = [k for k in range(1, NUM_IMAGE_COLUMNS + 1) if row[f"image_{k}"] is not None]
-  leading, referenced = image_layout(prompt_body(row["question"], options, qtype), available)
-  missing = [n for n in referenced if n not in available]
+  body = prompt_body(row["question"], options)
+  order = image_order(body, available)
+  missing = [n for n in order if n not in available]
   if missing:
     raise BenchmarkFormatError(
         f"{where}: <image {missing[0]}> is referenced but image_{missing[0]} is empty"
     )
-  order = leading + referenced
   extra = {
       "question_type": qtype,
-      "leading_images": len(leading),
+      "images_first": not _TAG.search(body),
       "image_columns": tuple(f"image_{n}" for n in order),
       "split": split,
   }
@@ -270,72 +330,54 @@ def load(path: str | pathlib.Path, split: str = "validation") -> list[BenchItem]
 
 
 def prompt(item: BenchItem) -> str:
-  body = prompt_body(item.question, item.options, item.extra["question_type"])
-  return IMAGE_TOKEN * item.extra["leading_images"] + render_tags(body)
+  """The user turn: tags become placeholders where they stand, or, without tags, the
+  images go first (VLMEvalKit's DeepSeek-VL wrapper writes each image as the
+  placeholder at its place in the message list)."""
+  body = prompt_body(item.question, item.options)
+  if item.extra["images_first"]:
+    return IMAGE_TOKEN * item.num_images + body
+  return _TAG.sub(IMAGE_TOKEN, body)
 
 
 # ---------------------------------------------------------------- multiple choice
 
-# Stripped from both ends before matching; the official parser strips , . ! ? ; : '
-# only; surrounding whitespace is stripped too so "C.\n" reads like "C.".
-_EDGE = " \t\r\n,.!?;:'"
+# Stripped from the ends one after the other, in this order (so "B.," loses both but
+# "B,." keeps its comma); whitespace is not stripped.
+_STRIP_ORDER = (",", ".", "!", "?", ";", ":", "'")
 
 
-@functools.lru_cache(maxsize=None)
-def _letter_forms(letter: str) -> tuple[re.Pattern, ...]:
-  """The ways a letter can be given, strongest first: "(B)"; "B" standing alone (the
-  official " B ", here any whitespace, or the text's ends); "B." / "B)" / "B:" opening
-  a phrase ("B. 45 kg"; not in the official parser, which finds "B." only at the end
-  where the stripping has removed the dot)."""
-  return (
-      re.compile(rf"\({letter}\)"),
-      re.compile(rf"(?<!\S){letter}(?!\S)"),
-      re.compile(rf"(?<!\S){letter}[.):]"),
-  )
-
-
-def _last(found: dict[str, int]) -> str | None:
-  """The candidate given last (the official tie-break for several candidates)."""
-  return max(found, key=found.get) if found else None
+def _latest(found: dict[str, int]) -> str:
+  """The candidate whose last occurrence starts last; the first candidate (letter
+  order) on a tie, as numpy's argmax picks."""
+  return max(found, key=found.__getitem__)
 
 
 def parse_choice(response: str, options: Sequence[str]) -> str | None:
-  """The option letter a response gives, or None.
+  """parse_multi_choice_response, but None where it would pick a random letter.
 
-  Official order: a bracketed letter "(B)"; else a standalone letter; else, for a
-  response of more than 5 words, the options whose text it contains (case-insensitive).
-  Several candidates of one kind: the one appearing last. Beyond the official rule:
-  the "B." form (see `_letter_forms`), and a response that is exactly one option's
-  text ("Paris" for option "Paris"; the official parser would guess at random). No
-  candidate: None, where the official parser picks a random letter.
+  The response, stripped of , . ! ? ; : ' at its ends and padded with a space on each
+  side, is searched for candidates, the first kind that finds any wins: letters written
+  "(B)"; else letters standing between two spaces " B " (so "B." mid-text, "B)" or a
+  letter after a newline do not count; case matters); else, only when the response has
+  more than 5 whitespace-separated words, options whose text it contains
+  (case-insensitive). Several candidates: the one whose last occurrence starts last.
   """
   letters = LETTERS[: len(options)]
-  text = " " + response.strip(_EDGE) + " "
-  for stage in range(3):
-    found = {}
-    for letter in letters:
-      hits = list(_letter_forms(letter)[stage].finditer(text))
-      if hits:
-        found[letter] = hits[-1].start()
-    if found:
-      return _last(found)
-  lowered = text.lower()
-  if len(text.split()) > 5:
-    found = {
-        letters[i]: lowered.rfind(o.strip().lower())
-        for i, o in enumerate(options)
-        if o.strip() and o.strip().lower() in lowered
-    }
-    if found:
-      return _last(found)
-  whole = lowered.strip()
-  exact = [letters[i] for i, o in enumerate(options) if o.strip(_EDGE).lower() == whole]
-  return exact[0] if len(exact) == 1 else None
+  for char in _STRIP_ORDER:
+    response = response.strip(char)
+  text = f" {response} "
+  found = {c: text.rfind(f"({c})") for c in letters if f"({c})" in text}
+  if not found:
+    found = {c: text.rfind(f" {c} ") for c in letters if f" {c} " in text}
+  if not found and len(text.split()) > 5:
+    lowered = text.lower()
+    found = {c: lowered.rfind(o.lower()) for c, o in zip(letters, options) if o.lower() in lowered}
+  return _latest(found) if found else None
 
 
 # ---------------------------------------------------------------- open questions
 
-# A sentence's answer tends to follow one of these; the shortest such tail is kept.
+# A line's answer tends to follow one of these; the shortest such tail is kept.
 _KEY_MARKERS = ("could be ", "so ", "is ", "thus ", "therefore ", "final ", "answer ", "result ")
 _TRIVIAL = {":", ",", ".", "!", "?", ";", "'"}
 
@@ -347,7 +389,7 @@ _NUM_PLAIN = re.compile(r"-?(?:\d+\.\d+|\.\d+|\d+\b)(?![eE][+-]?\d+)(?![,\d])")
 
 
 def is_number(text: str) -> bool:
-  """float() accepts it once commas are dropped ("3,500", "1e3", also "nan")."""
+  """float() accepts it once commas are dropped ("3,500", "1e3", "1_000", also "nan")."""
   try:
     float(text.replace(",", ""))
     return True
@@ -356,9 +398,9 @@ def is_number(text: str) -> bool:
 
 
 def normalize(text: str) -> list[str | float]:
-  """The official normal form: a number becomes a float rounded to 2 decimals; other
-  text is lowercased, and a single character becomes [" c", "c "] so that containment
-  needs it to stand next to a space."""
+  """The official normal form (normalize_str): a number becomes a float rounded to 2
+  decimals; other text is lowercased, and a single character becomes [" c", "c "] so
+  that containment needs it to stand next to a space."""
   text = text.strip()
   if is_number(text):
     return [round(float(text.replace(",", "")), 2)]
@@ -405,14 +447,13 @@ def key_phrases(response: str) -> list[str]:
   return phrases or [text]
 
 
-def parse_open(response: str) -> tuple[str | float, ...] | None:
-  """The normalised candidate answers: each key phrase and every number in it. None
-  when nothing is left (a blank response; the official parser keeps "", which can
-  never be right)."""
+def parse_open(response: str) -> tuple[str | float, ...]:
+  """parse_open_response: the normalised candidates, each key phrase and every number
+  in it, duplicates dropped (the official code keeps them in a set; order does not
+  matter to `open_correct`). A blank response gives ("",), which no answer contains."""
   phrases = key_phrases(response)
   raw = phrases + [n for p in phrases for n in extract_numbers(p)]
-  candidates = [c for r in raw for c in normalize(r) if c != ""]
-  return tuple(dict.fromkeys(candidates)) or None
+  return tuple(dict.fromkeys(c for r in raw for c in normalize(r)))
 
 
 def open_correct(answers: Sequence[str], candidates: Sequence[str | float]) -> bool:
@@ -432,15 +473,24 @@ def open_correct(answers: Sequence[str], candidates: Sequence[str | float]) -> b
 
 
 def parse(item: BenchItem, output: str) -> Any:
-  """A letter for multiple-choice, a tuple of normalised candidates for open; None
-  when the rule finds no answer."""
+  """A letter for multiple-choice (None where the official rule would pick at random:
+  `score` draws that pick), a tuple of normalised candidates for open."""
   if item.extra["question_type"] == MULTIPLE_CHOICE:
     return parse_choice(output, item.options)
   return parse_open(output)
 
 
+def fallback(item: BenchItem, output: str) -> bool:
+  """Whether the official rule found no candidate and so picks a random letter."""
+  return (
+      item.extra["question_type"] == MULTIPLE_CHOICE and parse_choice(output, item.options) is None
+  )
+
+
 def is_correct(item: BenchItem, parsed: Any) -> bool:
-  """One item's verdict (parsed may have come back from JSON: a list, not a tuple)."""
+  """One item's verdict (parsed may have come back from JSON: a list, not a tuple). A
+  multiple-choice answer left to the random pick (None) is wrong here; `score` counts
+  the pick, right or wrong, as the official accuracy does."""
   if parsed is None:
     return False
   if item.extra["question_type"] == MULTIPLE_CHOICE:
@@ -448,14 +498,44 @@ def is_correct(item: BenchItem, parsed: Any) -> bool:
   return open_correct(item.answer, parsed)
 
 
+def official_order(items: Sequence[BenchItem]) -> list[int]:
+  """Indices of `items` in the order the official run parses them: subjects in
+  SUBJECTS order (others after, by name), then the item's number within its subject
+  (the release's row order), ties in the given order."""
+  rank = {s: i for i, s in enumerate(SUBJECTS)}
+
+  def key(i: int) -> tuple:
+    it = items[i]
+    m = _NUMBER.search(it.id)
+    return (rank.get(it.category, len(SUBJECTS)), it.category, int(m.group(1)) if m else -1, i)
+
+  return sorted(range(len(items)), key=key)
+
+
+def fallback_picks(items: Sequence[BenchItem], parsed: Sequence[Any]) -> dict[int, str]:
+  """{index: letter} for every multiple-choice item parsed as None: the official
+  random.choice(all_choices) draws, from a fresh random.Random(SEED) consumed in
+  `official_order` (a draw depends on its item's number of options)."""
+  rng = random.Random(SEED)
+  picks = {}
+  for i in official_order(items):
+    item = items[i]
+    if item.extra["question_type"] == MULTIPLE_CHOICE and parsed[i] is None:
+      picks[i] = rng.choice(list(LETTERS[: len(item.options)]))
+  return picks
+
+
 def score(items: Sequence[BenchItem], parsed: Sequence[Any]) -> dict[str, float | int]:
-  """accuracy (over all items: the official instance-level "Overall"),
-  category/<subject>, domain/<discipline> (disciplines with items only),
-  accuracy_multiple_choice, accuracy_open (0.0 for a type without items), num_items,
-  unparsed."""
+  """accuracy (over all items, the random picks included: the official instance-level
+  "Overall"), accuracy_multiple_choice, accuracy_open (0.0 for a type without items),
+  category/<subject>, domain/<discipline> (disciplines with items only), num_items,
+  unparsed (answers parsed as None: the multiple-choice ones left to the random pick),
+  fallbacks (those random picks), fallbacks_right (the picks that were right)."""
   check_answers(items, parsed)
-  flags = [is_correct(it, p) for it, p in zip(items, parsed)]
-  out = {"accuracy": accuracy(flags)}
+  picks = fallback_picks(items, parsed)
+  final = [picks.get(i, p) for i, p in enumerate(parsed)]
+  flags = [is_correct(it, p) for it, p in zip(items, final)]
+  out: dict[str, float | int] = {"accuracy": accuracy(flags)}
   for qtype, key in ((MULTIPLE_CHOICE, "accuracy_multiple_choice"), (OPEN, "accuracy_open")):
     out[key] = accuracy([f for it, f in zip(items, flags) if it.extra["question_type"] == qtype])
   for subject in sorted({it.category for it in items}):
@@ -468,4 +548,6 @@ def score(items: Sequence[BenchItem], parsed: Sequence[Any]) -> dict[str, float 
       out[f"domain/{domain}"] = accuracy(group)
   out["num_items"] = len(items)
   out["unparsed"] = sum(p is None for p in parsed)
+  out["fallbacks"] = len(picks)
+  out["fallbacks_right"] = sum(flags[i] for i in picks)
   return out

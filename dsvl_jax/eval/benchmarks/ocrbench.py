@@ -18,13 +18,25 @@ or in `OCRBench/`). Without `image_root` the images folder is the first of the J
 folder, `<JSON's folder>/OCRBench_Images` and `<JSON's folder>/../OCRBench_Images` that
 holds the first item's image; every image must then exist there.
 
-Prompt: the image, then the question as released. Score (the official script's rule):
-an item is right when one gold answer, normalised, is contained in the normalised
-output. Normalisation for HME100k (handwritten math, LaTeX): strip, newlines to spaces,
-then every space removed, case kept; for the rest: lowercase, strip, newlines to
-spaces. The official "Final Score" is the count of right items (out of 1000), here
-"score"; the official script prints right counts per type, here "category/<type>" is
-the fraction right in that type (count = fraction x items of the type).
+Prompt and length: the published DeepSeek-VL setup, VLMEvalKit
+(open-compass/VLMEvalKit @e8e78f05f3080fe28154f2130321f17951c3be94): the wrapper
+`vlmeval/vlm/deepseek_vl.py` has no custom prompt and generates greedily with
+max_new_tokens=512 (MAX_NEW_TOKENS); the dataset class `vlmeval/dataset/image_vqa.py`
+OCRBench inherits ImageBaseDataset.build_prompt (`vlmeval/dataset/image_base.py`): the
+image, then the question as released, no instruction (the 2024 code, bbf8a3e
+`vlmeval/utils/dataset.py` TSVDataset.build_prompt, gives a VQA set the same).
+
+Score: the official script's rule (Yuliang-Liu/MultimodalOCR, OCRBench/scripts/LLaVA1_5.py
+@f5cbec66817b643f732f11cdc7b3a550963b70dc, as in the other model scripts there and in
+VLMEvalKit's OCRBench.evaluate): an item is right when one gold answer, normalised, is
+contained in the normalised output. Normalisation for HME100k (handwritten math,
+LaTeX; the official script keys it on dataset_name, VLMEvalKit on the type, the same
+items in the release): strip, newlines to spaces, then every space removed, case kept;
+for the rest: lowercase, strip, newlines to spaces. The official "Final Score" is the
+count of right items (out of 1000), here "score"; the script prints right counts per
+type and per group (GROUPS: "Text Recognition" sums the six recognition types), here
+"group/<name>" counts and "category/<type>" the fraction right in that type (count =
+fraction x items of the type).
 """
 
 from __future__ import annotations
@@ -43,11 +55,35 @@ from dsvl_jax.eval.benchmarks.base import (
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 NAME = "ocrbench"
+MAX_NEW_TOKENS = 512  # VLMEvalKit vlmeval/vlm/deepseek_vl.py default_kwargs @e8e78f05
+SETUP = (
+    "prompt: VLMEvalKit OCRBench (ImageBaseDataset.build_prompt: image + question) @e8e78f05; "
+    "parser: OCRBench scripts/LLaVA1_5.py containment rule @f5cbec66"
+)
 
 JSON_NAME = "OCRBench.json"
 IMAGES_DIR = "OCRBench_Images"
 KEYS = ("dataset_name", "id", "image_path", "question", "answers", "type")
 MATH_DATASET = "HME100k"  # the official rule keys the special case on the source set
+RECOGNITION = (
+    "Regular Text Recognition",
+    "Irregular Text Recognition",
+    "Artistic Text Recognition",
+    "Handwriting Recognition",
+    "Digit String Recognition",
+    "Non-Semantic Text Recognition",
+)
+# The five groups the official script prints (and VLMEvalKit reports), each the types it
+# sums; their counts add up to the Final Score.
+GROUPS = {
+    "Text Recognition": RECOGNITION,
+    "Scene Text-centric VQA": ("Scene Text-centric VQA",),
+    "Doc-oriented VQA": ("Doc-oriented VQA",),
+    "Key Information Extraction": ("Key Information Extraction",),
+    "Handwritten Mathematical Expression Recognition": (
+        "Handwritten Mathematical Expression Recognition",
+    ),
+}
 
 
 def _json_file(path: pathlib.Path) -> pathlib.Path:
@@ -128,6 +164,7 @@ def load(path: str | pathlib.Path, image_root: str | pathlib.Path | None = None)
 
 
 def prompt(item: BenchItem) -> str:
+  """The image, then the question as released."""
   return IMAGE_TOKEN + item.question
 
 
@@ -154,11 +191,13 @@ def is_correct(item: BenchItem, parsed: str | None) -> bool:
 
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float | int]:
-  """score (right answers: the official number out of 1000), accuracy, category/<type>,
-  num_items, unparsed."""
+  """score (right answers: the official number out of 1000), accuracy, group/<name>
+  (right answers per official group), category/<type>, num_items, unparsed."""
   check_answers(items, parsed)
   flags = [is_correct(it, p) for it, p in zip(items, parsed)]
   out: dict[str, float | int] = {"score": sum(flags), "accuracy": accuracy(flags)}
+  for group, kinds in GROUPS.items():
+    out[f"group/{group}"] = sum(f for it, f in zip(items, flags) if it.category in kinds)
   for kind in sorted({it.category for it in items}):
     out[f"category/{kind}"] = accuracy([f for it, f in zip(items, flags) if it.category == kind])
   out["num_items"] = len(items)
