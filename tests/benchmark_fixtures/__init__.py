@@ -4,7 +4,17 @@ images with known answers (one module per benchmark: `build(root) -> path`)."""
 import importlib
 import pathlib
 
-NAMES = ("mmbench", "seedbench", "pope", "scienceqa", "mmmu", "ocrbench", "mathvista", "textmc")
+NAMES = (
+    "mmbench",
+    "seedbench",
+    "pope",
+    "scienceqa",
+    "mmmu",
+    "ocrbench",
+    "cmmmu",
+    "mathvista",
+    "textmc",
+)
 
 
 def build_all(root: pathlib.Path) -> dict[str, str]:

@@ -16,7 +16,7 @@ MODULES = {
     "scienceqa": "dsvl_jax.eval.benchmarks.scienceqa",  # ScienceQA-IMG
     "mmmu": "dsvl_jax.eval.benchmarks.mmmu",  # MMMU dev / validation parquet
     "ocrbench": "dsvl_jax.eval.benchmarks.ocrbench",  # OCRBench
-    "cmmmu": "dsvl_jax.eval.benchmarks.cmmmu",  # CMMMU val / test
+    "cmmmu": "dsvl_jax.eval.benchmarks.cmmmu",  # CMMMU dev / val
     "mathvista": "dsvl_jax.eval.benchmarks.mathvista",  # MathVista testmini
     "mmvet": "dsvl_jax.eval.benchmarks.mmvet",  # MM-Vet, graded by an LLM judge
     "textmc": "dsvl_jax.eval.benchmarks.textmc",  # text MC by likelihood (MMLU, HellaSwag)
