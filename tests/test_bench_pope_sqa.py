@@ -279,49 +279,76 @@ def test_sqa_prompt(sqa_dir):
   )
 
 
+def test_sqa_published_setup():
+  # llava/eval/model_vqa_science.py @c121f04: max_new_tokens=1024 (greedy with --temperature 0)
+  assert scienceqa.MAX_NEW_TOKENS == 1024
+  assert "eval_science_qa.py @c121f04" in scienceqa.SETUP
+  assert "model_vqa_science.py @c121f04" in scienceqa.SETUP
+
+
+# LLaVA's parser: haotian-liu/LLaVA llava/eval/eval_science_qa.py at
+# c121f0432da27facab705978f83c4ada465e46fd (default --options A-E; get_pred_idx makes a
+# letter past the problem's choices -1, i.e. wrong). Every row was executed against that
+# code with the choices below (three of them); "parsed" is its parsed_ans (None for
+# "FAILED"), "right" whether pred_idx equals the answer index when the answer is B.
 SQA_OPTIONS = ("salt water", "salt", "same")
-SQA_OUTPUTS = [
-    ("B", "B"),
-    ("C", "C"),
-    (" B.", "B"),
-    ("(B)", "B"),
-    ("B)", "B"),
-    ("A. salt water", "A"),
-    ("C: same", "C"),
-    ("Answer: B", "B"),
-    ("The answer is (C).", "C"),
-    ("the answer is A", "A"),
-    ("same", "C"),  # exactly one option's text
-    ("Salt water.", "A"),  # the whole output is option A, not B
-    ("B. The answer is C", None),  # two letters
-    ("D", None),  # only three options
-    ("The answer is D.", None),
-    ("A salt crystal", None),  # the article "A" is not option A
-    ("It is salt.", None),  # an option inside free text is not an answer
-    ("salt or same", None),
-    ("I do not know", None),
-    ("", None),
+SQA_OUTPUTS = [  # (raw output, parsed_ans, right when the answer is B)
+    ("(B)", None, False),  # section 3's table
+    ("Answer: C", None, False),
+    ("B", "B", True),
+    ("The answer is B.", "B", True),
+    ("B.", None, False),  # shorter than 3 characters and not a bare letter
+    ("B. blue", "B", True),
+    ("The answer is B", None, False),  # the regex needs one character after the letter
+    ("The answer is B. The answer is B.", None, False),  # two matches
+    ("E", "E", False),  # a letter past the three choices: index -1
+    ("D", "D", False),
+    ("C", "C", False),
+    ("A. salt water", "A", False),
+    ("C: same", None, False),
+    ("The answer is (C).", None, False),
+    ("the answer is A", None, False),  # case-sensitive
+    ("same", None, False),  # option text is never read
+    ("B)", None, False),
+    ("B. The answer is C", "B", True),  # rule 2 comes first
+    ("The answer is D.", "D", False),
+    ("The answer is F.", "F", False),  # the regex takes any capital letter
+    ("F. fish", None, False),  # rule 2 only for A-E
+    ("A salt crystal", None, False),
+    ("The answer is C, so C.", "C", False),
+    ("b", None, False),
+    ("", None, False),
 ]
 
 
-@pytest.mark.parametrize("output,expected", SQA_OUTPUTS)
-def test_sqa_extraction(output, expected):
-  item = BenchItem(id="x", question="q", options=SQA_OPTIONS, answer="A")
-  assert scienceqa.parse(item, output) == expected
+@pytest.mark.parametrize("output,parsed,right", SQA_OUTPUTS)
+def test_sqa_llava_parser(output, parsed, right):
+  item = BenchItem(id="x", question="q", options=SQA_OPTIONS, answer="B")
+  assert scienceqa.parse(item, output) == parsed
+  assert scienceqa.is_correct(item, parsed) == right
+
+
+def test_sqa_output_is_read_stripped():
+  # model_vqa_science.py writes `outputs.strip()`: what the parser reads
+  item = BenchItem(id="x", question="q", options=SQA_OPTIONS, answer="B")
+  assert scienceqa.parse(item, "  B\n") == "B"
+  assert scienceqa.parse(item, "\nB. salt ") == "B"
 
 
 def test_sqa_metrics_from_planted_answers(sqa_dir):
-  items = scienceqa.load(sqa_dir)  # answers B, A, D, C
-  outputs = ["B", "The answer is B.", "I am not sure", "C. same"]  # right, wrong, ?, right
+  """eval_science_qa.py's IMG-Accuracy: correct / all image problems, FAILED included."""
+  items = scienceqa.load(sqa_dir)  # answers B, A, D, C of 3, 2, 4, 3 choices
+  outputs = ["(B)", "A. ostrich", "The answer is D.", "E"]  # FAILED, right, right, E: wrong
   parsed = [scienceqa.parse(it, o) for it, o in zip(items, outputs)]
-  assert parsed == ["B", "B", None, "C"]
+  assert parsed == [None, "A", "D", "E"]
+  assert [scienceqa.is_correct(it, p) for it, p in zip(items, parsed)] == [False, True, True, False]
   assert scienceqa.score(items, parsed) == {
       "accuracy": 0.5,
       "num_items": 4.0,
       "unparsed": 1.0,
       "category/natural science": 0.5,
-      "category/social science": 0.0,
-      "category/language science": 1.0,
+      "category/social science": 1.0,
+      "category/language science": 0.0,
   }
 
 

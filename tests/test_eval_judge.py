@@ -14,7 +14,7 @@ from serve_fixtures import running_server, serve_config
 from dsvl_jax.config.files import load_config
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.eval import run as eval_run
-from dsvl_jax.eval.benchmarks import mmbench, mmvet
+from dsvl_jax.eval.benchmarks import choice, mmbench, mmvet
 from dsvl_jax.eval.judge import Judge, JudgeError
 from dsvl_jax.infer.chat_config import STOP_STRINGS
 from dsvl_jax.infer.generate import Generator
@@ -153,6 +153,7 @@ def test_mmbench_answers_the_rule_cannot_read_go_to_our_server(judge_server, tmp
             judge_url=url + "/v1",
             judge_model=service.model_name,
             judge_key_env="DSVL_JUDGE_TEST_KEY",
+            judge_max_tokens=16,  # VLMEvalKit asks up to 2048; the tiny server allows 64
         ),
         str(tmp_path / "out"),
     )["mmb"]
@@ -163,6 +164,14 @@ def test_mmbench_answers_the_rule_cannot_read_go_to_our_server(judge_server, tmp
   for row in asked:
     replies = row["judge"]["replies"]
     assert 1 <= len(replies) <= 3
-    prompt = mmbench.judge_prompt(items[row["id"]], row["output"])
-    assert replies[0] == _greedy(service, gen, prompt, 1024)
-  assert result["judge"] == f"{service.model_name} @ {url}/v1"
+    item = items[row["id"]]
+    prompt = choice.judge_prompt(item.question, item.options, row["output"])
+    assert replies[0] == _greedy(service, gen, prompt, 16)  # capped by eval.judge_max_tokens
+    # the first reply can_infer reads, else VLMEvalKit's random pick after three
+    read = [choice.can_infer(r, choice.item_choices(item.options)) for r in replies]
+    expected = next((x for x in read if x), None) or choice.random_pick(item)
+    assert row["parsed"] == expected
+    assert bool(row["judge"].get("random_pick")) == (not any(read) and len(replies) == 3)
+  picks = sum(bool(r["judge"].get("random_pick")) for r in asked)
+  assert result.get("fallbacks", 0) == picks
+  assert result["judge"] == f"{service.model_name} @ {url}/v1 (max_tokens <= 16)"

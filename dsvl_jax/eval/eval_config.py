@@ -52,6 +52,7 @@ class EvalConfig:
   judge_url: str = ""
   judge_model: str = ""
   judge_key_env: str = "OPENAI_API_KEY"
+  judge_max_tokens: int = 0  # cap on a judge request's max_tokens (0 = each rule's own)
 
   def validate(self) -> "EvalConfig":
     check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
@@ -63,6 +64,11 @@ class EvalConfig:
     check(self.few_shot >= 0, "eval.few_shot", f"must be >= 0, got {self.few_shot}")
     for name, path in self.sets:
       check(bool(path), f"eval.sets.{name}", "empty path")
+    check(
+        self.judge_max_tokens >= 0,
+        "eval.judge_max_tokens",
+        f"must be >= 0, got {self.judge_max_tokens}",
+    )
     unknown = sorted(set(dict(self.set_options)) - set(dict(self.sets)))
     check(not unknown, "eval.set_options", f"options for sets that are not in eval.sets: {unknown}")
     if self.judge_url:

@@ -165,7 +165,9 @@ def judge_from(eval_cfg: EvalConfig) -> Judge | None:
   if not eval_cfg.judge_url:
     return None
   key = os.environ.get(eval_cfg.judge_key_env, "") if eval_cfg.judge_key_env else ""
-  return Judge(eval_cfg.judge_url, eval_cfg.judge_model, key)
+  return Judge(
+      eval_cfg.judge_url, eval_cfg.judge_model, key, max_tokens_cap=eval_cfg.judge_max_tokens
+  )
 
 
 def evaluate(

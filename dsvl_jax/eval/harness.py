@@ -223,6 +223,13 @@ def run_benchmark(
           {
               "judge": judging.name,
               "judged": sum(bool(done[i].get("judge", {}).get("judged")) for i in ids),
+              # VLMEvalKit's random pick after its judge failed thrice
+              **(
+                  {"fallbacks": picks}
+                  if (picks := sum(bool(done[i].get("judge", {}).get("random_pick")) for i in ids))
+                  and not hasattr(bench, "fallback")
+                  else {}
+              ),
           }
           if judging is not None
           else {}

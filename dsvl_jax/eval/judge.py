@@ -40,23 +40,28 @@ class Judge:
       timeout_s: float = 120.0,
       retries: int = 3,
       pause_s: float = 1.0,
+      max_tokens_cap: int = 0,
   ):
+    """max_tokens_cap: the most tokens any request asks for (0 = what the benchmark's
+    rule asks: its replies are short, the rule's limit is a ceiling, not a length)."""
     if not url.startswith(("http://", "https://")):
       raise ValueError(f"judge url {url!r}: expected http(s)://host[:port]/v1")
     self.url, self.model, self.api_key = url.rstrip("/"), model, api_key
     self.timeout_s, self.retries, self.pause_s = timeout_s, retries, pause_s
+    self.max_tokens_cap = max_tokens_cap
     self.calls = 0  # requests answered (a benchmark's log counts its own)
 
   @property
   def name(self) -> str:
     """What judged: recorded in every judged summary and in the run record."""
-    return f"{self.model} @ {self.url}"
+    cap = f" (max_tokens <= {self.max_tokens_cap})" if self.max_tokens_cap else ""
+    return f"{self.model} @ {self.url}{cap}"
 
   def __call__(self, prompt: str, max_tokens: int = 1024, temperature: float = 0.0) -> str:
     body = {
         "model": self.model,
         "messages": [{"role": "user", "content": prompt}],
-        "max_tokens": max_tokens,
+        "max_tokens": min(max_tokens, self.max_tokens_cap or max_tokens),
         "temperature": temperature,
     }
     why = ""

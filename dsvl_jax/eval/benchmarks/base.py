@@ -68,8 +68,10 @@ class Benchmark(Protocol):
     (the model's template wraps it)."""
 
   def parse(self, item: BenchItem, output: str) -> Any:
-    """The answer extracted from the model's raw output, or None when the rule cannot
-    extract one (counted as unparsed and scored wrong: never silently a guess)."""
+    """The answer extracted from the model's raw output by the benchmark's official
+    rule; what that rule gives an answer it cannot read (None, MMBench's 'Z', POPE's
+    "yes") is counted as unparsed or, where the rule decides it by default, as a
+    fallback (the module's `fallback`)."""
 
   def is_correct(self, item: BenchItem, parsed: Any) -> bool:
     """One item's verdict (`exact_match` unless the benchmark's rule says otherwise);

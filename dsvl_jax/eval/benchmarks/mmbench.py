@@ -22,11 +22,17 @@ the rotations use VLMEvalKit's convention, index i + k * 1_000_000 for rotation 
 question i, and are grouped by index % 1_000_000; files without them get the
 rotations generated here, with those same ids. `group` is the original index.
 
-Prompt and answer extraction: `choice.py` (the same English instruction for the
-Chinese set). Metrics: circular_accuracy (the official number), vanilla_accuracy
-(rotation 0 only, i.e. each question asked once as released), category/<name>
-(circular), num_items (questions), num_rotations, unparsed (rotations), language ("zh"
-for MMBench-CN, read from the questions).
+Prompt, answer matching and judge: `choice.py`, VLMEvalKit's rules (ImageMCQDataset's
+prompt, can_infer v1 @aca64dbb, an unmatched rotation predicted 'Z' and so wrong; with an
+LLM judge, extract_answer_from_item's fallback). VLMEvalKit scores every file whose
+name holds "mmbench" circularly (image_mcq.py evaluate, mcq_circular_eval). The judge
+is asked per rotation, also for a rotation of a question another rotation already
+failed (VLMEvalKit stops asking there): more judge calls, the same circular scores.
+
+Metrics: circular_accuracy (the official number), vanilla_accuracy (rotation 0 only,
+i.e. each question asked once as released), category/<name> (circular), num_items
+(questions), num_rotations, unparsed (rotations whose answer names no option: 'Z'),
+language ("zh" for MMBench-CN, read from the questions).
 """
 
 from __future__ import annotations
@@ -53,6 +59,12 @@ from dsvl_jax.eval.benchmarks.base import (
 )
 
 NAME = "mmbench"
+MAX_NEW_TOKENS = choice.MAX_NEW_TOKENS  # 512: VLMEvalKit's DeepSeek-VL wrapper
+SETUP = (
+    "prompt: VLMEvalKit ImageMCQDataset.build_prompt @aca64dbb; parser: VLMEvalKit can_infer v1 "
+    "@aca64dbb (unmatched -> 'Z', wrong; judge fallback: extract_answer_from_item); CircularEval"
+)
+JUDGE = "fallback"  # can_infer decides without one; a judge only matches what it cannot
 REQUIRED = ("index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image")
 OPTIONAL = ("l2-category", "split", "source", "comment")
 CIRCULAR_STRIDE = 1_000_000  # index of rotation k = index + k * CIRCULAR_STRIDE
@@ -206,6 +218,7 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
 
 prompt = choice.item_prompt
 parse = choice.item_answer
+judge = choice.judge
 is_correct = exact_match
 
 
@@ -231,7 +244,7 @@ def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str,
       "vanilla_accuracy": accuracy(vanilla),
       "num_items": len(passed),
       "num_rotations": len(items),
-      "unparsed": sum(a is None for a in parsed),
+      "unparsed": sum(choice.unmatched(a) for a in parsed),
   }
   metrics.update(category_accuracy([category[g] for g in passed], list(passed.values())))
   return metrics

@@ -22,30 +22,40 @@ problems whose "split" field equals it (in file order). Only problems with an im
 kept (the IMG subset: 2017 of the 4241 test questions). A mini split's images are in
 the folder of the problem's own "split" field.
 
-Prompt (LLaVA-1.5's ScienceQA-IMG prompt, lmms-eval's default): the image, "Context:
-<hint>" when the hint is not empty, the question, the options "A. <choice>" one per
-line, then "Answer with the option's letter from the given choices directly.", joined
-by newlines.
+Prompt (LLaVA-1.5's ScienceQA-IMG prompt, the one its parser below pairs with; as
+lmms-eval's scienceqa_img default writes it): the image, "Context: <hint>" when the hint
+is not empty, the question, the options "A. <choice>" one per line, then "Answer with
+the option's letter from the given choices directly." (what model_vqa_science.py's
+--single-pred-prompt appends, haotian-liu/LLaVA @c121f04), joined by newlines. The
+image placeholder goes first with no separator, as for DeepSeek-VL's other prompts.
+MAX_NEW_TOKENS is model_vqa_science.py's max_new_tokens (1024, @c121f04).
 
-Answer rule: choice.extract_choice, shared with MMBench and SEED-Bench: the option
-letter at the start of the output ("B", "B.", "B)", "(B) red", "C: blue"), or after an
-answer phrase ("Answer: B", "The answer is (B)"), or the one option whose text the whole
-output is (case-folded, a final period dropped); only letters of the item's options
-count, and when these name different letters, or none, the answer is None (unparsed,
-scored wrong).
+Answer rule: LLaVA's llava/eval/eval_science_qa.py (haotian-liu/LLaVA
+@c121f0432da27facab705978f83c4ada465e46fd, last changed ce1aa08d), on the stripped output (model_vqa_science.py strips what it
+writes), with its default options A-E:
+  1. the whole output is one of the letters A-E: that letter;
+  2. else, output at least 3 characters, its first a letter A-E and characters 1-2
+     exactly ". " ("B. blue"): the first character;
+  3. else the regex "The answer is ([A-Z])." (the "." is any character, case-sensitive)
+     must match exactly once: its letter;
+  4. else FAILED: None (unparsed), scored wrong.
+So "(B)", "Answer: C", "B." and "The answer is B" (nothing after the letter) are
+FAILED. A letter beyond the problem's choices ("E" of four) is parsed but wrong (its
+index is -1; the random fallback after that return is dead code).
 
-Metrics: "accuracy" (correct / num_items; the official evaluate_acc.py's acc_average,
-restricted to these items), "category/<subject>" (its acc_natural/social/language),
-"num_items", "unparsed".
+Metrics: "accuracy" (correct / num_items: eval_science_qa.py's "IMG-Accuracy", the
+problems whose prompt has an image; a FAILED answer stays in the denominator),
+"category/<subject>" (ScienceQA's acc_natural/social/language, restricted to these
+items), "num_items", "unparsed" (FAILED answers).
 """
 
 from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any, Sequence
 
-from dsvl_jax.eval.benchmarks import choice
 from dsvl_jax.eval.benchmarks.base import (
     LETTERS,
     BenchItem,
@@ -59,6 +69,14 @@ from dsvl_jax.eval.benchmarks.base import (
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
 NAME = "scienceqa"
+MAX_NEW_TOKENS = 1024  # llava/eval/model_vqa_science.py @c121f04 (greedy: --temperature 0)
+SETUP = (
+    "prompt: LLaVA-1.5 ScienceQA-IMG (Context/question/A. options + --single-pred-prompt, "
+    "model_vqa_science.py @c121f04); parser: LLaVA eval_science_qa.py @c121f04"
+)
+INSTRUCTION = "Answer with the option's letter from the given choices directly."
+OPTIONS = ("A", "B", "C", "D", "E")  # eval_science_qa.py's --options default
+_ANSWER_IS = re.compile(r"The answer is ([A-Z]).")  # eval_science_qa.py, as written there
 PROBLEMS = "problems.json"
 PID_SPLITS = "pid_splits.json"
 IMAGES = "images"
@@ -165,12 +183,31 @@ def load(path: str | pathlib.Path, split: str = "test") -> list[BenchItem]:
 
 def prompt(item: BenchItem) -> str:
   parts = [f"Context: {item.hint}"] if item.hint.strip() else []
-  parts += [item.question, option_lines(item.options), choice.INSTRUCTION]
+  parts += [item.question, option_lines(item.options), INSTRUCTION]
   return IMAGE_TOKEN + "\n".join(parts)
 
 
-parse = choice.item_answer
-is_correct = exact_match
+def extract(output: str) -> str | None:
+  """The letter eval_science_qa.py reads from an output (module docstring), or None
+  for its FAILED."""
+  text = output.strip()
+  if text in OPTIONS:
+    return text
+  if len(text) >= 3 and text[0] in OPTIONS and text[1:3] == ". ":
+    return text[0]
+  found = _ANSWER_IS.findall(text)
+  return found[0] if len(found) == 1 else None
+
+
+def parse(item: BenchItem, output: str) -> str | None:
+  del item  # the rule reads the output alone; is_correct checks the letter's range
+  return extract(output)
+
+
+def is_correct(item: BenchItem, parsed: Any) -> bool:
+  """Right when the letter is among the item's choices and is the answer (a letter past
+  the last choice is wrong, as get_pred_idx makes it -1)."""
+  return parsed in tuple(LETTERS[: len(item.options)]) and exact_match(item, parsed)
 
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:

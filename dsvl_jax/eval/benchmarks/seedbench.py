@@ -17,11 +17,16 @@ data_id is looked up as written, then with ".jpg" appended (the release notes ca
 the image "file name"; names without the extension are accepted in case a copy
 drops it). Every image must exist at load time.
 
-Prompt and answer extraction: `choice.py` (SEED-Bench's own harness ranks option
-likelihoods; this module scores generated letters, as VLMEvalKit's SEEDBench_IMG
-does). Metrics: accuracy over all image questions (the leaderboard's "Image" number:
-correct / total, not a mean of dimensions), category/<dimension name>, num_items,
-unparsed.
+Prompt, answer matching and judge: `choice.py`, as VLMEvalKit scores its SEEDBench_IMG
+set (an ImageMCQDataset: the same build_prompt, without a Hint line since SEED
+questions have none; can_infer v1 @aca64dbb, an unmatched answer predicted 'Z' and so
+wrong; with an LLM judge, extract_answer_from_item's fallback; vanilla, not circular,
+evaluation). SEED-Bench's own harness ranks option likelihoods instead; DeepSeek-VL's
+SEED number comes from VLMEvalKit's generated letters.
+
+Metrics: accuracy over all image questions (the leaderboard's "Image" number: correct /
+total, not a mean of dimensions; VLMEvalKit's report_acc "Overall"), category/<dimension
+name>, num_items, unparsed (answers that name no option: 'Z').
 """
 
 from __future__ import annotations
@@ -40,6 +45,13 @@ from dsvl_jax.eval.benchmarks.base import (
 )
 
 NAME = "seedbench"
+MAX_NEW_TOKENS = choice.MAX_NEW_TOKENS  # 512: VLMEvalKit's DeepSeek-VL wrapper
+SETUP = (
+    "prompt: VLMEvalKit ImageMCQDataset.build_prompt (SEEDBench_IMG) @aca64dbb; parser: "
+    "VLMEvalKit can_infer v1 @aca64dbb (unmatched -> 'Z', wrong; judge fallback: "
+    "extract_answer_from_item)"
+)
+JUDGE = "fallback"  # can_infer decides without one; a judge only matches what it cannot
 JSON_NAME = "SEED-Bench.json"
 IMAGE_DIR = "SEED-Bench-image"
 CHOICE_KEYS = ("choice_a", "choice_b", "choice_c", "choice_d")
@@ -124,9 +136,12 @@ def load(path: str | pathlib.Path) -> list[BenchItem]:
 
 prompt = choice.item_prompt
 parse = choice.item_answer
+judge = choice.judge
 is_correct = exact_match
 
 
 def score(items: Sequence[BenchItem], parsed: Sequence[str | None]) -> dict[str, float]:
-  """Accuracy overall and per dimension (parsed[i] answers items[i])."""
-  return accuracy_metrics(items, parsed)
+  """Accuracy overall and per dimension (parsed[i] answers items[i]); 'Z' is wrong."""
+  metrics = accuracy_metrics(items, parsed)
+  metrics["unparsed"] = sum(choice.unmatched(a) for a in parsed)
+  return metrics
