@@ -17,10 +17,11 @@ question files (every coco_pope_*.json in it). Images are the COCO val2014 files
 IMAGE_DIR_NAME ("val2014") beside the question files or one level up (LLaVA's layout:
 pope/coco/coco_pope_*.json with pope/val2014/).
 
-Prompt: the image, the question as released, then " Please answer yes or no." (the
-instruction MME writes into its questions and VLMEvalKit appends to yes/no questions
-that lack one; LLaVA-1.5 instead appends "Answer the question using a single word or
-phrase.").
+Prompt: the image, the question as released, then " Please answer yes or no.": what
+VLMEvalKit gives DeepSeek-VL (no custom prompt; its POPE questions end in that
+sentence, which its Bunny wrapper, vlmeval/vlm/bunnyllama3.py @e8e78f05, rewrites for
+pope). LLaVA-1.5 instead appends "Answer the question using a single word or phrase.".
+Answers may run to MAX_NEW_TOKENS = 512 (VLMEvalKit's DeepSeek-VL wrapper).
 
 Answer rule: POPE's evaluate.py (github.com/AoiDragon/POPE, evaluate.py at 08d957b,
 as LLaVA's eval_pope.py scores it too): only the text before the first "." (the whole
@@ -68,7 +69,8 @@ INSTRUCTION = "Please answer yes or no."
 LABELS = ("yes", "no")
 MAX_NEW_TOKENS = 512  # VLMEvalKit's DeepSeek-VL wrapper (vlmeval/vlm/deepseek_vl.py @e8e78f0)
 SETUP = (
-    "prompt: question + ' Please answer yes or no.' (VLMEvalKit yes/no datasets @e8e78f0); "
+    "prompt: question + ' Please answer yes or no.' (as VLMEvalKit's POPE questions carry it: "
+    "vlmeval/vlm/bunnyllama3.py @e8e78f05 rewrites that suffix for pope); "
     "parser: AoiDragon/POPE evaluate.py @08d957b"
 )
 _NO_WORDS = ("No", "not", "no")  # evaluate.py's list, case-sensitive
