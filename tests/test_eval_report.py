@@ -74,3 +74,41 @@ def test_two_summaries_for_one_column_are_refused(tmp_path):
 def test_a_run_without_a_folder_is_a_usage_error(bad):
   code, _, err = _report("--run", bad)
   assert code == 2 and "label=WORKDIR" in err
+
+
+def test_each_columns_metric_is_what_its_benchmark_reports(tmp_path):
+  """Summaries made by the benchmark modules themselves (scores of answers planted on
+  the release-layout fixtures) fill every column they belong to: the report reads the
+  metric keys the modules write, not names of its own."""
+  import importlib
+
+  from benchmark_fixtures import NAMES
+  from benchmark_fixtures import mmvet as mmvet_fixture
+
+  sys.path.insert(0, str(ROOT / "experiments"))
+  import eval_report  # pylint: disable=g-import-not-at-top
+
+  run = tmp_path / "ours"
+  run.mkdir()
+  built = {n: importlib.import_module(f"benchmark_fixtures.{n}").build(tmp_path / n) for n in NAMES}
+  built["mmvet"] = mmvet_fixture.build(tmp_path / "mmvet")
+  expected = {}
+  for column, (bench, metric, scale, _) in eval_report.COLUMNS.items():
+    if bench not in built or column == "MMB-CN":
+      continue
+    module = importlib.import_module(f"dsvl_jax.eval.benchmarks.{bench}")
+    items = module.load(built[bench])
+    parsed = [module.parse(it, "yes") for it in items]  # what the rule makes of "yes"
+    if bench == "mmvet":
+      parsed = [0.5] * len(items)  # a judged score
+    summary = {"benchmark": bench, **module.score(items, parsed)}
+    (run / f"{bench}.summary.json").write_text(json.dumps(summary))
+    expected[column] = summary[metric] * scale
+  assert set(expected) == set(TABLE5) - {"MMB-CN"} | {"ScienceQA-IMG"}
+  code, out, err = _report("--run", f"ours={run}", "--no-published")
+  assert code == 0, err
+  header, _, row = out.strip().splitlines()
+  cells = dict(zip(header.strip("| ").split(" | ")[1:], row.strip("| ").split(" | ")[1:]))
+  for column, value in expected.items():
+    assert cells[column] == (f"{value:.0f}" if column == "OCRBench" else f"{value:.1f}"), column
+  assert cells["MM-Vet"] == "50.0"
