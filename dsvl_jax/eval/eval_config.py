@@ -43,7 +43,7 @@ class EvalConfig:
   max_items: int = 0  # first items of each set (0 = all)
   predictions: bool = True  # keep per-item predictions in the result (and eval.json)
   progress: bool = True  # benchmark sets: a progress bar with items/s and the ETA
-  few_shot: int = 0  # textmc sets: solved examples in the prompt (the file's first lines)
+  few_shot: int = 0  # textmc/mmlu/hellaswag: solved examples (MMLU CSV: each subject's dev rows)
   data_parallel: bool = True  # benchmark sets: split each batch's rows over local devices
   share_prefixes: bool = True  # a prompt prefix (image) rows of a batch share: computed once
   # An OpenAI-compatible endpoint that judges (MM-Vet's grader; the extraction fallback

@@ -73,6 +73,7 @@ class Evaluator:
     if not sets:
       raise ConfigError("config field 'eval.sets': no evaluation sets configured")
     likelihood: dict[str, SetSource] = {}
+    modules: dict[str, Any] = {}  # likelihood sets read from a public release
     self.benchmarks: dict[str, tuple[Benchmark, str, list[BenchItem]]] = {}
     for name, src in sets.items():
       kind, path = registry.split_spec(src) if isinstance(src, str) else (None, src)
@@ -80,8 +81,9 @@ class Evaluator:
         likelihood[name] = path
       elif kind in registry.LIKELIHOOD:
         module = registry.get(kind)
-        options = registry.load_options(module, name, eval_cfg.options(name), ("shots",))
-        likelihood[name] = module.load(path, shots=eval_cfg.few_shot, **options)
+        options = registry.load_options(module, name, eval_cfg.options(name))
+        likelihood[name] = module.load(path, **{"shots": eval_cfg.few_shot, **options})
+        modules[name] = module
       else:
         bench = registry.get(kind)
         options = registry.load_options(bench, name, eval_cfg.options(name))
@@ -110,7 +112,12 @@ class Evaluator:
     )
     self.likelihood = (
         LikelihoodSets(
-            cfg, tokenizer, eval_cfg, likelihood, self.answerer if eval_cfg.generate else None
+            cfg,
+            tokenizer,
+            eval_cfg,
+            likelihood,
+            self.answerer if eval_cfg.generate else None,
+            modules,
         )
         if likelihood
         else None

@@ -38,6 +38,17 @@ class PreparedSet:
   items: list[EvalItem]
   prompts: list[EncodedSample]
   continuations: list[list[np.ndarray]]  # [item][option] ids [C]
+  settings: SetScoring
+
+
+@dataclasses.dataclass(frozen=True)
+class SetScoring:
+  """How a set's options are scored: eval.normalize and eval.score_eos, or its
+  benchmark's SCORING; template None = plain-text prompts (no chat turn)."""
+
+  normalize: str
+  score_eos: bool
+  template: Template | None
 
 
 class LikelihoodSets:
@@ -51,15 +62,29 @@ class LikelihoodSets:
       eval_cfg: EvalConfig,
       sets: Mapping[str, SetSource],
       answerer: AnswerGenerator | None,
+      modules: Mapping[str, Any] | None = None,
   ):
-    """sets: name -> item jsonl path or items; answerer: parameters set by the caller."""
+    """sets: name -> item jsonl path or items; answerer: parameters set by the caller.
+    modules: name -> the benchmark module of a set read from a public release (textmc,
+    mmlu, hellaswag): its SCORING settings (the official rule's option score, EOS and
+    prompt) replace eval.normalize / score_eos / the template for that set, and its
+    `score` adds the official metrics."""
     self.cfg, self.tokenizer, self.eval_cfg, self.answerer = cfg, tokenizer, eval_cfg, answerer
-    template = template_for(eval_cfg.system_prompt)
-    self.sets = {name: self._prepare(src, template) for name, src in sets.items()}
+    self.modules = dict(modules or {})
+    self.sets = {name: self._prepare(src, self._settings(name)) for name, src in sets.items()}
     self.processor = ImageProcessorConfig.for_model(cfg)
     self.scorer = OptionScorer(cfg, eval_cfg.batch_size, eval_cfg.length_bucket)
 
-  def _prepare(self, src: SetSource, template: Template) -> PreparedSet:
+  def _settings(self, name: str) -> SetScoring:
+    scoring = getattr(self.modules.get(name), "SCORING", {})
+    plain = scoring.get("template") == "none"
+    return SetScoring(
+        scoring.get("normalize", self.eval_cfg.normalize),
+        scoring.get("score_eos", self.eval_cfg.score_eos),
+        None if plain else template_for(self.eval_cfg.system_prompt),
+    )
+
+  def _prepare(self, src: SetSource, settings: SetScoring) -> PreparedSet:
     n = self.eval_cfg.max_items
     if isinstance(src, (str, os.PathLike)):
       items = load_items(src, n)
@@ -68,13 +93,11 @@ class LikelihoodSets:
     prompts, conts = [], []
     for item in items:
       try:
-        prompts.append(build_prompt(item, self.tokenizer, self.cfg, template))
+        prompts.append(build_prompt(item, self.tokenizer, self.cfg, settings.template))
       except ValueError as e:  # a tokenizer/config mismatch, named with the item
         raise ItemError(f"{item.source}: cannot build the prompt: {e}") from e
-      conts.append(
-          [continuation_ids(o, self.tokenizer, self.eval_cfg.score_eos) for o in item.options]
-      )
-    return PreparedSet(items, prompts, conts)
+      conts.append([continuation_ids(o, self.tokenizer, settings.score_eos) for o in item.options])
+    return PreparedSet(items, prompts, conts, settings)
 
   def images(self, item: EvalItem) -> np.ndarray:
     """The item's images, processed: [n, 3, S, S] float32 in [0, 1]."""
@@ -92,9 +115,10 @@ class LikelihoodSets:
     normalised), log_likelihoods (sums), num_tokens, generated, exact_match}.
     Accuracies are fractions in [0, 1]; by-type maps cover items with a non-empty type.
     """
-    return {name: self._evaluate_set(params, prepared) for name, prepared in self.sets.items()}
+    return {name: self._evaluate_set(params, name) for name in self.sets}
 
-  def _evaluate_set(self, params, prepared: PreparedSet) -> dict[str, Any]:
+  def _evaluate_set(self, params, name: str) -> dict[str, Any]:
+    prepared = self.sets[name]
     items, b = prepared.items, self.eval_cfg.batch_size
     sums = [np.zeros(len(it.options), np.float64) for it in items]
     counts = [np.zeros(len(it.options), np.int64) for it in items]
@@ -124,10 +148,13 @@ class LikelihoodSets:
         queue = queue[b:]
     if queue:
       flush(queue)
-    return self._summarise(items, sums, counts, answers)
+    out = self._summarise(items, sums, counts, answers, prepared.settings.normalize)
+    module = self.modules.get(name)
+    if hasattr(module, "score"):
+      out.update(module.score(items, sums))
+    return out
 
-  def _summarise(self, items, sums, counts, answers) -> dict[str, Any]:
-    normalize = self.eval_cfg.normalize
+  def _summarise(self, items, sums, counts, answers, normalize) -> dict[str, Any]:
     choices = [choose(s, c, normalize) for s, c in zip(sums, counts)]
     mc = [c == it.answer for c, it in zip(choices, items)]
     types = [it.type for it in items]

@@ -32,9 +32,16 @@ def user_content(item: EvalItem) -> str:
 
 
 def build_prompt(
-    item: EvalItem, tokenizer: Tokenizer, cfg: VLMConfig, template: Template
+    item: EvalItem, tokenizer: Tokenizer, cfg: VLMConfig, template: Template | None
 ) -> EncodedSample:
-  """BOS + one user turn + "Assistant:"; ids [P] with each image expanded."""
+  """BOS + one user turn + "Assistant:"; ids [P] with each image expanded. template None:
+  BOS + the question as plain text (how MMLU's and HellaSwag's official scripts score a
+  language model: no chat turn around it)."""
+  if template is None:
+    if item.images:
+      raise ValueError("a plain-text prompt takes no images")
+    ids = np.asarray(tokenizer.encode(item.question, add_bos=True), np.int32)
+    return EncodedSample(ids, np.zeros(len(ids), bool), 0)
   return encode_conversation(
       [Message("user", user_content(item))],
       tokenizer,
@@ -45,8 +52,10 @@ def build_prompt(
 
 
 def continuation_ids(option: str, tokenizer: Tokenizer, score_eos: bool) -> np.ndarray:
-  """ids [C] of the answer " " + option (+ EOS): what follows the prompt."""
-  ids = tokenizer.encode(" " + option.strip(), add_bos=False)
+  """ids [C] of the answer " " + option (+ EOS): what follows the prompt. The option is
+  taken as given (item jsonl options are stripped when read; lm-eval scores a HellaSwag
+  ending's own leading space)."""
+  ids = tokenizer.encode(" " + option, add_bos=False)
   if score_eos:
     ids = ids + [tokenizer.eos_id]
   return np.asarray(ids, np.int32)

@@ -89,7 +89,8 @@ class LikelihoodBenchmark(Protocol):
   NAME: str
 
   def load(self, path: str | pathlib.Path, shots: int = 0) -> list[EvalItem]:
-    """The items to score; the first `shots` examples become every prompt's prefix."""
+    """The items to score, each prompt prefixed by `shots` solved examples taken from
+    the release's dev examples (never from the scored items)."""
 
 
 def check_answers(items: Sequence[BenchItem], parsed: Sequence[Any]) -> None:

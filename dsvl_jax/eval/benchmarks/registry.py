@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.eval.benchmarks.base import Benchmark, LikelihoodBenchmark
@@ -19,9 +19,11 @@ MODULES = {
     "cmmmu": "dsvl_jax.eval.benchmarks.cmmmu",  # CMMMU dev / val
     "mathvista": "dsvl_jax.eval.benchmarks.mathvista",  # MathVista testmini
     "mmvet": "dsvl_jax.eval.benchmarks.mmvet",  # MM-Vet, graded by an LLM judge
-    "textmc": "dsvl_jax.eval.benchmarks.textmc",  # text MC by likelihood (MMLU, HellaSwag)
+    "textmc": "dsvl_jax.eval.benchmarks.textmc",  # text MC by likelihood: either of
+    "mmlu": "dsvl_jax.eval.benchmarks.mmlu",  # MMLU's CSV release (hendrycks/test)
+    "hellaswag": "dsvl_jax.eval.benchmarks.hellaswag",  # HellaSwag rows (Rowan/hellaswag)
 }
-LIKELIHOOD = ("textmc",)  # scored by option likelihood, not generation
+LIKELIHOOD = ("textmc", "mmlu", "hellaswag")  # scored by option likelihood, not generation
 
 
 def get(name: str) -> Benchmark | LikelihoodBenchmark:
@@ -44,17 +46,11 @@ def split_spec(spec: str) -> tuple[str | None, str]:
   return None, spec
 
 
-def load_options(
-    module, set_name: str, options: Mapping[str, Any], reserved: Sequence[str] = ()
-) -> dict[str, Any]:
+def load_options(module, set_name: str, options: Mapping[str, Any]) -> dict[str, Any]:
   """`options` (eval.set_options[set_name]) checked against the keyword parameters of
   the module's `load` (a one-line ConfigError naming the accepted ones)."""
   params = inspect.signature(module.load).parameters
-  accepted = [
-      n
-      for n, p in list(params.items())[1:]
-      if p.kind is p.POSITIONAL_OR_KEYWORD and n not in reserved
-  ]
+  accepted = [n for n, p in list(params.items())[1:] if p.kind is p.POSITIONAL_OR_KEYWORD]
   unknown = sorted(set(options) - set(accepted))
   if unknown:
     raise ConfigError(
