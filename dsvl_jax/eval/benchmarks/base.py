@@ -99,6 +99,15 @@ def check_answers(items: Sequence[BenchItem], parsed: Sequence[Any]) -> None:
     raise ValueError(f"{len(items)} items but {len(parsed)} parsed answers")
 
 
+def check_unique_ids(items: Sequence[BenchItem], where: Any, what: str = "id") -> None:
+  """A loader's check that every item id occurs once (BenchmarkFormatError naming it)."""
+  seen: set[str] = set()
+  for it in items:
+    if it.id in seen:
+      raise BenchmarkFormatError(f"{where}: {what} {it.id!r} appears twice")
+    seen.add(it.id)
+
+
 def exact_match(item: BenchItem, parsed: Any) -> bool:
   """The verdict of most benchmarks: an answer was parsed and it is item.answer."""
   return parsed is not None and parsed == item.answer

@@ -82,11 +82,13 @@ from typing import Any, Callable, Sequence
 
 import pyarrow.parquet as pq
 
+from dsvl_jax.eval.benchmarks import mmmu
 from dsvl_jax.eval.benchmarks.base import (
     BenchItem,
     BenchmarkFormatError,
     accuracy,
     check_answers,
+    check_unique_ids,
     existing_image,
     image_loader,
 )
@@ -344,11 +346,7 @@ def load(path: str | pathlib.Path, split: str = "val") -> list[BenchItem]:
   items = []
   for f in release_files(pathlib.Path(path), split):
     items += _read_jsonl(f, split) if f.suffix == ".jsonl" else _read_parquet(f, split)
-  seen: set[str] = set()
-  for it in items:
-    if it.id in seen:
-      raise BenchmarkFormatError(f"{path}: id {it.id!r} appears twice")
-    seen.add(it.id)
+  check_unique_ids(items, path)
   return items
 
 
@@ -446,12 +444,7 @@ def key_phrases(response: str, indicators: Sequence[str], last: Sequence[str] = 
   phrases = []
   for i, sentence in enumerate(sentences):
     markers = (*indicators, *last) if i == len(sentences) - 1 else tuple(indicators)
-    best = None
-    for marker in markers:
-      if marker in sentence:
-        tail = sentence.split(marker)[-1].strip()
-        if not best or len(tail) < len(best):
-          best = tail
+    best = mmmu.key_tail(sentence, markers)
     if best and best.strip() not in _TRIVIAL:
       phrases.append(best)
   return phrases or [text]
@@ -499,15 +492,6 @@ def extract_numbers(text: str) -> list[str]:
   return _NUM_GROUPED.findall(text) + _NUM_SCIENTIFIC.findall(text) + _NUM_PLAIN.findall(text)
 
 
-def _is_number(text: str) -> bool:
-  """float() takes it once ASCII commas are dropped ("3,500", "1e3", "nan", "1_0")."""
-  try:
-    float(text.replace(",", ""))
-    return True
-  except ValueError:
-    return False
-
-
 def _ascii_letters(text: str) -> int:
   return sum(("a" <= c <= "z") or ("A" <= c <= "Z") for c in text)
 
@@ -517,7 +501,7 @@ def normalize(text: str, answer: str) -> list[str | float]:
   (stripped) unless it is more than 20 characters longer than the answer or has more
   than 2 ASCII letters more than the answer, then dropped."""
   text = text.strip()
-  if _is_number(text):
+  if mmmu.is_number(text):  # float() takes it once ASCII commas are dropped
     return [round(float(text.replace(",", "")), 2)]
   if len(text) > len(answer) + 20 or _ascii_letters(text) > _ascii_letters(answer) + 2:
     return []
@@ -541,14 +525,7 @@ def parse_fill(response: str, answer: str) -> tuple[str | float, ...]:
 def fill_correct(answer: str, candidates: Sequence[str | float]) -> bool:
   """evaluate_response's fill-in verdict: a text candidate is right when it contains the
   normalised answer (text); a number candidate when it equals it (number)."""
-  gold = normalize(answer, answer)
-  for cand in candidates:
-    if isinstance(cand, str):
-      if any(isinstance(g, str) and g in cand for g in gold):
-        return True
-    elif any(not isinstance(g, str) and g == cand for g in gold):
-      return True
-  return False
+  return mmmu.candidate_matches(normalize(answer, answer), candidates)
 
 
 # ---------------------------------------------------------------- interface

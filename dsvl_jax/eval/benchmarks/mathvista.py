@@ -84,6 +84,7 @@ from dsvl_jax.eval.benchmarks.base import (
     BenchmarkFormatError,
     accuracy,
     check_answers,
+    check_unique_ids,
     existing_image,
     image_loader,
 )
@@ -350,11 +351,7 @@ def load(path: str | pathlib.Path, split: str = "testmini") -> list[BenchItem]:
       )
   else:
     raise FileNotFoundError(f"MathVista: no release at {path}")
-  seen: set[str] = set()
-  for it in items:
-    if it.id in seen:
-      raise BenchmarkFormatError(f"{path}: pid {it.id!r} appears twice")
-    seen.add(it.id)
+  check_unique_ids(items, path, "pid")
   return items
 
 

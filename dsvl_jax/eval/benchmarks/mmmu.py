@@ -412,7 +412,7 @@ def extract_numbers(text: str) -> list[str]:
   return _NUM_COMMAS.findall(text) + _NUM_SCIENTIFIC.findall(text) + _NUM_PLAIN.findall(text)
 
 
-def _key_tail(line: str, markers: Sequence[str]) -> str | None:
+def key_tail(line: str, markers: Sequence[str]) -> str | None:
   """What follows the last occurrence of a marker, the shortest over the markers.
 
   Same fold as the official code, quirk included: an empty tail ("x =" with marker
@@ -441,7 +441,7 @@ def key_phrases(response: str) -> list[str]:
   phrases = []
   for i, line in enumerate(lines):
     markers = _KEY_MARKERS + ("=",) if i == len(lines) - 1 else _KEY_MARKERS
-    tail = _key_tail(line, markers)
+    tail = key_tail(line, markers)
     if tail and tail.strip() not in _TRIVIAL:
       phrases.append(tail)
   return phrases or [text]
@@ -457,9 +457,14 @@ def parse_open(response: str) -> tuple[str | float, ...]:
 
 
 def open_correct(answers: Sequence[str], candidates: Sequence[str | float]) -> bool:
-  """Official eval_open: a text candidate is right when it contains a normalised
-  (text) answer; a number candidate when it equals a normalised (number) answer."""
-  gold = [g for a in answers for g in normalize(a)]
+  """Official eval_open over the normalised answers (`candidate_matches`)."""
+  return candidate_matches([g for a in answers for g in normalize(a)], candidates)
+
+
+def candidate_matches(gold: Sequence[str | float], candidates: Sequence[str | float]) -> bool:
+  """The open-answer verdict of MMMU's eval_open (and CMMMU's fill-in, which copies it):
+  a text candidate is right when it contains a text answer, a number candidate when it
+  equals a number answer."""
   for cand in candidates:
     if isinstance(cand, str):
       if any(isinstance(g, str) and g in cand for g in gold):
