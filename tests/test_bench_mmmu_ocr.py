@@ -483,6 +483,9 @@ def test_ocrbench_format_errors(tmp_path, ocr_json):
     ocrbench.load(lone / "OCRBench.json")
 
 
+# The official rule: Yuliang-Liu/MultimodalOCR OCRBench/scripts/LLaVA1_5.py @f5cbec6
+# (lines 152-174): HME100k answers and outputs lose newlines and spaces (case kept), the
+# others are lower-cased with newlines as spaces; right when an answer is contained.
 @pytest.mark.parametrize(
     "dataset, answers, output, right",
     [
