@@ -335,3 +335,96 @@ def test_each_benchmark_answers_at_its_published_length(fixtures, tmp_path, monk
   seen.clear()
   eval_run.run(_config(sets, max_items=2, max_new_tokens=9), str(tmp_path / "b"))
   assert set(seen) == {9}
+
+
+class _Judged(types.ModuleType):
+  """Five text questions whose answers only a judge can read ("judged:<id>" -> right)."""
+
+  NAME = "judged"
+  JUDGE = "fallback"
+
+  def __init__(self):
+    super().__init__("judged")
+    self.items = [
+        BenchItem(id=f"j{i}", question=f"q{i}", options=(), answer="ok") for i in range(5)
+    ]
+
+  def load(self, path):
+    return self.items
+
+  def prompt(self, item):
+    return item.question
+
+  def parse(self, item, output):
+    return None
+
+  def judge(self, item, output, parsed, ask):
+    return ask(item.id, 4, 0.0), {"judged": True}
+
+  def is_correct(self, item, parsed):
+    return parsed == item.answer
+
+  def score(self, items, parsed):
+    return {
+        "accuracy": sum(p == "ok" for p in parsed) / len(items),
+        "num_items": len(items),
+        "unparsed": 0,
+    }
+
+
+class _Echo:
+  """An answerer without a model: each prompt's length as text."""
+
+  batch_size = 2
+
+  def __call__(self, prompts, max_new_tokens=None):
+    return [str(len(p.ids)) for p in prompts]
+
+
+def test_a_judge_that_fails_stops_the_run_and_keeps_every_answer_before_it(tmp_path):
+  """The judge endpoint fails at the fourth item: the three rows judged before it are in
+  the predictions file (the batch in flight included), and a rerun with a working judge
+  answers only the other two; mode=eval reports the failure in one line."""
+  from dsvl_jax.eval.harness import run_benchmark
+  from dsvl_jax.eval.judge import JudgeError
+  from dsvl_jax.models import VLMConfig
+  from dsvl_jax.processor.layout import TokenLayout
+  from dsvl_jax.processor.tokenizer import make_tokenizer
+
+  cfg = VLMConfig.from_dict(load_config("configs/tiny.py").model)
+  tok = make_tokenizer("builtin:bytes", TokenLayout.of(cfg))
+  asked = []
+
+  class Failing:
+    name = "flaky @ http://judge/v1"
+
+    def __call__(self, prompt, max_tokens=1024, temperature=0.0):
+      asked.append(prompt)
+      if len(asked) == 4:
+        raise JudgeError("judge flaky: no answer after 4 tries (HTTP 503)")
+      return "ok"
+
+  bench = _Judged()
+  run = dict(system_prompt="", progress=False, judge=Failing())
+  with pytest.raises(JudgeError):
+    run_benchmark("judged", bench, "", _Echo(), tok, cfg, tmp_path, **run)
+  kept = [json.loads(x) for x in (tmp_path / "judged.predictions.jsonl").open()]
+  assert len(kept) == 3 and all(r["parsed"] == "ok" and r["judge"] for r in kept)
+  summary = run_benchmark("judged", bench, "", _Echo(), tok, cfg, tmp_path, **run)
+  assert summary["generated_now"] == 2 and summary["judged"] == 5 and summary["accuracy"] == 1.0
+  assert summary["judge"] == Failing.name
+
+
+def test_mode_eval_reports_a_failed_judge_in_one_line(fixtures, tmp_path, monkeypatch):
+  from dsvl_jax.eval.evaluator import Evaluator
+  from dsvl_jax.eval.judge import JudgeError
+
+  def failing(self, params, outdir=None):
+    raise JudgeError("judge m @ http://127.0.0.1:9/v1: no answer after 4 tries (URLError)")
+
+  monkeypatch.setattr(Evaluator, "__call__", failing)
+  with pytest.raises(SystemExit) as e:
+    eval_run.run(_config({"pope": f"pope:{fixtures['pope']}"}), str(tmp_path))
+  message = str(e.value.code)
+  assert message.startswith("error: judge m @") and "rerun to resume" in message
+  assert "\n" not in message

@@ -283,19 +283,22 @@ def _answer(
     for start in range(0, len(prepared), batch_size):
       chunk = prepared[start : start + batch_size]
       outputs = answerer([p[2] for p in chunk], max_new_tokens)
-      for (item, text, _), output in zip(chunk, outputs):
-        parsed = bench.parse(item, output)
-        log = None
-        if judge is not None:
-          parsed, log = bench.judge(item, output, parsed, judge)
-        correct = bool(bench.is_correct(item, parsed))
-        row = dict(id=item.id, prompt=text, output=output, parsed=parsed, correct=correct)
-        if log:
-          row["judge"] = log
-        rows.append(row)
-      if f is not None:
-        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in rows[-len(chunk) :])
-        f.flush()  # an interruption loses at most the batch in flight
+      try:
+        for (item, text, _), output in zip(chunk, outputs):
+          parsed = bench.parse(item, output)
+          log = None
+          if judge is not None:  # may raise JudgeError: the rows before it are kept
+            parsed, log = bench.judge(item, output, parsed, judge)
+          correct = bool(bench.is_correct(item, parsed))
+          row = dict(id=item.id, prompt=text, output=output, parsed=parsed, correct=correct)
+          if log:
+            row["judge"] = log
+          rows.append(row)
+          if f is not None:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+      finally:
+        if f is not None:
+          f.flush()  # an interruption loses at most the batch in flight
       bar.update(len(chunk))
   bar.close()
   return rows

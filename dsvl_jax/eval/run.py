@@ -22,6 +22,7 @@ from dsvl_jax.config.schema import ConfigError
 from dsvl_jax.eval.benchmarks import registry
 from dsvl_jax.eval.eval_config import EvalConfig, default_config
 from dsvl_jax.eval.evaluator import Evaluator, headline
+from dsvl_jax.eval.judge import JudgeError
 from dsvl_jax.infer.load import load_model, load_tokenizer
 
 
@@ -58,7 +59,12 @@ def run(config: ml_collections.ConfigDict, workdir: str | None = None) -> dict[s
     mesh = jax.sharding.Mesh(np.asarray(jax.local_devices()), ("rows",))
   evaluator = Evaluator(cfg, tokenizer, eval_cfg, mesh=mesh)
   t0 = time.perf_counter()
-  results = evaluator(params, workdir)
+  try:
+    results = evaluator(params, workdir)
+  except JudgeError as e:  # the answers so far are in the workdir: a rerun resumes
+    raise SystemExit(
+        f"error: {e}; the answers so far are kept in {workdir}, rerun to resume"
+    ) from None
   likelihood = {n: m for n, m in results.items() if "benchmark" not in m}
   if likelihood:
     print(format_table(likelihood))
