@@ -20,7 +20,12 @@ from dsvl_jax.data.mixing import MULTIMODAL, SCHEDULES, TEXT, ModalitySchedule
 from dsvl_jax.processor.tokenizer import EOS_TOKEN, IMAGE_TOKEN
 
 # Choices, from the modules that implement them where one does (schema checks them).
-SourceType = Literal["jsonl", "array_record", "synthetic"]
+# Our record schema (jsonl, array_record), the built-in data (synthetic), and public
+# formats read as released (data/formats/: BUILD.md "Training on your data").
+SourceType = Literal[
+    "jsonl", "array_record", "synthetic", "llava", "parquet", "webdataset", "image_folder", "mmc4"
+]
+FORMATS = ("llava", "parquet", "webdataset", "image_folder", "mmc4")
 Modality = Literal[TEXT, MULTIMODAL]
 SyntheticKind = Literal[synthetic.KINDS]
 ScheduleKind = Literal[SCHEDULES]  # data/mixing.py ModalitySchedule
@@ -31,10 +36,20 @@ Stage = Literal[1, 2, 3]  # the paper's training stage (its loss masks)
 class SourceConfig:
   """One named source of records (see sources.py for the record schema)."""
 
-  type: SourceType = "synthetic"  # jsonl | array_record | synthetic
+  type: SourceType = "synthetic"  # jsonl | array_record | synthetic | a public format
   modality: Modality = MULTIMODAL  # text | multimodal: which steps draw from it
   weight: float = 1.0  # relative weight among the sources of its modality
-  paths: tuple[str, ...] = ()  # jsonl: one manifest; array_record: one or more files
+  # jsonl: one manifest; array_record: one or more files; llava: one .json / .jsonl;
+  # parquet, webdataset, mmc4: shard files (or folders of them); image_folder: one folder
+  paths: tuple[str, ...] = ()
+  # llava, mmc4: the folder image paths are relative to ("" = the file's own folder)
+  image_folder: str = ""
+  # parquet: column names (Hugging Face datasets layout); a row has messages or text
+  messages_column: str = "messages"  # [{"role", "content"}] or LLaVA's [{"from", "value"}]
+  text_column: str = "text"  # a caption or document
+  images_column: str = "images"  # {"bytes", "path"} structs, a list of them, or bytes
+  # mmc4: images whose CLIP similarity to their matched sentence is below this are left out
+  min_similarity: float = 0.0
   synthetic_seed: int = 0  # synthetic: generator seed
   synthetic_size: int = 10_000  # synthetic: records per epoch
   synthetic_kinds: tuple[SyntheticKind, ...] = ()  # synthetic: kinds drawn, in rotation
@@ -45,6 +60,11 @@ class SourceConfig:
       check(len(self.paths) == 1, f"{path}.paths", "a jsonl source takes one manifest")
     elif self.type == "array_record":
       check(len(self.paths) >= 1, f"{path}.paths", "an array_record source needs files")
+    elif self.type in FORMATS:
+      check(len(self.paths) >= 1, f"{path}.paths", f"a {self.type} source needs its files")
+      if self.type in ("llava", "image_folder"):
+        check(len(self.paths) == 1, f"{path}.paths", f"a {self.type} source takes one path")
+      check(0.0 <= self.min_similarity <= 1.0, f"{path}.min_similarity", "must be in [0, 1]")
     else:
       check(self.synthetic_size > 0, f"{path}.synthetic_size", "must be > 0")
       check(

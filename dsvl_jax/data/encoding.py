@@ -126,8 +126,8 @@ class SampleEncoder:
       return self._encode(record, source, name)
     except _Skip as s:
       return self._skip(source, name, s.reason, s.detail)
-    except RecordError as e:
-      return self._skip(source, name, "malformed", str(e))
+    except RecordError as e:  # a format's reader may name a finer reason
+      return self._skip(source, name, getattr(e, "reason", "malformed"), str(e))
 
   def _skip(self, source: str, name: str, reason: str, detail: str) -> Skipped:
     msg = f"bad sample {name}: {reason}: {detail}"

@@ -41,7 +41,7 @@ import numpy as np
 from absl import flags
 
 from dsvl_jax.data import sources as sources_lib
-from dsvl_jax.data.config import DataConfig, SourceConfig
+from dsvl_jax.data.config import FORMATS, DataConfig, SourceConfig
 from dsvl_jax.data.encoding import SampleEncoder, Skipped, check_tokenizer, pixels_to_unit
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT, step_modality
 from dsvl_jax.data.packing import RowBuilder
@@ -63,6 +63,10 @@ def open_source(src: SourceConfig, image_size: int) -> sources_lib.Source:
     return sources_lib.JsonlSource(src.paths[0])
   if src.type == "array_record":
     return sources_lib.ArrayRecordSource(list(src.paths))
+  if src.type in FORMATS:
+    from dsvl_jax.data import formats  # pylint: disable=g-import-not-at-top
+
+    return formats.open_format(src)
   return sources_lib.SyntheticSource(
       src.synthetic_seed, src.synthetic_size, image_size, src.synthetic_kinds
   )

@@ -168,16 +168,15 @@ def unframe_record(payload: bytes) -> Record:
   return _record_from_dict(header, None)
 
 
-class JsonlSource:
-  """Random access to the lines of a jsonl manifest (blank lines are not records).
-
-  Only line offsets are kept in memory; the file is opened once per process.
-  """
+class LineIndex:
+  """Byte offsets of the non-blank lines of a text file; reads line k on demand (the
+  file opened once per process, so it survives pickling to grain workers). Only the
+  offsets are kept in memory."""
 
   def __init__(self, path: str | os.PathLike):
     self.path = pathlib.Path(path)
     if not self.path.is_file():
-      raise FileNotFoundError(f"manifest not found: {str(self.path)!r}")
+      raise FileNotFoundError(f"not found: {str(self.path)!r}")
     offsets, lines, at = [], [], 0
     with open(self.path, "rb") as f:
       for number, line in enumerate(f, start=1):
@@ -185,29 +184,47 @@ class JsonlSource:
           offsets.append(at)
           lines.append(number)
         at += len(line)
-    self._offsets = np.asarray(offsets, np.int64)
-    self._lines = np.asarray(lines, np.int32)  # 1-based line of each record, for logs
-    self._file = None
-    self._pid = None
+    self.offsets = np.asarray(offsets, np.int64)
+    self.lines = np.asarray(lines, np.int32)  # 1-based line of each record, for logs
+    self._file, self._pid = None, None
 
   def __len__(self) -> int:
-    return len(self._offsets)
+    return len(self.offsets)
 
-  def __getitem__(self, index: int) -> bytes:
+  def __getitem__(self, k: int) -> bytes:
     if self._file is None or self._pid != os.getpid():  # reopen after fork/spawn
       self._file, self._pid = open(self.path, "rb"), os.getpid()
-    self._file.seek(int(self._offsets[index]))
+    self._file.seek(int(self.offsets[k]))
     return self._file.readline()
 
   def __getstate__(self):
     return {**self.__dict__, "_file": None, "_pid": None}
+
+  def describe(self, k: int) -> str:
+    return f"{self.path.name} line {int(self.lines[k])}"
+
+
+class JsonlSource:
+  """Random access to the lines of a jsonl manifest (blank lines are not records)."""
+
+  def __init__(self, path: str | os.PathLike):
+    if not pathlib.Path(path).is_file():
+      raise FileNotFoundError(f"manifest not found: {str(path)!r}")
+    self.path = pathlib.Path(path)
+    self._index = LineIndex(path)
+
+  def __len__(self) -> int:
+    return len(self._index)
+
+  def __getitem__(self, index: int) -> bytes:
+    return self._index[index]
 
   @property
   def base_dir(self) -> str:
     return str(self.path.parent)
 
   def describe(self, index: int) -> str:
-    return f"{self.path.name} line {int(self._lines[index])}"
+    return self._index.describe(index)
 
 
 class ArrayRecordSource:
