@@ -181,7 +181,12 @@ def _set(d, dotted, value):
         ("train", "trainable", "('llm', 'aligner', 'siglip', 'sam', 'sam_neck')"),
         ("data", "schedule", "('constant', 'warmup')"),
         ("data", "sources.shapes.modality", "('text', 'multimodal')"),
-        ("data", "sources.shapes.type", "('jsonl', 'array_record', 'synthetic')"),
+        (
+            "data",
+            "sources.shapes.type",
+            "('jsonl', 'array_record', 'synthetic', 'llava', 'parquet', 'webdataset', "
+            "'image_folder', 'mmc4')",
+        ),
         ("chat", "image_position", "('first', 'last')"),
         ("chat", "dtype", "('float32', 'bfloat16')"),
         ("serve", "web_image_position", "('first', 'last')"),
