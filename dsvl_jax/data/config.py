@@ -48,7 +48,8 @@ class SourceConfig:
   messages_column: str = "messages"  # [{"role", "content"}] or LLaVA's [{"from", "value"}]
   text_column: str = "text"  # a caption or document
   images_column: str = "images"  # {"bytes", "path"} structs, a list of them, or bytes
-  # mmc4: images whose CLIP similarity to their matched sentence is below this are left out
+  # mmc4: images whose CLIP similarity to their matched sentence is below this are left
+  # out (0 keeps every matched image; OpenFlamingo trains with 0.24)
   min_similarity: float = 0.0
   synthetic_seed: int = 0  # synthetic: generator seed
   synthetic_size: int = 10_000  # synthetic: records per epoch
@@ -64,6 +65,8 @@ class SourceConfig:
       check(len(self.paths) >= 1, f"{path}.paths", f"a {self.type} source needs its files")
       if self.type in ("llava", "image_folder"):
         check(len(self.paths) == 1, f"{path}.paths", f"a {self.type} source takes one path")
+      if self.type == "image_folder":  # captioned images, nothing else
+        check(self.modality == MULTIMODAL, f"{path}.modality", "an image_folder is multimodal")
       check(0.0 <= self.min_similarity <= 1.0, f"{path}.min_similarity", "must be in [0, 1]")
     else:
       check(self.synthetic_size > 0, f"{path}.synthetic_size", "must be > 0")
