@@ -1,12 +1,20 @@
-"""Training-data throughput: multimodal samples/s at 384 and 1024 px, 0/1/2 grain workers.
+"""Training-data throughput: multimodal samples/s at 384 and 1024 px, 0/1/2 grain workers,
+and per source type (the public formats of data/formats/ and ArrayRecord) on the same images.
 
   python experiments/bench_data.py [--samples 96] [--workers 0,1,2] [--sizes 384,1024]
+      [--formats jsonl,array_record,llava,parquet,webdataset,image_folder,mmc4]
+      [--format-workers 0]
 
 Each sample is a caption record of a jsonl manifest whose image is a 1280x960 JPEG on
 disk (textured, quality 90; a typical web photo). The pipeline does everything a training
 step needs: read, parse, tokenise (built-in byte tokenizer, real special ids), decode the
 JPEG, the release's resize-and-pad to S, rows of seq_len 1024 with 576 image tokens,
 batches of 8, modality grouping. Timed after start-up and the workers' initial buffers.
+
+Per source type: the same 48 JPEGs and captions written in each layout (LLaVA: a JSON
+array of one-turn conversations; parquet: `datasets`' image structs with the bytes, row
+groups of 16; webdataset: one tar of <key>.jpg + <key>.txt; image_folder: a .txt beside
+each image; mmc4: one-sentence documents), read at 384 px, against the jsonl manifest.
 
 Reference, same run: transformers' `DeepseekVLImageProcessorPil` (384) /
 `DeepseekVLHybridImageProcessorPil` (1024) on the same files in this process, decode
@@ -16,8 +24,11 @@ included: the per-image work any loader built on transformers would do.
 from __future__ import annotations
 
 import argparse
+import io
+import json
 import os
 import pathlib
+import tarfile
 import tempfile
 import time
 
@@ -51,12 +62,105 @@ def write_dataset(directory: pathlib.Path, n: int) -> pathlib.Path:
   return path
 
 
+FORMATS = ("jsonl", "array_record", "llava", "parquet", "webdataset", "image_folder", "mmc4")
+
+
+def caption(i: int) -> str:
+  return f"Photo number {i}, a field of colour."
+
+
+def write_format(name: str, manifest: pathlib.Path, n: int) -> dict:
+  """The source fields of the same n photos and captions in layout `name` (beside
+  `manifest`; images read from its folder)."""
+  root = manifest.parent
+  out = root / name
+  out.mkdir(exist_ok=True)
+  if name == "jsonl":
+    return dict(type="jsonl", paths=[str(manifest)])
+  if name == "array_record":
+    from dsvl_jax.data.to_array_record import convert  # pylint: disable=g-import-not-at-top
+
+    convert(manifest, out / "photos.array_record")
+    return dict(type="array_record", paths=[str(out / "photos.array_record")])
+  if name == "llava":
+    records = [
+        {
+            "id": str(i),
+            "image": f"{i}.jpg",
+            "conversations": [
+                {"from": "human", "value": "<image>\nDescribe the photo."},
+                {"from": "gpt", "value": caption(i)},
+            ],
+        }
+        for i in range(n)
+    ]
+    (out / "llava.json").write_text(json.dumps(records))
+    return dict(type="llava", paths=[str(out / "llava.json")], image_folder=str(root))
+  if name == "parquet":
+    import pyarrow as pa  # pylint: disable=g-import-not-at-top
+    import pyarrow.parquet as pq  # pylint: disable=g-import-not-at-top
+
+    image = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+    table = pa.table(
+        {
+            "text": [caption(i) for i in range(n)],
+            "images": pa.array(
+                [
+                    [{"bytes": (root / f"{i}.jpg").read_bytes(), "path": f"{i}.jpg"}]
+                    for i in range(n)
+                ],
+                pa.list_(image),
+            ),
+        }
+    )
+    pq.write_table(table, out / "train-00000-of-00001.parquet", row_group_size=16)
+    return dict(type="parquet", paths=[str(out / "train-00000-of-00001.parquet")])
+  if name == "webdataset":
+    with tarfile.open(out / "shard-000000.tar", "w") as tar:
+      for i in range(n):
+        tar.add(root / f"{i}.jpg", arcname=f"{i:06d}.jpg")
+        data = caption(i).encode()
+        info = tarfile.TarInfo(f"{i:06d}.txt")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    return dict(type="webdataset", paths=[str(out / "shard-000000.tar")])
+  if name == "image_folder":
+    for i in range(n):
+      os.link(root / f"{i}.jpg", out / f"{i}.jpg")
+      (out / f"{i}.txt").write_text(caption(i))
+    return dict(type="image_folder", paths=[str(out)])
+  if name == "mmc4":
+    docs = [
+        {
+            "url": f"https://example.com/{i}",
+            "text_list": [caption(i)],
+            "image_info": [
+                {
+                    "image_name": f"{i}.jpg",
+                    "raw_url": f"https://example.com/{i}.jpg",
+                    "matched_text_index": 0,
+                    "matched_sim": 0.3,
+                }
+            ],
+            "similarity_matrix": [[0.3]],
+            "could_have_url_duplicate": 0,
+        }
+        for i in range(n)
+    ]
+    (out / "docs_shard_0_v2.jsonl").write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    return dict(type="mmc4", paths=[str(out / "docs_shard_0_v2.jsonl")], image_folder=str(root))
+  raise ValueError(f"unknown format {name!r}; one of {FORMATS}")
+
+
 def layout(size: int) -> TokenLayout:
   background = (127, 127, 127) if size == 384 else tuple(int(c * 255) for c in CLIP_MEAN)
   return TokenLayout(100000, 100001, 100001, 100015, 576, ImageProcessorConfig(size, background))
 
 
-def pipeline_rate(manifest: pathlib.Path, size: int, workers: int, samples: int) -> float:
+def pipeline_rate(source: pathlib.Path | dict, size: int, workers: int, samples: int) -> float:
+  """samples/s of the training pipeline over one source (a manifest, or source fields)."""
+  if isinstance(source, pathlib.Path):
+    source = dict(type="jsonl", paths=[str(source)])
   cfg = DataConfig.from_dict(
       dict(
           stage=2,
@@ -67,7 +171,7 @@ def pipeline_rate(manifest: pathlib.Path, size: int, workers: int, samples: int)
           num_workers=workers,
           process_index=0,
           process_count=1,
-          sources={"photos": dict(type="jsonl", paths=[str(manifest)])},
+          sources={"photos": source},
       )
   )
   it = iter(TrainDataset(cfg, layout(size)))
@@ -130,9 +234,12 @@ def main():
   parser.add_argument("--samples", type=int, default=96)
   parser.add_argument("--workers", default="0,1,2")
   parser.add_argument("--sizes", default="384,1024")
+  parser.add_argument("--formats", default=",".join(FORMATS), help="source types ('' = none)")
+  parser.add_argument("--format-workers", type=int, default=0, help="workers for --formats")
   args = parser.parse_args()
-  workers = [int(w) for w in args.workers.split(",")]
-  sizes = [int(s) for s in args.sizes.split(",")]
+  workers = [int(w) for w in args.workers.split(",") if w]
+  sizes = [int(s) for s in args.sizes.split(",") if s]
+  formats = [f for f in args.formats.split(",") if f]
   with tempfile.TemporaryDirectory() as tmp:
     manifest = write_dataset(pathlib.Path(tmp), 48)
     rows = []
@@ -141,7 +248,21 @@ def main():
       for w in workers:
         rate = pipeline_rate(manifest, size, w, args.samples)
         rows.append((size, w, rate, ref))
+    by_format = {
+        f: pipeline_rate(write_format(f, manifest, 48), 384, args.format_workers, args.samples)
+        for f in formats
+    }
   print(f"host: {os.cpu_count()} CPUs; {args.samples} samples per measurement; batch {BATCH}")
+  if by_format:
+    base = by_format.get("jsonl")
+    print(f"source types at 384 px, {args.format_workers} workers, the same 48 photos:")
+    print("| source type | samples/s | vs jsonl |")
+    print("|---|---|---|")
+    for f, rate in by_format.items():
+      ratio = "n/a" if base is None else f"{rate / base:.2f}x"
+      print(f"| {f} | {rate:.1f} | {ratio} |")
+  if not rows:
+    return
   print(
       "| image | workers | dsvl_jax samples/s | transformers processor, 1 process, "
       "images/s | ratio |"
