@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 
-NAMES = ("llava", "image_folder", "mmc4")
+NAMES = ("llava", "parquet", "webdataset", "image_folder", "mmc4")
 
 
 def module(name: str):

@@ -17,7 +17,7 @@ their first member):
     (one image a key: the convention has one field per extension; others are ignored)
   .json with "conversations" (LLaVA turns: common.llava_messages, "<image>" markers
     counted against the one image) or "messages" ({"role", "content"} turns, as
-    parquet.chat_messages reads them) -> a chat ("chat"; "text_chat" without image)
+    common.chat_messages reads them) -> a chat ("chat"; "text_chat" without image)
   else the .txt caption (img2dataset's .json repeats it), else the .json's "caption"
     or "text" -> "caption" (LLaVA "<image>" markers become our placeholder, and one
     goes in front unless it holds one) or, without image, "text". Otherwise the text is
@@ -54,8 +54,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from dsvl_jax.data.formats.common import FormatError, expand_paths, llava_messages
-from dsvl_jax.data.formats.parquet import caption_text, chat_messages
+from dsvl_jax.data.formats.common import (
+    FormatError,
+    caption_text,
+    chat_messages,
+    expand_paths,
+    llava_messages,
+)
 from dsvl_jax.data.mixing import MULTIMODAL
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
