@@ -14,6 +14,7 @@ from typing import Any
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from dsvl_jax.config.files import loaded_or_exit
 from dsvl_jax.config.schema import ConfigError
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -38,12 +39,7 @@ def main(argv):
   config = _CONFIG.value
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/tiny.py")
-  try:
-    config.get("mode")  # a config file that failed to load raises here (loading is lazy)
-  except OSError as e:
-    reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-    print(f"error: cannot load the config file: {reason}", file=sys.stderr)
-    sys.exit(2)
+  loaded_or_exit(config, "mode")  # a config file that failed to load: one line, exit 2
   if not flags.FLAGS["verbosity"].present:  # library INFO chatter (orbax) off by default
     logging.set_verbosity(logging.WARNING)
   try:

@@ -25,3 +25,17 @@ def load_config(spec: str) -> ml_collections.ConfigDict:
   module = importlib.util.module_from_spec(module_spec)
   module_spec.loader.exec_module(module)
   return module.get_config(arg or None)
+
+
+def loaded_or_exit(config: ml_collections.ConfigDict, key: str) -> None:
+  """Reads `key` of a config given by --config (its file loads lazily, on first read):
+  a file that failed to load ends the program with one line and exit status 2 (the
+  failure's last line, not its traceback)."""
+  import sys  # pylint: disable=g-import-not-at-top
+
+  try:
+    config.get(key)
+  except OSError as e:
+    reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
+    print(f"error: cannot load the config file: {reason}", file=sys.stderr)
+    sys.exit(2)

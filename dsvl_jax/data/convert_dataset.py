@@ -19,7 +19,8 @@ where they are: a path inside DST's folder is written relative to DST (the jsonl
 works when that folder moves as a whole), any other stays absolute.
 
 DST.array_record: one frame per record (`sources.frame_record`, image bytes inside, as
-`to_array_record` writes them, with its writer options and --shards naming).
+`to_array_record`, a jsonl-only front to this, has always written them: one record a
+group (`group_size:1`, each addressable for global shuffling), shards OUT-0000k-of-0000N).
 
 --modality: what a source of that modality reads (`SourceConfig.modality`): `multimodal`
 or `text` (records of the other kind that a reader returns anyway are reported as left
@@ -58,7 +59,6 @@ from dsvl_jax.data.formats.common import FormatError
 from dsvl_jax.data.mixing import MULTIMODAL, TEXT
 from dsvl_jax.data.skip_log import SkipLog
 from dsvl_jax.data.sources import Record, RecordError, Source, frame_record, parse_record
-from dsvl_jax.data.to_array_record import WRITER_OPTIONS, shard_paths
 from dsvl_jax.processor.image_processor import IMAGE_FORMATS
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
@@ -187,6 +187,18 @@ class _JsonlWriter:
       os.replace(self.partial, self.output)
     else:
       self.partial.unlink(missing_ok=True)
+
+
+WRITER_OPTIONS = "group_size:1"  # every record addressable on its own (global shuffling)
+
+
+def shard_paths(output: str | os.PathLike, shards: int) -> list[pathlib.Path]:
+  """OUT.array_record, or OUT-0000k-of-0000N.array_record for N > 1 shards."""
+  out = pathlib.Path(output)
+  if shards == 1:
+    return [out]
+  stem, suffix = out.name.removesuffix(".array_record"), ".array_record"
+  return [out.with_name(f"{stem}-{i:05d}-of-{shards:05d}{suffix}") for i in range(shards)]
 
 
 class _ArrayRecordWriter:

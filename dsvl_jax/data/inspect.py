@@ -31,6 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from dsvl_jax.config.files import loaded_or_exit
 from dsvl_jax.config.schema import ConfigError, check
 from dsvl_jax.data.config import DataConfig
 from dsvl_jax.data.encoding import SampleEncoder, Skipped, TrainSample
@@ -316,12 +317,7 @@ def _main(argv):
   config = flags.FLAGS.config
   if config is None:
     raise app.UsageError("--config is required, e.g. --config=configs/tiny.py")
-  try:
-    config.get("data")  # a config file that failed to load raises here (loading is lazy)
-  except OSError as e:
-    reason = [line.strip() for line in str(e).splitlines() if line.strip()][-1]
-    print(f"error: cannot load the config file: {reason}", file=sys.stderr)
-    sys.exit(2)
+  loaded_or_exit(config, "data")  # a config file that failed to load: one line, exit 2
   try:
     if config.get("data") is None or config.get("model") is None:
       raise ConfigError("the config has no 'data' or 'model' section to inspect")

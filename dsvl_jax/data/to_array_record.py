@@ -10,7 +10,8 @@ individually addressable, which global shuffling needs. With --shards N > 1 the 
 OUT-00000-of-0000N.array_record etc., records dealt round-robin.
 
 A record that does not parse or whose image file is missing is counted, logged and left
-out (or stops the conversion with --strict); the summary line reports the counts.
+out (or stops the conversion with --strict); the summary line reports the counts. This is
+`convert_dataset` for a jsonl manifest (`--format=jsonl`, which also counts by reason).
 Image *contents* are not decoded here: a corrupt file is caught, counted and skipped by
 the training pipeline like any other bad image.
 """
@@ -23,62 +24,21 @@ import pathlib
 import sys
 from typing import Sequence
 
-from dsvl_jax.data.sources import JsonlSource, RecordError, frame_record, parse_record
-
-WRITER_OPTIONS = "group_size:1"
-
-
-def shard_paths(output: str | pathlib.Path, shards: int) -> list[pathlib.Path]:
-  out = pathlib.Path(output)
-  if shards == 1:
-    return [out]
-  stem, suffix = out.name.removesuffix(".array_record"), ".array_record"
-  return [out.with_name(f"{stem}-{i:05d}-of-{shards:05d}{suffix}") for i in range(shards)]
+from dsvl_jax.data.config import SourceConfig
+from dsvl_jax.data.convert_dataset import convert as convert_source
+from dsvl_jax.data.convert_dataset import shard_paths
 
 
 def convert(
     manifest: str | pathlib.Path, output: str | pathlib.Path, shards: int = 1, strict: bool = False
 ) -> dict[str, int]:
-  """Writes the ArrayRecord file(s); returns {"written": n, "skipped": m}."""
-  from array_record.python.array_record_module import ArrayRecordWriter
-
+  """Writes the ArrayRecord file(s); returns {"written": n, "skipped": m} (by reason:
+  `convert_dataset.convert`, which this is for a jsonl manifest)."""
   if shards < 1:
     raise ValueError(f"shards must be >= 1, got {shards}")
-  src = JsonlSource(manifest)
-  paths = shard_paths(output, shards)
-  for p in paths:
-    p.parent.mkdir(parents=True, exist_ok=True)
-  writers = [ArrayRecordWriter(str(p), WRITER_OPTIONS) for p in paths]
-  counts = {"written": 0, "skipped": 0}
-  try:
-    for i in range(len(src)):
-      raw = src[i]
-      try:
-        record = parse_record(raw, src.base_dir)
-        images = []
-        for ref in record.images:
-          try:
-            images.append(pathlib.Path(ref).read_bytes())
-          except OSError as e:
-            raise RecordError(f"image file {ref!r}: {e.strerror or e}") from e
-      except RecordError as e:
-        msg = f"{src.describe(i)}: {e}"
-        if strict:
-          raise RecordError(msg + " (--strict)") from e
-        logging.warning("skipped %s", msg)
-        counts["skipped"] += 1
-        continue
-      header = {"kind": record.kind}
-      if record.text is not None:
-        header["text"] = record.text
-      else:
-        header["messages"] = list(record.messages)
-      writers[counts["written"] % shards].write(frame_record(header, images))
-      counts["written"] += 1
-  finally:
-    for w in writers:
-      w.close()
-  return counts
+  source = SourceConfig(type="jsonl", paths=(str(manifest),))
+  counts = convert_source(source, output, shards=shards, strict=strict)
+  return {"written": counts["written"], "skipped": counts["skipped"]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
