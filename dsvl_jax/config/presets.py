@@ -74,10 +74,16 @@ BASE: dict[str, Any] = dict(
             rank=0,  # 0 = none
             alpha=16.0,  # updates scaled by alpha / rank
             targets=("llm/layers*/*_proj",),  # fnmatch patterns over module paths
-            base_quant="none",  # QLoRA: none | nf4 | int8 (the adapted kernels)
+            base_quant="none",  # QLoRA: none | int8 | int4 | nf4 (the adapted kernels)
             quant_block=64,  # values per quantisation scale
             dropout=0.0,  # on the adapters' input, in training
             stacked=0,  # serving builds it (several adapters at once); 0 in a config
+        ),
+        # Weight-only quantisation for inference (models/config.QuantConfig)
+        quant=dict(
+            kind="none",  # none | int8 | int4 | nf4
+            block=64,  # values per scale along a kernel's last axis
+            targets=("llm/layers*/*_proj",),  # also "vision/siglip/*", "vision/sam/*", "aligner/*"
         ),
     ),
     image_token_id=100015,  # <image_placeholder>

@@ -11,7 +11,7 @@ from typing import Any, Literal, Mapping
 import ml_collections
 
 from dsvl_jax.config.schema import ConfigError, build_dataclass, check, split_entries, with_defaults
-from dsvl_jax.infer.chat_config import LoadDtype
+from dsvl_jax.infer.chat_config import LoadDtype, LoadQuant
 
 Normalize = Literal["mean", "sum"]  # option score: mean of token log-probs, or their sum
 
@@ -30,6 +30,8 @@ class EvalConfig:
   checkpoint: str = ""  # mode=eval: what dsvl_jax.load reads ("" = random init of config.model)
   adapter: str = ""  # a PEFT LoRA folder applied over the checkpoint, unmerged ("" = none)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
+  quantize: LoadQuant = "none"  # weight-only int8 | int4 | nf4 of the loaded kernels
+  quant_block: int = 64  # values per scale along a quantised kernel's last axis
   tokenizer: str = ""  # tokenizer.json / .model / 'builtin:bytes' ("" = the checkpoint's own)
   normalize: Normalize = "mean"  # option score: mean (length-normalised) or sum of log-probs
   score_eos: bool = True  # the option's EOS is part of its scored continuation
@@ -56,6 +58,11 @@ class EvalConfig:
 
   def validate(self) -> "EvalConfig":
     check(self.batch_size >= 1, "eval.batch_size", f"must be >= 1, got {self.batch_size}")
+    check(
+        self.quant_block >= 2 and (self.quantize in ("none", "int8") or self.quant_block % 2 == 0),
+        "eval.quant_block",
+        f"must be >= 2 (and even for int4 / nf4: two codes a byte), got {self.quant_block}",
+    )
     check(self.length_bucket >= 1, "eval.length_bucket", f"must be >= 1, got {self.length_bucket}")
     check(
         self.max_new_tokens >= 0, "eval.max_new_tokens", f"must be >= 0, got {self.max_new_tokens}"

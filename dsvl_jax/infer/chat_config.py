@@ -20,6 +20,9 @@ STOP_STRINGS = ("User:",)  # reference conversation.py stop_str (EOS stops by id
 ImagePosition = Literal["first", "last"]
 # Parameter dtype of a loaded checkpoint: chat, eval and serve (which import this type).
 LoadDtype = Literal["float32", "bfloat16"]
+# Weight-only quantisation of a loaded model's kernels (models/quant.py): chat, eval and
+# serve quantise what model.compute.quant.targets names (default: the LLM's projections).
+LoadQuant = Literal["none", "int8", "int4", "nf4"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -30,6 +33,8 @@ class ChatConfig(Section):
   adapter: str = ""  # a PEFT LoRA folder applied over the checkpoint, unmerged ("" = none)
   tokenizer: str = ""  # tokenizer.json / tokenizer.model ("" = the checkpoint's own)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
+  quantize: LoadQuant = "none"  # weight-only int8 | int4 | nf4 of the loaded kernels
+  quant_block: int = 64  # values per scale along a quantised kernel's last axis
   temperature: float = 0.2  # 0 = greedy
   top_p: float = 0.95  # nucleus filter
   top_k: int = 0  # 0 = off
@@ -41,6 +46,11 @@ class ChatConfig(Section):
 
   def validate(self) -> "ChatConfig":
     check(self.temperature >= 0, "chat.temperature", f"must be >= 0, got {self.temperature}")
+    check(
+        self.quant_block >= 2 and (self.quantize in ("none", "int8") or self.quant_block % 2 == 0),
+        "chat.quant_block",
+        f"must be >= 2 (and even for int4 / nf4: two codes a byte), got {self.quant_block}",
+    )
     check(0 < self.top_p <= 1, "chat.top_p", f"must be in (0, 1], got {self.top_p}")
     check(self.top_k >= 0, "chat.top_k", f"must be >= 0 (0 = off), got {self.top_k}")
     check(

@@ -74,8 +74,11 @@ def inference_config(cfg: VLMConfig) -> VLMConfig:
           cfg.compute,
           scan_layers=False,
           attention_impl=for_inference(cfg.compute.attention_impl),
-          # quantised kernels (QLoRA) stay as stored: their blocks run along [*in, *out]
-          llm_kernels_out_major=cpu and cfg.compute.lora.base_quant == "none",
+          # quantised kernels (QLoRA, compute.quant) stay as stored: their blocks run
+          # along [*in, *out]
+          llm_kernels_out_major=cpu
+          and cfg.compute.lora.base_quant == "none"
+          and cfg.compute.quant.kind == "none",
       )
   )
 
@@ -102,8 +105,9 @@ def inference_params(params: dict, cfg: VLMConfig) -> dict:
     head = llm["embed_tokens"]["embedding"]
   else:
     lm_head = dict(llm.pop("lm_head"))
-    if "kernel_q" in lm_head:  # QLoRA with the head adapted: dequantised once
-      kernel = quant.dequantize(lm_head.pop("kernel_q"), cfg.compute.lora.base_quant)
+    if "kernel_q" in lm_head:  # a quantised head (QLoRA's adapted, or quant's): dequantised once
+      kind, _ = cfg.compute.kernel_quant("llm/lm_head")
+      kernel = quant.dequantize(lm_head.pop("kernel_q"), kind)
       lm_head["kernel"] = kernel.astype(jnp.dtype(cfg.compute.param_dtype))
     head = jnp.transpose(lm_head.pop("kernel"))
     if lm_head:  # an adapter on the head, applied by forward_last

@@ -1,13 +1,15 @@
 """Weights and tokenizer for inference jobs (chat, eval, serve) from their config section.
 
 A section has `checkpoint` (any directory dsvl_jax.load reads; "" = a random init of
-config.model with config.seed), `dtype` (of the loaded parameters) and `tokenizer`
-("" = the checkpoint's own files; a tokenizer.json, a sentencepiece .model, or
-builtin:bytes).
+config.model with config.seed), `dtype` (of the loaded parameters), `quantize` and
+`quant_block` (weight-only quantisation of the kernels model.compute.quant.targets
+names) and `tokenizer` ("" = the checkpoint's own files; a tokenizer.json, a
+sentencepiece .model, or builtin:bytes).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -37,6 +39,27 @@ def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
 
     cfg, adapters = _read_peft(section.adapter, cfg, section, f"{name}.adapter")
     params = lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), adapters))
+  if getattr(section, "quantize", "none") != "none":
+    cfg, params = quantized(cfg, params, section.quantize, section.quant_block, name)
+  return cfg, params
+
+
+def quantized(cfg: VLMConfig, params: Any, kind: str, block: int, name: str):
+  """(cfg with compute.quant's kind and block, params with the kernels it targets stored
+  quantised: models/quant.py). `name`: the section, for errors."""
+  from dsvl_jax.models import quant_tree  # pylint: disable=g-import-not-at-top
+
+  if cfg.compute.quant.kind != "none" or cfg.compute.lora.base_quant != "none":
+    raise ConfigError(
+        f"config field '{name}.quantize': the checkpoint's kernels are quantised already"
+    )
+  q = dataclasses.replace(cfg.compute.quant, kind=kind, block=block)
+  cfg = dataclasses.replace(cfg, compute=dataclasses.replace(cfg.compute, quant=q))
+  try:
+    cfg.compute.validate("model.compute")
+    params = quant_tree.quantize_tree(params, cfg)
+  except (ConfigError, ValueError) as e:
+    raise ConfigError(f"config field '{name}.quantize': {e}") from e
   return cfg, params
 
 

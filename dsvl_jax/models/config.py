@@ -22,7 +22,7 @@ Precision = Literal["default", "high", "highest"]
 RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]  # models/layers.py policies
 AttentionImpl = Literal["auto", "xla", "blocked", "chunked", "cudnn", "splash"]  # attention.py
 AlignerType = Literal["mlp_gelu", "low_high_hybrid_split_mlp_gelu"]
-QuantKind = Literal["none", "nf4", "int8"]  # models/quant.py
+QuantKind = Literal["none", "int8", "int4", "nf4"]  # models/quant.py
 
 REMAT_POLICIES = choices(RematPolicy)
 ATTENTION_IMPLS = choices(AttentionImpl)  # models/attention.py IMPLS is this tuple
@@ -44,8 +44,9 @@ class LoraConfig:
   # The LLM's attention and MLP projections. Also adaptable: "vision/siglip/*" (SigLIP's
   # blocks), "vision/sam/blocks/*", "aligner/*".
   targets: tuple[str, ...] = ("llm/layers*/*_proj",)
-  # QLoRA: the adapted (frozen) kernels stored as 4-bit NormalFloat or int8 codes with a
-  # float32 scale per block of `quant_block` values (models/quant.py); "none" = as is.
+  # QLoRA: the adapted (frozen) kernels stored as 4-bit NormalFloat, int8 or int4 codes
+  # with a float32 scale per block of `quant_block` values (models/quant.py); "none" = as
+  # is. The same representation as `ComputeConfig.quant` on those kernels.
   base_quant: QuantKind = "none"
   quant_block: int = 64
   # Dropout on an adapter's input in training (peft's lora_dropout); the base path and
@@ -78,6 +79,48 @@ class LoraConfig:
     return self.rank > 0 and any(fnmatch.fnmatchcase(path, t) for t in self.targets)
 
 
+def _overlap(a: tuple[str, ...], b: tuple[str, ...]) -> list[tuple[str, str]]:
+  """Pattern pairs of which one matches the other as a path: targets that share kernels
+  in any model (a cheap, incomplete test; Dense checks every path it builds)."""
+  return [(x, y) for x in a for y in b if fnmatch.fnmatchcase(x, y) or fnmatch.fnmatchcase(y, x)]
+
+
+@dataclasses.dataclass(frozen=True)
+class QuantConfig:
+  """Weight-only quantisation of Dense kernels (inference): every Dense whose module path
+  matches a pattern of `targets` holds `kernel_q` {'codes', 'scale'} instead of `kernel`,
+  codes with a float32 scale per block of `block` values along the stored kernel's last
+  axis (models/quant.py), dequantised in the compute dtype inside its matmul.
+
+  Paths and patterns are LoraConfig's ("llm/layers/q_proj" under nn.scan; `*` crosses
+  '/'). Only Dense kernels are quantised: the token embedding (nn.Embed), the norms,
+  biases, position tables and the convolutions (patch embeddings, SAM's neck and
+  downsampling) stay as they are whatever a pattern matches. The LM head is a Dense,
+  "llm/lm_head", which neither the default nor the patterns below match."""
+
+  kind: QuantKind = "none"  # none | int8 | int4 | nf4
+  # Values per scale along a kernel's last axis (the whole axis when it is shorter); it
+  # must divide that axis, which only the kernels' shapes tell: a kernel it does not fit
+  # is named when it is quantised (at init or by quant_tree.quantize_tree).
+  block: int = 64
+  # The LLM's attention and MLP projections. Also quantisable: "vision/siglip/*"
+  # (SigLIP's blocks), "vision/sam/*" (SAM's blocks), "aligner/*".
+  targets: tuple[str, ...] = ("llm/layers*/*_proj",)
+
+  def validate(self, prefix: str) -> None:
+    _check(self.block >= 2, f"{prefix}.block", f"must be >= 2, got {self.block}")
+    _check(
+        self.kind not in ("int4", "nf4") or self.block % 2 == 0,
+        f"{prefix}.block",
+        f"{self.kind} packs two codes a byte: the block must be even, got {self.block}",
+    )
+    _check(self.kind == "none" or bool(self.targets), f"{prefix}.targets", "no pattern given")
+
+  def applies(self, path: str) -> bool:
+    """Whether the Dense at module path `path` holds its kernel quantised."""
+    return self.kind != "none" and any(fnmatch.fnmatchcase(path, t) for t in self.targets)
+
+
 @dataclasses.dataclass(frozen=True)
 class ComputeConfig:
   """How the model computes, independent of its architecture."""
@@ -103,11 +146,44 @@ class ComputeConfig:
   # fields, because compute is what reaches every Dense; an adapter checkpoint's model
   # config carries it, so whatever loads the checkpoint builds the same tree.
   lora: LoraConfig = LoraConfig()
+  # Weight-only quantisation of chosen kernels for inference (kind "none" = off).
+  quant: QuantConfig = QuantConfig()
 
   def validate(self, prefix: str) -> None:
     _check(self.attention_block >= 1, f"{prefix}.attention_block", "must be >= 1")
     _check(self.scan_unroll >= 1, f"{prefix}.scan_unroll", "must be >= 1")
     self.lora.validate(f"{prefix}.lora")
+    self.quant.validate(f"{prefix}.quant")
+    _check(
+        self.quant.kind == "none" or self.lora.base_quant == "none",
+        f"{prefix}.quant.kind",
+        "one representation per kernel: lora.base_quant already quantises the adapted "
+        "kernels (QLoRA); set one of the two",
+    )
+    shared = _overlap(self.quant.targets, self.lora.targets) if self.lora.rank else []
+    _check(
+        self.quant.kind == "none" or not shared,
+        f"{prefix}.quant.targets",
+        f"{shared[0][0]!r} names kernels lora.targets {shared[0][1]!r} adapts: a quantised "
+        "kernel under an adapter is QLoRA, set lora.base_quant for it instead"
+        if shared
+        else "",
+    )
+
+  def kernel_quant(self, path: str) -> tuple[QuantKind, int] | None:
+    """(kind, block) of the Dense kernel at module path `path` if it is stored quantised
+    (compute.quant, or lora.base_quant on an adapted kernel), else None."""
+    if self.quant.applies(path):
+      _check(
+          not self.lora.adapts(path),
+          "model.compute.quant.targets",
+          f"{path} is also adapted (lora.targets): a quantised kernel under an adapter is "
+          "QLoRA, set lora.base_quant for it instead",
+      )
+      return self.quant.kind, self.quant.block
+    if self.lora.base_quant != "none" and self.lora.adapts(path):
+      return self.lora.base_quant, self.lora.quant_block
+    return None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -357,6 +433,7 @@ _NESTED = {
     (VLMConfig, "aligner"): AlignerConfig,
     (VLMConfig, "compute"): ComputeConfig,
     (ComputeConfig, "lora"): LoraConfig,
+    (ComputeConfig, "quant"): QuantConfig,
 }
 
 

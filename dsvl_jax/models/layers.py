@@ -50,7 +50,9 @@ class Dense(nn.Module):
   kernel [*in_dims, *out_dims] and bias [*out_dims] carry logical axis names. (Flax's
   DenseGeneral creates multi-dimensional kernels flat and reshapes them, which breaks
   logical sharding constraints on them under a mesh.) out_major: the kernel is stored
-  [*out_dims, *in_dims] instead (ComputeConfig.llm_kernels_out_major).
+  [*out_dims, *in_dims] instead (ComputeConfig.llm_kernels_out_major). A kernel that
+  compute.kernel_quant names (compute.quant's targets, QLoRA's adapted kernels) is
+  stored as `kernel_q` {'codes', 'scale'}, blocks along the stored kernel's last axis.
   """
 
   compute: ComputeConfig
@@ -75,10 +77,11 @@ class Dense(nn.Module):
         1.0, "fan_in", "truncated_normal", in_axis=ins, out_axis=outs
     )
     pdtype, dtype = dtype_of(self.compute.param_dtype), dtype_of(self.compute.dtype)
-    lora = self.compute.lora
-    adapted = lora.adapts("/".join(self.scope.path))
-    if adapted and lora.base_quant != "none":
-      kernel = self._quantized_kernel(init, shape, axes, pdtype, dtype)
+    path = "/".join(self.scope.path)
+    adapted = self.compute.lora.adapts(path)
+    stored = self.compute.kernel_quant(path)  # compute.quant, or QLoRA's adapted kernels
+    if stored is not None:
+      kernel = self._quantized_kernel(path, *stored, init, shape, axes, pdtype, dtype)
     else:
       kernel = self.param("kernel", nn.with_logical_partitioning(init, axes), shape, pdtype)
     x_in = tuple(range(x.ndim - n_in, x.ndim))
@@ -107,13 +110,18 @@ class Dense(nn.Module):
       y = y + self._adapter(x, x_in, in_shape, adapter)
     return y
 
-  def _quantized_kernel(self, init, shape, axes, pdtype, dtype) -> jax.Array:
-    """The kernel from `kernel_q` {'codes', 'scale'} (models/quant.py), in `dtype`; a
-    random init quantises a random kernel."""
-    kind, block = self.compute.lora.base_quant, self.compute.lora.quant_block
+  def _quantized_kernel(self, path, kind, block, init, shape, axes, pdtype, dtype) -> jax.Array:
+    """The kernel (`shape`, as stored: out-major included) from `kernel_q` {'codes',
+    'scale'} of `kind` in blocks of `block` along its last axis (models/quant.py),
+    dequantised in `dtype`; a random init quantises a random kernel."""
+
+    field = "quant.block" if self.compute.quant.applies(path) else "lora.quant_block"
 
     def init_stored(rng):
-      stored = quant.quantize(init(rng, shape, pdtype), kind, block)
+      try:
+        stored = quant.quantize(init(rng, shape, pdtype), kind, block)
+      except ValueError as e:  # at trace time: the shape does not fit the block
+        raise ValueError(f"{path}: {e}; see model.compute.{field}") from None
       return {k: nn.Partitioned(v, names=axes) for k, v in stored.items()}
 
     return quant.dequantize(self.param("kernel_q", init_stored), kind, dtype)

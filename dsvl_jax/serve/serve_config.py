@@ -12,7 +12,7 @@ import pathlib
 import ml_collections
 
 from dsvl_jax.config.schema import Section, check
-from dsvl_jax.infer.chat_config import ImagePosition, LoadDtype
+from dsvl_jax.infer.chat_config import ImagePosition, LoadDtype, LoadQuant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,6 +27,8 @@ class ServeConfig(Section):
   adapters: dict = dataclasses.field(default_factory=dict)
   tokenizer: str = ""  # tokenizer.json / .model / builtin:bytes ("" = the checkpoint's own)
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
+  quantize: LoadQuant = "none"  # weight-only int8 | int4 | nf4 of the loaded kernels
+  quant_block: int = 64  # values per scale along a quantised kernel's last axis
   model_name: str = ""  # the id /v1/models lists ("" = the checkpoint's folder name)
   host: str = "127.0.0.1"  # listen address (0.0.0.0 serves other machines)
   port: int = 8000  # listen port
@@ -59,6 +61,11 @@ class ServeConfig(Section):
   def validate(self, max_positions: int | None = None) -> "ServeConfig":
     """max_positions: the model's context, when known."""
     check(0 <= self.port < 65536, "serve.port", f"must be in [0, 65535], got {self.port}")
+    check(
+        self.quant_block >= 2 and (self.quantize in ("none", "int8") or self.quant_block % 2 == 0),
+        "serve.quant_block",
+        f"must be >= 2 (and even for int4 / nf4: two codes a byte), got {self.quant_block}",
+    )
     for name in (
         "num_slots",
         "max_len",
