@@ -209,34 +209,21 @@ def run_benchmark(
         f"{missing[0]}); rerun to finish them"
     )
   parsed = [done[i]["parsed"] for i in ids]
-  summary = {
-      "benchmark": kind,
-      "path": str(path),
-      **bench.score(items, parsed),
-      # answers an official rule decided by its default (POPE's "yes", MMMU's random pick)
-      **(
-          {"fallbacks": sum(bool(bench.fallback(it, done[it.id]["output"])) for it in items)}
-          if hasattr(bench, "fallback")
-          else {}
-      ),
-      **(
-          {
-              "judge": judging.name,
-              "judged": sum(bool(done[i].get("judge", {}).get("judged")) for i in ids),
-              # VLMEvalKit's random pick after its judge failed thrice
-              **(
-                  {"fallbacks": picks}
-                  if (picks := sum(bool(done[i].get("judge", {}).get("random_pick")) for i in ids))
-                  and not hasattr(bench, "fallback")
-                  else {}
-              ),
-          }
-          if judging is not None
-          else {}
-      ),
-      "generated_now": len(pending),
-      "seconds": time.perf_counter() - t0,
-  }
+  logs = [done[i].get("judge", {}) for i in ids]
+  summary = {"benchmark": kind, "path": str(path), **bench.score(items, parsed)}
+  # Answers an official rule decided by its default: POPE's "yes", MMMU's random pick,
+  # VLMEvalKit's random pick after its judge failed thrice.
+  if hasattr(bench, "fallback"):
+    summary["fallbacks"] = sum(bool(bench.fallback(it, done[it.id]["output"])) for it in items)
+  elif any(log.get("random_pick") for log in logs):
+    summary["fallbacks"] = sum(bool(log.get("random_pick")) for log in logs)
+  if judging is not None:
+    summary["judge"] = judging.name
+    summary["judged"] = sum(bool(log.get("judged")) for log in logs)
+  summary.update(
+      generated_now=len(pending),
+      seconds=time.perf_counter() - t0,
+  )
   if process_index == 0 and write:
     (outdir / f"{name}.summary.json").write_text(json.dumps(summary, indent=1) + "\n")
   return summary

@@ -39,7 +39,7 @@ def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
 
     cfg, adapters = _read_peft(section.adapter, cfg, section, f"{name}.adapter")
     params = lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), adapters))
-  if getattr(section, "quantize", "none") != "none":
+  if section.quantize != "none":
     cfg, params = quantized(cfg, params, section.quantize, section.quant_block, name)
   return cfg, params
 

@@ -13,6 +13,7 @@ a whole benchmark's pixels.
 from __future__ import annotations
 
 import dataclasses
+import json
 import pathlib
 import string
 from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence, runtime_checkable
@@ -111,6 +112,28 @@ def check_unique_ids(items: Sequence[BenchItem], where: Any, what: str = "id") -
 def exact_match(item: BenchItem, parsed: Any) -> bool:
   """The verdict of most benchmarks: an answer was parsed and it is item.answer."""
   return parsed is not None and parsed == item.answer
+
+
+def read_jsonl(path: pathlib.Path) -> list[tuple[dict[str, Any], str]]:
+  """(object, "file:line") for every non-blank line of a jsonl file."""
+  if not path.is_file():
+    raise FileNotFoundError(f"{path}: not found")
+  rows = []
+  with open(path, encoding="utf-8") as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      where = f"{path}:{n}"
+      try:
+        d = json.loads(line)
+      except json.JSONDecodeError as e:
+        raise BenchmarkFormatError(f"{where}: not JSON ({e})") from e
+      if not isinstance(d, dict):
+        raise BenchmarkFormatError(f"{where}: expected a JSON object, got {type(d).__name__}")
+      rows.append((d, where))
+  if not rows:
+    raise BenchmarkFormatError(f"{path}: no rows")
+  return rows
 
 
 def existing_image(path: pathlib.Path, where: str) -> pathlib.Path:

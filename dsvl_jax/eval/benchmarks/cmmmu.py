@@ -74,7 +74,6 @@ right; the accuracy counts them, as the official number does).
 
 from __future__ import annotations
 
-import json
 import pathlib
 import random
 import re
@@ -91,6 +90,7 @@ from dsvl_jax.eval.benchmarks.base import (
     check_unique_ids,
     existing_image,
     image_loader,
+    read_jsonl,
 )
 from dsvl_jax.processor.tokenizer import IMAGE_TOKEN
 
@@ -318,16 +318,7 @@ def _read_parquet(file: pathlib.Path, split: str) -> list[BenchItem]:
 
 def _read_jsonl(file: pathlib.Path, split: str) -> list[BenchItem]:
   items = []
-  for n, line in enumerate(file.read_text(encoding="utf-8").splitlines(), 1):
-    if not line.strip():
-      continue
-    where = f"{file}:{n}"
-    try:
-      row = json.loads(line)
-    except json.JSONDecodeError as e:
-      raise BenchmarkFormatError(f"{where}: not a JSON object ({e.msg})") from None
-    if not isinstance(row, dict):
-      raise BenchmarkFormatError(f"{where}: not a JSON object")
+  for row, where in read_jsonl(file):
     missing = [k for k in JSONL_REQUIRED if k not in row]
     if missing:
       raise BenchmarkFormatError(f"{where}: missing {missing[0]!r}")

@@ -35,7 +35,7 @@ import pathlib
 import re
 from typing import Any, Sequence
 
-from dsvl_jax.eval.benchmarks import text_choice
+from dsvl_jax.eval.benchmarks import base, text_choice
 from dsvl_jax.eval.benchmarks.base import BenchmarkFormatError
 from dsvl_jax.eval.items import EvalItem
 
@@ -105,7 +105,7 @@ def prompt(shots: Sequence[Doc], doc: Doc) -> str:
 def load(path: str | pathlib.Path, shots: int = 0, dev: str = "") -> list[EvalItem]:
   """Every row of a HellaSwag jsonl as an EvalItem (module docstring)."""
   path = pathlib.Path(path)
-  docs = [(from_json(d, where), where) for d, where in text_choice.read_jsonl(path)]
+  docs = [(from_json(d, where), where) for d, where in base.read_jsonl(path)]
   pool = [from_json(d, where) for d, where in text_choice.dev_rows(path, dev, shots)]
   if len(pool) < shots:
     raise BenchmarkFormatError(f"{path}: {shots} shots but dev has {len(pool)} rows")

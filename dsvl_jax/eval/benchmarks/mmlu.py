@@ -51,7 +51,7 @@ import dataclasses
 import pathlib
 from typing import Any, Callable, Sequence
 
-from dsvl_jax.eval.benchmarks import text_choice
+from dsvl_jax.eval.benchmarks import base, text_choice
 from dsvl_jax.eval.benchmarks.base import BenchmarkFormatError
 from dsvl_jax.eval.items import EvalItem
 
@@ -216,7 +216,7 @@ def load(
           f"{path}: split and cells apply to the CSV release; a jsonl is scored whole "
           f"(split={split!r}, cells={cells!r})"
       )
-    rows = [from_json(d, where) + (where,) for d, where in text_choice.read_jsonl(path)]
+    rows = [from_json(d, where) + (where,) for d, where in base.read_jsonl(path)]
     pool: dict[str, list[Question]] = {}
     for d, where in text_choice.dev_rows(path, dev, shots):
       subject, q = from_json(d, where)

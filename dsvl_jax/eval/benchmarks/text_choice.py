@@ -4,41 +4,18 @@ log-likelihoods (`score`), and reading jsonl rows and their solved examples."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 from typing import Any, Sequence
 
 import numpy as np
 
-from dsvl_jax.eval.benchmarks.base import BenchmarkFormatError, accuracy
+from dsvl_jax.eval.benchmarks.base import BenchmarkFormatError, accuracy, read_jsonl
 from dsvl_jax.eval.items import EvalItem
 
 # How the official rules score options; replaces eval.normalize / score_eos for these
 # sets. template "none": the prompt is BOS + plain text, no chat turn (hendrycks' and
 # lm-eval's language-model scoring).
 SCORING = {"normalize": "sum", "score_eos": False, "template": "none"}
-
-
-def read_jsonl(path: pathlib.Path) -> list[tuple[dict[str, Any], str]]:
-  """(object, "file:line") for every non-blank line of a jsonl file."""
-  if not path.is_file():
-    raise FileNotFoundError(f"{path}: not found")
-  rows = []
-  with open(path, encoding="utf-8") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
-      where = f"{path}:{n}"
-      try:
-        d = json.loads(line)
-      except json.JSONDecodeError as e:
-        raise BenchmarkFormatError(f"{where}: not JSON ({e})") from e
-      if not isinstance(d, dict):
-        raise BenchmarkFormatError(f"{where}: expected a JSON object, got {type(d).__name__}")
-      rows.append((d, where))
-  if not rows:
-    raise BenchmarkFormatError(f"{path}: no rows")
-  return rows
 
 
 def dev_rows(path: pathlib.Path, dev: str, shots: int) -> list[tuple[dict[str, Any], str]]:

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import pathlib
 
-from dsvl_jax.eval.benchmarks import hellaswag, mmlu, text_choice
+from dsvl_jax.eval.benchmarks import base, hellaswag, mmlu, text_choice
 from dsvl_jax.eval.benchmarks.base import BenchmarkFormatError
 from dsvl_jax.eval.items import EvalItem
 
@@ -65,7 +65,7 @@ def load(
   path = pathlib.Path(path)
   if path.is_dir():
     return mmlu.load(path, shots, split, dev, cells, crop_tokenizer, crop_tokens)
-  first, where = text_choice.read_jsonl(path)[0]
+  first, where = base.read_jsonl(path)[0]
   if "endings" in first:
     if split != "test" or cells != "text" or crop_tokenizer:
       raise BenchmarkFormatError(
