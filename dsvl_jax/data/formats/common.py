@@ -4,6 +4,7 @@ expansion (sources.LineIndex indexes text lines)."""
 
 from __future__ import annotations
 
+import os
 import pathlib
 from typing import Any, Sequence
 
@@ -121,3 +122,29 @@ def caption_text(text: str, num_images: int) -> str:
     return text
   text = text.replace(LLAVA_IMAGE, IMAGE_TOKEN)
   return text if IMAGE_TOKEN in text else IMAGE_TOKEN * num_images + text
+
+
+class OpenFiles:
+  """The shards a reader reads, up to `limit` open at once in this process, the least
+  recently used closed first (a shuffled run visits them all). A forked or spawned
+  worker opens its own, and a pickled copy holds none. opener(path) opens one (it must
+  pickle: a class or a functools.partial, not a lambda)."""
+
+  def __init__(self, paths: Sequence[str], opener: Any, limit: int = 16):
+    self.paths, self._opener, self._limit = list(paths), opener, limit
+    self._files: dict[int, Any] = {}  # most recently used last
+    self._pid: int | None = None
+
+  def get(self, i: int) -> Any:
+    if self._pid != os.getpid():
+      self._files, self._pid = {}, os.getpid()
+    f = self._files.pop(i, None)
+    if f is None:
+      if len(self._files) >= self._limit:
+        self._files.pop(next(iter(self._files))).close()
+      f = self._opener(self.paths[i])
+    self._files[i] = f
+    return f
+
+  def __getstate__(self):
+    return {**self.__dict__, "_files": {}, "_pid": None}

@@ -74,10 +74,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from dsvl_jax.data.formats.common import FormatError, caption_text, chat_messages, expand_paths
+from dsvl_jax.data.formats.common import (
+    FormatError,
+    OpenFiles,
+    caption_text,
+    chat_messages,
+    expand_paths,
+)
 from dsvl_jax.data.mixing import MULTIMODAL
-
-_MAX_OPEN_FILES = 16  # parquet files held open per process (a shuffled run visits them all)
 
 
 def record_from_row(
@@ -190,17 +194,11 @@ class ParquetSource:
     self._starts = np.asarray(starts + [total], np.int64)
     self._group_file = np.asarray(group_file, np.int32)
     self._group_rg = np.asarray(group_rg, np.int32)
-    self._reset()
-
-  def _reset(self):
-    self._files: dict[int, pq.ParquetFile] = {}
-    self._pid = None
-    self._cached: tuple[int, dict[str, Any]] | None = None
+    self._files = OpenFiles(self.paths, pq.ParquetFile)
+    self._cached: tuple[int, pa.Table] | None = None  # the last row group read
 
   def __getstate__(self):
-    state = dict(self.__dict__)
-    state.update(_files={}, _pid=None, _cached=None)  # handles and rows stay behind
-    return state
+    return {**self.__dict__, "_cached": None}  # rows stay behind (and handles: OpenFiles)
 
   def __len__(self) -> int:
     return int(self._starts[-1])
@@ -218,18 +216,10 @@ class ParquetSource:
 
   def _group(self, g: int) -> pa.Table:
     """Row group g's columns, read once and kept until another group is read."""
-    if self._pid != os.getpid():  # a forked or spawned worker opens its own files
-      self._reset()
-      self._pid = os.getpid()
     if self._cached is not None and self._cached[0] == g:
       return self._cached[1]
     f = int(self._group_file[g])
-    pf = self._files.pop(f, None)
-    if pf is None:
-      if len(self._files) >= _MAX_OPEN_FILES:
-        self._files.pop(next(iter(self._files))).close()
-      pf = pq.ParquetFile(self.paths[f])
-    self._files[f] = pf  # most recently used last
+    pf = self._files.get(f)
     table = pf.read_row_group(int(self._group_rg[g]), columns=self.columns[f], use_threads=False)
     self._cached = (g, table)
     return table

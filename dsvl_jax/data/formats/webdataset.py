@@ -45,6 +45,7 @@ cannot be seeked: decompress them first.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import pathlib
@@ -56,6 +57,7 @@ import numpy as np
 
 from dsvl_jax.data.formats.common import (
     FormatError,
+    OpenFiles,
     caption_text,
     chat_messages,
     expand_paths,
@@ -66,7 +68,6 @@ from dsvl_jax.data.mixing import MULTIMODAL
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 _META = re.compile(r"__[^/]*__($|/)")  # webdataset's metadata members
 _FIELDS = ("image", "txt", "json")
-_MAX_OPEN_FILES = 16
 
 
 def split_name(name: str) -> tuple[str, str] | None:
@@ -143,11 +144,7 @@ class WebDatasetSource:
     self._dup = np.concatenate([s["dup"] for s in shards])
     self._names = [s["names"] for s in shards]
     self._name_ends = [s["name_ends"] for s in shards]
-    self._files: dict[int, Any] = {}
-    self._pid = None
-
-  def __getstate__(self):
-    return {**self.__dict__, "_files": {}, "_pid": None}
+    self._files = OpenFiles(self.paths, functools.partial(open, mode="rb"))
 
   def __len__(self) -> int:
     return int(self._starts[-1])
@@ -168,14 +165,7 @@ class WebDatasetSource:
     return f"{pathlib.Path(self.paths[shard]).name} key {self.key(index)!r}"
 
   def _read(self, shard: int, offset: int, size: int) -> bytes:
-    if self._pid != os.getpid():  # a forked or spawned worker opens its own files
-      self._files, self._pid = {}, os.getpid()
-    f = self._files.pop(shard, None)
-    if f is None:
-      if len(self._files) >= _MAX_OPEN_FILES:
-        self._files.pop(next(iter(self._files))).close()
-      f = open(self.paths[shard], "rb")
-    self._files[shard] = f  # most recently used last
+    f = self._files.get(shard)
     f.seek(offset)
     data = f.read(size)
     if len(data) != size:
