@@ -85,6 +85,7 @@ BASE: dict[str, Any] = dict(
             block=64,  # values per scale along a kernel's last axis
             targets=("llm/layers*/*_proj",),  # also "vision/siglip/*", "vision/sam/*", "aligner/*"
         ),
+        kv_cache_dtype="auto",  # the decoding KV cache: auto (the compute dtype) | int8
     ),
     image_token_id=100015,  # <image_placeholder>
     bos_token_id=100000,  # <｜begin▁of▁sentence｜>

@@ -11,7 +11,7 @@ from typing import Any, Literal, Mapping
 import ml_collections
 
 from dsvl_jax.config.schema import ConfigError, build_dataclass, check, split_entries, with_defaults
-from dsvl_jax.infer.chat_config import LoadDtype, LoadQuant
+from dsvl_jax.infer.chat_config import KVCacheDtype, LoadDtype, LoadQuant
 
 Normalize = Literal["mean", "sum"]  # option score: mean of token log-probs, or their sum
 
@@ -32,6 +32,7 @@ class EvalConfig:
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
   quantize: LoadQuant = "none"  # weight-only int8 | int4 | nf4 of the loaded kernels
   quant_block: int = 64  # values per scale along a quantised kernel's last axis
+  kv_cache_dtype: KVCacheDtype = "auto"  # the decoding KV cache: the compute dtype, or int8
   tokenizer: str = ""  # tokenizer.json / .model / 'builtin:bytes' ("" = the checkpoint's own)
   normalize: Normalize = "mean"  # option score: mean (length-normalised) or sum of log-probs
   score_eos: bool = True  # the option's EOS is part of its scored continuation

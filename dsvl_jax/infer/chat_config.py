@@ -23,6 +23,8 @@ LoadDtype = Literal["float32", "bfloat16"]
 # Weight-only quantisation of a loaded model's kernels (models/quant.py): chat, eval and
 # serve quantise what model.compute.quant.targets names (default: the LLM's projections).
 LoadQuant = Literal["none", "int8", "int4", "nf4"]
+# The generators' KV cache (model.compute.kv_cache_dtype): the compute dtype, or int8.
+KVCacheDtype = Literal["auto", "int8"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +37,7 @@ class ChatConfig(Section):
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
   quantize: LoadQuant = "none"  # weight-only int8 | int4 | nf4 of the loaded kernels
   quant_block: int = 64  # values per scale along a quantised kernel's last axis
+  kv_cache_dtype: KVCacheDtype = "auto"  # the decoding KV cache: the compute dtype, or int8
   temperature: float = 0.2  # 0 = greedy
   top_p: float = 0.95  # nucleus filter
   top_k: int = 0  # 0 = off

@@ -30,6 +30,7 @@ from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.layers import precision_of
 from dsvl_jax.models.llm import (
     Cache,
+    cache_dtype,
     check_context,
     init_cache,
     positions_from_mask,
@@ -44,7 +45,7 @@ class DecodeState:
   """What a decode step carries to the next: a pytree, so jit takes (and donates) it.
   B rows, S cache columns, V the vocabulary; every row writes column `index` next."""
 
-  cache: tuple[Cache, ...]  # per layer {"k", "v"} [B, KVH, S, Dh], compute dtype
+  cache: tuple[Cache, ...]  # per layer {"k", "v"} [B, KVH, S, Dh] (models/llm.py init_cache)
   slots: jax.Array  # [B, S] int32: 1 where a real token's keys and values sit
   next_pos: jax.Array  # [B] int32: the RoPE position of the next token
   index: jax.Array  # [] int32: the column the next token writes
@@ -318,8 +319,7 @@ class Generator:
     ids = np.concatenate([np.full((b, pad), self.cfg.pad_token_id, np.int32), ids], 1)
     mask = np.concatenate([np.zeros((b, pad), np.int32), mask], 1)
     images = None if n_images == 0 else jnp.asarray(images, jnp.float32)
-    dtype = jnp.dtype(self.cfg.compute.dtype)
-    cache = init_cache(self.cfg.llm, b, s, dtype, stacked=False)
+    cache = init_cache(self.cfg.llm, b, s, cache_dtype(self.cfg.compute), stacked=False)
     ids, mask, cache = self._rows((ids, mask, cache), b)
     return self._decode(self._prefill, (ids, mask, images, cache), b, sampling, decode, on_token)
 
@@ -368,7 +368,7 @@ class Generator:
         if not sum(len(x) for x in pixels)
         else jnp.asarray(np.concatenate(pixels), jnp.float32)
     )
-    cache = init_cache(self.cfg.llm, gp, s, jnp.dtype(self.cfg.compute.dtype), stacked=False)
+    cache = init_cache(self.cfg.llm, gp, s, cache_dtype(self.cfg.compute), stacked=False)
     group, sids, smask = self._rows((group, sids, smask), b)
     inputs = (pids, pmask, images, cache, group, sids, smask)
     return self._decode(self._prefill_shared, inputs, b, sampling, decode, on_token)

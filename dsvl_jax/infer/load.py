@@ -3,8 +3,9 @@
 A section has `checkpoint` (any directory dsvl_jax.load reads; "" = a random init of
 config.model with config.seed), `dtype` (of the loaded parameters), `quantize` and
 `quant_block` (weight-only quantisation of the kernels model.compute.quant.targets
-names) and `tokenizer` ("" = the checkpoint's own files; a tokenizer.json, a
-sentencepiece .model, or builtin:bytes).
+names), `kv_cache_dtype` (int8: model.compute.kv_cache_dtype for the generators) and
+`tokenizer` ("" = the checkpoint's own files; a tokenizer.json, a sentencepiece
+.model, or builtin:bytes).
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
     params = lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), adapters))
   if section.quantize != "none":
     cfg, params = quantized(cfg, params, section.quantize, section.quant_block, name)
+  if section.kv_cache_dtype != "auto":
+    compute = dataclasses.replace(cfg.compute, kv_cache_dtype=section.kv_cache_dtype)
+    cfg = cfg.replace(compute=compute)
   return cfg, params
 
 

@@ -32,7 +32,13 @@ from dsvl_jax.infer.sampling import ROW_FIELDS, SamplingConfig, row_values, sele
 from dsvl_jax.models import lora
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import logical_axes
-from dsvl_jax.models.llm import Cache, check_context, init_cache, positions_from_mask
+from dsvl_jax.models.llm import (
+    Cache,
+    cache_dtype,
+    check_context,
+    init_cache,
+    positions_from_mask,
+)
 from dsvl_jax.models.vlm import DeepseekVL
 
 
@@ -41,7 +47,7 @@ class SlotState:
   """B slots of S cache columns (V: the vocabulary); a pytree, so jit takes (and donates)
   it and a step slices its first rows with one tree map."""
 
-  cache: tuple[Cache, ...]  # per layer {"k", "v"} [B, KVH, S, Dh], compute dtype, preallocated
+  cache: tuple[Cache, ...]  # per layer {"k", "v"} [B, KVH, S, Dh], preallocated (llm.init_cache)
   mask: jax.Array  # [B, S] int32: 1 where a real token's keys and values sit
   index: jax.Array  # [B] int32: the column the slot writes next
   next_pos: jax.Array  # [B] int32: the RoPE position of the next token
@@ -60,7 +66,11 @@ class SlotModel:
     # Per-layer weights and cache, as Generator decodes (generate.py says why).
     self.cfg = inference_config(cfg)
     self.module = DeepseekVL(self.cfg)
-    self.params = inference_params(params, self.cfg)
+    if all(isinstance(x, jax.ShapeDtypeStruct) for x in jax.tree.leaves(params)):
+      # Shapes only: a model that compiles ahead of time (experiments/aot_serve.py).
+      self.params = jax.eval_shape(lambda p: inference_params(p, self.cfg), params)
+    else:
+      self.params = inference_params(params, self.cfg)
     self.num_adapters = max(cfg.compute.lora.stacked, 1)  # the base (index 0) included
     self._adapter_axes: dict[str, int] = {}  # stacked leaf -> its adapter axis
     self.prefill_module = self.module
@@ -88,7 +98,7 @@ class SlotModel:
     b, s, v = self.num_slots, self.max_len, self.cfg.llm.vocab_size
     rows = row_values(SamplingConfig())
     return SlotState(
-        cache=init_cache(self.cfg.llm, b, s, jnp.dtype(self.cfg.compute.dtype), stacked=False),
+        cache=init_cache(self.cfg.llm, b, s, cache_dtype(self.cfg.compute), stacked=False),
         mask=jnp.zeros((b, s), jnp.int32),
         index=jnp.zeros((b,), jnp.int32),
         next_pos=jnp.zeros((b,), jnp.int32),

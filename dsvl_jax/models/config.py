@@ -23,6 +23,7 @@ RematPolicy = Literal["none", "full", "dots", "dots_no_batch"]  # models/layers.
 AttentionImpl = Literal["auto", "xla", "blocked", "chunked", "cudnn", "splash"]  # attention.py
 AlignerType = Literal["mlp_gelu", "low_high_hybrid_split_mlp_gelu"]
 QuantKind = Literal["none", "int8", "int4", "nf4"]  # models/quant.py
+KVCacheDtype = Literal["auto", "int8"]
 
 REMAT_POLICIES = choices(RematPolicy)
 ATTENTION_IMPLS = choices(AttentionImpl)  # models/attention.py IMPLS is this tuple
@@ -148,6 +149,9 @@ class ComputeConfig:
   lora: LoraConfig = LoraConfig()
   # Weight-only quantisation of chosen kernels for inference (kind "none" = off).
   quant: QuantConfig = QuantConfig()
+  # The decoding KV cache: "auto" holds keys and values in the compute dtype; "int8"
+  # holds int8 codes with a float32 absmax scale per token and head (models/llm.py).
+  kv_cache_dtype: KVCacheDtype = "auto"
 
   def validate(self, prefix: str) -> None:
     _check(self.attention_block >= 1, f"{prefix}.attention_block", "must be >= 1")

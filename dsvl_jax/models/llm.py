@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from dsvl_jax.models import layers
+from dsvl_jax.models import layers, quant
 from dsvl_jax.models.attention import attention
 from dsvl_jax.models.config import ComputeConfig, LLMConfig
 from dsvl_jax.models.rope import apply_rope, rope_cos_sin
@@ -54,21 +54,32 @@ def check_context(cfg: LLMConfig, positions: int, what: str) -> None:
     )
 
 
+def cache_dtype(compute: ComputeConfig) -> jnp.dtype:
+  """The dtype of the KV cache compute.kv_cache_dtype asks for."""
+  return jnp.dtype(jnp.int8 if compute.kv_cache_dtype == "int8" else compute.dtype)
+
+
 def init_cache(
     cfg: LLMConfig, batch: int, max_len: int, dtype: Any = jnp.float32, stacked: bool = True
 ) -> Cache | tuple[Cache, ...]:
   """An empty KV cache for `batch` sequences of up to `max_len` tokens.
 
   stacked: one [L, B, KVH, S, Dh] pair for scanned layers; else a tuple of L per-layer
-  [B, KVH, S, Dh] pairs (compute.scan_layers=False).
+  [B, KVH, S, Dh] pairs (compute.scan_layers=False). dtype int8: codes, with a float32
+  absmax scale per token and head beside each, "k_scale" / "v_scale" [(L,) B, KVH, S, 1]
+  (`update_cache`).
   """
-  if stacked:
-    shape = (cfg.num_layers, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-    return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
-  shape = (batch, cfg.num_kv_heads, max_len, cfg.head_dim)
-  return tuple(
-      {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(cfg.num_layers)
-  )
+  lead = (cfg.num_layers,) if stacked else ()
+  shape = (*lead, batch, cfg.num_kv_heads, max_len, cfg.head_dim)
+
+  def one() -> Cache:
+    cache = {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+    if jnp.dtype(dtype) == jnp.int8:
+      for name in ("k_scale", "v_scale"):  # two arrays: a step donates each
+        cache[name] = jnp.zeros((*shape[:-1], 1), jnp.float32)
+    return cache
+
+  return one() if stacked else tuple(one() for _ in range(cfg.num_layers))
 
 
 def unstack_layers(llm_params: dict) -> dict:
@@ -97,6 +108,29 @@ def write_cache(buf: jax.Array, new: jax.Array, index: jax.Array) -> jax.Array:
   return jax.vmap(lambda b, n, i: jax.lax.dynamic_update_slice(b, n, (0, i, 0)))(buf, new, index)
 
 
+def update_cache(
+    cache: Cache, k: jax.Array, v: jax.Array, index: jax.Array, dtype: Any
+) -> tuple[Cache, jax.Array, jax.Array]:
+  """Writes new keys and values k, v [B, T, KVH, Dh] into one layer's cache from
+  `index` (write_cache); returns (the new cache, all keys, all values [B, S, KVH, Dh] in
+  `dtype`). An int8 cache quantises each new token's key and value per head as
+  models/quant.py does a block of Dh values (round(127 x / absmax)), so a value read
+  back is off by at most absmax / 254."""
+  if "k_scale" not in cache:
+    new = {"k": write_cache(cache["k"], k, index), "v": write_cache(cache["v"], v, index)}
+    full = new["k"], new["v"]
+  else:
+    new, full = {}, []
+    for name, x in (("k", k), ("v", v)):
+      q = quant.quantize(x, "int8", x.shape[-1])  # codes [B, T, KVH, Dh], scale [..., 1]
+      new[name] = write_cache(cache[name], q["codes"], index)
+      new[f"{name}_scale"] = write_cache(cache[f"{name}_scale"], q["scale"], index)
+      full.append(quant.dequantize({"codes": new[name], "scale": new[f"{name}_scale"]}, "int8"))
+  # Back to attention's [B, S, KVH, Dh]: XLA folds the swap into the dots.
+  k, v = (jnp.swapaxes(x, 1, 2).astype(dtype) for x in full)
+  return new, k, v
+
+
 class LLMBlock(nn.Module):
   """One decoder layer. Scanned: (x, ctx, cache_layer) -> (x, new_cache_layer)."""
 
@@ -123,12 +157,7 @@ class LLMBlock(nn.Module):
 
     new_cache = None
     if cache is not None:
-      idx = ctx["cache_index"]
-      k = write_cache(cache["k"], k, idx)
-      v = write_cache(cache["v"], v, idx)
-      new_cache = {"k": k, "v": v}
-      # Back to attention's [B, S, KVH, Dh]: XLA folds the swap into the dots.
-      k, v = (jnp.swapaxes(x, 1, 2).astype(q.dtype) for x in (k, v))
+      new_cache, k, v = update_cache(cache, k, v, ctx["cache_index"], q.dtype)
 
     out = attention(
         q,

@@ -12,7 +12,7 @@ import pathlib
 import ml_collections
 
 from dsvl_jax.config.schema import Section, check
-from dsvl_jax.infer.chat_config import ImagePosition, LoadDtype, LoadQuant
+from dsvl_jax.infer.chat_config import ImagePosition, KVCacheDtype, LoadDtype, LoadQuant
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,6 +29,7 @@ class ServeConfig(Section):
   dtype: LoadDtype = "float32"  # parameter dtype when loading a checkpoint
   quantize: LoadQuant = "none"  # weight-only int8 | int4 | nf4 of the loaded kernels
   quant_block: int = 64  # values per scale along a quantised kernel's last axis
+  kv_cache_dtype: KVCacheDtype = "auto"  # the decoding KV cache: the compute dtype, or int8
   model_name: str = ""  # the id /v1/models lists ("" = the checkpoint's folder name)
   host: str = "127.0.0.1"  # listen address (0.0.0.0 serves other machines)
   port: int = 8000  # listen port
