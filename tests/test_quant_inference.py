@@ -105,3 +105,30 @@ def test_the_server_with_serve_quantize_int8_answers_as_the_int8_generator():
   f = DeepseekVL(float_cfg).apply({"params": float_params}, ids)["logits"]
   diff = float(np.max(np.abs(np.asarray(q) - np.asarray(f))))
   assert 0 < diff < 0.1 * float(np.max(np.abs(np.asarray(f))))
+
+
+def test_training_refuses_weight_only_quantisation_in_one_line():
+  from dsvl_jax.train.trainer import RunConfig
+
+  config = load_config("configs/tiny.py")
+  RunConfig.of(config)  # the float config trains
+  config.model.compute.quant.kind = "int8"
+  with pytest.raises(ConfigError, match=r"model\.compute\.quant\.kind.*lora\.base_quant") as e:
+    RunConfig.of(config)
+  assert "\n" not in str(e.value)
+
+
+def test_training_refuses_to_start_from_a_quantised_checkpoint(tmp_path):
+  from dsvl_jax.checkpoint import params_io
+  from dsvl_jax.infer.load import quantized
+  from dsvl_jax.train.trainer import Trainer
+
+  config = load_config("configs/tiny.py")
+  config.data.tokenizer = "builtin:bytes"
+  cfg, params = load_model(config, config.chat, "chat")
+  qcfg, qparams = quantized(cfg, params, "int8", 64, "chat")
+  params_io.save(tmp_path / "int8", qparams, qcfg)
+  config.train.init_from = str(tmp_path / "int8")
+  with pytest.raises(ConfigError, match=r"train\.init_from.*int8 quantised.*float") as e:
+    Trainer(config, tmp_path / "run").initial_params()
+  assert "\n" not in str(e.value)

@@ -100,6 +100,12 @@ class RunConfig:
     )
     b, a = run.data.global_batch_size, run.train.grad_accum_steps
     check(b % a == 0, "train.grad_accum_steps", f"{a} does not divide data.global_batch_size={b}")
+    check(
+        run.model.compute.quant.kind == "none",
+        "model.compute.quant.kind",
+        "weight-only quantisation is for inference (chat / eval / serve .quantize); to train "
+        "over quantised frozen kernels set model.compute.lora.base_quant (QLoRA)",
+    )
     return run
 
 
@@ -356,6 +362,17 @@ class Trainer:
     from dsvl_jax.checkpoint.formats import read_any  # pylint: disable=g-import-not-at-top
 
     run = self.run_cfg
+    stored, trained = None, params_io.training_checkpoint(path)  # None: a PyTorch folder
+    if trained is not None:
+      stored = params_io.read_run_model_config(trained[1])
+    elif params_io.is_checkpoint(path):
+      stored = params_io.read_config(path)
+    if stored is not None and stored.compute.quant.kind != "none":
+      raise ConfigError(
+          f"config field '{field}': {path} holds {stored.compute.quant.kind} quantised "
+          f"kernels (an inference checkpoint); train from its float checkpoint (QLoRA "
+          f"quantises the base itself: model.compute.lora.base_quant)"
+      )
     loaded_cfg, params = read_any(
         path, dtype=run.model.compute.param_dtype, shardings_fn=lambda _: shardings
     )
