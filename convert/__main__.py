@@ -14,6 +14,8 @@ Pickle checkpoints (.bin/.pt) are refused: convert them to safetensors first.
 
 Examples:
   python -m convert import --src deepseek-vl-7b-chat --dst ckpt/7b --dtype bfloat16
+  python -m convert import --src deepseek-vl-7b-chat --dst ckpt/7b-int4 --quantize int4
+  python -m convert export --src ckpt/7b-int4 --dst out/7b-deq --layout original  # float
   python -m convert export --src ckpt/7b --dst out/7b-hf --layout hf --shard-size 5GB
   python -m convert export --adapter --src out/lora-run --dst out/lora-peft   # PEFT folder
   python -m convert export --merge --src out/lora-run --dst out/merged-hf     # merged model
@@ -32,6 +34,7 @@ from dsvl_jax.checkpoint.formats import (
     import_checkpoint,
 )
 from dsvl_jax.checkpoint.mapping import ConversionError
+from dsvl_jax.models.quant import KINDS
 
 
 def main(argv=None) -> int:
@@ -45,6 +48,16 @@ def main(argv=None) -> int:
   imp.add_argument("--src", required=True, help="checkpoint directory (either layout)")
   imp.add_argument("--dst", required=True, help="new directory for the orbax checkpoint")
   imp.add_argument("--dtype", default="float32", choices=DTYPES, help="parameter dtype")
+  imp.add_argument(
+      "--quantize",
+      default="none",
+      choices=("none", *KINDS),
+      help="store the kernels model.compute.quant.targets names (the LLM's projections) "
+      "quantised, each as it is read: the float model never exists in memory",
+  )
+  imp.add_argument(
+      "--quant-block", type=int, default=64, help="values per scale along a kernel's last axis"
+  )
   imp.add_argument(
       "--adapter",
       action="store_true",
@@ -73,11 +86,24 @@ def main(argv=None) -> int:
     if args.command == "import" and args.adapter:
       if not args.base:
         parser.error("import --adapter needs --base (the checkpoint the adapter was made for)")
+      if args.quantize != "none":
+        parser.error("import --adapter takes no --quantize (quantise when loading the model)")
       n = import_adapter(args.src, args.base, args.dst, dtype=args.dtype)
       print(f"imported a PEFT adapter ({n} adapted modules) on {args.base} into {args.dst}")
     elif args.command == "import":
-      report = import_checkpoint(args.src, args.dst, dtype=args.dtype, progress=not args.quiet)
-      print(f"imported {report.num_tensors} tensors ({report.layout} layout) into {args.dst}")
+      report = import_checkpoint(
+          args.src,
+          args.dst,
+          dtype=args.dtype,
+          progress=not args.quiet,
+          quantize=args.quantize,
+          quant_block=args.quant_block,
+      )
+      quantised = "" if args.quantize == "none" else f", {args.quantize} kernels"
+      print(
+          f"imported {report.num_tensors} tensors ({report.layout} layout{quantised}) "
+          f"into {args.dst}"
+      )
       if report.unused:
         print(
             f"skipped {len(report.unused)} tensors the model never uses: "

@@ -39,15 +39,26 @@ _PUBLIC = {
 __all__ = ["load", *_PUBLIC]
 
 
-def load(path: str, dtype: str = "float32", mesh=None, progress: bool = False):
-  """Loads our checkpoint, a transformers directory or an original-release directory.
+def load(
+    path: str,
+    dtype: str = "float32",
+    mesh=None,
+    progress: bool = False,
+    quantize: str = "none",
+    quant_block: int = 64,
+):
+  """Loads our checkpoint (float or quantised), a transformers directory or an
+  original-release directory; `quantize` (int8 | int4 | nf4) stores a float one's
+  targeted kernels quantised as they are read.
 
   Returns an object with .config, .module, .params and .logits(input_ids,
   attention_mask=None, images=None). See dsvl_jax/checkpoint/loading.py.
   """
   from dsvl_jax.checkpoint.loading import load as _load  # pylint: disable=g-import-not-at-top
 
-  return _load(path, dtype=dtype, mesh=mesh, progress=progress)
+  return _load(
+      path, dtype=dtype, mesh=mesh, progress=progress, quantize=quantize, quant_block=quant_block
+  )
 
 
 def __getattr__(name: str) -> Any:

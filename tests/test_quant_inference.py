@@ -132,3 +132,27 @@ def test_training_refuses_to_start_from_a_quantised_checkpoint(tmp_path):
   with pytest.raises(ConfigError, match=r"train\.init_from.*int8 quantised.*float") as e:
     Trainer(config, tmp_path / "run").initial_params()
   assert "\n" not in str(e.value)
+
+
+def test_a_section_quantizes_a_checkpoint_as_it_loads_and_refuses_a_quantised_one(tmp_path):
+  from dsvl_jax.checkpoint import params_io
+
+  config = load_config("configs/tiny.py")
+  config.chat.tokenizer = "builtin:bytes"
+  cfg, params = load_model(config, config.chat, "chat")  # a random init, float
+  params_io.save(tmp_path / "float", params, cfg)
+  config.chat.quantize = "int4"
+  want_cfg, want = load_model(config, config.chat, "chat")  # the init, quantised after
+  config.chat.checkpoint = str(tmp_path / "float")
+  got_cfg, got = load_model(config, config.chat, "chat")  # quantised as it is read
+  assert got_cfg.compute.quant == want_cfg.compute.quant
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  params_io.save(tmp_path / "int4", got, got_cfg)
+  config.chat.checkpoint = str(tmp_path / "int4")
+  with pytest.raises(ConfigError, match=r"chat\.quantize.*quantised already") as e:
+    load_model(config, config.chat, "chat")
+  assert "\n" not in str(e.value)
+  config.chat.quantize = "none"  # a quantised checkpoint loads as it is stored
+  cfg4, loaded = load_model(config, config.chat, "chat")
+  assert cfg4.compute.quant.kind == "int4" and _kernels_q(loaded) == _kernels_q(got)

@@ -2,9 +2,11 @@
 
 Import reads one tensor at a time, converts it and places it; each finished leaf goes
 straight to its device layout (sharded when shardings are given) and the host copy is
-dropped, so peak host memory stays near one copy of the parameters plus one leaf.
-Before any data is read, key sets and shapes (from file headers) are checked and every
-problem is reported by name.
+dropped, so peak host memory stays near one copy of the parameters plus one leaf. A
+config with compute.quant gets its targeted kernels quantised as they are read, one
+layer of a stack at a time, so peak memory is near the quantised tree plus one float
+layer. Before any data is read, key sets and shapes (from file headers) are checked and
+every problem is reported by name.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dsvl_jax.checkpoint.mapping import (
     unused_patterns,
 )
 from dsvl_jax.checkpoint.safetensors_io import DictSource, TensorSource
+from dsvl_jax.models import quant_tree
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.init import abstract_params
 
@@ -70,7 +73,9 @@ def _torch_shapes(spec: ParamSpec, flax_shape: tuple[int, ...]) -> list[tuple[in
 
 
 def check(source: TensorSource, cfg: VLMConfig, layout: str) -> tuple[list[ParamSpec], list[str]]:
-  """Validates keys and shapes without reading tensor data. Returns (specs, unused keys)."""
+  """Validates keys and shapes without reading tensor data. Returns (specs, unused keys).
+  The shapes are the float model's (a quantised config's kernels come from float tensors)."""
+  cfg = quant_tree.float_config(cfg)
   keys = source.keys()
   specs = param_specs(cfg, layout, siglip_prefix=_siglip_prefix(cfg, layout, keys))
   wanted = {k for s in specs for ks in s.keys for k in ks}
@@ -114,8 +119,12 @@ def to_params(
     to_device: bool = True,
     progress: bool = False,
 ) -> tuple[dict, ImportReport]:
-  """Reads every tensor once and returns our parameter tree.
+  """Reads every tensor once and returns the parameter tree the model of `cfg` holds.
 
+  Values are cast to `dtype` as read. A kernel the model holds quantised
+  (cfg.compute.kernel_quant) is quantised from those cast values as soon as it is read;
+  a stack's layers one at a time into preallocated [L, ...] codes and scales (no float
+  stack ever exists), equal to quant_tree.quantize_tree of the float import at `dtype`.
   to_device=False returns numpy arrays (tests, export); otherwise jax arrays, placed with
   `shardings` (a tree like the params of NamedShardings) when given.
   """
@@ -126,25 +135,44 @@ def to_params(
   n = 0
   bar = _progress(len(specs), "import") if progress else None
   for spec in specs:
-    leaf = None
+    leaves = None  # {path: array}: the spec's leaf, or a quantised kernel's codes and scale
     for i, ks in enumerate(spec.keys):
-      value = spec.transform.to_flax(np, *[source.get(k) for k in ks])
+      value = np.asarray(spec.transform.to_flax(np, *[source.get(k) for k in ks]), dtype)
       n += len(ks)
+      got = _quantized(spec, value, cfg) or {spec.path: value}
       if not spec.stacked:
-        leaf = np.asarray(value, dtype=dtype)
+        leaves = got
         break
-      if leaf is None:  # fill a preallocated stack: no per-layer list plus stacked copy
-        leaf = np.empty((len(spec.keys),) + value.shape, dtype)
-      leaf[i] = value
-    if to_device:
-      sharding = flat_shardings[spec.path] if flat_shardings else None
-      leaf = _place(leaf, sharding)
-    _set(params, spec.path, leaf)
+      if leaves is None:  # fill a preallocated stack: no per-layer list plus stacked copy
+        leaves = {p: np.empty((len(spec.keys),) + v.shape, v.dtype) for p, v in got.items()}
+      for p, v in got.items():
+        leaves[p][i] = v
+      del value, got
+    for path, leaf in leaves.items():
+      if to_device:
+        leaf = _place(leaf, flat_shardings[path] if flat_shardings else None)
+      _set(params, path, leaf)
+    del leaves
     if bar:
       bar.update(1)
   if bar:
     bar.close()
   return params, ImportReport(layout, unused, n)
+
+
+def _quantized(spec: ParamSpec, value: np.ndarray, cfg: VLMConfig) -> dict | None:
+  """{path: numpy array} of the codes and scale of `value` (a kernel, or one layer of a
+  stacked one) when the model of `cfg` holds it quantised, else None."""
+  if spec.path[-1] != "kernel":
+    return None
+  module = "/".join(spec.path[:-1])
+  try:
+    stored = quant_tree.quantize_kernel(module, value, cfg, layer=spec.stacked)
+  except ValueError as e:
+    raise ConversionError(str(e)) from None
+  if stored is None:
+    return None
+  return {spec.path[:-1] + ("kernel_q", k): np.asarray(v) for k, v in stored.items()}
 
 
 def _place(leaf: np.ndarray, sharding) -> jax.Array:
@@ -157,20 +185,36 @@ def _place(leaf: np.ndarray, sharding) -> jax.Array:
 def from_params(
     params: Mapping, cfg: VLMConfig, layout: str, *, dtype: Any = None, progress: bool = False
 ) -> Iterator[tuple[str, np.ndarray]]:
-  """Yields (PyTorch key, array) one tensor at a time, in the layout's key names."""
+  """Yields (PyTorch key, array) one tensor at a time, in the layout's key names. A
+  kernel the model of `cfg` holds quantised is written dequantised (in
+  compute.param_dtype, as quant_tree.dequantize_tree), one layer of a stack at a time."""
   specs = param_specs(cfg, layout)
   bar = _progress(len(specs), "export") if progress else None
   for spec in specs:
-    value = np.asarray(jax.device_get(_get(params, spec.path)))
-    if dtype is not None:
-      value = value.astype(dtype)
-    for ks, v in zip(spec.keys, list(value) if spec.stacked else [value]):
+    for ks, v in zip(spec.keys, _float_layers(params, spec, cfg)):
+      if dtype is not None:
+        v = v.astype(dtype)
       for k, t in zip(ks, spec.transform.to_torch(np, v)):
         yield k, np.ascontiguousarray(t)
     if bar:
       bar.update(1)
   if bar:
     bar.close()
+
+
+def _float_layers(params: Mapping, spec: ParamSpec, cfg: VLMConfig) -> Iterator[np.ndarray]:
+  """The spec's float leaf as numpy, its layers one by one when stacked."""
+  module = spec.path[:-1]
+  stored = _get(params, module).get("kernel_q") if spec.path[-1] == "kernel" else None
+  if stored is None:
+    value = np.asarray(jax.device_get(_get(params, spec.path)))
+    yield from value if spec.stacked else [value]
+    return
+  name = "/".join(module)
+  layers = range(stored["codes"].shape[0]) if spec.stacked else [None]
+  for i in layers:
+    one = stored if i is None else {k: v[i] for k, v in stored.items()}
+    yield np.asarray(quant_tree.dequantize_kernel(name, one, cfg))
 
 
 def _progress(total: int, desc: str):

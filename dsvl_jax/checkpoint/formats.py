@@ -15,7 +15,9 @@ import pathlib
 import shutil
 from typing import Any, Iterator
 
+import jax
 import jax.numpy as jnp
+from flax import traverse_util
 
 from dsvl_jax.checkpoint import params_io, run_base
 from dsvl_jax.checkpoint.adapters import from_peft, save_peft
@@ -23,9 +25,10 @@ from dsvl_jax.checkpoint.configs import from_json, to_hf, to_original
 from dsvl_jax.checkpoint.convert import ImportReport, detect_layout, from_params, to_params
 from dsvl_jax.checkpoint.mapping import ConversionError
 from dsvl_jax.checkpoint.safetensors_io import SafetensorsSource, parse_size, write_safetensors
-from dsvl_jax.models import lora
+from dsvl_jax.models import lora, quant_tree
 from dsvl_jax.models.config import VLMConfig
 from dsvl_jax.models.groups import group_of
+from dsvl_jax.models.init import abstract_params
 
 # Files that travel with the weights (tokenizer, processor, generation settings).
 SIDECAR_FILES = (
@@ -83,48 +86,99 @@ def read_pytorch_dir(src: str | pathlib.Path) -> tuple[SafetensorsSource, str, V
   return source, layout, cfg
 
 
+class QuantizeError(ConversionError):
+  """A `quantize` request that does not fit the checkpoint's model."""
+
+
+def quantized_config(cfg: VLMConfig, kind: str, block: int) -> VLMConfig:
+  """`cfg` with compute.quant's kind and block (quant_tree.with_quant); ConversionError
+  (one line) when its kernels are quantised already or the kind, block or a kernel's
+  shape does not fit. "none" returns `cfg`."""
+  if kind == "none":
+    return cfg
+  try:
+    return quant_tree.with_quant(cfg, kind, block)
+  except ValueError as e:
+    raise QuantizeError(f"cannot quantise to {kind} in blocks of {block}: {e}") from None
+
+
 def read_any(
-    src: str | pathlib.Path, dtype: str = "float32", shardings_fn=None, progress: bool = False
+    src: str | pathlib.Path,
+    dtype: str = "float32",
+    shardings_fn=None,
+    progress: bool = False,
+    quantize: str = "none",
+    quant_block: int = 64,
 ) -> tuple[VLMConfig, Any]:
-  """(config, params) from our checkpoint or a PyTorch directory of either layout.
+  """(config, params) from our checkpoint (float or quantised) or a PyTorch directory of
+  either layout.
 
   shardings_fn: cfg -> tree of shardings for the params (None: one device).
+  quantize, quant_block: the kernels compute.quant.targets names quantised
+  (quant_tree.with_quant) from their values at `dtype`: a PyTorch directory's as they
+  are read (convert.to_params), our float checkpoint's one kernel at a time after it is
+  restored; a checkpoint quantised already is refused (ConversionError).
   """
   src = pathlib.Path(src)
-  trained = params_io.training_checkpoint(src)
-  if trained is not None or params_io.is_checkpoint(src):
-    if trained is not None:
-      params_dir, workdir = trained
-      cfg = params_io.read_run_model_config(workdir)
-    else:
-      params_dir, cfg = src / params_io.PARAMS_DIR, params_io.read_config(src)
-    cfg = with_dtype(cfg, dtype)
-    from dsvl_jax.models.init import abstract_params  # pylint: disable=g-import-not-at-top
+  if params_io.training_checkpoint(src) is None and not params_io.is_checkpoint(src):
+    source, layout, cfg = read_pytorch_dir(src)
+    try:
+      cfg = quantized_config(with_dtype(cfg, dtype), quantize, quant_block)
+      params, _ = to_params(
+          source,
+          cfg,
+          layout,
+          dtype=jnp.dtype(dtype),
+          shardings=shardings_fn(cfg) if shardings_fn else None,
+          progress=progress,
+      )
+    finally:
+      source.close()
+    return cfg, params
+  cfg, params = _read_ours(src, dtype, shardings_fn)
+  if quantize == "none":
+    return cfg, params
+  qcfg = quantized_config(cfg, quantize, quant_block)
+  return qcfg, _quantize_placed(params, qcfg, shardings_fn(qcfg) if shardings_fn else None)
 
-    shardings = shardings_fn(cfg) if shardings_fn else None
-    target = params_io.abstract_like(abstract_params(cfg), jnp.dtype(dtype), shardings)
-    ref = run_base.read(workdir) if trained is not None else None
-    if ref is None:
-      return cfg, params_io.restore_params_dir(params_dir, target)
-    # A LoRA run: its trained leaves over the base it names (checkpoint/run_base.py).
-    plain_fn = (lambda _: shardings_fn(run_base.plain(cfg))) if shardings_fn else None
-    _, base = read_any(ref["path"], dtype, plain_fn)
-    run_base.check(ref, base, workdir)
-    return cfg, run_base.compose(cfg, base, params_dir, target)
-  source, layout, cfg = read_pytorch_dir(src)
+
+def _read_ours(src: pathlib.Path, dtype: str, shardings_fn) -> tuple[VLMConfig, Any]:
+  """`read_any` of our checkpoint or a training run's (restored onto the abstract tree
+  of its config at `dtype`)."""
+  trained = params_io.training_checkpoint(src)
+  if trained is not None:
+    params_dir, workdir = trained
+    cfg = params_io.read_run_model_config(workdir)
+  else:
+    params_dir, cfg = src / params_io.PARAMS_DIR, params_io.read_config(src)
   cfg = with_dtype(cfg, dtype)
-  try:
-    params, _ = to_params(
-        source,
-        cfg,
-        layout,
-        dtype=jnp.dtype(dtype),
-        shardings=shardings_fn(cfg) if shardings_fn else None,
-        progress=progress,
-    )
-  finally:
-    source.close()
-  return cfg, params
+  shardings = shardings_fn(cfg) if shardings_fn else None
+  target = params_io.abstract_like(abstract_params(cfg), jnp.dtype(dtype), shardings)
+  ref = run_base.read(workdir) if trained is not None else None
+  if ref is None:
+    return cfg, params_io.restore_params_dir(params_dir, target)
+  # A LoRA run: its trained leaves over the base it names (checkpoint/run_base.py).
+  plain_fn = (lambda _: shardings_fn(run_base.plain(cfg))) if shardings_fn else None
+  _, base = read_any(ref["path"], dtype, plain_fn)
+  run_base.check(ref, base, workdir)
+  return cfg, run_base.compose(cfg, base, params_dir, target)
+
+
+def _quantize_placed(params: Any, cfg: VLMConfig, shardings: Any) -> dict:
+  """quant_tree.quantize_tree(params, cfg) with each stored leaf placed by `shardings`
+  (the quantised config's), and each float kernel deleted once its codes exist: the
+  peak is the float tree plus one kernel's codes."""
+  flat = traverse_util.flatten_dict(params, sep="/")
+  placed = traverse_util.flatten_dict(shardings, sep="/") if shardings is not None else {}
+  out = {}
+  for path, value in quant_tree.quantize_leaves(params, cfg):
+    module, _, leaf = path.rpartition("/")
+    if path in placed:
+      value = jax.device_put(value, placed[path])
+    out[path] = value
+    if leaf == "scale" and module.endswith("/kernel_q"):
+      flat[module[: -len("/kernel_q")] + "/kernel"].delete()
+  return traverse_util.unflatten_dict(out, sep="/")
 
 
 @contextlib.contextmanager
@@ -153,14 +207,25 @@ def _copy_sidecars(src: pathlib.Path, dst: pathlib.Path) -> list[str]:
 
 
 def import_checkpoint(
-    src: str | pathlib.Path, dst: str | pathlib.Path, dtype: str = "float32", progress: bool = True
+    src: str | pathlib.Path,
+    dst: str | pathlib.Path,
+    dtype: str = "float32",
+    progress: bool = True,
+    quantize: str = "none",
+    quant_block: int = 64,
 ) -> ImportReport:
-  """PyTorch directory (either layout, single or sharded) -> our orbax checkpoint."""
+  """PyTorch directory (either layout, single or sharded) -> our orbax checkpoint.
+
+  quantize (int8 | int4 | nf4), quant_block: the kernels compute.quant.targets names
+  stored quantised (quant_tree.with_quant; the saved config says so), each quantised from
+  its values at `dtype` as it is read, so the float model never exists in memory: the
+  checkpoint equals quant_tree.quantize_tree of the float import at `dtype`.
+  """
   src, dst = pathlib.Path(src), pathlib.Path(dst)
   source, layout, cfg = read_pytorch_dir(src)
-  cfg = with_dtype(cfg, dtype)
   with _staging(dst) as tmp:
     try:
+      cfg = quantized_config(with_dtype(cfg, dtype), quantize, quant_block)
       params, report = to_params(source, cfg, layout, dtype=jnp.dtype(dtype), progress=progress)
     finally:
       source.close()
@@ -179,7 +244,8 @@ def export_checkpoint(
     adapters: str = "refuse",
 ) -> list[str]:
   """Our checkpoint, a training workdir or step (or a PyTorch directory) -> safetensors
-  in `layout` + config.json.
+  in `layout` + config.json. A quantised checkpoint is written as the float model it
+  computes with (its kernels dequantised; the written configs without quantisation).
 
   dtype: storage dtype of the written tensors (default: as stored in `src`).
   adapters, for a checkpoint with LoRA adapters: "peft" writes them alone as a PEFT
@@ -218,12 +284,14 @@ def export_checkpoint(
         f"{src}: holds LoRA adapters; export them with --adapter (a PEFT folder) or the "
         f"model with them merged with --merge"
     )
-  config = to_hf(cfg, dtype) if layout == "hf" else to_original(cfg, dtype)
+  # Quantised kernels are written dequantised (from_params), one layer at a time.
+  float_cfg = quant_tree.float_config(cfg)
+  config = to_hf(float_cfg, dtype) if layout == "hf" else to_original(float_cfg, dtype)
   with _staging(dst) as tmp:
     tmp.mkdir()
     files = write_safetensors(from_params(params, cfg, layout, progress=progress), tmp, limit)
     (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-    params_io.write_config(tmp, cfg)
+    params_io.write_config(tmp, float_cfg)
     files += ["config.json", params_io.CONFIG_NAME] + _copy_sidecars(sidecar_dir, tmp)
   return files
 

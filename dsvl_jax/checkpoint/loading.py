@@ -1,8 +1,9 @@
 """`dsvl_jax.load`: one call from any checkpoint directory to a model that runs.
 
-Accepts our orbax checkpoint, a transformers (deepseek-community) directory or an
-original DeepSeek release directory; with a mesh, parameters are placed sharded by the
-logical-axis rules as they are read.
+Accepts our orbax checkpoint (float or quantised), a transformers (deepseek-community)
+directory or an original DeepSeek release directory; with a mesh, parameters are placed
+sharded by the logical-axis rules as they are read. `quantize` stores a float
+checkpoint's targeted kernels quantised (models/quant.py) as it loads.
 """
 
 from __future__ import annotations
@@ -51,15 +52,33 @@ class LoadedModel:
 
 
 def load(
-    path: str, dtype: str = "float32", mesh: jax.sharding.Mesh | None = None, progress: bool = False
+    path: str,
+    dtype: str = "float32",
+    mesh: jax.sharding.Mesh | None = None,
+    progress: bool = False,
+    quantize: str = "none",
+    quant_block: int = 64,
 ) -> LoadedModel:
-  """Loads a checkpoint directory of any supported kind (see module docstring)."""
+  """Loads a checkpoint directory of any supported kind (see module docstring).
+
+  A quantised checkpoint (`python -m convert import --quantize`) loads as it is stored.
+  quantize (int8 | int4 | nf4), quant_block: a float checkpoint's kernels that
+  compute.quant.targets names quantised after reading (a PyTorch directory's as each is
+  read), from their values at `dtype`; a checkpoint quantised already is refused
+  (ValueError). With a mesh, leaves are placed by the logical-axis rules of the config
+  they belong to (the quantised one's for codes and scales).
+  """
   from dsvl_jax.checkpoint.formats import read_any  # pylint: disable=g-import-not-at-top
 
   def shardings_fn(cfg):
     return sharding.logical_to_mesh(logical_axes(cfg), mesh, shapes=abstract_params(cfg))
 
   cfg, params = read_any(
-      path, dtype=dtype, shardings_fn=shardings_fn if mesh else None, progress=progress
+      path,
+      dtype=dtype,
+      shardings_fn=shardings_fn if mesh else None,
+      progress=progress,
+      quantize=quantize,
+      quant_block=quant_block,
   )
   return LoadedModel(cfg, DeepseekVL(cfg), params, mesh)

@@ -115,14 +115,16 @@ def restore_params_dir(params_dir: str | pathlib.Path, abstract: Any) -> Any:
 
 
 def abstract_like(abstract: Any, dtype: Any, shardings: Any = None) -> Any:
-  """ShapeDtypeStructs with float leaves in a new dtype (integer ones, a quantised
-  kernel's codes, as they are) and (optionally) shardings."""
+  """ShapeDtypeStructs with float leaves in a new dtype and (optionally) shardings. A
+  quantised kernel's leaves keep theirs: integer codes, and float32 scales (the
+  model's Dense creates them float32 whatever its param_dtype, models/quant.py)."""
 
-  def like(a, s):
-    kept = a.dtype if not jnp.issubdtype(a.dtype, jnp.floating) else dtype
-    return jax.ShapeDtypeStruct(a.shape, kept, sharding=s)
+  def like(path, a, s):
+    scale = [getattr(k, "key", None) for k in path[-2:]] == ["kernel_q", "scale"]
+    cast = jnp.issubdtype(a.dtype, jnp.floating) and not scale
+    return jax.ShapeDtypeStruct(a.shape, dtype if cast else a.dtype, sharding=s)
 
   if shardings is None:
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    return jax.tree.map(lambda a: like(a, device), abstract)
-  return jax.tree.map(like, abstract, shardings)
+    return jax.tree_util.tree_map_with_path(lambda p, a: like(p, a, device), abstract)
+  return jax.tree_util.tree_map_with_path(like, abstract, shardings)

@@ -25,11 +25,23 @@ def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
   """(model config, parameters) from section.checkpoint, else a random init; with
   section.adapter, a PEFT LoRA folder's adapters beside the kernels they adapt. `name`:
   the section's config path, for errors."""
+  quantize = section.quantize
   if section.checkpoint:
     import dsvl_jax  # pylint: disable=g-import-not-at-top
 
-    loaded = dsvl_jax.load(section.checkpoint, dtype=section.dtype)
+    # Without an adapter to merge first, the kernels are quantised as they are read: a
+    # PyTorch folder never exists as a float tree.
+    early = "none" if section.adapter else quantize
+    from dsvl_jax.checkpoint.formats import QuantizeError  # pylint: disable=g-import-not-at-top
+
+    try:
+      loaded = dsvl_jax.load(
+          section.checkpoint, dtype=section.dtype, quantize=early, quant_block=section.quant_block
+      )
+    except QuantizeError as e:
+      raise ConfigError(f"config field '{name}.quantize': {e}") from e
     cfg, params = loaded.config, loaded.params
+    quantize = "none" if early != "none" else quantize
   else:
     from dsvl_jax.models.init import init_params  # pylint: disable=g-import-not-at-top
 
@@ -40,8 +52,8 @@ def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
 
     cfg, adapters = _read_peft(section.adapter, cfg, section, f"{name}.adapter")
     params = lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), adapters))
-  if section.quantize != "none":
-    cfg, params = quantized(cfg, params, section.quantize, section.quant_block, name)
+  if quantize != "none":
+    cfg, params = quantized(cfg, params, quantize, section.quant_block, name)
   if section.kv_cache_dtype != "auto":
     compute = dataclasses.replace(cfg.compute, kv_cache_dtype=section.kv_cache_dtype)
     cfg = cfg.replace(compute=compute)
@@ -53,14 +65,8 @@ def quantized(cfg: VLMConfig, params: Any, kind: str, block: int, name: str):
   quantised: models/quant.py). `name`: the section, for errors."""
   from dsvl_jax.models import quant_tree  # pylint: disable=g-import-not-at-top
 
-  if cfg.compute.quant.kind != "none" or cfg.compute.lora.base_quant != "none":
-    raise ConfigError(
-        f"config field '{name}.quantize': the checkpoint's kernels are quantised already"
-    )
-  q = dataclasses.replace(cfg.compute.quant, kind=kind, block=block)
-  cfg = dataclasses.replace(cfg, compute=dataclasses.replace(cfg.compute, quant=q))
   try:
-    cfg.compute.validate("model.compute")
+    cfg = quant_tree.with_quant(cfg, kind, block)
     params = quant_tree.quantize_tree(params, cfg)
   except (ConfigError, ValueError) as e:
     raise ConfigError(f"config field '{name}.quantize': {e}") from e
