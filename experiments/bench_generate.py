@@ -1,6 +1,7 @@
 """Prefill latency and decode speed: our jitted path vs transformers, same weights.
 
   python experiments/bench_generate.py [--configs tiny,mid] [--new-tokens 32]
+  python experiments/bench_generate.py --configs mid --quant float32,bfloat16,int8,int4
 
 `tiny` is configs/tiny.py; `mid` is the 1.3B architecture with 8 LLM layers (full width,
 full vocabulary) and the real SigLIP-L/16@384 tower. Weights are one random
@@ -9,6 +10,11 @@ in the same process (torch limited to the same thread count). Prompt: one image 
 text. Bounds: prefill FLOPs / the host's float32 matmul rate, decode LLM weight bytes /
 its streaming read rate, both measured at start (`dsvl_jax.runtime.perf`): hosts of the same
 type differ up to 4x, so the processor is printed with them.
+
+--quant: instead, our generator alone at each parameter kind (int8 / int4 weight-only, as
+`<section>.quantize` loads them), batch 1 and 8, with the bytes a decode step reads, its
+streaming bound, and whether the compiled decode step fuses the dequantisation into its
+matmuls (experiments/quant_decode.py).
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ import transformers
 
 # Siblings: python puts the script's folder, experiments/, first on sys.path.
 from hf_reference import paired_models
+from quant_decode import print_excerpts, print_table
+from quant_decode import run as run_quant
 
 from dsvl_jax.config.files import load_config
 from dsvl_jax.infer.generate import Generator
@@ -69,9 +77,15 @@ def main():
   parser.add_argument("--configs", default="tiny,mid")
   parser.add_argument("--new-tokens", type=int, default=32)
   parser.add_argument("--repeats", type=int, default=3)
+  parser.add_argument(
+      "--quant", default="", help="e.g. float32,bfloat16,int8,int4: the quantised table instead"
+  )
   args = parser.parse_args()
   torch.set_num_threads(os.cpu_count())
   limits = host_limits()  # before any model: a quiet machine, nothing else allocated
+  if args.quant:
+    quant_tables(args, limits)
+    return
   peak, stream = limits.peak_flops, limits.bandwidth
   rows = []
   for name in args.configs.split(","):
@@ -150,6 +164,19 @@ def main():
         f"| {name} | {metric} | {o:.3g} | {t:.3g} | {ratio:.2f}x | "
         f"{bound:.3g} {unit} | {frac:.0%} |"
     )
+
+
+def quant_tables(args, limits) -> None:
+  """The --quant table per config: experiments/quant_decode.py."""
+  kinds = args.quant.split(",")
+  for name in args.configs.split(","):
+    cfg = model_config(name)
+    t0 = time.perf_counter()
+    rows, excerpts = run_quant(cfg, kinds, args.new_tokens, args.repeats)
+    print(f"\n{name}: {time.perf_counter() - t0:.0f} s")
+    print(f"jax {jax.__version__}, {os.cpu_count()} CPU threads; bounds from {limits}\n")
+    print_table(cfg, rows, limits.bandwidth, args.new_tokens)
+    print_excerpts(excerpts)
 
 
 if __name__ == "__main__":
