@@ -1,7 +1,7 @@
 """What weight-only quantisation costs in quality (models/quant.py, compute.quant).
 
   python experiments/quant_quality.py --demo=workdir/demo [--families siglip,hybrid]
-      [--prompts 4] [--kinds int8,int4,nf4] [--targets llm]
+      [--prompts 4] [--kinds int8,int4,nf4,bfloat16+kv8,int8+kv8] [--targets llm]
 
 1. The demo's trained model (`make run` writes WORKDIR/stage3 and its tokenizer): the
    held-out exact match and multiple-choice accuracy of its 246 questions (and the
@@ -13,7 +13,10 @@
    position and the share of positions whose top-1 token agrees with float32's.
 
 `--targets llm` quantises the LLM's projections (the default targets); `all` adds the
-vision towers' blocks and the aligner.
+vision towers' blocks and the aligner. A kind ending in `+kv8` also holds the KV cache in
+int8 (compute.kv_cache_dtype): the demo's answers are generated through it, and part 2's
+logits come from a forward that writes the prompt into an int8 cache and attends to
+what it reads back, as a prefill does.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from dsvl_jax.config.files import load_config
 from dsvl_jax.models import DeepseekVL, VLMConfig, quant_tree
 from dsvl_jax.models.init import init_params
+from dsvl_jax.models.llm import cache_dtype, init_cache
 
 TARGETS = {
     "llm": ("llm/layers*/*_proj",),
@@ -39,7 +43,11 @@ TARGETS = {
 
 
 def quantised(cfg: VLMConfig, params, kind: str, targets: tuple[str, ...]):
-  """(cfg, params) of `kind`: float32, bfloat16 (weights cast), or a quantised kind."""
+  """(cfg, params) of `kind`: float32, bfloat16 (weights cast), or a quantised kind;
+  with a "+kv8" suffix, an int8 KV cache too."""
+  if kind.endswith("+kv8"):
+    cfg, params = quantised(cfg, params, kind.removesuffix("+kv8"), targets)
+    return cfg.replace(compute=dataclasses.replace(cfg.compute, kv_cache_dtype="int8")), params
   if kind == "float32":
     return cfg, params
   if kind == "bfloat16":
@@ -99,7 +107,16 @@ def agreement(family: str, kinds: list[str], prompts: int, targets) -> list[tupl
   text = slice(1 + cfg.num_image_tokens, length)
 
   def logits(c, p):
-    out = jax.jit(lambda p, i, im: DeepseekVL(c).apply({"params": p}, i, im)["logits"])
+    def forward(p, i, im):
+      if c.compute.kv_cache_dtype == "auto":
+        return DeepseekVL(c).apply({"params": p}, i, im)["logits"]
+      cache = init_cache(c.llm, prompts, length, cache_dtype(c.compute))
+      mask, pos = jnp.ones_like(i), jnp.broadcast_to(jnp.arange(length), i.shape)
+      return DeepseekVL(c).apply(
+          {"params": p}, i, im, attention_mask=mask, positions=pos, cache=cache
+      )["logits"]
+
+    out = jax.jit(forward)
     return np.asarray(out(p, jnp.asarray(ids), images), np.float64)[:, text]
 
   ref = logits(cfg, params)
