@@ -9,9 +9,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
-import openai
-from serve_fixtures import data_uri, drawn_image, running_server, serve_config
-from test_quant_inference import _answer
+from serve_fixtures import running_server, serve_config
+from test_quant_inference import assert_served_as_generated
 
 from dsvl_jax.config.files import load_config
 from dsvl_jax.infer.generate import Generator, forward_last, inference_config, inference_params
@@ -108,21 +107,4 @@ def test_the_server_with_an_int8_kv_cache_answers_as_the_generator_with_one():
     state = service.engine._state  # pylint: disable=protected-access
     assert state.cache[0]["k"].dtype == jnp.int8 and "k_scale" in state.cache[0]
     gen = Generator(service.cfg, params, prompt_bucket=config.serve.prompt_bucket)
-    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
-    for seed, question in ((3, "What is in the picture?"), (4, "Describe it.")):
-      image = drawn_image(seed)
-      r = client.chat.completions.create(
-          model=service.model_name,
-          messages=[
-              {
-                  "role": "user",
-                  "content": [
-                      {"type": "image_url", "image_url": {"url": data_uri(image)}},
-                      {"type": "text", "text": question},
-                  ],
-              }
-          ],
-          temperature=0,
-          max_tokens=12,
-      )
-      assert r.choices[0].message.content == _answer(service, gen, image, question, 12)
+    assert_served_as_generated(url, service, gen, seeds=(3, 4))

@@ -72,6 +72,24 @@ def _answer(service, gen, image, question, max_tokens):
   return cut_at_stop(service.tokenizer.decode(out.tokens[0]), STOP_STRINGS).strip()
 
 
+def assert_served_as_generated(url, service, gen, seeds) -> None:
+  """Two greedy image questions: the server's answers equal `gen`'s on the same turn."""
+  client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
+  for seed, question in zip(seeds, ("What is in the picture?", "Describe it.")):
+    image = drawn_image(seed)
+    parts = [
+        {"type": "image_url", "image_url": {"url": data_uri(image)}},
+        {"type": "text", "text": question},
+    ]
+    r = client.chat.completions.create(
+        model=service.model_name,
+        messages=[{"role": "user", "content": parts}],
+        temperature=0,
+        max_tokens=12,
+    )
+    assert r.choices[0].message.content == _answer(service, gen, image, question, 12)
+
+
 def test_the_server_with_serve_quantize_int8_answers_as_the_int8_generator():
   config = serve_config(quantize="int8", repetition_penalty=1.0, max_len=512)
   cfg, params = load_model(config, config.serve, "serve")  # what the server loads
@@ -79,24 +97,7 @@ def test_the_server_with_serve_quantize_int8_answers_as_the_int8_generator():
   with running_server(config) as (url, service):
     assert service.cfg.compute.quant.kind == "int8" and _kernels_q(service.engine.model.params)
     gen = Generator(service.cfg, params, prompt_bucket=config.serve.prompt_bucket)
-    client = openai.OpenAI(base_url=url + "/v1", api_key="x", max_retries=0, timeout=120)
-    for seed, question in ((1, "What is in the picture?"), (2, "Describe it.")):
-      image = drawn_image(seed)
-      r = client.chat.completions.create(
-          model=service.model_name,
-          messages=[
-              {
-                  "role": "user",
-                  "content": [
-                      {"type": "image_url", "image_url": {"url": data_uri(image)}},
-                      {"type": "text", "text": question},
-                  ],
-              }
-          ],
-          temperature=0,
-          max_tokens=12,
-      )
-      assert r.choices[0].message.content == _answer(service, gen, image, question, 12)
+    assert_served_as_generated(url, service, gen, seeds=(1, 2))
   # and int8 is not the float model: its logits differ, a little
   from dsvl_jax.models.vlm import DeepseekVL
 

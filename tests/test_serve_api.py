@@ -7,6 +7,7 @@ import contextlib
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import openai
@@ -307,6 +308,23 @@ def test_openai_client_raises_the_matching_errors(server):
     openai.OpenAI(base_url=url + "/v1", api_key="wrong", max_retries=0).models.list()
 
 
+def read_until_admitted(r: httpx.Response) -> Iterator[str]:
+  """Reads a chat stream up to its first text (the role chunk is sent before the engine
+  admits the request: on a loaded host it may still be queued then; text only comes from
+  a slot). Returns the line iterator, which the caller must hold while the request should
+  live: httpx closes the connection when it is collected (the server then cancels)."""
+  lines = r.iter_lines()
+  chunks: list[dict] = []
+  for line in lines:
+    if not line.startswith("data:"):
+      continue
+    chunks.append(json.loads(line[5:])["choices"][0]["delta"])
+    if chunks[-1].get("content"):
+      break
+  assert chunks[0]["role"] == "assistant"
+  return lines
+
+
 def test_a_closed_stream_frees_its_slot(server):
   url, service, gen, _ = server
   prompt = "tell me everything"
@@ -351,13 +369,7 @@ def test_a_closed_stream_frees_its_slot(server):
         headers={"Authorization": f"Bearer {KEY}"},
     ) as r:
       assert r.status_code == 200
-      lines = r.iter_lines()
-      first = next(line for line in lines if line.startswith("data:"))
-      assert json.loads(first[5:])["choices"][0]["delta"]["role"] == "assistant"
-      # The role chunk is sent before the engine admits the request: read on to text,
-      # which comes from a slot, so that what is cancelled below is a running request.
-      chunks = (json.loads(line[5:]) for line in lines if line.startswith("data:"))
-      next(c for c in chunks if c["choices"][0]["delta"].get("content"))
+      read_until_admitted(r)  # what is cancelled below is a running request
     deadline = time.time() + 30  # the connection is closed: the slot frees within steps
     while time.time() < deadline:
       now = service.engine.status()
@@ -400,7 +412,8 @@ def test_queue_full_is_429_and_the_server_recovers():
     ):
       release.callback(gate.set)  # whatever fails below, the engine is let go
       assert r.status_code == 200
-      next(r.iter_lines())
+      # held open until the end (so the second one queues behind it)
+      release.enter_context(contextlib.closing(read_until_admitted(r)))
       with httpx.stream("POST", url + "/v1/chat/completions", json=hold, timeout=300):
         deadline = time.time() + 120
         while service.engine.status()["queued"] < 1 and time.time() < deadline:
