@@ -1,21 +1,21 @@
 """Per-chip memory of serving a model on one TPU chip, compiled on this CPU host.
 
   python experiments/aot_serve.py --config=configs/deepseek_vl_7b.py --topology=v5e:1x1 \
-      [--quantize=none,int8,int4] [--config.serve.num_slots=8 --config.serve.max_len=4096]
+      [--quantize=none,int8,int4] [--kv_cache_dtype=auto,int8] \
+      [--config.serve.dtype=bfloat16 --config.serve.num_slots=8 --config.serve.max_len=4096]
 
 Needs libtpu (requirements-test.txt); nothing is allocated: the server's own programs
 (infer/slots.py: one prefill of a one-image prompt into a slot, one decode step of every
 slot) are lowered from ShapeDtypeStructs of the loaded parameters (the tree
 `serve.dtype` and each `--quantize` give, as the server would hold it) and of the slot
 state (the KV cache of serve.num_slots x serve.max_len) on the chip's abstract device.
-XLA's memory analysis of each program gives arguments, outputs, temporaries and the
-bytes aliased by donation; the server holds the weights and the state and runs one
-program at a time, so its peak is weights + state + the larger program's temporaries.
+The server holds the weights and the state and runs one program at a time, so its peak
+is weights + state + the larger program's temporaries (XLA's memory analysis); a program
+that cannot fit is the compiler's RESOURCE_EXHAUSTED, quoted.
 
-Also answers whether the chip dequantises inside the matmul: for each quantised kind,
-the decode step's optimised HLO is searched for fusions that read integer codes and
-contain the dot (dequantised in the matmul's operand fusion) against fusions that only
-dequantise (a float kernel written to HBM).
+Also answers whether the chip dequantises inside the matmul: for each quantised kind, the
+decode step's optimised HLO is read for where each kernel's codes are converted, inside
+the fusion that holds its matmul or in one of their own (a float kernel written out).
 """
 
 from __future__ import annotations
