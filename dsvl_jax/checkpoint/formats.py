@@ -146,12 +146,8 @@ def _read_ours(src: pathlib.Path, dtype: str, shardings_fn) -> tuple[VLMConfig, 
   """`read_any` of our checkpoint or a training run's (restored onto the abstract tree
   of its config at `dtype`)."""
   trained = params_io.training_checkpoint(src)
-  if trained is not None:
-    params_dir, workdir = trained
-    cfg = params_io.read_run_model_config(workdir)
-  else:
-    params_dir, cfg = src / params_io.PARAMS_DIR, params_io.read_config(src)
-  cfg = with_dtype(cfg, dtype)
+  params_dir, workdir = trained if trained is not None else (src / params_io.PARAMS_DIR, None)
+  cfg = with_dtype(params_io.stored_config(src), dtype)
   shardings = shardings_fn(cfg) if shardings_fn else None
   target = params_io.abstract_like(abstract_params(cfg), jnp.dtype(dtype), shardings)
   ref = run_base.read(workdir) if trained is not None else None
@@ -257,17 +253,10 @@ def export_checkpoint(
     raise ValueError(f"layout must be 'hf' or 'original', got {layout!r}")
   limit = parse_size(shard_size)
   trained = params_io.training_checkpoint(src)
-  if trained is not None:  # a training workdir or step: its tokenizer is in the workdir
-    stored = params_io.read_run_model_config(trained[1]).compute.param_dtype
-    sidecar_dir = trained[1]
-  else:
-    stored = (
-        params_io.read_config(src).compute.param_dtype
-        if params_io.is_checkpoint(src)
-        else "float32"
-    )
-    sidecar_dir = src
-  dtype = dtype or stored
+  # a training workdir or step: its tokenizer is in the workdir
+  sidecar_dir = trained[1] if trained is not None else src
+  stored = params_io.stored_config(src)  # None: a PyTorch directory, read as float32
+  dtype = dtype or (stored.compute.param_dtype if stored is not None else "float32")
   cfg, params = read_any(src, dtype=dtype, progress=progress)
   rank = cfg.compute.lora.rank
   if adapters == "peft":

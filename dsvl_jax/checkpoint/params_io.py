@@ -87,6 +87,15 @@ def read_config(path: str | pathlib.Path) -> VLMConfig:
   return VLMConfig.from_dict(data["model"])
 
 
+def stored_config(path: str | pathlib.Path) -> VLMConfig | None:
+  """The model config of our checkpoint or of a training workdir or step; None for
+  anything else (a PyTorch directory)."""
+  trained = training_checkpoint(path)
+  if trained is not None:
+    return read_run_model_config(trained[1])
+  return read_config(path) if is_checkpoint(path) else None
+
+
 def save(path: str | pathlib.Path, params: Any, cfg: VLMConfig) -> None:
   """Writes params + config into `path` (which must not exist yet)."""
   path = pathlib.Path(path).absolute()

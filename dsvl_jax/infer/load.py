@@ -25,23 +25,23 @@ def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
   """(model config, parameters) from section.checkpoint, else a random init; with
   section.adapter, a PEFT LoRA folder's adapters beside the kernels they adapt. `name`:
   the section's config path, for errors."""
-  quantize = section.quantize
+  # A checkpoint without an adapter to merge first has its kernels quantised as they are
+  # read (a PyTorch folder never exists as a float tree); the rest after.
+  while_reading = bool(section.checkpoint) and not section.adapter
   if section.checkpoint:
     import dsvl_jax  # pylint: disable=g-import-not-at-top
-
-    # Without an adapter to merge first, the kernels are quantised as they are read: a
-    # PyTorch folder never exists as a float tree.
-    early = "none" if section.adapter else quantize
     from dsvl_jax.checkpoint.formats import QuantizeError  # pylint: disable=g-import-not-at-top
 
     try:
       loaded = dsvl_jax.load(
-          section.checkpoint, dtype=section.dtype, quantize=early, quant_block=section.quant_block
+          section.checkpoint,
+          dtype=section.dtype,
+          quantize=section.quantize if while_reading else "none",
+          quant_block=section.quant_block,
       )
     except QuantizeError as e:
       raise ConfigError(f"config field '{name}.quantize': {e}") from e
     cfg, params = loaded.config, loaded.params
-    quantize = "none" if early != "none" else quantize
   else:
     from dsvl_jax.models.init import init_params  # pylint: disable=g-import-not-at-top
 
@@ -52,8 +52,8 @@ def load_model(config, section, name: str) -> tuple[VLMConfig, Any]:
 
     cfg, adapters = _read_peft(section.adapter, cfg, section, f"{name}.adapter")
     params = lora.merge(params, jax.tree.map(lambda a: a.astype(section.dtype), adapters))
-  if quantize != "none":
-    cfg, params = quantized(cfg, params, quantize, section.quant_block, name)
+  if section.quantize != "none" and not while_reading:
+    cfg, params = quantized(cfg, params, section.quantize, section.quant_block, name)
   if section.kv_cache_dtype != "auto":
     compute = dataclasses.replace(cfg.compute, kv_cache_dtype=section.kv_cache_dtype)
     cfg = cfg.replace(compute=compute)

@@ -362,11 +362,7 @@ class Trainer:
     from dsvl_jax.checkpoint.formats import read_any  # pylint: disable=g-import-not-at-top
 
     run = self.run_cfg
-    stored, trained = None, params_io.training_checkpoint(path)  # None: a PyTorch folder
-    if trained is not None:
-      stored = params_io.read_run_model_config(trained[1])
-    elif params_io.is_checkpoint(path):
-      stored = params_io.read_config(path)
+    stored = params_io.stored_config(path)  # None: a PyTorch folder
     if stored is not None and stored.compute.quant.kind != "none":
       raise ConfigError(
           f"config field '{field}': {path} holds {stored.compute.quant.kind} quantised "
